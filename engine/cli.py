@@ -1,0 +1,265 @@
+"""The `vitrina` command line. Command names, flags and JSON shapes here are a public contract."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig, ImageLoadError
+from encoders.image_io import load_image
+from engine import __version__
+from engine.catalog import CatalogFields, resolve_image_source
+from engine.config import VitrinaConfig
+from engine.errors import USER_ERRORS, QueryError
+from engine.indexing import build_index
+from engine.output import console, hits_json, print_json, results_table
+from engine.search import SearchSession
+from index import IndexConfig, IndexManifest
+
+
+def _config(args: argparse.Namespace) -> VitrinaConfig:
+    """One VitrinaConfig from whichever of the shared flags a command has."""
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    text_fields = get("text_fields")
+    return VitrinaConfig(
+        text_model=get("text_model") or DEFAULT_TEXT_MODEL,
+        image_model=get("image_model") or DEFAULT_IMAGE_MODEL,
+        catalog=CatalogFields(
+            id_field=get("id_field", "id"),
+            text_fields=tuple(f.strip() for f in text_fields.split(",") if f.strip()) if text_fields else None,
+            image_field=get("image_field") or "image",
+            image_field_required=get("image_field") is not None,
+            price_field=get("price_field", "price"),
+        ),
+        encoders=EncoderConfig(device=get("device"), batch_size=get("batch_size") or 32, offline=get("offline", False)),
+        index=IndexConfig(factory=get("index_factory")),
+        progress=not get("quiet", False),
+    )
+
+
+def _read_query_file(path: Path, value_column: str) -> list[tuple[str, str]]:
+    """(query_id, value) rows of a CSV with columns query_id and `value_column`; repeated ids are merged."""
+    if not path.is_file():
+        raise QueryError(f"query file not found: {path}")
+    out: dict[str, str] = {}
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("query_id", value_column) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise QueryError(f"{path}: missing column {missing[0]!r} (columns: {', '.join(reader.fieldnames or [])})")
+        for row in reader:
+            qid, value = (row.get("query_id") or "").strip(), (row.get(value_column) or "").strip()
+            where = f"{path}, line {reader.line_num}"
+            if not qid:
+                raise QueryError(f"{where}: field 'query_id' is empty")
+            if not value:
+                raise QueryError(f"{where}: field {value_column!r} is empty")
+            if qid in out and out[qid] != value:
+                raise QueryError(f"{where}: query_id {qid!r} appears with two different {value_column} values")
+            out[qid] = value
+    if not out:
+        raise QueryError(f"{path}: no queries")
+    return list(out.items())
+
+
+def _session(args: argparse.Namespace) -> SearchSession:
+    return SearchSession(args.dir, _config(args), text_model=args.text_model, image_model=args.image_model)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    report = build_index(args.catalog, args.out, _config(args))
+    m = report.manifest
+    lines = [f"Indexed {m.product_count} products into {report.out}"]
+    for name, info in m.spaces.items():
+        lines.append(f"  {name}: {info.count} vectors, {info.dim}-d, {info.factory}, encoder {info.encoder}")
+    if report.image_failures:
+        first = "; ".join(f"{pid}: {why}" for pid, why in report.image_failures[:5])
+        lines.append(
+            f"  images failed: {len(report.image_failures)} (indexed by text only). First: {first}"
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    session = _session(args)
+    text_fields = session.manifest.catalog.get("text_fields", [])
+    hide = [session.manifest.catalog.get("image_field") or ""]
+    if args.queries:
+        queries = _read_query_file(Path(args.queries), "query")
+        k = args.k or 100
+        results = session.search([q for _, q in queries], k, space=args.space)
+        for (qid, query), hits in zip(queries, results):
+            if args.json:
+                print_json({"query_id": qid, "results": hits_json(hits)})
+            else:
+                console().print(results_table(f"{qid}: {query}", hits, text_fields, hide))
+        return 0
+    if args.query is None:
+        raise QueryError("give a QUERY or --queries FILE.csv")
+    hits = session.search([args.query], args.k or 10, space=args.space)[0]
+    if args.json:
+        print_json({"query": args.query, "results": hits_json(hits)})
+    else:
+        console().print(results_table(f"Search: {args.query}", hits, text_fields, hide))
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    session = _session(args)
+    text_fields = session.manifest.catalog.get("text_fields", [])
+    hide = [session.manifest.catalog.get("image_field") or ""]
+    if args.images:
+        path = Path(args.images)
+        rows = _read_query_file(path, "image")
+        k = args.k or 100
+        loaded = []
+        for qid, image in rows:
+            try:
+                loaded.append((qid, load_image(resolve_image_source(image, path.resolve().parent))))
+            except ImageLoadError as exc:
+                loaded.append((qid, exc))
+        good = [(qid, img) for qid, img in loaded if not isinstance(img, ImageLoadError)]
+        results = dict(zip([q for q, _ in good], session.similar_to_images([img for _, img in good], k) if good else []))
+        for qid, img in loaded:
+            if isinstance(img, ImageLoadError):
+                print(f"vitrina: warning: query {qid}: {img}", file=sys.stderr)
+                record = {"query_id": qid, "results": [], "error": str(img)}
+            else:
+                record = {"query_id": qid, "results": hits_json(results[qid])}
+            if args.json:
+                print_json(record)
+            elif "error" not in record:
+                console().print(results_table(f"{qid}", results[qid], text_fields, hide))
+        return 0
+    k = args.k or 10
+    if args.id is not None:
+        hits = session.similar_to_product(args.id, k)
+        query = {"id": args.id}
+    elif args.image is not None:
+        try:
+            image = load_image(resolve_image_source(args.image, Path.cwd()))
+        except ImageLoadError as exc:
+            raise QueryError(str(exc)) from None
+        hits = session.similar_to_images([image], k)[0]
+        query = {"image": args.image}
+    else:
+        raise QueryError("give --image PATH, --id PRODUCT_ID or --images FILE.csv")
+    if args.json:
+        print_json({"query": query, "results": hits_json(hits)})
+    else:
+        label = f"product {args.id}" if args.id is not None else args.image
+        console().print(results_table(f"Looks like {label}", hits, text_fields, hide))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    manifest = IndexManifest.load(Path(args.dir))
+    if args.json:
+        print(manifest.to_json())
+        return 0
+    print(f"Vitrina index {args.dir} (format {manifest.format_version}, built {manifest.created_at})")
+    print(f"  products: {manifest.product_count} from {manifest.catalog.get('source')}")
+    print(f"  fields: id={manifest.catalog.get('id_field')} text={','.join(manifest.catalog.get('text_fields', []))} "
+          f"image={manifest.catalog.get('image_field')}")
+    for name, info in manifest.spaces.items():
+        print(f"  {name}: {info.count} vectors, {info.dim}-d, index {info.factory}, encoder {info.encoder}")
+        print(f"        model spec: {info.model}")
+    if manifest.images_failed:
+        print(f"  images failed at index time: {manifest.images_failed}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    run_demo(Path(args.out) if args.out else None, _config(args), rebuild=args.rebuild)
+    return 0
+
+
+def _add_model_flags(p: argparse.ArgumentParser, search: bool) -> None:
+    what = "override the model recorded in the index (must be the same model)" if search else None
+    p.add_argument("--text-model", metavar="NAME|PATH", default=None,
+                   help=what or f"text encoder: packaged {DEFAULT_TEXT_MODEL} (default), a local dir, a hub name, or clip:...")
+    p.add_argument("--image-model", metavar="NAME|PATH", default=None,
+                   help=what or f"image encoder: {DEFAULT_IMAGE_MODEL} (default), resnet50[=PATH], clip:ARCH=TAG|PATH, clip:DIR, none")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--offline", action="store_true", help="never contact a model hub")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitrina", description="Multimodal product search for e-commerce catalogs.")
+    parser.add_argument("--version", action="version", version=f"vitrina {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="embed a catalog and build an index directory")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog file: .csv, .tsv, .jsonl or .parquet")
+    p.add_argument("--out", required=True, metavar="DIR", help="index directory (replaced only when indexing succeeds)")
+    p.add_argument("--id-field", default="id", metavar="F")
+    p.add_argument("--text-fields", default=None, metavar="A,B", help="default: title,description where present")
+    p.add_argument("--image-field", default=None, metavar="F", help="default: image, when present")
+    p.add_argument("--price-field", default="price", metavar="F", help="parsed as a number when present")
+    p.add_argument("--index-factory", default=None, metavar="STR", help="FAISS factory string (default by size)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_model_flags(p, search=False)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="text search")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("query", metavar="QUERY", nargs="?")
+    p.add_argument("--queries", metavar="FILE.csv", help="batch: CSV with columns query_id,query")
+    p.add_argument("-k", type=int, default=None, help="results per query (default 10; 100 in batch mode)")
+    p.add_argument("--space", choices=("text", "image"), default="text",
+                   help="search text vectors (default) or, with a CLIP image model, image vectors")
+    p.add_argument("--json", action="store_true", help="JSON output (one object per line in batch mode)")
+    _add_model_flags(p, search=True)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("similar", help="visually similar products")
+    p.add_argument("dir", metavar="DIR")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", metavar="PATH", help="an image file or URL")
+    group.add_argument("--id", metavar="PRODUCT_ID", help="a product in the index")
+    group.add_argument("--images", metavar="FILE.csv", help="batch: CSV with columns query_id,image (paths relative to FILE)")
+    p.add_argument("-k", type=int, default=None, help="results per query (default 10; 100 in batch mode)")
+    p.add_argument("--json", action="store_true")
+    _add_model_flags(p, search=True)
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("info", help="describe an index directory")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="index the bundled demo catalog and show some searches")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to keep the demo index (default ~/.cache/vitrina/demo)")
+    p.add_argument("--rebuild", action="store_true", help="re-index even if the demo index exists")
+    _add_model_flags(p, search=False)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="vitrina: %(message)s")
+    if getattr(args, "batch_size", 1) is not None and getattr(args, "batch_size", 1) < 1:
+        print("vitrina: error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"vitrina: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vitrina: interrupted; nothing was changed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`vitrina demo`: index the bundled 500-product fashion catalog and show a few searches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.config import VitrinaConfig
+from engine.indexing import build_index
+from engine.output import console, results_table
+from engine.search import SearchSession
+from index import IndexManifest, IndexStoreError
+
+DEMO_CATALOG = Path(__file__).parent / "demo_data" / "products.csv"
+DEMO_QUERIES = (
+    "red top for women",
+    "waterproof sports shoes for running",
+    "leather wallet for men",
+    "analog watch with a metal strap",
+)
+DEMO_IMAGE_PRODUCT = "10018"  # Nike track pants
+
+
+def default_demo_dir() -> Path:
+    return Path.home() / ".cache" / "vitrina" / "demo"
+
+
+def _index_is_current(out: Path, config: VitrinaConfig) -> bool:
+    try:
+        manifest = IndexManifest.load(out)
+    except IndexStoreError:
+        return False
+    return manifest.catalog.get("source") == str(DEMO_CATALOG.resolve()) and "image" in manifest.spaces and (
+        manifest.spaces["text"].model.endswith(config.text_model)
+    )
+
+
+def run_demo(out: Path | None = None, config: VitrinaConfig | None = None, rebuild: bool = False) -> Path:
+    """Build (or reuse) the demo index and print result tables for text queries and one image lookup."""
+    config = config or VitrinaConfig()
+    out = out or default_demo_dir()
+    con = console()
+    if rebuild or not _index_is_current(out, config):
+        con.print(f"Indexing the demo catalog ({DEMO_CATALOG}) into {out} ...")
+        report = build_index(DEMO_CATALOG, out, config)
+        con.print(f"Indexed {report.manifest.product_count} products "
+                  f"(text {report.seconds.get('text', 0):.1f}s, images {report.seconds.get('image', 0):.1f}s)")
+    else:
+        con.print(f"Using the demo index in {out} (--rebuild to re-index)")
+    session = SearchSession(out, config)
+    fields = session.manifest.catalog["text_fields"]
+    for query, hits in zip(DEMO_QUERIES, session.search(list(DEMO_QUERIES), k=5)):
+        con.print(results_table(f"Search: {query}", hits, fields, hide=["image"]))
+    title = session.products.metadata(session.products.row_of(DEMO_IMAGE_PRODUCT)).get("title")
+    hits = session.similar_to_product(DEMO_IMAGE_PRODUCT, k=5)
+    con.print(results_table(f"Looks like product {DEMO_IMAGE_PRODUCT} ({title})", hits, fields, hide=["image"]))
+    con.print(f"\nTry: vitrina search {out} \"your query\"   |   vitrina similar {out} --image photo.jpg")
+    return out

@@ -1,0 +1,140 @@
+"""The indexing pipeline: catalog -> encoders -> FAISS indexes -> an index directory."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
+from encoders.image_io import load_images
+from engine import __version__
+from engine.catalog import Catalog, Product, read_catalog
+from engine.config import VitrinaConfig
+from index import IndexDirectory, IndexManifest, ProductIndex, ProductTable, SpaceInfo, VectorSpace
+
+TEXT_CHUNK = 1024  # texts per encode call (sorted by length inside it)
+
+
+@dataclass
+class IndexReport:
+    out: Path
+    manifest: IndexManifest
+    image_failures: list[tuple[str, str]] = field(default_factory=list)  # (product id, reason)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def encode_texts(encoder: Encoder, texts: Sequence[str], progress: bool = True) -> np.ndarray:
+    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
+    with tqdm(total=len(texts), desc="text", unit="product", disable=not progress, leave=False) as bar:
+        for start in range(0, len(texts), TEXT_CHUNK):
+            chunk = texts[start : start + TEXT_CHUNK]
+            out[start : start + len(chunk)] = encoder.encode(chunk)
+            bar.update(len(chunk))
+    return out
+
+
+def encode_product_images(
+    encoder: Encoder, products: Sequence[Product], config: VitrinaConfig
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """Embed each product's image; returns (vectors, product rows, failures).
+
+    Images of the next batch are read and decoded in threads while the encoder runs on this one.
+    """
+    wanted = [(row, p) for row, p in enumerate(products) if p.image]
+    enc_cfg = config.encoders
+    step = enc_cfg.batch_size
+    batches = [wanted[i : i + step] for i in range(0, len(wanted), step)]
+    vectors, rows, failures = [], [], []
+
+    def load(batch):
+        return load_images([p.image for _, p in batch], enc_cfg.image_timeout_s, enc_cfg.image_max_pixels)
+
+    with ThreadPoolExecutor(max_workers=1) as prefetch, tqdm(
+        total=len(wanted), desc="images", unit="product", disable=not config.progress, leave=False
+    ) as bar:
+        pending = prefetch.submit(load, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            loaded = pending.result()
+            pending = prefetch.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
+            good = []
+            for (row, product), img in zip(batch, loaded):
+                if isinstance(img, ImageLoadError):
+                    failures.append((product.id, str(img)))
+                else:
+                    good.append((row, img))
+            if good:
+                vectors.append(encoder.encode([img for _, img in good]))
+                rows.extend(row for row, _ in good)
+            bar.update(len(batch))
+    dim = encoder.dim
+    stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
+    return stacked, np.asarray(rows, dtype=np.int64), failures
+
+
+def _space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarray, config: VitrinaConfig):
+    index = ProductIndex.build(vectors, rows, config.index.factory, config.index)
+    info = SpaceInfo(encoder=encoder.name, model=spec, dim=encoder.dim, count=len(rows), factory=index.factory)
+    return info, VectorSpace(index, vectors, rows)
+
+
+def absolute_spec(spec: str) -> str:
+    """Model specs that are local paths are stored absolute, so the index loads from anywhere."""
+    name, sep, weights = spec.partition("=")
+    if Path(name).expanduser().exists():
+        name = str(Path(name).expanduser().resolve())
+    if weights and Path(weights).expanduser().exists():
+        weights = str(Path(weights).expanduser().resolve())
+    return f"{name}{sep}{weights}"
+
+
+def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig | None = None) -> IndexReport:
+    """Read, embed and index a catalog into `out`; an existing index there is replaced only on success."""
+    config = config or VitrinaConfig()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    catalog: Catalog = read_catalog(catalog_path, config.catalog)
+    timings["read"] = time.perf_counter() - t0
+    products = catalog.products
+
+    t0 = time.perf_counter()
+    text_spec = absolute_spec(config.text_model)
+    text_encoder = load_text_encoder(text_spec, config.encoders)
+    text_vectors = encode_texts(text_encoder, [p.text for p in products], config.progress)
+    timings["text"] = time.perf_counter() - t0
+    infos, spaces = {}, {}
+    infos["text"], spaces["text"] = _space(
+        text_encoder, text_spec, text_vectors, np.arange(len(products), dtype=np.int64), config
+    )
+
+    failures: list[tuple[str, str]] = []
+    image_spec = config.image_model if config.image_model and config.image_model.lower() != "none" else None
+    if image_spec and catalog.fields.image_field and any(p.image for p in products):
+        t0 = time.perf_counter()
+        image_spec = absolute_spec(image_spec)
+        image_encoder = load_image_encoder(image_spec, config.encoders)
+        vectors, rows, failures = encode_product_images(image_encoder, products, config)
+        timings["image"] = time.perf_counter() - t0
+        if len(rows):
+            infos["image"], spaces["image"] = _space(image_encoder, image_spec, vectors, rows, config)
+
+    manifest = IndexManifest(
+        product_count=len(products),
+        catalog={
+            "source": str(catalog.source.resolve()),
+            "id_field": catalog.fields.id_field,
+            "text_fields": list(catalog.fields.text_fields or ()),
+            "image_field": catalog.fields.image_field,
+        },
+        spaces=infos,
+        images_failed=len(failures),
+        vitrina_version=__version__,
+    )
+    table = ProductTable.from_records([p.id for p in products], [p.metadata for p in products])
+    IndexDirectory(manifest, table, spaces).save(Path(out))
+    return IndexReport(Path(out), manifest, failures, timings)

@@ -1,0 +1,59 @@
+"""Rendering results for people (rich tables) and for scripts (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.search import SearchHit
+
+MAX_EXTRA_COLUMNS = 3
+MAX_CELL = 60
+
+
+def hits_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
+    return [h.to_json() for h in hits]
+
+
+def print_json(obj: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    out.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+
+
+def _short(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def results_table(title: str, hits: Sequence[SearchHit], text_fields: Sequence[str], hide: Sequence[str] = ()) -> Table:
+    """A table of ranked hits: id, score, the main text field and a few short metadata columns."""
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("id")
+    table.add_column("score", justify="right")
+    main = next((f for f in text_fields), None)
+    extra: list[str] = []
+    for hit in hits:
+        for key, value in hit.metadata.items():
+            if key in extra or key == main or key in text_fields or key in hide or len(extra) >= MAX_EXTRA_COLUMNS:
+                continue
+            if value is not None and len(str(value)) <= 24:
+                extra.append(key)
+    if main:
+        table.add_column(main)
+    for key in extra:
+        table.add_column(key)
+    for rank, hit in enumerate(hits, start=1):
+        cells = [str(rank), hit.id, f"{hit.score:.3f}"]
+        if main:
+            cells.append(_short(hit.metadata.get(main)))
+        cells.extend(_short(hit.metadata.get(key)) for key in extra)
+        table.add_row(*cells)
+    return table
+
+
+def console() -> Console:
+    return Console(width=max(Console().width, 110))

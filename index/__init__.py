@@ -1,0 +1,21 @@
+"""FAISS-backed product indexes and the directories that persist them."""
+
+from index.config import IndexConfig
+from index.errors import IndexStoreError
+from index.manifest import FORMAT_VERSION, IndexManifest, SpaceInfo
+from index.product_index import ProductIndex, default_factory
+from index.products import ProductTable
+from index.store import IndexDirectory, VectorSpace
+
+__all__ = [
+    "FORMAT_VERSION",
+    "IndexConfig",
+    "IndexDirectory",
+    "IndexManifest",
+    "IndexStoreError",
+    "ProductIndex",
+    "ProductTable",
+    "SpaceInfo",
+    "VectorSpace",
+    "default_factory",
+]

@@ -1,0 +1,68 @@
+"""ProductTable: product ids and metadata, row-aligned with the vector ids in the FAISS indexes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from index.errors import IndexStoreError
+
+ID_COLUMN = "id"
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """A typed column where the values agree on a type, else their JSON text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values], type=pa.string())
+
+
+class ProductTable:
+    """Row r describes the product whose vectors carry id r."""
+
+    def __init__(self, table: pa.Table) -> None:
+        if ID_COLUMN not in table.column_names:
+            raise IndexStoreError("product table has no id column")
+        self.table = table
+        self.ids: list[str] = table.column(ID_COLUMN).to_pylist()
+        self._row_of = {pid: row for row, pid in enumerate(self.ids)}
+        self._records: list[dict] | None = None
+
+    @classmethod
+    def from_records(cls, ids: Sequence[str], metadata: Sequence[dict[str, Any]]) -> "ProductTable":
+        names: list[str] = []
+        for record in metadata:
+            names.extend(k for k in record if k not in names)
+        columns = {ID_COLUMN: pa.array(list(ids), type=pa.string())}
+        for name in names:
+            columns[name] = _column([record.get(name) for record in metadata])
+        return cls(pa.table(columns))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row_of(self, product_id: str) -> int:
+        try:
+            return self._row_of[product_id]
+        except KeyError:
+            raise IndexStoreError(f"unknown product id {product_id!r}") from None
+
+    def metadata(self, row: int) -> dict[str, Any]:
+        """The catalog's other columns for one product (id excluded)."""
+        if self._records is None:
+            self._records = self.table.drop_columns([ID_COLUMN]).to_pylist()
+        return self._records[row]
+
+    def save(self, path: Path) -> None:
+        pq.write_table(self.table, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "ProductTable":
+        if not path.is_file():
+            raise IndexStoreError(f"product table missing: {path}")
+        return cls(pq.read_table(path))

@@ -1,0 +1,111 @@
+"""Index directories: written whole beside the target and swapped in, so a failure never loses an index.
+
+Layout of DIR:
+  manifest.json          format version, encoders, counts, factory strings, creation time
+  products.parquet       product ids and metadata; row r <-> vector id r
+  <space>.faiss          FAISS index of one space ("text", "image")
+  <space>.vectors.npy    the raw normalised embeddings (reused for lookups by id and for re-training)
+  <space>.rows.npy       the product row of each embedding
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index.config import IndexConfig
+from index.errors import IndexStoreError
+from index.manifest import MANIFEST_FILE, IndexManifest
+from index.product_index import ProductIndex
+from index.products import ProductTable
+
+PRODUCTS_FILE = "products.parquet"
+
+
+@dataclass
+class VectorSpace:
+    """One modality's vectors, the product rows they belong to, and the index over them."""
+
+    index: ProductIndex
+    vectors: np.ndarray
+    rows: np.ndarray
+
+    def vector_of_row(self, row: int) -> np.ndarray | None:
+        hits = np.flatnonzero(self.rows == row)
+        return None if len(hits) == 0 else np.asarray(self.vectors[hits[0]], dtype=np.float32)
+
+
+@dataclass
+class IndexDirectory:
+    manifest: IndexManifest
+    products: ProductTable
+    spaces: dict[str, VectorSpace]
+
+    def save(self, out: Path) -> None:
+        """Write to a sibling temp dir, then swap it in place of `out` (kept intact on any failure)."""
+        out = Path(out)
+        _refuse_foreign_directory(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            self.products.save(tmp / PRODUCTS_FILE)
+            for name, space in self.spaces.items():
+                space.index.save(tmp / f"{name}.faiss")
+                np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
+                np.save(tmp / f"{name}.rows.npy", np.asarray(space.rows, dtype=np.int64))
+            self.manifest.save(tmp)  # last: a directory with a manifest is complete
+            _swap_in(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path, config: IndexConfig | None = None, mmap: bool = False) -> "IndexDirectory":
+        path = Path(path)
+        if not path.is_dir():
+            raise IndexStoreError(f"index directory not found: {path}")
+        manifest = IndexManifest.load(path)
+        products = ProductTable.load(path / PRODUCTS_FILE)
+        spaces = {}
+        for name, info in manifest.spaces.items():
+            index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap)
+            vectors = np.load(path / f"{name}.vectors.npy", mmap_mode="r")
+            rows = np.load(path / f"{name}.rows.npy")
+            if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
+                raise IndexStoreError(
+                    f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
+                    f"says {info.count} {info.dim}-d; the directory is damaged, re-index it"
+                )
+            spaces[name] = VectorSpace(index, vectors, rows)
+        if len(products) != manifest.product_count:
+            raise IndexStoreError(f"{path}: product table and manifest disagree; the directory is damaged")
+        return cls(manifest, products, spaces)
+
+
+def _refuse_foreign_directory(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise IndexStoreError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+        raise IndexStoreError(
+            f"--out {out} is a non-empty directory that is not a Vitrina index; refusing to replace it"
+        )
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

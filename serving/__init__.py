@@ -1,0 +1,1 @@
+"""HTTP API and web page (built in the serving issue); uses engine.search.SearchSession."""
