@@ -84,7 +84,11 @@ class ResNetImageEncoder(CnnImageEncoder):
             except Exception as exc:
                 raise EncoderError(f"{path} is not a readable PyTorch state dict: {exc}") from exc
             state = state.get("state_dict", state) if isinstance(state, dict) else state
-            missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+            try:
+                missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+            except RuntimeError as exc:  # tensor shapes differ: weights of another architecture
+                first = str(exc).strip().splitlines()[1:2]
+                raise EncoderError(f"{path} does not match {arch}: {' '.join(first).strip()}") from None
             missing = [k for k in missing if not k.startswith("fc.")]
             if missing or unexpected:
                 raise EncoderError(

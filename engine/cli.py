@@ -66,6 +66,11 @@ def _read_query_file(path: Path, value_column: str) -> list[tuple[str, str]]:
     return list(out.items())
 
 
+def _k(args: argparse.Namespace, default: int) -> int:
+    """-k as given (0 and negatives are rejected later with a clear message), else the mode's default."""
+    return default if args.k is None else args.k
+
+
 def _session(args: argparse.Namespace) -> SearchSession:
     return SearchSession(args.dir, _config(args), text_model=args.text_model, image_model=args.image_model)
 
@@ -91,7 +96,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     hide = [session.manifest.catalog.get("image_field") or ""]
     if args.queries:
         queries = _read_query_file(Path(args.queries), "query")
-        k = args.k or 100
+        k = _k(args, 100)
         results = session.search([q for _, q in queries], k, space=args.space)
         for (qid, query), hits in zip(queries, results):
             if args.json:
@@ -101,7 +106,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
-    hits = session.search([args.query], args.k or 10, space=args.space)[0]
+    hits = session.search([args.query], _k(args, 10), space=args.space)[0]
     if args.json:
         print_json({"query": args.query, "results": hits_json(hits)})
     else:
@@ -116,7 +121,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if args.images:
         path = Path(args.images)
         rows = _read_query_file(path, "image")
-        k = args.k or 100
+        k = _k(args, 100)
         loaded = []
         for qid, image in rows:
             try:
@@ -136,7 +141,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
             elif "error" not in record:
                 console().print(results_table(f"{qid}", results[qid], text_fields, hide))
         return 0
-    k = args.k or 10
+    k = _k(args, 10)
     if args.id is not None:
         hits = session.similar_to_product(args.id, k)
         query = {"id": args.id}

@@ -19,8 +19,8 @@ def hits_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
     return [h.to_json() for h in hits]
 
 
-def print_json(obj: dict[str, Any], out: TextIO = sys.stdout) -> None:
-    out.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+def print_json(obj: dict[str, Any], out: TextIO | None = None) -> None:
+    (out or sys.stdout).write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
 
 
 def _short(value: Any) -> str:
