@@ -90,75 +90,66 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emit(args: argparse.Namespace, session: SearchSession, record: dict, title: str, hits: list) -> None:
+    """One answer: `record` as a JSON line with --json, else a results table."""
+    if args.json:
+        print_json(record)
+        return
+    catalog = session.manifest.catalog
+    hide = [catalog.get("image_field") or ""]
+    console().print(results_table(title, hits, catalog.get("text_fields", []), hide))
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     session = _session(args)
-    text_fields = session.manifest.catalog.get("text_fields", [])
-    hide = [session.manifest.catalog.get("image_field") or ""]
     if args.queries:
         queries = _read_query_file(Path(args.queries), "query")
-        k = _k(args, 100)
-        results = session.search([q for _, q in queries], k, space=args.space)
+        results = session.search([q for _, q in queries], _k(args, 100), space=args.space)
         for (qid, query), hits in zip(queries, results):
-            if args.json:
-                print_json({"query_id": qid, "results": hits_json(hits)})
-            else:
-                console().print(results_table(f"{qid}: {query}", hits, text_fields, hide))
+            _emit(args, session, {"query_id": qid, "results": hits_json(hits)}, f"{qid}: {query}", hits)
         return 0
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
     hits = session.search([args.query], _k(args, 10), space=args.space)[0]
-    if args.json:
-        print_json({"query": args.query, "results": hits_json(hits)})
-    else:
-        console().print(results_table(f"Search: {args.query}", hits, text_fields, hide))
+    _emit(args, session, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
+    return 0
+
+
+def _similar_batch(args: argparse.Namespace, session: SearchSession) -> int:
+    path = Path(args.images)
+    loaded: list[tuple[str, object]] = []
+    for qid, image in _read_query_file(path, "image"):
+        try:
+            loaded.append((qid, load_image(resolve_image_source(image, path.resolve().parent))))
+        except ImageLoadError as exc:
+            loaded.append((qid, exc))
+    good = [(qid, img) for qid, img in loaded if not isinstance(img, ImageLoadError)]
+    answers = session.similar_to_images([img for _, img in good], _k(args, 100)) if good else []
+    results = dict(zip([qid for qid, _ in good], answers))
+    for qid, img in loaded:
+        if isinstance(img, ImageLoadError):
+            print(f"vitrina: warning: query {qid}: {img}", file=sys.stderr)
+            if args.json:
+                print_json({"query_id": qid, "results": [], "error": str(img)})
+        else:
+            _emit(args, session, {"query_id": qid, "results": hits_json(results[qid])}, qid, results[qid])
     return 0
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
     session = _session(args)
-    text_fields = session.manifest.catalog.get("text_fields", [])
-    hide = [session.manifest.catalog.get("image_field") or ""]
     if args.images:
-        path = Path(args.images)
-        rows = _read_query_file(path, "image")
-        k = _k(args, 100)
-        loaded = []
-        for qid, image in rows:
-            try:
-                loaded.append((qid, load_image(resolve_image_source(image, path.resolve().parent))))
-            except ImageLoadError as exc:
-                loaded.append((qid, exc))
-        good = [(qid, img) for qid, img in loaded if not isinstance(img, ImageLoadError)]
-        results = dict(zip([q for q, _ in good], session.similar_to_images([img for _, img in good], k) if good else []))
-        for qid, img in loaded:
-            if isinstance(img, ImageLoadError):
-                print(f"vitrina: warning: query {qid}: {img}", file=sys.stderr)
-                record = {"query_id": qid, "results": [], "error": str(img)}
-            else:
-                record = {"query_id": qid, "results": hits_json(results[qid])}
-            if args.json:
-                print_json(record)
-            elif "error" not in record:
-                console().print(results_table(f"{qid}", results[qid], text_fields, hide))
-        return 0
+        return _similar_batch(args, session)
     k = _k(args, 10)
     if args.id is not None:
-        hits = session.similar_to_product(args.id, k)
-        query = {"id": args.id}
-    elif args.image is not None:
+        hits, query, label = session.similar_to_product(args.id, k), {"id": args.id}, f"product {args.id}"
+    else:
         try:
             image = load_image(resolve_image_source(args.image, Path.cwd()))
         except ImageLoadError as exc:
             raise QueryError(str(exc)) from None
-        hits = session.similar_to_images([image], k)[0]
-        query = {"image": args.image}
-    else:
-        raise QueryError("give --image PATH, --id PRODUCT_ID or --images FILE.csv")
-    if args.json:
-        print_json({"query": query, "results": hits_json(hits)})
-    else:
-        label = f"product {args.id}" if args.id is not None else args.image
-        console().print(results_table(f"Looks like {label}", hits, text_fields, hide))
+        hits, query, label = session.similar_to_images([image], k)[0], {"image": args.image}, args.image
+    _emit(args, session, {"query": query, "results": hits_json(hits)}, f"Looks like {label}", hits)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.config import VitrinaConfig
-from engine.indexing import build_index
+from engine.indexing import absolute_spec, build_index
 from engine.output import console, results_table
 from engine.search import SearchSession
 from index import IndexManifest, IndexStoreError
@@ -25,12 +25,16 @@ def default_demo_dir() -> Path:
 
 
 def _index_is_current(out: Path, config: VitrinaConfig) -> bool:
+    """Whether `out` already holds the demo catalog indexed with the configured models."""
     try:
         manifest = IndexManifest.load(out)
     except IndexStoreError:
         return False
-    return manifest.catalog.get("source") == str(DEMO_CATALOG.resolve()) and "image" in manifest.spaces and (
-        manifest.spaces["text"].model.endswith(config.text_model)
+    spaces = manifest.spaces
+    return (
+        manifest.catalog.get("source") == str(DEMO_CATALOG.resolve())
+        and "text" in spaces and spaces["text"].model == absolute_spec(config.text_model)
+        and "image" in spaces and spaces["image"].model == absolute_spec(config.image_model or "")
     )
 
 
