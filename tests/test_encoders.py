@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from encoders import Encoder, EncoderConfig, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
+from encoders.image import IMAGENET_MEAN, IMAGENET_STD
 from encoders.text import pool
 from tests.conftest import DEMO_DATA
 
@@ -83,6 +84,23 @@ def test_resnet_from_local_weights(tiny_resnet_weights):
     out = encoder.encode(images(3))
     assert_unit_rows(out, 3, 512)
     np.testing.assert_allclose(out[1], encoder.encode(images(3)[1:2])[0], atol=1e-5)
+
+
+def test_frozen_cpu_network_matches_eager_torchvision(tiny_resnet_weights):
+    import torchvision
+
+    encoder = load_image_encoder(f"resnet18={tiny_resnet_weights}", EncoderConfig())
+    assert isinstance(encoder.network, torch.jit.ScriptModule)  # the CPU fast path is in use
+    eager = torchvision.models.resnet18(weights=None)
+    eager.load_state_dict(torch.load(tiny_resnet_weights, weights_only=True))
+    eager.fc = torch.nn.Identity()
+    eager.eval()
+    batch = images(3)
+    x = encoder.to_tensor(batch)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(eager((x - mean) / std), dim=1).numpy()
+    np.testing.assert_allclose(encoder.encode(batch), expected, atol=1e-4)
 
 
 def test_bad_model_specs_fail_clearly(tmp_path, tiny_resnet_weights):
