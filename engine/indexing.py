@@ -84,13 +84,15 @@ def _space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarray, c
 
 
 def absolute_spec(spec: str) -> str:
-    """Model specs that are local paths are stored absolute, so the index loads from anywhere."""
-    name, sep, weights = spec.partition("=")
-    if Path(name).expanduser().exists():
-        name = str(Path(name).expanduser().resolve())
-    if weights and Path(weights).expanduser().exists():
-        weights = str(Path(weights).expanduser().resolve())
-    return f"{name}{sep}{weights}"
+    """Model specs that name local paths are stored absolute, so the index loads from anywhere."""
+    prefix = "clip:" if spec.startswith("clip:") else ""
+    name, sep, weights = spec[len(prefix) :].partition("=")
+
+    def absolute(part: str) -> str:
+        path = Path(part).expanduser()
+        return str(path.resolve()) if part and path.exists() else part
+
+    return f"{prefix}{absolute(name)}{sep}{absolute(weights)}"
 
 
 def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig | None = None) -> IndexReport:
