@@ -28,6 +28,14 @@ _PACKAGED_TEXT_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-
 _clip_cache: dict[tuple[str, str | None, EncoderConfig], object] = {}
 
 
+def is_builtin_name(name: str) -> bool:
+    """Names the factory resolves itself (packaged models, torchvision archs), never file paths."""
+    from encoders.image import RESNET_ARCHS
+
+    lowered = name.lower()
+    return lowered in _PACKAGED_TEXT_ALIASES or lowered in RESNET_ARCHS or lowered in ("efficientnet-lite0", "none")
+
+
 def _split_weights(spec: str) -> tuple[str, str | None]:
     name, _, weights = spec.partition("=")
     return name.strip(), (weights.strip() or None)

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
+from encoders.factory import is_builtin_name
 from encoders.image_io import load_images
 from engine import __version__
 from engine.catalog import Catalog, Product, read_catalog
@@ -90,7 +91,7 @@ def absolute_spec(spec: str) -> str:
 
     def absolute(part: str) -> str:
         path = Path(part).expanduser()
-        return str(path.resolve()) if part and path.exists() else part
+        return str(path.resolve()) if part and not is_builtin_name(part) and path.exists() else part
 
     return f"{prefix}{absolute(name)}{sep}{absolute(weights)}"
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,13 @@ class VectorSpace:
     rows: np.ndarray
 
     def vector_of_row(self, row: int) -> np.ndarray | None:
-        hits = np.flatnonzero(self.rows == row)
-        return None if len(hits) == 0 else np.asarray(self.vectors[hits[0]], dtype=np.float32)
+        """The stored vector of a product row, or None when the product has none in this space."""
+        position = self._positions.get(row)
+        return None if position is None else np.asarray(self.vectors[position], dtype=np.float32)
+
+    @cached_property
+    def _positions(self) -> dict[int, int]:
+        return {int(row): position for position, row in enumerate(self.rows)}
 
 
 @dataclass

@@ -143,9 +143,11 @@ def test_model_specs_with_local_paths_are_stored_absolute(tmp_path, monkeypatch)
     from engine.indexing import absolute_spec
 
     (tmp_path / "clipdir").mkdir()
+    (tmp_path / "resnet50").mkdir()  # a folder named like a built-in model does not shadow it
     (tmp_path / "w.pth").write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
     assert absolute_spec("clip:clipdir") == f"clip:{tmp_path / 'clipdir'}"
     assert absolute_spec("resnet50=w.pth") == f"resnet50={tmp_path / 'w.pth'}"
     assert absolute_spec("clip:ViT-B-32=laion2b_s34b_b79k") == "clip:ViT-B-32=laion2b_s34b_b79k"
     assert absolute_spec("all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"
+    assert absolute_spec("resnet50") == "resnet50"

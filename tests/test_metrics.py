@@ -1,0 +1,105 @@
+"""Ranking metrics against hand-computed values."""
+
+import math
+
+import pytest
+
+from engine.metrics import dcg_at_k, mean, ndcg_at_k, precision_at_k
+
+LOG2_3 = math.log2(3)  # the discount of rank 2
+
+
+class TestDcg:
+    def test_wikipedia_example(self):
+        # 3 + 2/log2(3) + 3/2 + 0 + 1/log2(6) + 2/log2(7)
+        assert dcg_at_k([3, 2, 3, 0, 1, 2], 6) == pytest.approx(6.861126688593502)
+
+    def test_cutoff(self):
+        assert dcg_at_k([3, 2, 3], 1) == 3.0
+        assert dcg_at_k([3, 2, 3], 2) == pytest.approx(3 + 2 / LOG2_3)
+
+    def test_no_gains(self):
+        assert dcg_at_k([], 10) == 0.0
+
+    def test_bad_k(self):
+        with pytest.raises(ValueError):
+            dcg_at_k([1.0], 0)
+
+
+class TestNdcg:
+    def test_ideal_includes_judged_items_not_retrieved(self):
+        # DCG = 3 + 0 + 1/2 = 3.5; ideal gains 3, 2, 1: 3 + 2/log2(3) + 1/2
+        relevance = {"a": 3.0, "c": 1.0, "d": 2.0}
+        assert ndcg_at_k(["a", "b", "c"], relevance, 3) == pytest.approx(3.5 / (3.5 + 2 / LOG2_3))
+
+    def test_perfect_ranking(self):
+        assert ndcg_at_k(["a", "b", "c"], {"a": 3.0, "b": 2.0, "c": 1.0}, 3) == pytest.approx(1.0)
+
+    def test_ties_in_relevance_either_order_is_ideal(self):
+        relevance = {"a": 2.0, "b": 2.0}
+        assert ndcg_at_k(["a", "b"], relevance, 2) == pytest.approx(1.0)
+        assert ndcg_at_k(["b", "a"], relevance, 2) == pytest.approx(1.0)
+
+    def test_unjudged_items_count_zero(self):
+        # DCG = 2 + 0 + 2/2 = 3; ideal = 2 + 2/log2(3)
+        relevance = {"a": 2.0, "b": 2.0}
+        assert ndcg_at_k(["a", "unjudged", "b"], relevance, 3) == pytest.approx(3 / (2 + 2 / LOG2_3))
+
+    def test_empty_ranking(self):
+        assert ndcg_at_k([], {"a": 1.0}, 10) == 0.0
+
+    def test_k_larger_than_ranking(self):
+        assert ndcg_at_k(["a"], {"a": 1.0}, 10) == pytest.approx(1.0)
+        # the unretrieved judged item still enters the ideal: 1 / (1 + 1/log2(3))
+        assert ndcg_at_k(["a"], {"a": 1.0, "b": 1.0}, 10) == pytest.approx(1 / (1 + 1 / LOG2_3))
+
+    def test_cutoff_ignores_lower_ranks(self):
+        assert ndcg_at_k(["x", "a"], {"a": 1.0}, 1) == 0.0
+
+    def test_ideal_cut_at_k(self):
+        # ideal@1 is the single best gain, 3; the ranking puts a gain of 3 first
+        assert ndcg_at_k(["a"], {"a": 3.0, "b": 3.0, "c": 3.0}, 1) == pytest.approx(1.0)
+
+    def test_query_without_positive_judgement(self):
+        assert ndcg_at_k(["a", "b"], {}, 10) == 0.0
+        assert ndcg_at_k(["a", "b"], {"a": 0.0}, 10) == 0.0
+
+    def test_bad_k(self):
+        with pytest.raises(ValueError):
+            ndcg_at_k(["a"], {"a": 1.0}, 0)
+
+
+class TestPrecision:
+    def test_set_of_relevant_ids(self):
+        assert precision_at_k(["a", "b", "c"], {"a", "c"}, 2) == 0.5
+        assert precision_at_k(["a", "b", "c"], {"a", "c"}, 3) == pytest.approx(2 / 3)
+
+    def test_predicate(self):
+        assert precision_at_k(["shirt1", "shoe1", "shirt2"], lambda pid: pid.startswith("shirt"), 3) == pytest.approx(
+            2 / 3
+        )
+
+    def test_denominator_is_k_when_ranking_is_short(self):
+        assert precision_at_k(["a", "b"], {"a", "b"}, 5) == pytest.approx(2 / 5)
+
+    def test_empty_ranking(self):
+        assert precision_at_k([], {"a"}, 10) == 0.0
+
+    def test_nothing_relevant(self):
+        assert precision_at_k(["a", "b"], set(), 2) == 0.0
+
+    def test_bad_k(self):
+        with pytest.raises(ValueError):
+            precision_at_k(["a"], {"a"}, 0)
+
+
+class TestMean:
+    def test_values(self):
+        assert mean([1.0, 2.0, 4.5]) == pytest.approx(2.5)
+
+    def test_generator(self):
+        assert mean(x / 2 for x in range(5)) == pytest.approx(1.0)
+
+    def test_no_values(self):
+        with pytest.raises(ValueError):
+            mean([])
