@@ -83,18 +83,17 @@ def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None)
     return path
 
 
-@pytest.fixture()
-def small_catalog(tmp_path) -> Path:
-    """40 demo products (4 article types x 10) with their images copied beside the CSV."""
+def demo_rows() -> list[dict]:
     with (DEMO_DATA / "products.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    picked: list[dict] = []
-    for kind in ("Watches", "Sports Shoes", "Wallets", "Tshirts"):
-        picked += [r for r in rows if r["articleType"] == kind][:10]
-    (tmp_path / "images").mkdir()
-    for r in picked:
-        shutil.copy(DEMO_DATA / r["image"], tmp_path / r["image"])
-    return write_csv(tmp_path / "products.csv", picked)
+        return list(csv.DictReader(f))
+
+
+def demo_catalog(dest: Path, rows: list[dict]) -> Path:
+    """A catalog of demo `rows` at dest/products.csv, with their images copied beside it."""
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        shutil.copy(DEMO_DATA / r["image"], dest / r["image"])
+    return write_csv(dest / "products.csv", rows)
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:

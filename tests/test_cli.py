@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from index import IndexDirectory
-from tests.conftest import DEMO_DATA, run_cli, write_csv
+from tests.conftest import demo_catalog, demo_rows, run_cli, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -21,14 +20,11 @@ pytestmark = pytest.mark.slow
 def built(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     """(catalog, index dir, rows): 40 demo products indexed with the packaged default models."""
     root = tmp_path_factory.mktemp("cli")
-    rows = list(csv.DictReader((DEMO_DATA / "products.csv").open(newline="")))
+    rows = demo_rows()
     picked = []
     for kind in ("Watches", "Sports Shoes", "Wallets", "Tshirts"):
         picked += [r for r in rows if r["articleType"] == kind][:10]
-    (root / "images").mkdir()
-    for r in picked:
-        shutil.copy(DEMO_DATA / r["image"], root / r["image"])
-    catalog = write_csv(root / "products.csv", picked)
+    catalog = demo_catalog(root, picked)
     code, out, err = run_cli("index", catalog, "--out", root / "idx", "--batch-size", "16")
     assert code == 0, err
     assert "Indexed 40 products" in out and "text: 40 vectors, 384-d, Flat" in out and "image: 40 vectors, 1280-d" in out
@@ -130,12 +126,10 @@ def test_bad_queries_get_clear_errors(built, args, message):
 
 
 def test_missing_and_corrupt_images_are_reported_and_text_still_indexed(tmp_path, tiny_bert_dir, tiny_resnet_weights):
-    rows = list(csv.DictReader((DEMO_DATA / "products.csv").open(newline="")))[:6]
-    (tmp_path / "images").mkdir()
-    for r in rows[:4]:
-        shutil.copy(DEMO_DATA / r["image"], tmp_path / r["image"])
-    (tmp_path / rows[4]["image"]).write_bytes(b"corrupt")  # rows[5]'s image is missing altogether
-    catalog = write_csv(tmp_path / "c.csv", rows)
+    rows = demo_rows()[:6]
+    catalog = demo_catalog(tmp_path, rows)
+    (tmp_path / rows[4]["image"]).write_bytes(b"corrupt")
+    (tmp_path / rows[5]["image"]).unlink()  # missing altogether
     code, out, err = run_cli("index", catalog, "--out", tmp_path / "idx", "-q",
                              "--text-model", tiny_bert_dir, "--image-model", f"resnet18={tiny_resnet_weights}")
     assert code == 0, err
@@ -173,11 +167,8 @@ def test_searching_with_another_encoder_is_refused(tmp_path, tiny_bert_dir, tiny
 
 
 def test_clip_text_queries_search_image_vectors(tmp_path, tiny_bert_dir, tiny_clip_dir):
-    rows = list(csv.DictReader((DEMO_DATA / "products.csv").open(newline="")))[:8]
-    (tmp_path / "images").mkdir()
-    for r in rows:
-        shutil.copy(DEMO_DATA / r["image"], tmp_path / r["image"])
-    catalog = write_csv(tmp_path / "c.csv", rows)
+    rows = demo_rows()[:8]
+    catalog = demo_catalog(tmp_path, rows)
     code, _, err = run_cli("index", catalog, "--out", tmp_path / "idx", "-q",
                            "--text-model", tiny_bert_dir, "--image-model", f"clip:{tiny_clip_dir}")
     assert code == 0, err
