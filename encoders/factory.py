@@ -24,6 +24,7 @@ from encoders.errors import EncoderError
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+NO_IMAGE_MODEL = "none"
 _PACKAGED_TEXT_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 _clip_cache: dict[tuple[str, str | None, EncoderConfig], object] = {}
 
@@ -33,7 +34,7 @@ def is_builtin_name(name: str) -> bool:
     from encoders.image import RESNET_ARCHS
 
     lowered = name.lower()
-    return lowered in _PACKAGED_TEXT_ALIASES or lowered in RESNET_ARCHS or lowered in ("efficientnet-lite0", "none")
+    return lowered in _PACKAGED_TEXT_ALIASES or lowered in RESNET_ARCHS or lowered in (DEFAULT_IMAGE_MODEL, NO_IMAGE_MODEL)
 
 
 def _split_weights(spec: str) -> tuple[str, str | None]:
@@ -85,7 +86,7 @@ def load_image_encoder(spec: str, config: EncoderConfig) -> Encoder:
     from encoders.image import RESNET_ARCHS, EfficientNetLiteImageEncoder, ResNetImageEncoder
 
     name, weights = _split_weights(spec)
-    if name.lower() == "efficientnet-lite0":
+    if name.lower() == DEFAULT_IMAGE_MODEL:
         return EfficientNetLiteImageEncoder(config, weights)
     if name.lower() in RESNET_ARCHS:
         return ResNetImageEncoder(name.lower(), config, weights)

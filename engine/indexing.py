@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
-from encoders.factory import is_builtin_name
+from encoders.factory import NO_IMAGE_MODEL, is_builtin_name
 from encoders.image_io import load_images
 from engine import __version__
 from engine.catalog import Catalog, Product, read_catalog
@@ -116,7 +116,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
     )
 
     failures: list[tuple[str, str]] = []
-    image_spec = config.image_model if config.image_model and config.image_model.lower() != "none" else None
+    image_spec = config.image_model if config.image_model and config.image_model.lower() != NO_IMAGE_MODEL else None
     if image_spec and catalog.fields.image_field and any(p.image for p in products):
         t0 = time.perf_counter()
         image_spec = absolute_spec(image_spec)
