@@ -65,7 +65,7 @@ class CnnImageEncoder(TorchEncoder):
             example = torch.rand(2, 3, self.image_size, self.image_size)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about python-side shape logic
-                network = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(network, example)))
+                network = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(network, example, check_trace=False)))
         self.network = network
 
     def to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -113,6 +113,10 @@ class TransformersTextEncoder(TorchEncoder):
     def _order(self, batch: Sequence[str]) -> np.ndarray:
         return np.argsort([-len(t) for t in batch], kind="stable")
 
+    def embed_tensor(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled, unnormalised vectors as a tensor that keeps its autograd graph (for fine-tuning)."""
+        return self._embed(texts)
+
     def _embed(self, items: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(
             list(items), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from engine.errors import CatalogError
 
@@ -177,6 +177,16 @@ def _as_text(value: Any) -> str:
     return str(value).strip()
 
 
+def join_text(values: Sequence[Any]) -> str:
+    """A product's text: its text fields' values, non-empty ones joined by newlines."""
+    return "\n".join(t for t in (_as_text(v) for v in values) if t)
+
+
+def metadata_key(field_name: str) -> str:
+    """The key a catalog column is stored under in product metadata (reserved names get a prefix)."""
+    return f"catalog_{field_name}" if field_name in RESERVED_KEYS else field_name
+
+
 def parse_price(value: Any, where: str, field_name: str) -> float | None:
     """A non-negative price from a number or text like '12.99', '$12.99', '12.99 USD'."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -238,7 +248,7 @@ def read_catalog(path: str | Path, fields: CatalogFields | None = None) -> Catal
         if pid in seen:
             raise CatalogError(f"{located}: field {fields.id_field!r}: duplicate id {pid!r} (first at {seen[pid]})")
         seen[pid] = where
-        text = "\n".join(t for t in (_as_text(record.get(f)) for f in fields.text_fields) if t)
+        text = join_text([record.get(f) for f in fields.text_fields])
         if not text:
             raise CatalogError(
                 f"{located}: no text to embed: field {' and '.join(map(repr, fields.text_fields))} "
@@ -250,7 +260,7 @@ def read_catalog(path: str | Path, fields: CatalogFields | None = None) -> Catal
                 continue
             if key == fields.price_field:
                 value = parse_price(value, located, key)
-            metadata[f"catalog_{key}" if key in RESERVED_KEYS else key] = value
+            metadata[metadata_key(key)] = value
         image = None
         if fields.image_field:
             raw = _as_text(record.get(fields.image_field))

@@ -17,8 +17,8 @@ from engine.config import VitrinaConfig
 from engine.errors import USER_ERRORS, QueryError
 from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
-from engine.search import SearchSession
-from index import IndexConfig, IndexManifest
+from engine.search import MODES, SearchSession
+from index import IndexConfig, IndexManifest, LexicalSettings
 
 
 def _config(args: argparse.Namespace) -> VitrinaConfig:
@@ -36,9 +36,16 @@ def _config(args: argparse.Namespace) -> VitrinaConfig:
             price_field=get("price_field", "price"),
         ),
         encoders=EncoderConfig(device=get("device"), batch_size=get("batch_size") or 32, offline=get("offline", False)),
-        index=IndexConfig(factory=get("index_factory")),
+        index=IndexConfig(factory=get("index_factory"), lexical=_lexical_settings(args)),
         progress=not get("quiet", False),
     )
+
+
+def _lexical_settings(args: argparse.Namespace) -> LexicalSettings | None:
+    if getattr(args, "no_lexical", False):
+        return None
+    stemmer = getattr(args, "stemmer", None) or "english"
+    return LexicalSettings(stemmer=None if stemmer.lower() == "none" else stemmer)
 
 
 def _read_query_file(path: Path, value_column: str) -> list[tuple[str, str]]:
@@ -104,13 +111,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     session = _session(args)
     if args.queries:
         queries = _read_query_file(Path(args.queries), "query")
-        results = session.search([q for _, q in queries], _k(args, 100), space=args.space)
+        results = session.search([q for _, q in queries], _k(args, 100), space=args.space, mode=args.mode)
         for (qid, query), hits in zip(queries, results):
             _emit(args, session, {"query_id": qid, "results": hits_json(hits)}, f"{qid}: {query}", hits)
         return 0
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
-    hits = session.search([args.query], _k(args, 10), space=args.space)[0]
+    hits = session.search([args.query], _k(args, 10), space=args.space, mode=args.mode)[0]
     _emit(args, session, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
     return 0
 
@@ -177,6 +184,133 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_output(args: argparse.Namespace, session: SearchSession, evaluation) -> int:
+    from engine.output import evaluation_table
+
+    if args.per_query:
+        evaluation.write_per_query(args.per_query)
+    if getattr(args, "report", None):
+        from engine.report import write_report
+
+        path = write_report(evaluation, session, args.report)
+        print(f"vitrina: report written to {path}", file=sys.stderr)
+    if args.json:
+        print_json(evaluation.to_json())
+    else:
+        console().print(evaluation_table(evaluation))
+        for note in evaluation.notes:
+            print(f"  note: {note}")
+    return 0
+
+
+def cmd_eval_text(args: argparse.Namespace) -> int:
+    from engine.evaluation import TEXT_METHODS, evaluate_text, read_qrels
+
+    session = _session(args)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(TEXT_METHODS)
+    bad = [m for m in methods if m not in TEXT_METHODS]
+    if bad:
+        raise QueryError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(TEXT_METHODS)}")
+    evaluation = evaluate_text(
+        session, read_qrels(args.qrels), _k(args, 10), args.min_relevance, methods,
+        include_trained=args.include_trained, exact=args.exact, progress=not args.quiet,
+    )
+    return _eval_output(args, session, evaluation)
+
+
+def cmd_eval_image(args: argparse.Namespace) -> int:
+    from engine.evaluation import evaluate_image
+
+    session = _session(args)
+    evaluation = evaluate_image(session, args.label_field, _k(args, 10), args.queries, args.seed, not args.quiet)
+    return _eval_output(args, session, evaluation)
+
+
+def cmd_eval_cross_modal(args: argparse.Namespace) -> int:
+    from engine.evaluation import evaluate_cross_modal
+
+    session = _session(args)
+    evaluation = evaluate_cross_modal(session, _k(args, 10), args.queries, args.seed, not args.quiet)
+    return _eval_output(args, session, evaluation)
+
+
+def _add_eval_parsers(sub) -> None:
+    p = sub.add_parser("eval", help="measure relevance: text (judged queries), image (shared labels), cross-modal")
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+
+    def common(q: argparse.ArgumentParser, report: bool = True) -> None:
+        q.add_argument("dir", metavar="DIR")
+        q.add_argument("-k", type=int, default=None, help="metric cutoff (default 10); recall@100 is always reported")
+        q.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+        if report:
+            q.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report with plots")
+        q.add_argument("--per-query", metavar="OUT.csv", help="write one row of metrics per query and method")
+        q.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        _add_model_flags(q, search=True)
+
+    q = kinds.add_parser("text", help="BM25, dense and hybrid side by side on judged queries")
+    common(q)
+    q.add_argument("--qrels", required=True, metavar="FILE.csv", help="columns query_id,query,product_id,relevance")
+    q.add_argument("--min-relevance", type=float, default=0.0, metavar="X",
+                   help="judged products with relevance >= X count as relevant for recall, MRR, precision "
+                        "and mAP (default: any relevance above 0); nDCG uses the grades themselves")
+    q.add_argument("--methods", default=None, metavar="A,B", help="subset of lexical,dense,hybrid (default all)")
+    q.add_argument("--exact", action="store_true",
+                   help="also rank by exact search over the stored vectors, to measure what the ANN index loses")
+    q.add_argument("--include-trained", action="store_true",
+                   help="also score queries the text model was fine-tuned on (left out by default)")
+    q.set_defaults(func=cmd_eval_text)
+
+    q = kinds.add_parser("image", help="each catalog image queries the index; hits sharing --label-field are relevant")
+    common(q)
+    q.add_argument("--label-field", required=True, metavar="F", help="catalog field that defines relevance")
+    q.add_argument("--queries", type=int, default=None, metavar="N", help="a random sample of N query products")
+    q.add_argument("--seed", type=int, default=0, help="seed of the --queries sample")
+    q.set_defaults(func=cmd_eval_image)
+
+    q = kinds.add_parser("cross-modal", help="each product's text queries the image vectors; its own image is relevant")
+    common(q, report=False)
+    q.add_argument("--queries", type=int, default=None, metavar="N", help="a random sample of N query products")
+    q.add_argument("--seed", type=int, default=0, help="seed of the --queries sample")
+    q.set_defaults(func=cmd_eval_cross_modal)
+
+
+def cmd_train_text(args: argparse.Namespace) -> int:
+    from encoders.text_training import TrainingConfig
+    from engine.finetune import train_text
+
+    training = TrainingConfig(epochs=args.epochs, batch_size=args.train_batch_size, learning_rate=args.learning_rate,
+                              seed=args.seed)
+    if training.epochs < 1 or training.batch_size < 2 or training.learning_rate <= 0:
+        raise QueryError("--epochs must be >= 1, --train-batch-size >= 2 and --learning-rate > 0")
+    result = train_text(args.dir, args.qrels, _config(args), training, args.model_out, args.heldout, args.min_positive)
+    losses = ", ".join(f"{loss:.3f}" for loss in result.training.epochs)
+    print(f"Fine-tuned the text model on {result.train_queries} queries ({result.examples} with a relevant product in "
+          f"the index); {result.heldout_queries} held out for evaluation")
+    print(f"  loss per epoch: {losses}; {result.training.steps} steps in {result.training.seconds:.0f} s")
+    print(f"  model saved to {result.model_dir}; {args.dir} re-embedded with it in {result.seconds['reindex']:.0f} s")
+    print(f"  next: vitrina eval text {args.dir} --qrels {args.qrels}   (scores the held-out queries only)")
+    return 0
+
+
+def _add_train_text_parser(sub) -> None:
+    p = sub.add_parser("train-text", help="fine-tune the index's text model on judged queries, then re-embed")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--qrels", required=True, metavar="FILE.csv", help="columns query_id,query,product_id,relevance")
+    p.add_argument("--model-out", default=None, metavar="DIR", help="where to save the model (default DIR.text-model)")
+    p.add_argument("--heldout", type=float, default=0.3, metavar="F",
+                   help="share of queries (by a hash of query_id) never trained on (default 0.3)")
+    p.add_argument("--min-positive", type=float, default=2.0, metavar="X",
+                   help="judged relevance that makes a training positive (default 2.0)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--train-batch-size", type=int, default=64, metavar="N", help="queries per step (default 64)")
+    p.add_argument("--learning-rate", type=float, default=5e-5, metavar="LR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.set_defaults(func=cmd_train_text, text_model=None, image_model=None)
+
+
 def _add_model_flags(p: argparse.ArgumentParser, search: bool) -> None:
     what = "override the model recorded in the index (must be the same model)" if search else None
     p.add_argument("--text-model", metavar="NAME|PATH", default=None,
@@ -202,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price-field", default="price", metavar="F", help="parsed as a number when present")
     p.add_argument("--index-factory", default=None, metavar="STR", help="FAISS factory string (default by size)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
+    p.add_argument("--stemmer", default="english", metavar="LANG|none",
+                   help="stemming language of the BM25 index (Snowball; default english)")
+    p.add_argument("--no-lexical", action="store_true", help="build no BM25 index (search is dense only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_model_flags(p, search=False)
     p.set_defaults(func=cmd_index)
@@ -213,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=None, help="results per query (default 10; 100 in batch mode)")
     p.add_argument("--space", choices=("text", "image"), default="text",
                    help="search text vectors (default) or, with a CLIP image model, image vectors")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="lexical (BM25), dense (vectors) or hybrid (both fused; the default when the index has BM25)")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line in batch mode)")
     _add_model_flags(p, search=True)
     p.set_defaults(func=cmd_search)
@@ -227,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_model_flags(p, search=True)
     p.set_defaults(func=cmd_similar)
+
+    _add_eval_parsers(sub)
+    _add_train_text_parser(sub)
 
     p = sub.add_parser("info", help="describe an index directory")
     p.add_argument("dir", metavar="DIR")

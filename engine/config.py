@@ -8,6 +8,7 @@ from encoders.config import EncoderConfig
 from encoders.factory import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
 from engine.catalog import CatalogFields
 from index.config import IndexConfig
+from index.rank_fusion import HybridSettings
 
 
 @dataclass(frozen=True)
@@ -19,4 +20,5 @@ class VitrinaConfig:
     catalog: CatalogFields = field(default_factory=CatalogFields)
     encoders: EncoderConfig = field(default_factory=EncoderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    hybrid: HybridSettings = field(default_factory=HybridSettings)
     progress: bool = True

@@ -17,7 +17,7 @@ from encoders.image_io import load_images
 from engine import __version__
 from engine.catalog import Catalog, Product, read_catalog
 from engine.config import VitrinaConfig
-from index import IndexDirectory, IndexManifest, ProductIndex, ProductTable, SpaceInfo, VectorSpace
+from index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
 
 TEXT_CHUNK = 1024  # texts per encode call (sorted by length inside it)
 
@@ -115,6 +115,12 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
         text_encoder, text_spec, text_vectors, np.arange(len(products), dtype=np.int64), config
     )
 
+    lexical = None
+    if config.index.lexical is not None:
+        t0 = time.perf_counter()
+        lexical = LexicalIndex.build([p.text for p in products], config.index.lexical)
+        timings["lexical"] = time.perf_counter() - t0
+
     failures: list[tuple[str, str]] = []
     image_spec = config.image_model if config.image_model and config.image_model.lower() != NO_IMAGE_MODEL else None
     if image_spec and catalog.fields.image_field and any(p.image for p in products):
@@ -139,5 +145,5 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
         vitrina_version=__version__,
     )
     table = ProductTable.from_records([p.id for p in products], [p.metadata for p in products])
-    IndexDirectory(manifest, table, spaces).save(Path(out))
+    IndexDirectory(manifest, table, spaces, lexical).save(Path(out))
     return IndexReport(Path(out), manifest, failures, timings)

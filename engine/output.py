@@ -57,3 +57,22 @@ def results_table(title: str, hits: Sequence[SearchHit], text_fields: Sequence[s
 
 def console() -> Console:
     return Console(width=max(Console().width, 110))
+
+
+def evaluation_table(evaluation) -> Table:
+    """Methods as rows, metrics as columns; the best value of each metric in bold."""
+    title = f"{evaluation.kind} evaluation: {len(evaluation.queries)} queries, {evaluation.index}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("method")
+    for name in evaluation.metrics:
+        table.add_column(name, justify="right")
+    table.add_column("seconds", justify="right")
+    best = {name: max(m.mean(name) for m in evaluation.methods) for name in evaluation.metrics}
+    for method in evaluation.methods:
+        cells = []
+        for name in evaluation.metrics:
+            value = method.mean(name)
+            text = f"{value:.4f}"
+            cells.append(f"[bold]{text}[/bold]" if len(evaluation.methods) > 1 and value == best[name] else text)
+        table.add_row(method.label, *cells, f"{method.seconds:.1f}")
+    return table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,9 +15,13 @@ from engine.catalog import resolve_image_source
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from index import IndexDirectory
+from index.rank_fusion import fuse
 
 SPACES = ("text", "image")
+MODES = ("lexical", "dense", "hybrid")
 MAX_K = 10_000
+MAX_QUERY_CHARS = 512
+log = logging.getLogger("vitrina")
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,17 @@ def check_k(k: int) -> int:
 
 
 def clean_query(query: str) -> str:
-    text = " ".join(str(query).split())
+    """Whitespace and control characters collapsed; empty queries refused, very long ones truncated.
+
+    Case, punctuation, accents and units are folded later by each retriever's own analyser.
+    """
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in str(query)).split())
     if not text:
         raise QueryError("the query is empty; give some words to search for")
+    if len(text) > MAX_QUERY_CHARS:
+        cut = text[:MAX_QUERY_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUERY_CHARS]
+        log.warning("query of %d characters truncated to its first %d: %r...", len(text), len(cut), cut[:40])
+        text = cut
     return text
 
 
@@ -93,13 +106,56 @@ class SearchSession:
         scores, rows = self.directory.spaces[space].index.search(vectors, check_k(k))
         return [self._hits(s, r) for s, r in zip(scores, rows)]
 
-    def search(self, queries: Sequence[str], k: int = 10, space: str = "text") -> list[list[SearchHit]]:
-        """Text queries against the text vectors, or (CLIP image models only) the image vectors."""
+    def default_mode(self, space: str = "text") -> str:
+        """hybrid for text search when the index has a lexical index, else dense."""
+        return "hybrid" if space == "text" and self.directory.lexical is not None else "dense"
+
+    def encode_queries(self, queries: Sequence[str], space: str = "text") -> np.ndarray:
+        """Query vectors for the dense side of `retrieve` (to encode once and reuse across modes)."""
+        return self.encoder("text" if space == "text" else "text->image").encode([clean_query(q) for q in queries])
+
+    def retrieve(
+        self,
+        queries: Sequence[str],
+        k: int,
+        space: str = "text",
+        mode: str | None = None,
+        query_vectors: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, product rows) per query, rows -1 past the end; the engine of `search`.
+
+        query_vectors: the queries already encoded by `encode_queries` (else they are encoded here).
+        """
         if space not in SPACES:
             raise QueryError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+        mode = mode or self.default_mode(space)
+        if mode not in MODES:
+            raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        check_k(k)
         cleaned = [clean_query(q) for q in queries]
-        encoder = self.encoder("text" if space == "text" else "text->image")
-        return self.search_vectors(space, encoder.encode(cleaned), k)
+        if mode != "dense" and self.directory.lexical is None:
+            raise QueryError(f"--mode {mode} needs a lexical index, and this one has none; re-index the catalog")
+        hybrid = self.config.hybrid
+        depth = max(k, hybrid.candidates) if mode == "hybrid" else k
+        if mode != "dense":
+            lexical = self.directory.lexical.search(cleaned, depth)
+            if mode == "lexical":
+                return lexical
+        self.manifest.space(space)  # a clear error when the index has no such vectors
+        if query_vectors is None:
+            query_vectors = self.encode_queries(cleaned, space)
+        dense = self.directory.spaces[space].index.search(query_vectors, depth)
+        if mode == "dense":
+            return dense
+        return fuse(lexical, dense, k, hybrid)
+
+    def search(
+        self, queries: Sequence[str], k: int = 10, space: str = "text", mode: str | None = None
+    ) -> list[list[SearchHit]]:
+        """Text queries by BM25 (lexical), by vectors (dense: the text vectors, or the image vectors
+        with a CLIP image model) or both fused (hybrid, the default where the index has BM25)."""
+        scores, rows = self.retrieve(queries, k, space, mode)
+        return [self._hits(s, r) for s, r in zip(scores, rows)]
 
     def similar_to_images(self, images: Sequence[Image.Image], k: int = 10) -> list[list[SearchHit]]:
         """Visually similar products for each query image."""

@@ -2,6 +2,7 @@
 
 from index.config import IndexConfig
 from index.errors import IndexStoreError
+from index.lexical import Analyzer, LexicalIndex, LexicalSettings
 from index.manifest import FORMAT_VERSION, IndexManifest, SpaceInfo
 from index.product_index import ProductIndex, default_factory
 from index.products import ProductTable
@@ -13,6 +14,9 @@ __all__ = [
     "IndexDirectory",
     "IndexManifest",
     "IndexStoreError",
+    "Analyzer",
+    "LexicalIndex",
+    "LexicalSettings",
     "ProductIndex",
     "ProductTable",
     "SpaceInfo",

@@ -30,6 +30,7 @@ class IndexManifest:
     catalog: dict
     spaces: dict[str, SpaceInfo]
     images_failed: int = 0
+    lexical: dict | None = None  # LexicalIndex.describe(): tokenizer and BM25 settings; None: no lexical index
     vitrina_version: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION

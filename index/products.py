@@ -46,6 +46,9 @@ class ProductTable:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self._row_of
+
     def row_of(self, product_id: str) -> int:
         try:
             return self._row_of[product_id]

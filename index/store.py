@@ -6,6 +6,7 @@ Layout of DIR:
   <space>.faiss          FAISS index of one space ("text", "image")
   <space>.vectors.npy    the raw normalised embeddings (reused for lookups by id and for re-training)
   <space>.rows.npy       the product row of each embedding
+  lexical/               the BM25 index over the product text (bm25s files); settings in the manifest
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import numpy as np
 
 from index.config import IndexConfig
 from index.errors import IndexStoreError
+from index.lexical import LexicalIndex
 from index.manifest import MANIFEST_FILE, IndexManifest
 from index.product_index import ProductIndex
 from index.products import ProductTable
 
 PRODUCTS_FILE = "products.parquet"
+LEXICAL_DIR = "lexical"
 
 
 @dataclass
@@ -51,6 +54,7 @@ class IndexDirectory:
     manifest: IndexManifest
     products: ProductTable
     spaces: dict[str, VectorSpace]
+    lexical: LexicalIndex | None = None
 
     def save(self, out: Path) -> None:
         """Write to a sibling temp dir, then swap it in place of `out` (kept intact on any failure)."""
@@ -65,6 +69,9 @@ class IndexDirectory:
                 space.index.save(tmp / f"{name}.faiss")
                 np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
                 np.save(tmp / f"{name}.rows.npy", np.asarray(space.rows, dtype=np.int64))
+            if self.lexical is not None:
+                self.lexical.save(tmp / LEXICAL_DIR)
+                self.manifest.lexical = self.lexical.describe()
             self.manifest.save(tmp)  # last: a directory with a manifest is complete
             _swap_in(tmp, out)
         except BaseException:
@@ -91,7 +98,10 @@ class IndexDirectory:
             spaces[name] = VectorSpace(index, vectors, rows)
         if len(products) != manifest.product_count:
             raise IndexStoreError(f"{path}: product table and manifest disagree; the directory is damaged")
-        return cls(manifest, products, spaces)
+        lexical = LexicalIndex.load(path / LEXICAL_DIR, manifest.lexical) if manifest.lexical else None
+        if lexical is not None and lexical.count != len(products):
+            raise IndexStoreError(f"{path}: the lexical index covers {lexical.count} products, not {len(products)}; re-index it")
+        return cls(manifest, products, spaces, lexical)
 
 
 def _refuse_foreign_directory(out: Path) -> None:

@@ -4,7 +4,16 @@ import math
 
 import pytest
 
-from engine.metrics import dcg_at_k, mean, ndcg_at_k, precision_at_k
+from engine.metrics import (
+    average_precision_at_k,
+    dcg_at_k,
+    mean,
+    ndcg_at_k,
+    precision_at_k,
+    rank_by_score,
+    recall_at_k,
+    reciprocal_rank_at_k,
+)
 
 LOG2_3 = math.log2(3)  # the discount of rank 2
 
@@ -103,3 +112,61 @@ class TestMean:
     def test_no_values(self):
         with pytest.raises(ValueError):
             mean([])
+
+
+class TestRecall:
+    def test_hand_computed(self):
+        assert recall_at_k(["a", "x", "b", "y"], {"a", "b", "c", "d"}, 3) == pytest.approx(2 / 4)
+
+    def test_cutoff_excludes_later_hits(self):
+        assert recall_at_k(["x", "y", "a"], {"a"}, 2) == 0.0
+
+    def test_no_relevant_items_scores_zero(self):
+        assert recall_at_k(["a"], set(), 10) == 0.0
+
+    def test_empty_ranking(self):
+        assert recall_at_k([], {"a"}, 10) == 0.0
+
+    def test_repeated_id_counts_once(self):
+        assert recall_at_k(["a", "a"], {"a", "b"}, 2) == pytest.approx(0.5)
+
+
+class TestReciprocalRank:
+    def test_first_relevant_at_rank_three(self):
+        assert reciprocal_rank_at_k(["x", "y", "a", "b"], {"a", "b"}, 10) == pytest.approx(1 / 3)
+
+    def test_beyond_cutoff_is_zero(self):
+        assert reciprocal_rank_at_k(["x", "y", "a"], {"a"}, 2) == 0.0
+
+    def test_unjudged_only(self):
+        assert reciprocal_rank_at_k(["x", "y"], {"a"}, 10) == 0.0
+
+    def test_repeats_do_not_push_ranks_down(self):
+        assert reciprocal_rank_at_k(["x", "x", "a"], {"a"}, 10) == pytest.approx(1 / 2)
+
+
+class TestAveragePrecision:
+    def test_hand_computed(self):
+        # relevant at ranks 1 and 3: (1/1 + 2/3) / min(10, 3 relevant)
+        assert average_precision_at_k(["a", "x", "b", "y"], {"a", "b", "c"}, 10) == pytest.approx((1 + 2 / 3) / 3)
+
+    def test_perfect_top_k_is_one_even_with_more_relevant_than_k(self):
+        assert average_precision_at_k(["a", "b"], {"a", "b", "c", "d"}, 2) == pytest.approx(1.0)
+
+    def test_empty_and_no_relevant(self):
+        assert average_precision_at_k([], {"a"}, 5) == 0.0
+        assert average_precision_at_k(["a"], set(), 5) == 0.0
+
+
+class TestTies:
+    def test_equal_scores_rank_by_id(self):
+        assert rank_by_score({"b": 1.0, "a": 1.0, "c": 2.0}) == ["c", "a", "b"]
+
+    def test_tie_order_decides_the_metric_deterministically(self):
+        # "a" (relevant) and "b" (unjudged) tie; the id order puts "a" first, every time
+        ranking = rank_by_score({"b": 0.5, "a": 0.5})
+        assert reciprocal_rank_at_k(ranking, {"a"}, 10) == 1.0
+        assert ndcg_at_k(ranking, {"a": 2.0}, 10) == pytest.approx(1.0)
+
+    def test_ndcg_counts_a_repeated_id_once(self):
+        assert ndcg_at_k(["a", "a"], {"a": 1.0, "b": 1.0}, 2) == pytest.approx(1 / (1 + 1 / LOG2_3))

@@ -1,0 +1,125 @@
+"""`vitrina train-text`: fine-tune an index's text encoder on the shop's judged queries, then re-embed.
+
+Queries are split by a hash of their id, so the split is the same on every run and machine: the
+held-out share is never trained on and is what `vitrina eval text` scores afterwards (the trained
+query ids are recorded in the model directory, and `eval text` leaves them out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encoders.text import TransformersTextEncoder
+from encoders.text_training import TrainingConfig, TrainingExample, TrainingReport, finetune_text_encoder, save_text_model
+from engine.config import VitrinaConfig
+from engine.errors import QueryError
+from engine.evaluation import Qrels, product_texts, read_qrels
+from engine.indexing import encode_texts
+from engine.search import SearchSession
+from index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
+
+MINING_DEPTH = 20  # hard negatives come from each query's top results that the shop did not judge
+
+
+def heldout_bucket(query_id: str) -> float:
+    """A stable number in [0, 1) per query id; queries below the held-out share are never trained on."""
+    return int(hashlib.sha1(query_id.encode("utf-8")).hexdigest()[:12], 16) / 16**12
+
+
+def split_queries(qrels: Qrels, heldout: float) -> tuple[list[str], list[str]]:
+    """(training ids, held-out ids) by `heldout_bucket`."""
+    if not 0.0 < heldout < 1.0:
+        raise QueryError(f"--heldout must be between 0 and 1 (exclusive), got {heldout}")
+    train = [q for q in qrels.queries if heldout_bucket(q) >= heldout]
+    held = [q for q in qrels.queries if heldout_bucket(q) < heldout]
+    return train, held
+
+
+@dataclass
+class TrainTextResult:
+    model_dir: Path
+    train_queries: int
+    heldout_queries: int
+    examples: int
+    training: TrainingReport
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def training_examples(session: SearchSession, qrels: Qrels, query_ids: list[str], min_positive: float,
+                      texts: list[str]) -> list[TrainingExample]:
+    """Positives: judged products with relevance >= min_positive. Hard negatives: unjudged products
+    among the query's top MINING_DEPTH results by the index's best mode."""
+    row_of = {pid: row for row, pid in enumerate(session.products.ids)}
+    queries = [qrels.queries[q] for q in query_ids]
+    _, rows = session.retrieve(queries, MINING_DEPTH)
+    examples = []
+    for qid, query, top in zip(query_ids, queries, rows):
+        judged = qrels.judgements[qid]
+        positives = tuple(texts[row_of[p]] for p, g in judged.items() if g >= min_positive and p in row_of)
+        negatives = tuple(texts[r] for r in top if r >= 0 and session.products.ids[r] not in judged)
+        if positives:
+            examples.append(TrainingExample(query, positives, negatives))
+    return examples
+
+
+def train_text(
+    index_dir: str | Path,
+    qrels_path: str | Path,
+    config: VitrinaConfig,
+    training: TrainingConfig = TrainingConfig(),
+    model_out: str | Path | None = None,
+    heldout: float = 0.3,
+    min_positive: float = 2.0,
+) -> TrainTextResult:
+    """Fine-tune the text model of `index_dir`, save it to `model_out`, re-embed the index's text space."""
+    index_dir = Path(index_dir)
+    timings: dict[str, float] = {}
+    session = SearchSession(index_dir, config)
+    qrels = read_qrels(qrels_path)
+    train_ids, held_ids = split_queries(qrels, heldout)
+    if len(train_ids) < 2:
+        raise QueryError(f"{qrels_path}: only {len(train_ids)} training queries after holding out {heldout:.0%}; "
+                         "give more judged queries or a smaller --heldout")
+    encoder = session.encoder("text")
+    if not isinstance(encoder, TransformersTextEncoder):
+        raise QueryError(f"train-text fine-tunes BERT-family text models; this index's text model is {encoder.name}")
+    model_out = Path(model_out) if model_out else index_dir.parent / f"{index_dir.name}.text-model"
+
+    t0 = time.perf_counter()
+    texts = product_texts(session)
+    examples = training_examples(session, qrels, train_ids, min_positive, texts)
+    timings["mining"] = time.perf_counter() - t0
+    if len(examples) < 2:
+        raise QueryError(f"{qrels_path}: fewer than 2 training queries have a product judged >= {min_positive} "
+                         "that is in the index; lower --min-positive or check the product ids")
+
+    report = finetune_text_encoder(encoder, examples, training, progress=config.progress)
+    timings["training"] = report.seconds
+    record = {
+        "base_model": session.manifest.space("text").model,
+        "qrels": str(Path(qrels_path).resolve()),
+        "heldout": heldout,
+        "min_positive": min_positive,
+        "training": asdict(training),
+        "epoch_losses": report.epochs,
+        "train_query_ids": sorted(train_ids),
+    }
+    save_text_model(encoder, model_out, record)
+
+    t0 = time.perf_counter()
+    trained = TransformersTextEncoder(str(model_out.resolve()), config.encoders)
+    vectors = encode_texts(trained, texts, config.progress)
+    old = session.directory
+    info = old.manifest.space("text")
+    index = ProductIndex.build(vectors, old.spaces["text"].rows, config.index.factory or info.factory, config.index)
+    spaces = {**old.spaces, "text": VectorSpace(index, vectors, np.asarray(old.spaces["text"].rows))}
+    old.manifest.spaces["text"] = SpaceInfo(encoder=trained.name, model=str(model_out.resolve()), dim=trained.dim,
+                                            count=len(vectors), factory=index.factory)
+    IndexDirectory(old.manifest, old.products, spaces, old.lexical).save(index_dir)
+    timings["reindex"] = time.perf_counter() - t0
+    return TrainTextResult(model_out, len(train_ids), len(held_ids), len(examples), report, timings)
