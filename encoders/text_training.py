@@ -114,14 +114,20 @@ def finetune_text_encoder(
     return report
 
 
+def check_model_out(out: str | Path) -> Path:
+    """Refuse to write a model over a directory that is not a Vitrina-trained model."""
+    out = Path(out)
+    if out.exists() and not (out / TRAINING_FILE).is_file():
+        raise EncoderError(f"{out} exists and is not a Vitrina-trained model; refusing to replace it")
+    return out
+
+
 def save_text_model(encoder: TransformersTextEncoder, out: Path, training: dict) -> None:
     """Write a loadable model directory (weights, tokenizer, pooling, `training` record) at `out`.
 
     Written to a temp directory and renamed, so a failure leaves no half-written model behind.
     """
-    out = Path(out)
-    if out.exists() and not (out / TRAINING_FILE).is_file():
-        raise EncoderError(f"{out} exists and is not a Vitrina-trained model; refusing to replace it")
+    out = check_model_out(out)
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

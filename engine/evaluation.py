@@ -28,7 +28,7 @@ from engine.metrics import (
     recall_at_k,
     reciprocal_rank_at_k,
 )
-from engine.search import SearchSession
+from engine.search import SearchSession, check_k
 from index import IndexConfig, ProductIndex
 
 TEXT_METHODS = ("lexical", "dense", "hybrid")
@@ -242,6 +242,7 @@ def evaluate_text(
     Queries the index's text model was trained on are left out unless `include_trained`: a figure
     on training queries says nothing about the shop's next query.
     """
+    check_k(k)
     notes: list[str] = []
     trained = set() if include_trained else trained_query_ids(session) & set(qrels.queries)
     if trained:
@@ -316,6 +317,7 @@ def evaluate_image(
 ) -> Evaluation:
     """Each product image queries the image vectors (itself excluded); a hit is relevant when it has
     the query's value of `label_field`."""
+    check_k(k)
     space = session.directory.spaces.get("image")
     if space is None:
         raise QueryError("this index has no image vectors; index a catalog with images to evaluate image search")
@@ -361,6 +363,7 @@ def evaluate_cross_modal(
     session: SearchSession, k: int = 10, limit: int | None = None, seed: int = 0, progress: bool = True
 ) -> Evaluation:
     """Each product's text queries the image vectors; the product's own image is the one relevant item."""
+    check_k(k)
     space = session.directory.spaces.get("image")
     if space is None:
         raise QueryError("this index has no image vectors; cross-modal evaluation needs them")

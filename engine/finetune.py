@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from encoders.text import TransformersTextEncoder
-from encoders.text_training import TrainingConfig, TrainingExample, TrainingReport, finetune_text_encoder, save_text_model
+from encoders.text_training import check_model_out, TrainingConfig, TrainingExample, TrainingReport, finetune_text_encoder, save_text_model
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.evaluation import Qrels, product_texts, read_qrels
@@ -88,7 +88,7 @@ def train_text(
     encoder = session.encoder("text")
     if not isinstance(encoder, TransformersTextEncoder):
         raise QueryError(f"train-text fine-tunes BERT-family text models; this index's text model is {encoder.name}")
-    model_out = Path(model_out) if model_out else index_dir.parent / f"{index_dir.name}.text-model"
+    model_out = check_model_out(Path(model_out) if model_out else index_dir.parent / f"{index_dir.name}.text-model")
 
     t0 = time.perf_counter()
     texts = product_texts(session)
