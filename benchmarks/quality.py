@@ -75,7 +75,7 @@ def bm25_rankings(ids: Sequence[str], titles: Sequence[str], queries: Sequence[s
 
 
 def dense_rankings(session: SearchSession, queries: Sequence[str], k: int) -> list[list[str]]:
-    return [[hit.id for hit in hits] for hits in session.search(queries, k=k)]
+    return [[hit.id for hit in hits] for hits in session.search(queries, k=k, mode="dense")]
 
 
 def homedepot(args: argparse.Namespace) -> str:

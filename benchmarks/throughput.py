@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     session = SearchSession(target, config)
     rng = random.Random(args.seed)
     titles = query_titles(session, args.text_queries, rng)
-    text_ms = latencies_ms(lambda title: session.search([title], k=K), titles)
+    text_ms = latencies_ms(lambda title: session.search([title], k=K, mode="dense"), titles)
+    hybrid_ms = latencies_ms(lambda title: session.search([title], k=K), titles)
     images = query_images(session, args.image_queries, rng)
     image_ms = latencies_ms(lambda image: session.similar_to_images([image], k=K), images)
 
@@ -103,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         markdown_table(
             ["single query (k=10)", "queries", "p50 ms", "p99 ms", "mean ms"],
-            [latency_row("text (title)", text_ms), latency_row("image", image_ms)],
+            [latency_row("text (title), dense", text_ms), latency_row("text (title), hybrid (default)", hybrid_ms),
+             latency_row("image", image_ms)],
         )
     )
     loads = ", ".join(f"{role} {s:.1f} s" for role, s in load_s.items())

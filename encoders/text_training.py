@@ -27,7 +27,7 @@ TRAINING_FILE = "vitrina_training.json"
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 64
     learning_rate: float = 5e-5
     warmup: float = 0.1  # share of steps with a linear learning-rate ramp

@@ -302,7 +302,7 @@ def _add_train_text_parser(sub) -> None:
                    help="share of queries (by a hash of query_id) never trained on (default 0.3)")
     p.add_argument("--min-positive", type=float, default=2.0, metavar="X",
                    help="judged relevance that makes a training positive (default 2.0)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-batch-size", type=int, default=64, metavar="N", help="queries per step (default 64)")
     p.add_argument("--learning-rate", type=float, default=5e-5, metavar="LR")
     p.add_argument("--seed", type=int, default=0)

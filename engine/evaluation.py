@@ -260,6 +260,10 @@ def evaluate_text(
         notes.append("the index has no lexical index, so only dense retrieval was evaluated")
     query_ids = list(qrels.queries)
     texts = [qrels.queries[q] for q in query_ids]
+    no_relevant = sum(1 for q in query_ids if not any(g >= min_relevance and g > 0 for g in qrels.judgements[q].values()))
+    if no_relevant:
+        notes.append(f"{no_relevant} queries have no product judged relevant (>= {min_relevance:g}); they score 0 "
+                     "on recall, MRR, precision and mAP")
     names = metric_names(k)
     ids = session.products.ids
     results = []
