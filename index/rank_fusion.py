@@ -20,7 +20,7 @@ class HybridSettings:
     """How `--mode hybrid` merges lexical and dense candidates (defaults measured in benchmarks/RESULTS.md)."""
 
     method: str = "blend"
-    dense_weight: float = 0.3
+    dense_weight: float = 0.4
     rrf_k: int = 60
     candidates: int = 100  # taken from each index per query before fusing
 
