@@ -12,6 +12,7 @@ import json
 import math
 import random
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -71,8 +72,6 @@ def finetune_text_encoder(
     progress: bool = True,
 ) -> TrainingReport:
     """Train `encoder`'s model in place; it is back in eval mode, ready to encode, when this returns."""
-    import time
-
     examples = [e for e in examples if e.positives]
     if len(examples) < 2:
         raise EncoderError("fine-tuning needs at least 2 queries with a relevant product")

@@ -91,10 +91,15 @@ def metric_names(k: int, extra_recall_at_1: bool = False) -> list[str]:
     return (["recall@1"] if extra_recall_at_1 else []) + names
 
 
+def is_relevant(grade: float, min_relevance: float) -> bool:
+    """Whether a judged grade counts as relevant for the binary metrics (never a grade of 0)."""
+    return grade > 0 and grade >= min_relevance
+
+
 def score_query(ranked: Sequence[str], relevance: dict[str, float], k: int, min_relevance: float,
                 names: Sequence[str]) -> dict[str, float]:
     """Every metric in `names` for one ranked list against one query's graded judgements."""
-    relevant = {pid for pid, grade in relevance.items() if grade >= min_relevance and grade > 0}
+    relevant = {pid for pid, grade in relevance.items() if is_relevant(grade, min_relevance)}
     values = {
         f"ndcg@{k}": ndcg_at_k(ranked, relevance, k),
         f"recall@{k}": recall_at_k(ranked, relevant, k),
@@ -144,7 +149,7 @@ class Evaluation:
 
     def relevant(self, query_id: str) -> set[str]:
         """The products that count as relevant for the binary metrics."""
-        out = {p for p, g in self.judgements[query_id].items() if g >= self.min_relevance and g > 0}
+        out = {p for p, g in self.judgements[query_id].items() if is_relevant(g, self.min_relevance)}
         if self.queries_are_products:
             out.discard(query_id)
         return out
@@ -260,7 +265,7 @@ def evaluate_text(
         notes.append("the index has no lexical index, so only dense retrieval was evaluated")
     query_ids = list(qrels.queries)
     texts = [qrels.queries[q] for q in query_ids]
-    no_relevant = sum(1 for q in query_ids if not any(g >= min_relevance and g > 0 for g in qrels.judgements[q].values()))
+    no_relevant = sum(1 for q in query_ids if not any(is_relevant(g, min_relevance) for g in qrels.judgements[q].values()))
     if no_relevant:
         notes.append(f"{no_relevant} queries have no product judged relevant (>= {min_relevance:g}); they score 0 "
                      "on recall, MRR, precision and mAP")
@@ -342,11 +347,9 @@ def evaluate_image(
     members = {label: {ids[o]: 1.0 for o in rows} for label, rows in by_label.items()}  # shared, not copied
     judgements = {ids[r]: members[labels[r]] for r in chosen}  # each includes the query: excluded when scored
     names = metric_names(k)
-    positions = {int(row): pos for pos, row in enumerate(space.rows)}
-    vectors = np.asarray(space.vectors)
 
     def retrieve(batch):
-        return space.index.search(vectors[[positions[chosen[i]] for i in batch]], DEPTH + 1)
+        return space.index.search(np.stack([space.vector_of_row(chosen[i]) for i in batch]), DEPTH + 1)
 
     exclude = {ids[r]: r for r in chosen}
     result = _method("dense", query_ids, retrieve, ids, judgements, k, 1.0, names, progress, exclude)

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from encoders.text import TransformersTextEncoder
-from encoders.text_training import check_model_out, TrainingConfig, TrainingExample, TrainingReport, finetune_text_encoder, save_text_model
+from encoders.text_training import (
+    TrainingConfig,
+    TrainingExample,
+    TrainingReport,
+    check_model_out,
+    finetune_text_encoder,
+    save_text_model,
+)
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.evaluation import Qrels, product_texts, read_qrels
-from engine.indexing import encode_texts
+from engine.indexing import build_space, encode_texts
 from engine.search import SearchSession
-from index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
+from index import IndexDirectory
 
 MINING_DEPTH = 20  # hard negatives come from each query's top results that the shop did not judge
 
@@ -54,14 +61,14 @@ def training_examples(session: SearchSession, qrels: Qrels, query_ids: list[str]
                       texts: list[str]) -> list[TrainingExample]:
     """Positives: judged products with relevance >= min_positive. Hard negatives: unjudged products
     among the query's top MINING_DEPTH results by the index's best mode."""
-    row_of = {pid: row for row, pid in enumerate(session.products.ids)}
+    products = session.products
     queries = [qrels.queries[q] for q in query_ids]
     _, rows = session.retrieve(queries, MINING_DEPTH)
     examples = []
     for qid, query, top in zip(query_ids, queries, rows):
         judged = qrels.judgements[qid]
-        positives = tuple(texts[row_of[p]] for p, g in judged.items() if g >= min_positive and p in row_of)
-        negatives = tuple(texts[r] for r in top if r >= 0 and session.products.ids[r] not in judged)
+        positives = tuple(texts[products.row_of(p)] for p, g in judged.items() if g >= min_positive and p in products)
+        negatives = tuple(texts[r] for r in top if r >= 0 and products.ids[r] not in judged)
         if positives:
             examples.append(TrainingExample(query, positives, negatives))
     return examples
@@ -115,11 +122,11 @@ def train_text(
     trained = TransformersTextEncoder(str(model_out.resolve()), config.encoders)
     vectors = encode_texts(trained, texts, config.progress)
     old = session.directory
-    info = old.manifest.space("text")
-    index = ProductIndex.build(vectors, old.spaces["text"].rows, config.index.factory or info.factory, config.index)
-    spaces = {**old.spaces, "text": VectorSpace(index, vectors, np.asarray(old.spaces["text"].rows))}
-    old.manifest.spaces["text"] = SpaceInfo(encoder=trained.name, model=str(model_out.resolve()), dim=trained.dim,
-                                            count=len(vectors), factory=index.factory)
-    IndexDirectory(old.manifest, old.products, spaces, old.lexical).save(index_dir)
+    factory = config.index.factory or old.manifest.space("text").factory  # keep the index type it had
+    same_index = replace(config, index=replace(config.index, factory=factory))
+    rows = np.asarray(old.spaces["text"].rows)
+    info, space = build_space(trained, str(model_out.resolve()), vectors, rows, same_index)
+    old.manifest.spaces["text"] = info
+    IndexDirectory(old.manifest, old.products, {**old.spaces, "text": space}, old.lexical).save(index_dir)
     timings["reindex"] = time.perf_counter() - t0
     return TrainTextResult(model_out, len(train_ids), len(held_ids), len(examples), report, timings)

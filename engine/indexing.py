@@ -78,7 +78,8 @@ def encode_product_images(
     return stacked, np.asarray(rows, dtype=np.int64), failures
 
 
-def _space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarray, config: VitrinaConfig):
+def build_space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarray, config: VitrinaConfig):
+    """The FAISS index over one modality's vectors, and the manifest record of how it was made."""
     index = ProductIndex.build(vectors, rows, config.index.factory, config.index)
     info = SpaceInfo(encoder=encoder.name, model=spec, dim=encoder.dim, count=len(rows), factory=index.factory)
     return info, VectorSpace(index, vectors, rows)
@@ -111,7 +112,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
     text_vectors = encode_texts(text_encoder, [p.text for p in products], config.progress)
     timings["text"] = time.perf_counter() - t0
     infos, spaces = {}, {}
-    infos["text"], spaces["text"] = _space(
+    infos["text"], spaces["text"] = build_space(
         text_encoder, text_spec, text_vectors, np.arange(len(products), dtype=np.int64), config
     )
 
@@ -130,7 +131,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
         vectors, rows, failures = encode_product_images(image_encoder, products, config)
         timings["image"] = time.perf_counter() - t0
         if len(rows):
-            infos["image"], spaces["image"] = _space(image_encoder, image_spec, vectors, rows, config)
+            infos["image"], spaces["image"] = build_space(image_encoder, image_spec, vectors, rows, config)
 
     manifest = IndexManifest(
         product_count=len(products),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -118,23 +117,13 @@ class LexicalIndex:
         self.retriever = retriever
         self.settings = settings
         self.count = count
-
-    @cached_property
-    def analyzer(self) -> Analyzer:
-        return Analyzer(self.settings)
-
-    @cached_property
-    def _vocab(self) -> dict[str, int]:
-        return self.retriever.vocab_dict
+        self.analyzer = Analyzer(settings)
 
     @classmethod
     def build(cls, texts: Sequence[str], settings: LexicalSettings | None = None) -> "LexicalIndex":
         settings = settings or LexicalSettings()
-        analyzer = Analyzer(settings)
-        retriever = bm25s.BM25(method=settings.method, k1=settings.k1, b=settings.b)
-        retriever.index([analyzer.tokens(t) for t in texts], show_progress=False)
-        index = cls(retriever, settings, len(texts))
-        index.__dict__["analyzer"] = analyzer
+        index = cls(bm25s.BM25(method=settings.method, k1=settings.k1, b=settings.b), settings, len(texts))
+        index.retriever.index([index.analyzer.tokens(t) for t in texts], show_progress=False)
         return index
 
     def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +134,8 @@ class LexicalIndex:
         k_eff = min(k, self.count)
         scores = np.zeros((len(queries), k), dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
-        token_ids = [[self._vocab[t] for t in self.analyzer.tokens(q) if t in self._vocab] for q in queries]
+        vocab = self.retriever.vocab_dict
+        token_ids = [[vocab[t] for t in self.analyzer.tokens(q) if t in vocab] for q in queries]
         for i, ids in enumerate(token_ids):
             if not ids or k_eff == 0:
                 continue
