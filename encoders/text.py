@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from encoders.base import TorchEncoder, file_fingerprint
+from encoders.base import file_fingerprint
+from encoders.torch_encoder import TorchEncoder
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
 

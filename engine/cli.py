@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig, ImageLoadError
+from encoders.config import BACKENDS, PRECISIONS
 from encoders.image_io import load_image
 from engine import __version__
 from engine.catalog import CatalogFields, resolve_image_source
@@ -19,6 +20,8 @@ from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
 from engine.search import MODES, SearchSession
 from index import IndexConfig, IndexManifest, LexicalSettings
+
+DEFAULT_BACKEND = EncoderConfig().backend
 
 
 def _config(args: argparse.Namespace) -> VitrinaConfig:
@@ -35,7 +38,10 @@ def _config(args: argparse.Namespace) -> VitrinaConfig:
             image_field_required=get("image_field") is not None,
             price_field=get("price_field", "price"),
         ),
-        encoders=EncoderConfig(device=get("device"), batch_size=get("batch_size") or 32, offline=get("offline", False)),
+        encoders=EncoderConfig(
+            backend=get("backend") or DEFAULT_BACKEND, device=get("device"), batch_size=get("batch_size") or 32,
+            precision=get("precision") or "auto", threads=get("threads"), offline=get("offline", False),
+        ),
         index=IndexConfig(factory=get("index_factory"), lexical=_lexical_settings(args)),
         progress=not get("quiet", False),
     )
@@ -317,8 +323,18 @@ def _add_model_flags(p: argparse.ArgumentParser, search: bool) -> None:
                    help=what or f"text encoder: packaged {DEFAULT_TEXT_MODEL} (default), a local dir, a hub name, or clip:...")
     p.add_argument("--image-model", metavar="NAME|PATH", default=None,
                    help=what or f"image encoder: {DEFAULT_IMAGE_MODEL} (default), resnet50[=PATH], clip:ARCH=TAG|PATH, clip:DIR, none")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present, else cpu)")
     p.add_argument("--offline", action="store_true", help="never contact a model hub")
+    _add_runtime_flags(p)
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help=f"run encoders on ONNX Runtime (exported once, kept in the index directory) or PyTorch "
+                        f"(default {DEFAULT_BACKEND})")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="ONNX weights: auto (int8 text and fp32 images on CPU, fp16 on GPU), fp32, int8 or fp16")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads per ONNX session (default: all cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_eval_parsers(sub)
     _add_train_text_parser(sub)
+    _add_export_parser(sub)
 
     p = sub.add_parser("info", help="describe an index directory")
     p.add_argument("dir", metavar="DIR")
@@ -381,6 +398,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p, search=False)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from engine.export import export_models
+
+    if not args.text_model and not args.image_model:
+        raise QueryError("give --text-model and/or --image-model to export")
+    precisions = ["fp32"] + (["int8"] if args.quantize == "int8" else []) + (["fp16"] if args.fp16 else [])
+    config = _config(args)
+    exported = export_models(args.out, args.text_model, args.image_model, precisions, config.encoders)
+    if args.json:
+        print_json({"out": str(Path(args.out).resolve()), "models": exported})
+        return 0
+    for item in exported:
+        files = ", ".join(f"{k}: {v}" for k, v in item["files"].items())
+        print(f"Exported {item['role']} encoder {item['encoder']} ({item['dim']}-d) to {item['dir']} [{files}]")
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export-onnx", help="export text and image encoders to ONNX (run later without PyTorch)")
+    p.add_argument("--text-model", metavar="NAME|PATH", default=None,
+                   help=f"a BERT-family text model ({DEFAULT_TEXT_MODEL}, a directory, ORG/NAME) or clip:...")
+    p.add_argument("--image-model", metavar="NAME|PATH", default=None,
+                   help="efficientnet-lite0, resnet50[=PATH], clip:ARCH=TAG|PATH or clip:DIR (CLIP also exports its text tower)")
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/text, DIR/image and, for CLIP, DIR/image-text")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="also write an int8 graph of the text model (CPU)")
+    p.add_argument("--fp16", action="store_true", help="also write fp16 graphs (GPU)")
+    p.add_argument("--device", default=None, help="where PyTorch traces the models (default: cpu)")
+    p.add_argument("--offline", action="store_true", help="never contact a model hub")
+    p.add_argument("--json", action="store_true", help="print what was written as one JSON object")
+    p.set_defaults(func=cmd_export_onnx, backend="torch", device="cpu")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

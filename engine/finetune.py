@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from encoders import load_text_encoder
 from encoders.text import TransformersTextEncoder
 from encoders.text_training import (
     TrainingConfig,
@@ -86,7 +87,8 @@ def train_text(
     """Fine-tune the text model of `index_dir`, save it to `model_out`, re-embed the index's text space."""
     index_dir = Path(index_dir)
     timings: dict[str, float] = {}
-    session = SearchSession(index_dir, config)
+    torch_config = replace(config, encoders=replace(config.encoders, backend="torch"))  # training needs autograd
+    session = SearchSession(index_dir, torch_config)
     qrels = read_qrels(qrels_path)
     train_ids, held_ids = split_queries(qrels, heldout)
     if len(train_ids) < 2:
@@ -119,7 +121,7 @@ def train_text(
     save_text_model(encoder, model_out, record)
 
     t0 = time.perf_counter()
-    trained = TransformersTextEncoder(str(model_out.resolve()), config.encoders)
+    trained = load_text_encoder(str(model_out.resolve()), config.encoders)  # the configured backend embeds the index
     vectors = encode_texts(trained, texts, config.progress)
     old = session.directory
     factory = config.index.factory or old.manifest.space("text").factory  # keep the index type it had
@@ -127,6 +129,9 @@ def train_text(
     rows = np.asarray(old.spaces["text"].rows)
     info, space = build_space(trained, str(model_out.resolve()), vectors, rows, same_index)
     old.manifest.spaces["text"] = info
-    IndexDirectory(old.manifest, old.products, {**old.spaces, "text": space}, old.lexical).save(index_dir)
+    kept = {role: path for role, path in old.encoder_dirs.items() if role != "text"}  # the old text model is stale
+    if getattr(trained, "model_dir", None):
+        kept["text"] = trained.model_dir
+    IndexDirectory(old.manifest, old.products, {**old.spaces, "text": space}, old.lexical, kept).save(index_dir)
     timings["reindex"] = time.perf_counter() - t0
     return TrainTextResult(model_out, len(train_ids), len(held_ids), len(examples), report, timings)

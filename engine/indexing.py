@@ -20,6 +20,7 @@ from engine.config import VitrinaConfig
 from index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
 
 TEXT_CHUNK = 1024  # texts per encode call (sorted by length inside it)
+PREFETCH_BATCHES = 2  # image batches read and decoded ahead of the encoder
 
 
 @dataclass
@@ -45,43 +46,61 @@ def encode_product_images(
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """Embed each product's image; returns (vectors, product rows, failures).
 
-    Images of the next batch are read and decoded in threads while the encoder runs on this one.
+    Worker threads read, decode and (for ONNX encoders, whose `preprocess` is thread-safe) resize the
+    next batches while the encoder runs on this one, so the encoder is not kept waiting on I/O.
     """
     wanted = [(row, p) for row, p in enumerate(products) if p.image]
     enc_cfg = config.encoders
     step = enc_cfg.batch_size
     batches = [wanted[i : i + step] for i in range(0, len(wanted), step)]
+    preprocess = getattr(encoder, "preprocess", None)
     vectors, rows, failures = [], [], []
 
     def load(batch):
-        return load_images([p.image for _, p in batch], enc_cfg.image_timeout_s, enc_cfg.image_max_pixels)
+        """(row, image or pixels) of the readable images, and (product id, reason) of the others."""
+        loaded = load_images([p.image for _, p in batch], enc_cfg.image_timeout_s, enc_cfg.image_max_pixels)
+        good = [(row, img) for (row, _), img in zip(batch, loaded) if not isinstance(img, ImageLoadError)]
+        bad = [(p.id, str(img)) for (_, p), img in zip(batch, loaded) if isinstance(img, ImageLoadError)]
+        if preprocess is not None and good:
+            good = list(zip([row for row, _ in good], preprocess([img for _, img in good])))
+        return good, bad
 
-    with ThreadPoolExecutor(max_workers=1) as prefetch, tqdm(
+    with ThreadPoolExecutor(max_workers=PREFETCH_BATCHES) as pool, tqdm(
         total=len(wanted), desc="images", unit="product", disable=not config.progress, leave=False
     ) as bar:
-        pending = prefetch.submit(load, batches[0]) if batches else None
-        for i, batch in enumerate(batches):
-            loaded = pending.result()
-            pending = prefetch.submit(load, batches[i + 1]) if i + 1 < len(batches) else None
-            good = []
-            for (row, product), img in zip(batch, loaded):
-                if isinstance(img, ImageLoadError):
-                    failures.append((product.id, str(img)))
-                else:
-                    good.append((row, img))
+        pending = [pool.submit(load, b) for b in batches[:PREFETCH_BATCHES]]
+        for i in range(len(batches)):
+            good, bad = pending.pop(0).result()
+            if i + PREFETCH_BATCHES < len(batches):
+                pending.append(pool.submit(load, batches[i + PREFETCH_BATCHES]))
+            failures.extend(bad)
             if good:
-                vectors.append(encoder.encode([img for _, img in good]))
+                items = [item for _, item in good]
+                vectors.append(encoder.encode_pixels(np.stack(items)) if preprocess else encoder.encode(items))
                 rows.extend(row for row, _ in good)
-            bar.update(len(batch))
+            bar.update(len(batches[i]))
     dim = encoder.dim
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
     return stacked, np.asarray(rows, dtype=np.int64), failures
 
 
+def describe_runtime(encoder: Encoder) -> str:
+    """How an encoder ran, for the manifest: "onnx int8 (CPUExecutionProvider)" or "torch (cpu)"."""
+    if hasattr(encoder, "providers"):
+        return f"onnx {encoder.precision} ({encoder.providers[0]})"
+    return f"torch ({getattr(encoder, 'device', '?')})"
+
+
+def exported_dirs(encoders: dict[str, Encoder]) -> dict[str, Path]:
+    """role -> model directory of the encoders that run exported ONNX graphs (kept in the index)."""
+    return {role: enc.model_dir for role, enc in encoders.items() if getattr(enc, "model_dir", None)}
+
+
 def build_space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarray, config: VitrinaConfig):
     """The FAISS index over one modality's vectors, and the manifest record of how it was made."""
     index = ProductIndex.build(vectors, rows, config.index.factory, config.index)
-    info = SpaceInfo(encoder=encoder.name, model=spec, dim=encoder.dim, count=len(rows), factory=index.factory)
+    info = SpaceInfo(encoder=encoder.name, model=spec, dim=encoder.dim, count=len(rows), factory=index.factory,
+                     runtime=describe_runtime(encoder))
     return info, VectorSpace(index, vectors, rows)
 
 
@@ -116,6 +135,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
         text_encoder, text_spec, text_vectors, np.arange(len(products), dtype=np.int64), config
     )
 
+    used: dict[str, Encoder] = {"text": text_encoder}
     lexical = None
     if config.index.lexical is not None:
         t0 = time.perf_counter()
@@ -132,6 +152,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
         timings["image"] = time.perf_counter() - t0
         if len(rows):
             infos["image"], spaces["image"] = build_space(image_encoder, image_spec, vectors, rows, config)
+            used["image"] = image_encoder
 
     manifest = IndexManifest(
         product_count=len(products),
@@ -146,5 +167,5 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
         vitrina_version=__version__,
     )
     table = ProductTable.from_records([p.id for p in products], [p.metadata for p in products])
-    IndexDirectory(manifest, table, spaces, lexical).save(Path(out))
+    IndexDirectory(manifest, table, spaces, lexical, exported_dirs(used)).save(Path(out))
     return IndexReport(Path(out), manifest, failures, timings)

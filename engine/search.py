@@ -10,7 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from encoders import Encoder, load_image_encoder, load_image_space_text_encoder, load_text_encoder
+from encoders import Encoder, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
+from encoders.onnx_runtime import OnnxModelInfo, load_onnx_encoder
 from engine.catalog import resolve_image_source
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
@@ -21,6 +22,7 @@ SPACES = ("text", "image")
 MODES = ("lexical", "dense", "hybrid")
 MAX_K = 10_000
 MAX_QUERY_CHARS = 512
+KEPT_ROLES = {"text": "text", "image": "image", "text->image": "image-text"}  # encoder role -> encoders/<dir>
 log = logging.getLogger("vitrina")
 
 
@@ -78,20 +80,46 @@ class SearchSession:
         self._encoders: dict[str, Encoder] = {}
 
     def encoder(self, role: str) -> Encoder:
-        """The encoder for 'text' (text space), 'image' (image space) or 'text->image' (CLIP text tower)."""
+        """The encoder for 'text' (text space), 'image' (image space) or 'text->image' (CLIP text tower).
+
+        On the ONNX backend, an export kept in the index directory loads without PyTorch; otherwise
+        the model is exported once and kept there (best effort: a read-only index still works).
+        """
         if role not in self._encoders:
             space = "image" if role == "text->image" else role
             info = self.manifest.space(space)
-            spec = self._models[space] or info.model
-            if role == "text":
-                encoder = load_text_encoder(spec, self.config.encoders)
-            elif role == "image":
-                encoder = load_image_encoder(spec, self.config.encoders)
-            else:
-                encoder = load_image_space_text_encoder(spec, self.config.encoders)
+            encoder = self._kept_export(role, info.encoder) or self._load(role, self._models[space] or info.model)
             self.manifest.check_encoder(space, encoder.name, encoder.dim)
+            if getattr(encoder, "model_dir", None) and self.directory.encoder_dir(KEPT_ROLES[role]) != encoder.model_dir:
+                self._keep_export(role, encoder.model_dir)
             self._encoders[role] = encoder
         return self._encoders[role]
+
+    def _load(self, role: str, spec: str) -> Encoder:
+        if role == "text":
+            return load_text_encoder(spec, self.config.encoders)
+        if role == "image":
+            return load_image_encoder(spec, self.config.encoders)
+        return load_image_space_text_encoder(spec, self.config.encoders)
+
+    def _kept_export(self, role: str, encoder_name: str) -> Encoder | None:
+        """The ONNX export kept in the index for `role`, when the backend is ONNX and it is that encoder."""
+        kept = self.directory.encoder_dir(KEPT_ROLES[role])
+        if self.config.encoders.backend != "onnx" or self._models["image" if role == "text->image" else role] or not kept:
+            return None
+        try:
+            if OnnxModelInfo.load(kept).encoder != encoder_name:
+                return None
+            return load_onnx_encoder(kept, self.config.encoders, "image" if role == "image" else "text")
+        except EncoderError as exc:
+            log.warning("ignoring the ONNX model kept in %s: %s", kept, exc)
+            return None
+
+    def _keep_export(self, role: str, source: Path) -> None:
+        try:
+            self.directory.attach_encoder(KEPT_ROLES[role], source)
+        except OSError as exc:
+            log.info("could not keep the ONNX export in %s: %s", self.path, exc)
 
     def _hits(self, scores: np.ndarray, rows: np.ndarray, exclude: int | None = None, k: int | None = None):
         hits = [

@@ -22,6 +22,7 @@ class SpaceInfo:
     dim: int
     count: int
     factory: str
+    runtime: str = ""  # how the encoder ran: "onnx int8 (CPUExecutionProvider)", "torch (cpu)"
 
 
 @dataclass

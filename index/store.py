@@ -7,6 +7,7 @@ Layout of DIR:
   <space>.vectors.npy    the raw normalised embeddings (reused for lookups by id and for re-training)
   <space>.rows.npy       the product row of each embedding
   lexical/               the BM25 index over the product text (bm25s files); settings in the manifest
+  encoders/<role>/       exported ONNX encoders ("text", "image", "image-text"), so searching needs no export
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from index.products import ProductTable
 
 PRODUCTS_FILE = "products.parquet"
 LEXICAL_DIR = "lexical"
+ENCODERS_DIR = "encoders"
 
 
 @dataclass
@@ -55,6 +57,27 @@ class IndexDirectory:
     products: ProductTable
     spaces: dict[str, VectorSpace]
     lexical: LexicalIndex | None = None
+    encoder_dirs: dict[str, Path] = field(default_factory=dict)  # role -> exported model directory to keep
+    path: Path | None = None  # where it was loaded from
+
+    def encoder_dir(self, role: str) -> Path | None:
+        """The exported encoder kept under `role`, if any."""
+        return self.encoder_dirs.get(role)
+
+    def attach_encoder(self, role: str, source: Path) -> Path:
+        """Copy an exported encoder into this (saved) directory under `role`, replacing any older one."""
+        if self.path is None:
+            raise IndexStoreError("only a saved index directory can keep encoders")
+        target = self.path / ENCODERS_DIR / role
+        tmp = target.parent / f".{role}.tmp-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(source, tmp)
+        old = target.parent / f".{role}.old-{uuid.uuid4().hex[:8]}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        self.encoder_dirs[role] = target
+        return target
 
     def save(self, out: Path) -> None:
         """Write to a sibling temp dir, then swap it in place of `out` (kept intact on any failure)."""
@@ -72,8 +95,12 @@ class IndexDirectory:
             if self.lexical is not None:
                 self.lexical.save(tmp / LEXICAL_DIR)
                 self.manifest.lexical = self.lexical.describe()
+            for role, source in self.encoder_dirs.items():
+                shutil.copytree(source, tmp / ENCODERS_DIR / role)
             self.manifest.save(tmp)  # last: a directory with a manifest is complete
             _swap_in(tmp, out)
+            self.path = out
+            self.encoder_dirs = {role: out / ENCODERS_DIR / role for role in self.encoder_dirs}
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -101,7 +128,9 @@ class IndexDirectory:
         lexical = LexicalIndex.load(path / LEXICAL_DIR, manifest.lexical) if manifest.lexical else None
         if lexical is not None and lexical.count != len(products):
             raise IndexStoreError(f"{path}: the lexical index covers {lexical.count} products, not {len(products)}; re-index it")
-        return cls(manifest, products, spaces, lexical)
+        kept = path / ENCODERS_DIR
+        encoder_dirs = {d.name: d for d in sorted(kept.iterdir()) if d.is_dir() and not d.name.startswith(".")} if kept.is_dir() else {}
+        return cls(manifest, products, spaces, lexical, encoder_dirs, path)
 
 
 def _refuse_foreign_directory(out: Path) -> None:

