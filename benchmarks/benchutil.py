@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from pathlib import Path
+
+# A script run as `python benchmarks/X.py` has benchmarks/ first on sys.path, where encoders.py (the
+# encoder benchmark) would shadow the `encoders` package. Import benchutil first; it moves the folder last.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from typing import Callable, Sequence, TypeVar
 
 from engine.config import VitrinaConfig

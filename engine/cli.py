@@ -177,7 +177,10 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"image={manifest.catalog.get('image_field')}")
     for name, info in manifest.spaces.items():
         print(f"  {name}: {info.count} vectors, {info.dim}-d, index {info.factory}, encoder {info.encoder}")
-        print(f"        model spec: {info.model}")
+        print(f"        model spec: {info.model}" + (f"; embedded with {info.runtime}" if info.runtime else ""))
+    kept = sorted(p.name for p in (Path(args.dir) / "encoders").glob("*") if p.is_dir() and not p.name.startswith("."))
+    if kept:
+        print(f"  ONNX encoders kept: {', '.join(kept)}")
     if manifest.images_failed:
         print(f"  images failed at index time: {manifest.images_failed}")
     return 0

@@ -172,10 +172,15 @@ class SearchSession:
         self.manifest.space(space)  # a clear error when the index has no such vectors
         if query_vectors is None:
             query_vectors = self.encode_queries(cleaned, space)
-        dense = self.directory.spaces[space].index.search(query_vectors, depth)
+        vectors = self.directory.spaces[space]
+        dense = vectors.index.search(query_vectors, depth)
         if mode == "dense":
             return dense
-        return fuse(lexical, dense, k, hybrid)
+        return fuse(
+            lexical, dense, k, hybrid,
+            lexical_rescorer=lambda i, rows: self.directory.lexical.scores_of(cleaned[i], rows),
+            dense_rescorer=lambda i, rows: vectors.scores_of(query_vectors[i], rows),
+        )
 
     def search(
         self, queries: Sequence[str], k: int = 10, space: str = "text", mode: str | None = None

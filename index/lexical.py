@@ -134,9 +134,7 @@ class LexicalIndex:
         k_eff = min(k, self.count)
         scores = np.zeros((len(queries), k), dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
-        vocab = self.retriever.vocab_dict
-        token_ids = [[vocab[t] for t in self.analyzer.tokens(q) if t in vocab] for q in queries]
-        for i, ids in enumerate(token_ids):
+        for i, ids in enumerate(self._token_ids(q) for q in queries):
             if not ids or k_eff == 0:
                 continue
             doc_scores = self.retriever.get_scores(ids)
@@ -146,6 +144,17 @@ class LexicalIndex:
             scores[i, : len(top)] = doc_scores[top]
             rows[i, : len(top)] = top
         return scores, rows
+
+    def scores_of(self, query: str, rows: np.ndarray) -> np.ndarray:
+        """The BM25 score of `query` for each of `rows` (0 where no token matches)."""
+        ids = self._token_ids(query)
+        if not ids:
+            return np.zeros(len(rows), dtype=np.float32)
+        return self.retriever.get_scores(ids)[np.asarray(rows, dtype=np.int64)]
+
+    def _token_ids(self, query: str) -> list[int]:
+        vocab = self.retriever.vocab_dict
+        return [vocab[t] for t in self.analyzer.tokens(query) if t in vocab]
 
     def describe(self) -> dict:
         """What the manifest records: tokenizer and BM25 settings, and how many texts were indexed."""

@@ -46,6 +46,16 @@ class VectorSpace:
         position = self._positions.get(row)
         return None if position is None else np.asarray(self.vectors[position], dtype=np.float32)
 
+    def scores_of(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Inner product of `vector` with the stored vector of each product row; NaN where a row has none."""
+        positions = [self._positions.get(int(r), -1) for r in rows]
+        found = np.array([p >= 0 for p in positions], dtype=bool)
+        out = np.full(len(rows), np.nan, dtype=np.float64)
+        if found.any():
+            stored = np.asarray(self.vectors[[p for p in positions if p >= 0]], dtype=np.float32)
+            out[found] = stored @ np.asarray(vector, dtype=np.float32)
+        return out
+
     @cached_property
     def _positions(self) -> dict[int, int]:
         return {int(row): position for position, row in enumerate(self.rows)}

@@ -121,6 +121,29 @@ class TestRankFusion:
         assert rows.tolist() == [[1, 2, 3]]
         assert scores[0].tolist() == pytest.approx([0.75, 0.25, 0.0])
 
+    def test_rescorers_give_one_sided_candidates_their_real_scores(self):
+        lexical = result([[1, 2]], [[10.0, 5.0]])
+        dense = result([[3, 2]], [[0.9, 0.8]])
+        _, rows = score_blend(lexical, dense, k=3, dense_weight=0.5)
+        assert rows.tolist() == [[1, 3, 2]]  # 1 and 3 tie at 0.5 (each is its side's best, the other's lowest)
+        bm25 = {1: 10.0, 2: 5.0, 3: 9.0}  # row 3, found by the dense side only, matches the words well
+        cosine = {1: 0.1, 2: 0.8, 3: 0.9}
+        scores, rows = score_blend(
+            lexical, dense, k=3, dense_weight=0.5,
+            lexical_rescorer=lambda i, r: np.array([bm25[x] for x in r]),
+            dense_rescorer=lambda i, r: np.array([cosine[x] for x in r]),
+        )
+        # lexical over {1,2,3}: 1, 0, 0.8; dense: 0, 0.875, 1
+        assert rows.tolist() == [[3, 1, 2]]
+        assert scores[0].tolist() == pytest.approx([0.9, 0.5, 0.4375])
+
+    def test_a_rescorer_may_know_nothing_of_a_row(self):
+        nan_dense = lambda i, r: np.array([np.nan if x == 2 else 0.5 for x in r])  # noqa: E731 (row 2 has no vector)
+        scores, rows = score_blend(result([[2, 1]], [[3.0, 1.0]]), result([[1]], [[0.5]]), k=2, dense_weight=0.4,
+                                   dense_rescorer=nan_dense)
+        assert rows.tolist() == [[2, 1]]
+        assert scores[0].tolist() == pytest.approx([0.6, 0.4])  # row 2 counts as the dense side's lowest
+
     def test_blend_with_an_empty_side(self):
         lexical = result([[-1, -1]], [[0.0, 0.0]])
         dense = result([[4, 5]], [[0.5, 0.1]])
