@@ -9,6 +9,8 @@ are interleaved over --rounds rounds and the median is kept, so machine noise hi
   image, batch 16    ResNet-50, CLIP ViT-B/32 (random weights) and EfficientNet-Lite0 at 224x224:
                      PyTorch eager, Vitrina's TorchScript path (CNNs) and ONNX fp32 (images/s, model only)
   startup            `vitrina search` in a fresh process, ONNX vs PyTorch backend: wall time, peak RSS
+  parity             Home Depot, all 54,667 titles and 8,960 dev queries: dense retrieval with PyTorch
+                     fp32 vs ONNX int8 vectors (top-10 overlap, nDCG@10)
   GPU                when CUDA is present: PyTorch fp16 vs ONNX Runtime CUDA fp16, text and image
 
     .venv/bin/python benchmarks/encoders.py [--threads 2] [--rounds 5] [--json out/encoders.json]
@@ -180,6 +182,37 @@ def startup(work: Path) -> tuple[list[list], dict]:
     return rows, figures
 
 
+def ranking_parity(out: Path) -> tuple[list[list], dict]:
+    """Dense nDCG@10 and top-10 overlap on every Home Depot dev query, PyTorch fp32 vs ONNX int8 indexes."""
+    from engine.catalog import CatalogFields
+    from engine.config import VitrinaConfig
+    from engine.evaluation import evaluate_text, read_qrels
+    from engine.indexing import build_index
+    from engine.search import SearchSession
+    from index import IndexConfig
+
+    sessions = {}
+    for backend in ("torch", "onnx"):
+        target = out / f"hd-dense-{backend}"
+        config = VitrinaConfig(image_model=None, catalog=CatalogFields(id_field="product_id"),
+                               encoders=EncoderConfig(backend=backend, batch_size=TEXT_BATCH),
+                               index=IndexConfig(lexical=None), progress=False)
+        if not (target / "manifest.json").is_file():
+            build_index(DATA / "homedepot" / "products.csv", target, config)
+        sessions[backend] = SearchSession(target, config)
+    qrels = read_qrels(DATA / "homedepot" / "qrels_dev.csv")
+    ndcg, tops = {}, {}
+    for backend, session in sessions.items():
+        ndcg[backend] = evaluate_text(session, qrels, 10, methods=["dense"], include_trained=True,
+                                      progress=False).method("dense").mean("ndcg@10")
+        tops[backend] = session.retrieve(list(qrels.queries.values()), 10, mode="dense")[1]
+    overlap = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tops["torch"], tops["onnx"])]))
+    change = 100 * (ndcg["onnx"] - ndcg["torch"]) / ndcg["torch"]
+    rows = [["PyTorch fp32", f"{ndcg['torch']:.4f}", ""], ["ONNX int8", f"{ndcg['onnx']:.4f}", f"{change:+.2f}%"],
+            ["top-10 overlap", f"{overlap:.4f}", ""]]
+    return rows, {"ndcg@10": ndcg, "ndcg_change_pct": change, "top10_overlap": overlap, "queries": len(qrels.queries)}
+
+
 def gpu(rounds: int, work: Path) -> tuple[list[list], dict]:
     """PyTorch fp16 vs ONNX Runtime CUDA fp16 (text batch 64, ResNet-50 batch 16); only with a GPU."""
     texts = titles(1024)
@@ -215,7 +248,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: text,image,startup,gpu")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: text,image,startup,parity,gpu")
     parser.add_argument("--json", type=Path, default=DEFAULT_OUT / "encoders.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -237,6 +270,10 @@ def main() -> None:
             rows, results["startup"] = startup(work)
             print("\n`vitrina search` in a fresh process (100-product index, dense query)\n")
             print(markdown_table(["backend", "wall s", "peak RSS MiB"], rows))
+        if "parity" not in skip:
+            rows, results["parity"] = ranking_parity(DEFAULT_OUT)
+            print("\nRanking parity, Home Depot dense retrieval (54,667 titles, 8,960 queries)\n")
+            print(markdown_table(["", "nDCG@10", "change"], rows))
         if "gpu" not in skip:
             if torch.cuda.is_available():
                 rows, results["gpu"] = gpu(args.rounds, work)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 BACKENDS = ("torch", "onnx")
@@ -15,7 +15,9 @@ class EncoderConfig:
 
     backend: "onnx" (ONNX Runtime over models exported by Vitrina) or "torch" (PyTorch eager/TorchScript).
     device: "cuda", "cpu" or None to pick CUDA when present.
-    precision: ONNX weights to run. "auto": int8 text and fp32 images on CPU, fp16 on a GPU.
+    precision: ONNX weights to run. "auto": fp16 on a GPU; on the CPU fp32, except int8 for text queries.
+    catalog: this encoder embeds catalog products (stored in the index), not queries; with precision
+        "auto" on the CPU, text then runs in fp32, so stored vectors match PyTorch's (see choose_precision).
     threads: CPU threads per ONNX session (None: every core this process may use).
     offline: never contact a model hub; hub names must already be in the local cache.
     """
@@ -29,6 +31,7 @@ class EncoderConfig:
     max_text_length: int | None = None
     image_timeout_s: float = 10.0
     image_max_pixels: int = 40_000_000
+    catalog: bool = False
     onnx_cache: Path | None = None  # where exports are cached between runs (None: ~/.cache/vitrina/onnx)
 
     def __post_init__(self) -> None:
@@ -40,6 +43,10 @@ class EncoderConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+    def for_catalog(self) -> "EncoderConfig":
+        """This configuration for embedding catalog products rather than queries."""
+        return replace(self, catalog=True)
 
     @property
     def wants_gpu(self) -> bool:

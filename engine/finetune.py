@@ -121,7 +121,7 @@ def train_text(
     save_text_model(encoder, model_out, record)
 
     t0 = time.perf_counter()
-    trained = load_text_encoder(str(model_out.resolve()), config.encoders)  # the configured backend embeds the index
+    trained = load_text_encoder(str(model_out.resolve()), config.encoders.for_catalog())  # the configured backend
     vectors = encode_texts(trained, texts, config.progress)
     old = session.directory
     factory = config.index.factory or old.manifest.space("text").factory  # keep the index type it had

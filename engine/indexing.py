@@ -127,7 +127,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
 
     t0 = time.perf_counter()
     text_spec = absolute_spec(config.text_model)
-    text_encoder = load_text_encoder(text_spec, config.encoders)
+    text_encoder = load_text_encoder(text_spec, config.encoders.for_catalog())
     text_vectors = encode_texts(text_encoder, [p.text for p in products], config.progress)
     timings["text"] = time.perf_counter() - t0
     infos, spaces = {}, {}
@@ -147,7 +147,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
     if image_spec and catalog.fields.image_field and any(p.image for p in products):
         t0 = time.perf_counter()
         image_spec = absolute_spec(image_spec)
-        image_encoder = load_image_encoder(image_spec, config.encoders)
+        image_encoder = load_image_encoder(image_spec, config.encoders.for_catalog())
         vectors, rows, failures = encode_product_images(image_encoder, products, config)
         timings["image"] = time.perf_counter() - t0
         if len(rows):

@@ -149,13 +149,15 @@ def small_catalog(tmp_path, n=60):
 
 def test_export_onnx_command(tiny_bert_dir, tiny_resnet_weights, tmp_path):
     code, out, err = run_cli("export-onnx", "--text-model", tiny_bert_dir, "--image-model",
-                             f"resnet18={tiny_resnet_weights}", "--out", tmp_path / "exp", "--quantize", "int8", "--json")
+                             f"resnet18={tiny_resnet_weights}", "--out", tmp_path / "exp", "--quantize", "int8", "--fp16",
+                             "--json")
     assert code == 0, err
     summary = json.loads(out)
     roles = {m["role"]: m for m in summary["models"]}
     assert set(roles) == {"text", "image"}
-    assert set(roles["text"]["files"]) == {"fp32", "int8"} and set(roles["image"]["files"]) == {"fp32"}
-    assert roles["text"]["check_cosine"]["fp32"] >= 0.9999
+    assert set(roles["text"]["files"]) == {"fp32", "int8", "fp16"} and set(roles["image"]["files"]) == {"fp32", "fp16"}
+    assert roles["text"]["check_cosine"]["fp32"] >= 0.9999 and roles["image"]["check_cosine"]["fp32"] >= 0.9999
+    assert roles["text"]["check_cosine"]["fp16"] >= 0.99 and roles["image"]["check_cosine"]["fp16"] >= 0.99
     assert (tmp_path / "exp" / "text" / "tokenizer.json").is_file()
     code, _, err = run_cli("export-onnx", "--out", tmp_path / "none")
     assert code == 1 and "--text-model" in err
@@ -169,7 +171,7 @@ def test_index_and_search_on_onnx_backend(tiny_bert_dir, tiny_resnet_weights, tm
     code, _, err = run_cli("index", catalog, "--out", tmp_path / "torch", "--backend", "torch", "-q", *models)
     assert code == 0, err
     manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
-    assert manifest["spaces"]["text"]["runtime"].startswith("onnx int8")
+    assert manifest["spaces"]["text"]["runtime"].startswith("onnx fp32")  # stored vectors: fp32; queries: int8
     assert manifest["spaces"]["image"]["runtime"].startswith("onnx fp32")
     assert {p.name for p in (tmp_path / "onnx" / "encoders").iterdir()} == {"text", "image"}
     # the same encoder name on both backends: an index built by one is searched by the other
@@ -185,6 +187,10 @@ def test_index_and_search_on_onnx_backend(tiny_bert_dir, tiny_resnet_weights, tm
         ]
     code, out, err = run_cli("search", tmp_path / "torch", "red shoes", "--mode", "dense", "--backend", "onnx", "--json")
     assert code == 0, err
+    code, _, err = run_cli("index", catalog, "--out", tmp_path / "int8", "--backend", "onnx", "--precision", "int8",
+                           "--image-model", "none", "-q", "--text-model", tiny_bert_dir)
+    assert code == 0, err
+    assert json.loads((tmp_path / "int8" / "manifest.json").read_text())["spaces"]["text"]["runtime"].startswith("onnx int8")
     assert (tmp_path / "torch" / "encoders" / "text" / META_FILE).is_file()  # exported once, kept in the index
 
 
@@ -227,13 +233,13 @@ def test_int8_ranking_parity_on_home_depot(tmp_path):
     from tests.conftest import write_csv
 
     qrels = read_qrels(SHARED / "homedepot" / "qrels_dev.csv")
-    query_ids = sorted(qrels.queries)[:300]
+    query_ids = sorted(qrels.queries)[:1000]
     judged = {pid for q in query_ids for pid in qrels.judgements[q]}
     import csv
 
     with (SHARED / "homedepot" / "products.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    keep = [r for r in rows if r["product_id"] in judged] + [r for r in rows if r["product_id"] not in judged][:3000]
+    keep = [r for r in rows if r["product_id"] in judged] + [r for r in rows if r["product_id"] not in judged][:2000]
     catalog = write_csv(tmp_path / "products.csv", [{"id": r["product_id"], "title": r["title"]} for r in keep])
     sessions = {}
     for backend in ("torch", "onnx"):
