@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 
 # A script run as `python benchmarks/X.py` has benchmarks/ first on sys.path, where encoders.py (the
-# encoder benchmark) would shadow the `encoders` package. Import benchutil first; it moves the folder last.
+# encoder benchmark) would shadow the `encoders` package. Import benchutil first: it puts the project
+# root first and benchmarks/ last.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from typing import Callable, Sequence, TypeVar
 
 from engine.config import VitrinaConfig
