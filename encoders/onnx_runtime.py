@@ -89,17 +89,22 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def execution_providers(config: EncoderConfig) -> list[str]:
-    """TensorRT (when its library is installed) and CUDA before the CPU, unless the CPU was asked for."""
+def execution_providers(config: EncoderConfig) -> list[Any]:
+    """TensorRT (when its library is installed) and CUDA before the CPU, unless the CPU was asked for.
+
+    "cuda:N" picks GPU N; onnxruntime falls back to the next provider when one cannot start.
+    """
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    chosen = []
+    _, _, index = (config.device or "").partition(":")
+    options = {"device_id": int(index)} if index.isdigit() else {}
+    chosen: list[Any] = []
     if config.wants_gpu:
         if "TensorrtExecutionProvider" in available and ctypes.util.find_library("nvinfer"):
-            chosen.append("TensorrtExecutionProvider")
+            chosen.append(("TensorrtExecutionProvider", options))
         if "CUDAExecutionProvider" in available:
-            chosen.append("CUDAExecutionProvider")
+            chosen.append(("CUDAExecutionProvider", options))
     if config.device and config.device.startswith("cuda") and not chosen:
         raise EncoderError("--device cuda was asked for, but this onnxruntime has no CUDA provider; install vitrina[gpu]")
     return chosen + ["CPUExecutionProvider"]
@@ -131,7 +136,7 @@ class OnnxEncoder:
         self.config = config
         self.modality = self.info.modality
         providers = execution_providers(config)
-        self.precision = choose_precision(self.info, config, on_gpu=providers[0] != "CPUExecutionProvider")
+        self.precision = choose_precision(self.info, config, on_gpu=len(providers) > 1)
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.threads or usable_cores()
         options.inter_op_num_threads = 1
@@ -144,6 +149,7 @@ class OnnxEncoder:
             raise EncoderError(f"could not load {path}: {exc}") from exc
         self.providers = self.session.get_providers()
         self.on_gpu = self.providers[0] != "CPUExecutionProvider"
+        self.device_id = int(dict(self.session.get_provider_options().get(self.providers[0], {})).get("device_id", 0) or 0)
         graph_inputs = [i.name for i in self.session.get_inputs()]
         if graph_inputs != self.info.inputs:
             raise EncoderError(f"{path}: graph inputs {graph_inputs} differ from {META_FILE} {self.info.inputs}; export again")
@@ -163,7 +169,7 @@ class OnnxEncoder:
         binding = self.session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        binding.bind_output(OUTPUT_NAME, "cuda")
+        binding.bind_output(OUTPUT_NAME, "cuda", self.device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
@@ -182,7 +188,9 @@ class OnnxTextEncoder(OnnxEncoder):
             raise EncoderError(f"{self.model_dir} holds an {self.modality} model, not a text model")
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
-        self.max_length = min(config.max_text_length or self.info.max_length, self.info.max_length)
+        self.max_length = self.info.max_length  # CLIP's graph takes exactly this many tokens
+        if not self.info.fixed_length and config.max_text_length:
+            self.max_length = min(config.max_text_length, self.info.max_length)
         self.tokenizer.enable_truncation(self.max_length)
 
     def _clean(self, text: str) -> str:

@@ -266,3 +266,18 @@ def test_default_backend_is_onnx_and_int8_batches_stay_close(tiny_bert_dir, tmp_
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     one_by_one = np.concatenate([encoder.encode([t]) for t in texts])
     assert cosines(together, one_by_one).min() >= 0.99
+
+
+def test_providers_follow_the_device(tiny_clip_dir, tmp_path):
+    import onnxruntime as ort
+
+    from encoders.onnx_runtime import execution_providers
+
+    assert execution_providers(EncoderConfig(device="cpu")) == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(EncoderError, match="no CUDA provider"):
+            execution_providers(EncoderConfig(device="cuda:0"))
+    # a fixed-length (CLIP) text graph ignores a shorter max_text_length instead of failing
+    export_encoder(load_image_space_text_encoder(f"clip:{tiny_clip_dir}", TORCH), tmp_path / "clip-text")
+    short = load_onnx_encoder(tmp_path / "clip-text", EncoderConfig(max_text_length=4))
+    assert short.encode(["red leather shoes for men"]).shape == (1, short.dim)
