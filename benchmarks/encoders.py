@@ -121,7 +121,7 @@ def random_weight_specs(work: Path) -> dict[str, str]:
 
 def image_throughput(threads: int, rounds: int, work: Path) -> tuple[list[list], dict]:
     from encoders.clip import ClipImageEncoder
-    from encoders.onnx_export import _clip_geometry
+    from encoders.onnx_export import clip_geometry
     from encoders.image import NormalizedFeatures
 
     rng = np.random.default_rng(0)
@@ -131,7 +131,7 @@ def image_throughput(threads: int, rounds: int, work: Path) -> tuple[list[list],
     for label, spec in random_weight_specs(work).items():
         encoder = load_image_encoder(spec, EncoderConfig(backend="torch", device="cpu", batch_size=IMAGE_BATCH))
         if isinstance(encoder, ClipImageEncoder):
-            _, mean, std = _clip_geometry(encoder.clip.preprocess)
+            _, mean, std = clip_geometry(encoder.clip.preprocess)
             eager = NormalizedFeatures(encoder.clip.model.visual, mean, std).eval()
             scripted = None
         else:

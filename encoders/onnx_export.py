@@ -210,7 +210,7 @@ def _export_image(encoder, network: torch.nn.Module, out: Path, kind: str, resiz
     )
 
 
-def _clip_geometry(preprocess) -> tuple[int, tuple, tuple]:
+def clip_geometry(preprocess) -> tuple[int, tuple, tuple]:
     """(size, mean, std) of an open_clip Resize + CenterCrop + Normalize pipeline; other steps are refused."""
     from torchvision import transforms as T
 
@@ -234,7 +234,7 @@ def _clip_geometry(preprocess) -> tuple[int, tuple, tuple]:
 def _export_clip_image(encoder, out: Path) -> OnnxModelInfo:
     from encoders.image import NormalizedFeatures
 
-    size, mean, std = _clip_geometry(encoder.clip.preprocess)
+    size, mean, std = clip_geometry(encoder.clip.preprocess)
     network = NormalizedFeatures(encoder.clip.model.visual, mean, std).to(encoder.device)
     info = _export_image(encoder, network, out, "clip-image", "shortest-crop", size)
     info.source = {"architecture": encoder.clip.identity}

@@ -23,6 +23,7 @@ MODES = ("lexical", "dense", "hybrid")
 MAX_K = 10_000
 MAX_QUERY_CHARS = 512
 KEPT_ROLES = {"text": "text", "image": "image", "text->image": "image-text"}  # encoder role -> encoders/<dir>
+SPACE_OF_ROLE = {"text": "text", "image": "image", "text->image": "image"}  # the vectors each encoder's output searches
 log = logging.getLogger("vitrina")
 
 
@@ -86,7 +87,7 @@ class SearchSession:
         the model is exported once and kept there (best effort: a read-only index still works).
         """
         if role not in self._encoders:
-            space = "image" if role == "text->image" else role
+            space = SPACE_OF_ROLE[role]
             info = self.manifest.space(space)
             encoder = self._kept_export(role, info.encoder) or self._load(role, self._models[space] or info.model)
             self.manifest.check_encoder(space, encoder.name, encoder.dim)
@@ -105,7 +106,7 @@ class SearchSession:
     def _kept_export(self, role: str, encoder_name: str) -> Encoder | None:
         """The ONNX export kept in the index for `role`, when the backend is ONNX and it is that encoder."""
         kept = self.directory.encoder_dir(KEPT_ROLES[role])
-        if self.config.encoders.backend != "onnx" or self._models["image" if role == "text->image" else role] or not kept:
+        if self.config.encoders.backend != "onnx" or self._models[SPACE_OF_ROLE[role]] or not kept:
             return None
         try:
             if OnnxModelInfo.load(kept).encoder != encoder_name:
