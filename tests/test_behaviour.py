@@ -1,0 +1,129 @@
+"""Events files and behaviour vectors (implicit ALS): bad rows counted, clusters learned, fold-in, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.behaviour import BehaviourModel, BehaviourSettings
+from engine.errors import CatalogError, QueryError
+from engine.events import EventFields, EventWeights, parse_timestamp, read_events
+from tests.conftest import SHARED, write_csv
+
+PRODUCTS = {f"p{i}": i for i in range(12)}  # p0-p4: cluster A, p5-p9: cluster B, p10-p11: never touched
+SETTINGS = BehaviourSettings(factors=2, iterations=20, regularization=0.01)  # two clusters: rank 2
+
+
+def clustered_events(users_per_cluster: int = 20, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cluster, items in (("a", range(0, 5)), ("b", range(5, 10))):
+        for u in range(users_per_cluster):
+            for item in rng.choice(list(items), size=3, replace=False):
+                rows.append({"user_id": f"{cluster}{u}", "product_id": f"p{item}",
+                             "event": str(rng.choice(["view", "click", "cart", "purchase"])),
+                             "timestamp": f"2024-01-{1 + u % 28:02d}T10:00:00"})
+    return rows
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_bad_rows_are_counted_with_lines_and_the_rest_is_used(tmp_path):
+    rows = [
+        {"user_id": "u1", "product_id": "p1", "event": "purchase", "timestamp": "2024-03-01T12:00:00Z"},
+        {"user_id": "u1", "product_id": "nope", "event": "click", "timestamp": "2024-03-01"},
+        {"user_id": "u2", "product_id": "p2", "event": "wishlist", "timestamp": "2024-03-01"},
+        {"user_id": "u2", "product_id": "p2", "event": "view", "timestamp": "yesterday"},
+        {"user_id": "", "product_id": "p3", "event": "view", "timestamp": "2024-03-01"},
+        {"user_id": "u3", "product_id": "p3", "event": "CART", "timestamp": "1709294400"},
+    ]
+    log = read_events(write_csv(tmp_path / "events.csv", rows), PRODUCTS)
+    assert log.users.tolist() == ["u1", "u3"] and log.product_rows.tolist() == [1, 3]
+    assert log.weights.tolist() == [EventWeights().purchase, EventWeights().cart]
+    assert log.timestamps.tolist() == [parse_timestamp("2024-03-01T12:00:00+00:00"), 1709294400.0]
+    assert log.problems.counts == {"unknown product": 1, "unknown event": 1, "bad timestamp": 1, "empty user_id": 1}
+    summary = log.problems.summary()
+    assert "4 bad rows skipped" in summary and "events.csv, line 3: unknown product" in summary
+
+
+def test_weight_column_parquet_and_missing_columns(tmp_path):
+    table = pa.table({"user_id": ["u1", "u2", "u3"], "product_id": ["p1", "p2", "p3"], "weight": ["2.5", "-1", "x"],
+                      "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"]})
+    pq.write_table(table, tmp_path / "e.parquet")
+    log = read_events(tmp_path / "e.parquet", PRODUCTS)
+    assert log.weights.tolist() == [2.5] and log.problems.counts == {"bad weight": 2}
+    write_csv(tmp_path / "no-kind.csv", [{"user_id": "u", "product_id": "p1", "timestamp": "2024-01-01"}])
+    with pytest.raises(CatalogError, match="needs an 'event' or a 'weight' column"):
+        read_events(tmp_path / "no-kind.csv", PRODUCTS)
+    purchases = read_events(tmp_path / "no-kind.csv", PRODUCTS, fields=EventFields(default_event="purchase"))
+    assert purchases.weights.tolist() == [8.0]
+    write_csv(tmp_path / "bad.csv", [{"customer": "u", "product_id": "p1", "timestamp": "2024-01-01"}])
+    with pytest.raises(CatalogError, match="missing column 'user_id'"):
+        read_events(tmp_path / "bad.csv", PRODUCTS)
+
+
+def test_als_learns_clusters_and_leaves_untouched_products_without_vectors(tmp_path):
+    log = read_events(write_csv(tmp_path / "e.csv", clustered_events()), PRODUCTS)
+    model = BehaviourModel.fit(log, len(PRODUCTS), SETTINGS)
+    items = model.item_vectors()
+    assert np.isfinite(items).all()
+    assert model.has_vector.tolist() == [True] * 10 + [False] * 2
+    assert not items[10:].any()
+    np.testing.assert_allclose(np.linalg.norm(items[:10], axis=1), 1.0, atol=1e-5)
+    same = np.mean([cosine(items[i], items[j]) for i in range(5) for j in range(5) if i != j])
+    across = np.mean([cosine(items[i], items[j]) for i in range(5) for j in range(5, 10)])
+    assert same > across + 0.5
+    a_user = model.user_vector("a0")
+    assert cosine(a_user, items[:5].mean(0)) > cosine(a_user, items[5:10].mean(0))
+    assert model.user_vector("stranger") is None
+
+
+def test_fold_in_adds_users_and_items_without_a_refit(tmp_path):
+    log = read_events(write_csv(tmp_path / "e.csv", clustered_events()), PRODUCTS)
+    model = BehaviourModel.fit(log, len(PRODUCTS), SETTINGS)
+    before = model.item_factors.copy()
+    new = [{"user_id": "newbie", "product_id": f"p{i}", "event": "purchase", "timestamp": "2024-02-01"} for i in (5, 6, 7)]
+    new += [{"user_id": "b1", "product_id": "p10", "event": "purchase", "timestamp": "2024-02-01"},
+            {"user_id": "b2", "product_id": "p10", "event": "purchase", "timestamp": "2024-02-02"}]
+    report = model.add(read_events(write_csv(tmp_path / "new.csv", new), PRODUCTS))
+    assert (report.new_users, report.users_updated, report.items_updated, report.refit) == (1, 3, 4, False)
+    assert model.has_vector[10] and not model.has_vector[11]
+    items = model.item_vectors()
+    assert cosine(model.user_vector("newbie"), items[5:10].mean(0)) > cosine(model.user_vector("newbie"), items[:5].mean(0))
+    assert cosine(items[10], items[5:10].mean(0)) > cosine(items[10], items[:5].mean(0))  # bought by cluster B
+    np.testing.assert_array_equal(model.item_factors[:5], before[:5])  # items nobody touched stay as they were
+    model.save(tmp_path / "behaviour")
+    loaded = BehaviourModel.load(tmp_path / "behaviour")
+    np.testing.assert_array_equal(loaded.item_vectors(), items)
+    assert loaded.users == model.users and (loaded.interactions != model.interactions).nnz == 0
+    assert model.add(read_events(write_csv(tmp_path / "new.csv", new), PRODUCTS), refit=True).refit
+
+
+def test_no_events_and_no_saved_state_are_clear_errors(tmp_path):
+    write_csv(tmp_path / "e.csv", [{"user_id": "u", "product_id": "zzz", "event": "view", "timestamp": "2024-01-01"}])
+    with pytest.raises(QueryError, match="no usable events"):
+        BehaviourModel.fit(read_events(tmp_path / "e.csv", PRODUCTS), len(PRODUCTS), SETTINGS)
+    with pytest.raises(QueryError, match="no behaviour vectors yet"):
+        BehaviourModel.load(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "hm").is_dir(), reason="../shared/data/hm is absent")
+def test_hm_purchases_keep_leading_zero_ids():
+    import csv
+
+    with (SHARED / "hm" / "articles.csv").open(newline="") as f:
+        rows = {r["article_id"]: i for i, r in enumerate(csv.DictReader(f))}
+    fields = EventFields(user_field="customer_id", product_field="article_id", timestamp_field="t_dat",
+                         default_event="purchase")
+    log = read_events(SHARED / "hm" / "transactions.csv", rows, fields=fields)
+    with (SHARED / "hm" / "transactions.csv").open(newline="") as f:
+        known = sum(r["article_id"] in rows for r in csv.DictReader(f))  # the sample's articles miss many bought ones
+    assert len(log) == known > 5_000
+    assert log.problems.counts == {"unknown product": 31_187 - known}
+    model = BehaviourModel.fit(log, len(rows), BehaviourSettings(factors=16, iterations=5))
+    assert np.isfinite(model.item_vectors()).all() and model.has_vector.sum() > 1000
