@@ -62,8 +62,9 @@ class BehaviourModel:
     """Users, their summed event weights per product (users x products), and the ALS factors."""
 
     def __init__(self, users: list[str], interactions: sp.csr_matrix, user_factors: np.ndarray,
-                 item_factors: np.ndarray, settings: BehaviourSettings) -> None:
+                 item_factors: np.ndarray, settings: BehaviourSettings, product_ids: list[str] | None = None) -> None:
         self.users = users
+        self.product_ids = product_ids  # the index's product ids, row by row, when the model was trained
         self.user_index = {u: i for i, u in enumerate(users)}
         self.interactions = interactions.tocsr()
         self.user_factors = user_factors
@@ -152,7 +153,8 @@ class BehaviourModel:
         m = self.interactions
         np.savez(directory / ARRAYS_FILE, user_factors=self.user_factors, item_factors=self.item_factors,
                  data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape))
-        (directory / STATE_FILE).write_text(json.dumps({"settings": asdict(self.settings), "users": self.users}) + "\n")
+        state = {"settings": asdict(self.settings), "users": self.users, "product_ids": self.product_ids}
+        (directory / STATE_FILE).write_text(json.dumps(state) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> "BehaviourModel":
@@ -163,4 +165,4 @@ class BehaviourModel:
         arrays = np.load(directory / ARRAYS_FILE)
         matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
         return cls(list(state["users"]), matrix, arrays["user_factors"], arrays["item_factors"],
-                   BehaviourSettings(**state["settings"]))
+                   BehaviourSettings(**state["settings"]), state.get("product_ids"))

@@ -389,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parsers(sub)
     _add_train_text_parser(sub)
     _add_export_parser(sub)
+    _add_feedback_parsers(sub)
 
     p = sub.add_parser("info", help="describe an index directory")
     p.add_argument("dir", metavar="DIR")
@@ -418,6 +419,92 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         files = ", ".join(f"{k}: {v}" for k, v in item["files"].items())
         print(f"Exported {item['role']} encoder {item['encoder']} ({item['dim']}-d) to {item['dir']} [{files}]")
     return 0
+
+
+def _event_weights(text: str | None):
+    from engine.events import EventWeights
+
+    if not text:
+        return EventWeights()
+    values = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise QueryError(f"--weights: {part!r} is not EVENT=NUMBER") from None
+    unknown = set(values) - {"view", "click", "cart", "purchase"}
+    if unknown:
+        raise QueryError(f"--weights: unknown event {sorted(unknown)[0]!r}; use view, click, cart, purchase")
+    return EventWeights(**values)
+
+
+def cmd_events_add(args: argparse.Namespace) -> int:
+    from engine.events import EventFields
+    from engine.feedback import add_events
+
+    fields = EventFields(user_field=args.user_field, product_field=args.product_field, event_field=args.event_field,
+                         timestamp_field=args.timestamp_field, weight_field=args.weight_field,
+                         default_event=args.default_event)
+    from engine.behaviour import BehaviourSettings
+
+    if args.factors < 1 or args.iterations < 1:
+        raise QueryError("--factors and --iterations must be at least 1")
+    settings = BehaviourSettings(factors=args.factors, iterations=args.iterations)
+    added = add_events(_session(args), args.file, _event_weights(args.weights), fields, refit=args.refit, settings=settings)
+    r, problems = added.report, added.problems
+    if args.json:
+        print_json({"events": r.events, "bad_rows": problems.total, "bad_rows_by_reason": dict(problems.counts),
+                    "new_users": r.new_users, "users": added.users, "products_with_vectors": added.products_with_vectors,
+                    "refit": r.refit})
+    else:
+        print(f"Added {r.events} events ({r.new_users} new users; {r.users_updated} users and {r.items_updated} "
+              f"products updated{', full refit' if r.refit else ''}); {added.users} users, "
+              f"{added.products_with_vectors} products with behaviour vectors")
+    if problems.total:
+        print(f"vitrina: warning: {problems.summary()}", file=sys.stderr)
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from engine.feedback import recommend
+
+    session = _session(args)
+    hits, personalised = recommend(session, args.user, _k(args, 10), args.include_seen)
+    if not personalised:
+        print(f"vitrina: note: user {args.user!r} has no events; showing the most popular products", file=sys.stderr)
+    record = {"user": args.user, "personalised": personalised, "results": hits_json(hits)}
+    _emit(args, session, record, f"For {args.user}" + ("" if personalised else " (popular)"), hits)
+    return 0
+
+
+def _add_feedback_parsers(sub) -> None:
+    p = sub.add_parser("events", help="shopper events: the feedback loop behind behaviour vectors")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("add", help="add events and update the index's behaviour vectors without re-indexing")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("file", metavar="FILE", help="CSV or Parquet: user_id,product_id,event,timestamp (or a weight column)")
+    q.add_argument("--refit", action="store_true", help="retrain every vector instead of folding the new events in")
+    q.add_argument("--factors", type=int, default=64, metavar="N", help="behaviour vector size, at the first fit (default 64)")
+    q.add_argument("--iterations", type=int, default=15, metavar="N", help="ALS iterations (default 15)")
+    q.add_argument("--weights", default=None, metavar="E=W,...", help="event weights (default view=1,click=2,cart=4,purchase=8)")
+    q.add_argument("--user-field", default="user_id", metavar="F")
+    q.add_argument("--product-field", default="product_id", metavar="F")
+    q.add_argument("--event-field", default="event", metavar="F")
+    q.add_argument("--timestamp-field", default="timestamp", metavar="F")
+    q.add_argument("--weight-field", default="weight", metavar="F")
+    q.add_argument("--default-event", choices=("view", "click", "cart", "purchase"), default=None,
+                   help="the kind of every row of a file with no event or weight column (e.g. a purchase log)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_events_add, text_model=None, image_model=None)
+
+    p = sub.add_parser("recommend", help="products for a shopper, from behaviour vectors")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--user", required=True, metavar="U")
+    p.add_argument("-k", type=int, default=None, help="results (default 10)")
+    p.add_argument("--include-seen", action="store_true", help="also recommend products the user already interacted with")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recommend, text_model=None, image_model=None)
 
 
 def _add_export_parser(sub) -> None:

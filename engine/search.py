@@ -122,7 +122,8 @@ class SearchSession:
         except OSError as exc:
             log.info("could not keep the ONNX export in %s: %s", self.path, exc)
 
-    def _hits(self, scores: np.ndarray, rows: np.ndarray, exclude: int | None = None, k: int | None = None):
+    def hits(self, scores: np.ndarray, rows: np.ndarray, exclude: int | None = None, k: int | None = None) -> list[SearchHit]:
+        """Search hits (id, score, metadata) of product rows; rows -1 and `exclude` are skipped."""
         hits = [
             SearchHit(self.products.ids[row], float(score), self.products.metadata(row))
             for score, row in zip(scores, rows)
@@ -133,7 +134,7 @@ class SearchSession:
     def search_vectors(self, space: str, vectors: np.ndarray, k: int) -> list[list[SearchHit]]:
         self.manifest.space(space)  # a clear error when the index has no such vectors
         scores, rows = self.directory.spaces[space].index.search(vectors, check_k(k))
-        return [self._hits(s, r) for s, r in zip(scores, rows)]
+        return [self.hits(s, r) for s, r in zip(scores, rows)]
 
     def default_mode(self, space: str = "text") -> str:
         """hybrid for text search when the index has a lexical index, else dense."""
@@ -189,7 +190,7 @@ class SearchSession:
         """Text queries by BM25 (lexical), by vectors (dense: the text vectors, or the image vectors
         with a CLIP image model) or both fused (hybrid, the default where the index has BM25)."""
         scores, rows = self.retrieve(queries, k, space, mode)
-        return [self._hits(s, r) for s, r in zip(scores, rows)]
+        return [self.hits(s, r) for s, r in zip(scores, rows)]
 
     def similar_to_images(self, images: Sequence[Image.Image], k: int = 10) -> list[list[SearchHit]]:
         """Visually similar products for each query image."""
@@ -205,7 +206,7 @@ class SearchSession:
         if vector is None:
             raise QueryError(f"product {product_id!r} has no image vector (no image, or it failed at index time)")
         scores, rows = space.index.search(vector[None, :], check_k(k) + 1)
-        return self._hits(scores[0], rows[0], exclude=row, k=k)
+        return self.hits(scores[0], rows[0], exclude=row, k=k)
 
     def image_source(self, product_id: str) -> str | None:
         """Where a product's image lives (absolute path or URL), from the catalog it was indexed from."""

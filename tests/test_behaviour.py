@@ -127,3 +127,49 @@ def test_hm_purchases_keep_leading_zero_ids():
     assert log.problems.counts == {"unknown product": 31_187 - known}
     model = BehaviourModel.fit(log, len(rows), BehaviourSettings(factors=16, iterations=5))
     assert np.isfinite(model.item_vectors()).all() and model.has_vector.sum() > 1000
+
+
+def test_events_add_and_recommend_commands(tiny_bert_dir, tmp_path):
+    import json
+
+    from tests.conftest import demo_rows, run_cli
+
+    products = demo_rows()[:12]
+    catalog = write_csv(tmp_path / "products.csv", [{"id": r["id"], "title": r["title"]} for r in products])
+    index = tmp_path / "idx"
+    assert run_cli("index", catalog, "--out", index, "--text-model", tiny_bert_dir, "--image-model", "none", "-q")[0] == 0
+    ids = [r["id"] for r in products]
+    mapping = {f"p{i}": pid for i, pid in enumerate(ids)}
+    events = [{**e, "product_id": mapping[e["product_id"]]} for e in clustered_events(10)]
+    events.append({"user_id": "x", "product_id": "not-a-product", "event": "view", "timestamp": "2024-01-01"})
+    write_csv(tmp_path / "events.csv", events)
+    code, out, err = run_cli("events", "add", index, tmp_path / "events.csv", "--json", "--factors", "2", "--iterations", "20")
+    assert code == 0, err
+    added = json.loads(out)
+    assert added["events"] == len(events) - 1 and added["bad_rows_by_reason"] == {"unknown product": 1}
+    assert added["products_with_vectors"] == 10 and "1 bad rows skipped" in err
+
+    code, out, err = run_cli("recommend", index, "--user", "a0", "-k", "2", "--json")  # a0 saw 3 of its cluster's 5
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["personalised"] is True and len(answer["results"]) >= 1
+    seen = {e["product_id"] for e in events if e["user_id"] == "a0"}
+    assert not seen & {h["id"] for h in answer["results"]}  # already seen products are left out
+    assert {h["id"] for h in answer["results"]} <= set(ids[:5])  # the rest of a0's cluster
+    code, out, err = run_cli("recommend", index, "--user", "nobody", "--json")
+    assert code == 0 and json.loads(out)["personalised"] is False and "most popular" in err
+
+    write_csv(tmp_path / "more.csv", [{"user_id": "newbie", "product_id": ids[6], "event": "purchase", "timestamp": "2024-02-01"}])
+    code, out, err = run_cli("events", "add", index, tmp_path / "more.csv", "--json")
+    assert code == 0 and json.loads(out)["new_users"] == 1
+    assert run_cli("recommend", index, "--user", "newbie", "--json")[1]
+
+    code, _, err = run_cli("events", "add", index, tmp_path / "missing.csv")
+    assert code == 1 and "events file not found" in err
+    code, _, err = run_cli("events", "add", index, tmp_path / "more.csv", "--weights", "like=3")
+    assert code == 1 and "unknown event 'like'" in err
+
+    write_csv(catalog, [{"id": r["id"], "title": r["title"]} for r in reversed(products)])
+    assert run_cli("index", catalog, "--out", index, "--text-model", tiny_bert_dir, "--image-model", "none", "-q")[0] == 0
+    code, _, err = run_cli("recommend", index, "--user", "a0")
+    assert code == 1 and "no behaviour vectors yet" in err  # a re-index starts without them
