@@ -179,13 +179,7 @@ def _export_transformers(encoder, out: Path) -> OnnxModelInfo:
             f"ONNX export of text model {encoder.name} is not supported: its architecture is {model_type!r}; "
             f"exportable architectures: {', '.join(TEXT_ARCHITECTURES)}"
         )
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoder.tokenizer.model_input_names]
-    example = encoder.tokenizer(CHECK_EXAMPLE, padding=True, return_tensors="pt").to(encoder.device)
-    model = getattr(encoder.model, "_orig_mod", encoder.model)
-    _torch_export(
-        PooledText(model, encoder.pooling, names), tuple(example[n] for n in names), out / "model.onnx", names,
-        {n: {0: "batch", 1: "sequence"} for n in names},
-    )
+    names = _export_pooled_text(encoder, getattr(encoder.model, "_orig_mod", encoder.model), out / "model.onnx")
     tokenizer_dir = out / ".tokenizer"
     encoder.tokenizer.save_pretrained(str(tokenizer_dir))
     if not (tokenizer_dir / "tokenizer.json").is_file():
@@ -198,6 +192,15 @@ def _export_transformers(encoder, out: Path) -> OnnxModelInfo:
         inputs=names, max_length=encoder.max_length, pad_id=int(pad_id or 0),
         source={"architecture": model_type, "pooling": encoder.pooling},
     )
+
+
+def _export_pooled_text(encoder, model: torch.nn.Module, path: Path) -> list[str]:
+    """Trace `model` (the encoder's transformer, or a variant of it) with the encoder's pooling; its input names."""
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoder.tokenizer.model_input_names]
+    example = encoder.tokenizer(CHECK_EXAMPLE, padding=True, return_tensors="pt").to(encoder.device)
+    _torch_export(PooledText(model, encoder.pooling, names), tuple(example[n] for n in names), path, names,
+                  {n: {0: "batch", 1: "sequence"} for n in names})
+    return names
 
 
 def _export_image(encoder, network: torch.nn.Module, out: Path, kind: str, resize: str, size: int) -> OnnxModelInfo:
@@ -342,11 +345,8 @@ def _quantize_transformers_int8(encoder, out: Path) -> str:
     import onnx
 
     model, ffn_width = _smoothed_copy(encoder, SMOOTH_ALPHA)
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoder.tokenizer.model_input_names]
-    example = encoder.tokenizer(CHECK_EXAMPLE, padding=True, return_tensors="pt").to(encoder.device)
     smoothed = out / ".smoothed.onnx"
-    _torch_export(PooledText(model, encoder.pooling, names), tuple(example[n] for n in names), smoothed, names,
-                  {n: {0: "batch", 1: "sequence"} for n in names})
+    _export_pooled_text(encoder, model, smoothed)
     graph = onnx.load(str(smoothed))
     shapes = {init.name: tuple(init.dims) for init in graph.graph.initializer if len(init.dims) == 2}
     matmuls = [(node.name, [shapes[i] for i in node.input if i in shapes]) for node in graph.graph.node if node.op_type == "MatMul"]

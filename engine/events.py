@@ -85,15 +85,6 @@ class EventLog:
     def __len__(self) -> int:
         return len(self.users)
 
-    def before(self, cutoff: float) -> "EventLog":
-        """The events strictly before `cutoff` (UTC seconds), for time-based splits."""
-        keep = self.timestamps < cutoff
-        return EventLog(self.users[keep], self.product_rows[keep], self.weights[keep], self.timestamps[keep], EventProblems())
-
-    def since(self, cutoff: float) -> "EventLog":
-        keep = self.timestamps >= cutoff
-        return EventLog(self.users[keep], self.product_rows[keep], self.weights[keep], self.timestamps[keep], EventProblems())
-
 
 def parse_timestamp(value: str) -> float | None:
     """UTC seconds of an ISO 8601 date or time (naive means UTC) or of epoch seconds; None if unreadable."""

@@ -7,7 +7,6 @@ re-index, events must be added again.
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -15,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.behaviour import BehaviourModel, BehaviourSettings, FoldInReport
+from engine.behaviour import STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport
 from engine.errors import QueryError
 from engine.events import EventFields, EventProblems, EventWeights, read_events
 from engine.search import SearchHit, SearchSession, check_k
+from index.store import replace_directory
 
 BEHAVIOUR_DIR = "behaviour"
 
@@ -44,26 +44,21 @@ def add_events(
     fields: EventFields = EventFields(), refit: bool = False, settings: BehaviourSettings = BehaviourSettings(),
 ) -> EventsAdded:
     """Read events, fold them into the index's behaviour vectors (or fit them the first time), save."""
-    rows = {pid: row for row, pid in enumerate(session.products.ids)}
-    log = read_events(events_file, rows, weights, fields)
+    log = read_events(events_file, session.products.rows_by_id, weights, fields)
     target = session.path / BEHAVIOUR_DIR
-    if (target / "behaviour.json").is_file():
+    if (target / STATE_FILE).is_file():
         model = load_behaviour(session)
         report = model.add(log, refit=refit) if len(log) else FoldInReport(0, 0, 0, 0, refit)
     else:
-        model = BehaviourModel.fit(log, len(rows), settings)
+        model = BehaviourModel.fit(log, len(session.products), settings)
         model.product_ids = list(session.products.ids)
         report = FoldInReport(len(log), len(model.users), len(model.users), int(model.has_vector.sum()), True)
     tmp = session.path / f".{BEHAVIOUR_DIR}.tmp-{uuid.uuid4().hex[:8]}"
-    old = session.path / f".{BEHAVIOUR_DIR}.old-{uuid.uuid4().hex[:8]}"
     try:
         model.save(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        replace_directory(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return EventsAdded(report, log.problems, len(model.users), int(model.has_vector.sum()))
 
 
@@ -77,12 +72,11 @@ def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool
     vector = model.user_vector(user)
     if vector is None:
         scores = np.asarray(model.interactions.sum(axis=0)).ravel().astype(np.float64)
-        scores[~model.has_vector] = -np.inf
     else:
         scores = (model.item_vectors() @ vector).astype(np.float64)
-        scores[~model.has_vector] = -np.inf
         if not include_seen:
             scores[model.interactions[model.user_index[str(user)]].indices] = -np.inf
+    scores[~model.has_vector] = -np.inf
     top = np.argsort(-scores, kind="stable")[:k]
     top = top[np.isfinite(scores[top])]
     return session.hits(scores[top], top), vector is not None

@@ -142,7 +142,10 @@ class SearchSession:
 
     def encode_queries(self, queries: Sequence[str], space: str = "text") -> np.ndarray:
         """Query vectors for the dense side of `retrieve` (to encode once and reuse across modes)."""
-        return self.encoder("text" if space == "text" else "text->image").encode([clean_query(q) for q in queries])
+        return self._encode_clean([clean_query(q) for q in queries], space)
+
+    def _encode_clean(self, cleaned: Sequence[str], space: str) -> np.ndarray:
+        return self.encoder("text" if space == "text" else "text->image").encode(list(cleaned))
 
     def retrieve(
         self,
@@ -173,7 +176,7 @@ class SearchSession:
                 return lexical
         self.manifest.space(space)  # a clear error when the index has no such vectors
         if query_vectors is None:
-            query_vectors = self.encode_queries(cleaned, space)
+            query_vectors = self._encode_clean(cleaned, space)
         vectors = self.directory.spaces[space]
         dense = vectors.index.search(query_vectors, depth)
         if mode == "dense":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,6 +49,11 @@ class ProductTable:
 
     def __contains__(self, product_id: object) -> bool:
         return product_id in self._row_of
+
+    @property
+    def rows_by_id(self) -> Mapping[str, int]:
+        """Product id -> row, for every product (read-only view)."""
+        return MappingProxyType(self._row_of)
 
     def row_of(self, product_id: str) -> int:
         try:

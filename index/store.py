@@ -80,12 +80,11 @@ class IndexDirectory:
             raise IndexStoreError("only a saved index directory can keep encoders")
         target = self.path / ENCODERS_DIR / role
         tmp = target.parent / f".{role}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(source, tmp)
-        old = target.parent / f".{role}.old-{uuid.uuid4().hex[:8]}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            shutil.copytree(source, tmp)
+            replace_directory(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         self.encoder_dirs[role] = target
         return target
 
@@ -108,7 +107,7 @@ class IndexDirectory:
             for role, source in self.encoder_dirs.items():
                 shutil.copytree(source, tmp / ENCODERS_DIR / role)
             self.manifest.save(tmp)  # last: a directory with a manifest is complete
-            _swap_in(tmp, out)
+            replace_directory(tmp, out)
             self.path = out
             self.encoder_dirs = {role: out / ENCODERS_DIR / role for role in self.encoder_dirs}
         except BaseException:
@@ -152,7 +151,8 @@ def _refuse_foreign_directory(out: Path) -> None:
         )
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
+def replace_directory(tmp: Path, out: Path) -> None:
+    """Put directory `tmp` at `out` by renames; an old `out` is restored if the swap fails, else deleted."""
     if not out.exists():
         os.replace(tmp, out)
         return
