@@ -35,6 +35,8 @@ QRELS = DATA / "homedepot" / "qrels_dev.csv"
 K = 10
 TUNE, HELDOUT = 0.1, 0.3
 CANDIDATE_SETTINGS = [HybridSettings(method="blend", dense_weight=w / 10) for w in range(1, 10)] + [
+    HybridSettings(method="blend", dense_weight=w / 10, coverage_weight=c)
+    for w in range(3, 9) for c in (0.5, 1.0, 1.5, 2.0)] + [
     HybridSettings(method="rrf", dense_weight=w, rrf_k=rrf_k) for w in (0.3, 0.5, 0.7) for rrf_k in (10, 60)
 ]
 
@@ -50,7 +52,8 @@ def split(qrels: Qrels) -> dict[str, Qrels]:
 def describe(settings: HybridSettings) -> str:
     if settings.method == "rrf":
         return f"RRF k={settings.rrf_k}, dense weight {settings.dense_weight}"
-    return f"blend, dense weight {settings.dense_weight}"
+    coverage = f", coverage weight {settings.coverage_weight}" if settings.coverage_weight else ""
+    return f"blend, dense weight {settings.dense_weight}{coverage}"
 
 
 def tune(session: SearchSession, qrels: Qrels) -> tuple[HybridSettings, list[tuple[str, float]]]:

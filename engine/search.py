@@ -185,6 +185,7 @@ class SearchSession:
             lexical, dense, k, hybrid,
             lexical_rescorer=lambda i, rows: self.directory.lexical.scores_of(cleaned[i], rows),
             dense_rescorer=lambda i, rows: vectors.scores_of(query_vectors[i], rows),
+            coverage=lambda i, rows: self.directory.lexical.coverage_of(cleaned[i], rows),
         )
 
     def search(

@@ -152,6 +152,23 @@ class LexicalIndex:
             return np.zeros(len(rows), dtype=np.float32)
         return self.retriever.get_scores(ids)[np.asarray(rows, dtype=np.int64)]
 
+    def coverage_of(self, query: str, rows: np.ndarray) -> np.ndarray:
+        """Share of the query's distinct tokens that each of `rows` contains (0 to 1).
+
+        Tokens the catalog never uses count as missing, so "all words present" scores 1 only when
+        the product really holds every word, number and unit of the query.
+        """
+        tokens = set(self.analyzer.tokens(query))
+        rows = np.asarray(rows, dtype=np.int64)
+        found = np.zeros(len(rows), dtype=np.float64)
+        if not tokens:
+            return found
+        vocab = self.retriever.vocab_dict
+        for token in tokens:
+            if token in vocab:  # a BM25 score is > 0 exactly where the text holds the token
+                found += self.retriever.get_scores([vocab[token]])[rows] > 0
+        return found / len(tokens)
+
     def _token_ids(self, query: str) -> list[int]:
         vocab = self.retriever.vocab_dict
         return [vocab[t] for t in self.analyzer.tokens(query) if t in vocab]

@@ -89,6 +89,16 @@ class TestLexicalIndex:
         _, rows = index.search(["steel"], 50)
         assert rows.shape == (1, 50) and (rows[0] >= 0).sum() == 2
 
+    def test_coverage_is_the_share_of_query_tokens_held(self, index):
+        # tokens: steel, door, 36, 36in; row 1 (Masonite 36 in. steel door) holds all four,
+        # row 5 (Steel Garden Hose Reel) only "steel", row 3 (the mug) none
+        coverage = index.coverage_of('36" steel door', np.array([1, 5, 3]))
+        assert coverage.tolist() == pytest.approx([1.0, 0.25, 0.0])
+
+    def test_coverage_counts_unknown_words_as_missing(self, index):
+        assert index.coverage_of("steel zzzz", np.array([5])).tolist() == [0.5]
+        assert index.coverage_of("the", np.array([0, 1])).tolist() == [0.0, 0.0]  # a stopword only: no tokens
+
     def test_save_and_load_round_trip(self, index, tmp_path):
         index.save(tmp_path / "lexical")
         loaded = LexicalIndex.load(tmp_path / "lexical", index.describe())
@@ -137,6 +147,18 @@ class TestRankFusion:
         assert rows.tolist() == [[3, 1, 2]]
         assert scores[0].tolist() == pytest.approx([0.9, 0.5, 0.4375])
 
+    def test_coverage_lifts_products_holding_every_query_word(self):
+        lexical = result([[1, 2]], [[10.0, 5.0]])  # normalised 1, 0
+        dense = result([[2, 1]], [[0.8, 0.4]])  # normalised 1, 0
+        held = {1: 0.5, 2: 1.0}
+        scores, rows = score_blend(lexical, dense, k=2, dense_weight=0.4,
+                                   coverage=lambda i, r: np.array([held[x] for x in r]), coverage_weight=1.5)
+        # 1: 0.6 + 1.5 * 0.5 = 1.35; 2: 0.4 + 1.5 * 1.0 = 1.9
+        assert rows.tolist() == [[2, 1]]
+        assert scores[0].tolist() == pytest.approx([1.9, 1.35])
+        _, rows = score_blend(lexical, dense, k=2, dense_weight=0.4, coverage=lambda i, r: np.array([held[x] for x in r]))
+        assert rows.tolist() == [[1, 2]]  # coverage weight 0: the plain blend
+
     def test_a_rescorer_may_know_nothing_of_a_row(self):
         nan_dense = lambda i, r: np.array([np.nan if x == 2 else 0.5 for x in r])  # noqa: E731 (row 2 has no vector)
         scores, rows = score_blend(result([[2, 1]], [[3.0, 1.0]]), result([[1]], [[0.5]]), k=2, dense_weight=0.4,
@@ -164,6 +186,9 @@ class TestRankFusion:
             HybridSettings(method="max")
         with pytest.raises(ValueError, match="dense_weight"):
             HybridSettings(dense_weight=1.5)
+        for bad in (-0.1, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="coverage_weight"):
+                HybridSettings(coverage_weight=bad)
 
 
 class TestCleanQuery:
