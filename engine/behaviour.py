@@ -9,6 +9,7 @@ events so far; `refit=True` retrains everything.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from engine.errors import QueryError
 from engine.events import EventLog
 
+BEHAVIOUR_DIR = "behaviour"  # inside an index directory
 STATE_FILE = "behaviour.json"
 ARRAYS_FILE = "behaviour.npz"
 
@@ -70,6 +72,7 @@ class BehaviourModel:
         self.user_factors = user_factors
         self.item_factors = item_factors
         self.settings = settings
+        self.fit_id = ""  # changes on every full fit: factors of two fits live in different bases
 
     @property
     def n_products(self) -> int:
@@ -126,6 +129,7 @@ class BehaviourModel:
             als = _als(self.settings)
             als.fit((self.interactions * self.settings.alpha).tocsr(), show_progress=show_progress)
         self.user_factors, self.item_factors = _cpu(als.user_factors), _cpu(als.item_factors)
+        self.fit_id = uuid.uuid4().hex[:12]
 
     def add(self, log: EventLog, refit: bool = False) -> FoldInReport:
         """Fold new events in: re-solve the users and items they touch (or everything with `refit`)."""
@@ -153,7 +157,8 @@ class BehaviourModel:
         m = self.interactions
         np.savez(directory / ARRAYS_FILE, user_factors=self.user_factors, item_factors=self.item_factors,
                  data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape))
-        state = {"settings": asdict(self.settings), "users": self.users, "product_ids": self.product_ids}
+        state = {"settings": asdict(self.settings), "users": self.users, "product_ids": self.product_ids,
+                 "fit_id": self.fit_id}
         (directory / STATE_FILE).write_text(json.dumps(state) + "\n")
 
     @classmethod
@@ -164,5 +169,17 @@ class BehaviourModel:
         state = json.loads((directory / STATE_FILE).read_text())
         arrays = np.load(directory / ARRAYS_FILE)
         matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
-        return cls(list(state["users"]), matrix, arrays["user_factors"], arrays["item_factors"],
-                   BehaviourSettings(**state["settings"]), state.get("product_ids"))
+        model = cls(list(state["users"]), matrix, arrays["user_factors"], arrays["item_factors"],
+                    BehaviourSettings(**state["settings"]), state.get("product_ids"))
+        model.fit_id = str(state.get("fit_id", ""))
+        return model
+
+
+def load_index_behaviour(index_path: Path, product_ids: list[str]) -> tuple[BehaviourModel | None, str]:
+    """An index directory's behaviour model when it matches the index's products; else None and why."""
+    if not (Path(index_path) / BEHAVIOUR_DIR / STATE_FILE).is_file():
+        return None, f"{index_path} has no behaviour vectors yet; add events first (`vitrina events add`)"
+    model = BehaviourModel.load(Path(index_path) / BEHAVIOUR_DIR)
+    if model.product_ids is not None and model.product_ids != product_ids:
+        return None, f"{index_path} was re-indexed after its events were added; add the events again"
+    return model, ""

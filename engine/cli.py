@@ -18,7 +18,7 @@ from engine.config import VitrinaConfig
 from engine.errors import USER_ERRORS, QueryError
 from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
-from engine.search import MODES, SearchSession
+from engine.search import MODES, SPACES, SearchSession
 from index import IndexConfig, IndexManifest, LexicalSettings
 
 DEFAULT_BACKEND = EncoderConfig().backend
@@ -89,7 +89,19 @@ def _session(args: argparse.Namespace) -> SearchSession:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    report = build_index(args.catalog, args.out, _config(args))
+    config = _config(args)
+    heads = None
+    if args.fusion_from:  # read before indexing: --out may be the same directory
+        from engine.fusion import FUSION_DIR, FusionModel
+
+        heads = FusionModel.load(Path(args.fusion_from) / FUSION_DIR)
+    report = build_index(args.catalog, args.out, config)
+    notes = []
+    if heads is not None:
+        from engine.shared_space import apply_shared_space
+
+        notes = apply_shared_space(Path(args.out), heads, config)
+        report.manifest = IndexManifest.load(Path(args.out))
     m = report.manifest
     lines = [f"Indexed {m.product_count} products into {report.out}"]
     for name, info in m.spaces.items():
@@ -99,6 +111,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         lines.append(
             f"  images failed: {len(report.image_failures)} (indexed by text only). First: {first}"
         )
+    lines += [f"  note: {note}" for note in notes]
     print("\n".join(lines))
     return 0
 
@@ -137,7 +150,7 @@ def _similar_batch(args: argparse.Namespace, session: SearchSession) -> int:
         except ImageLoadError as exc:
             loaded.append((qid, exc))
     good = [(qid, img) for qid, img in loaded if not isinstance(img, ImageLoadError)]
-    answers = session.similar_to_images([img for _, img in good], _k(args, 100)) if good else []
+    answers = session.similar_to_images([img for _, img in good], _k(args, 100), args.space) if good else []
     results = dict(zip([qid for qid, _ in good], answers))
     for qid, img in loaded:
         if isinstance(img, ImageLoadError):
@@ -155,13 +168,13 @@ def cmd_similar(args: argparse.Namespace) -> int:
         return _similar_batch(args, session)
     k = _k(args, 10)
     if args.id is not None:
-        hits, query, label = session.similar_to_product(args.id, k), {"id": args.id}, f"product {args.id}"
+        hits, query, label = session.similar_to_product(args.id, k, args.space), {"id": args.id}, f"product {args.id}"
     else:
         try:
             image = load_image(resolve_image_source(args.image, Path.cwd()))
         except ImageLoadError as exc:
             raise QueryError(str(exc)) from None
-        hits, query, label = session.similar_to_images([image], k)[0], {"image": args.image}, args.image
+        hits, query, label = session.similar_to_images([image], k, args.space)[0], {"image": args.image}, args.image
     _emit(args, session, {"query": query, "results": hits_json(hits)}, f"Looks like {label}", hits)
     return 0
 
@@ -222,7 +235,7 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
         raise QueryError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(TEXT_METHODS)}")
     evaluation = evaluate_text(
         session, read_qrels(args.qrels), _k(args, 10), args.min_relevance, methods,
-        include_trained=args.include_trained, exact=args.exact, progress=not args.quiet,
+        include_trained=args.include_trained, exact=args.exact, progress=not args.quiet, space=args.space,
     )
     return _eval_output(args, session, evaluation)
 
@@ -231,7 +244,8 @@ def cmd_eval_image(args: argparse.Namespace) -> int:
     from engine.evaluation import evaluate_image
 
     session = _session(args)
-    evaluation = evaluate_image(session, args.label_field, _k(args, 10), args.queries, args.seed, not args.quiet)
+    evaluation = evaluate_image(session, args.label_field, _k(args, 10), args.queries, args.seed, not args.quiet,
+                                args.space)
     return _eval_output(args, session, evaluation)
 
 
@@ -268,11 +282,16 @@ def _add_eval_parsers(sub) -> None:
                    help="also rank by exact search over the stored vectors, to measure what the ANN index loses")
     q.add_argument("--include-trained", action="store_true",
                    help="also score queries the text model was fine-tuned on (left out by default)")
+    q.add_argument("--space", choices=("text", "fused"), default=None,
+                   help="vectors of dense and hybrid search (default: fused once `vitrina train` ran, else text)")
     q.set_defaults(func=cmd_eval_text)
 
     q = kinds.add_parser("image", help="each catalog image queries the index; hits sharing --label-field are relevant")
     common(q)
     q.add_argument("--label-field", required=True, metavar="F", help="catalog field that defines relevance")
+    q.add_argument("--space", choices=("image", "fused"), default="image",
+                   help="image vectors (default), or fused vectors queried by each product's fused vector and "
+                        "by its image alone")
     q.add_argument("--queries", type=int, default=None, metavar="N", help="a random sample of N query products")
     q.add_argument("--seed", type=int, default=0, help="seed of the --queries sample")
     q.set_defaults(func=cmd_eval_image)
@@ -300,6 +319,47 @@ def cmd_train_text(args: argparse.Namespace) -> int:
     print(f"  model saved to {result.model_dir}; {args.dir} re-embedded with it in {result.seconds['reindex']:.0f} s")
     print(f"  next: vitrina eval text {args.dir} --qrels {args.qrels}   (scores the held-out queries only)")
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.shared_space import TrainSettings, train_shared_space
+
+    settings = TrainSettings(dim=args.dim, epochs=args.epochs, batch_size=args.train_batch_size,
+                             learning_rate=args.learning_rate, heldout=args.heldout, seed=args.seed)
+    if settings.learning_rate <= 0:
+        raise QueryError("--learning-rate must be > 0")
+    model, report, notes = train_shared_space(args.dir, settings, _config(args))
+    if args.json:
+        print_json({"dir": args.dir, "dim": model.dim, "modalities": report.modalities, "products": report.products,
+                    "trained_on": report.trained_on, "heldout": report.heldout, "epochs": report.epochs_run,
+                    "best_epoch": report.best_epoch, "validation_recall@10": report.validation_recall_at_10,
+                    "losses": report.losses, "seconds": report.seconds, "spaces": ["fused", *(
+                        ["shared-image"] if "image" in report.modalities else [])], "notes": notes})
+        return 0
+    print(f"Trained the shared space of {args.dir}: {model.dim}-d heads for {', '.join(report.modalities)} "
+          f"on {report.trained_on} products ({report.heldout} held out) in {report.seconds:.0f} s")
+    val = report.validation_recall_at_10
+    print(f"  loss per epoch: {', '.join(f'{x:.3f}' for x in report.losses)}; best epoch {report.best_epoch}"
+          + (f" (validation recall@10 {val:.3f})" if val is not None else ""))
+    for note in notes:
+        print(f"  note: {note}")
+    print(f"  search and similar now use the fused space by default (--space text|image to choose)")
+    return 0
+
+
+def _add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="learn the shared space (projection heads and fused vectors) of an index")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--dim", type=int, default=256, help="dimension of the shared space (default 256)")
+    p.add_argument("--heldout", type=float, default=0.0, metavar="F",
+                   help="share of products (by a hash of the id) never trained on, for honest evaluation (default 0)")
+    p.add_argument("--train-batch-size", type=int, default=256, metavar="N", help="products per step (default 256)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the training report as one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train, text_model=None, image_model=None)
 
 
 def _add_train_text_parser(sub) -> None:
@@ -358,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stemmer", default="english", metavar="LANG|none",
                    help="stemming language of the BM25 index (Snowball; default english)")
     p.add_argument("--no-lexical", action="store_true", help="build no BM25 index (search is dense only)")
+    p.add_argument("--fusion-from", default=None, metavar="DIR",
+                   help="add a shared space with the heads `vitrina train` learned on another index (same encoders)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_model_flags(p, search=False)
     p.set_defaults(func=cmd_index)
@@ -367,8 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", metavar="QUERY", nargs="?")
     p.add_argument("--queries", metavar="FILE.csv", help="batch: CSV with columns query_id,query")
     p.add_argument("-k", type=int, default=None, help="results per query (default 10; 100 in batch mode)")
-    p.add_argument("--space", choices=("text", "image"), default="text",
-                   help="search text vectors (default) or, with a CLIP image model, image vectors")
+    p.add_argument("--space", choices=SPACES, default=None,
+                   help="fused (default once `vitrina train` ran), text, or image (images in the shared space "
+                        "once trained, else through a CLIP text tower)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="lexical (BM25), dense (vectors) or hybrid (both fused; the default when the index has BM25)")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line in batch mode)")
@@ -382,12 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--id", metavar="PRODUCT_ID", help="a product in the index")
     group.add_argument("--images", metavar="FILE.csv", help="batch: CSV with columns query_id,image (paths relative to FILE)")
     p.add_argument("-k", type=int, default=None, help="results per query (default 10; 100 in batch mode)")
+    p.add_argument("--space", choices=SPACES, default=None,
+                   help="fused (default once `vitrina train` ran: looks, words and shoppers), image (looks alike), "
+                        "or text (described alike; --id only)")
     p.add_argument("--json", action="store_true")
     _add_model_flags(p, search=True)
     p.set_defaults(func=cmd_similar)
 
     _add_eval_parsers(sub)
     _add_train_text_parser(sub)
+    _add_train_parser(sub)
     _add_export_parser(sub)
     _add_feedback_parsers(sub)
 
@@ -456,11 +523,15 @@ def cmd_events_add(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"events": r.events, "bad_rows": problems.total, "bad_rows_by_reason": dict(problems.counts),
                     "new_users": r.new_users, "users": added.users, "products_with_vectors": added.products_with_vectors,
-                    "refit": r.refit})
+                    "refit": r.refit, "fused_refreshed": added.fused_refreshed, "notes": added.notes})
     else:
         print(f"Added {r.events} events ({r.new_users} new users; {r.users_updated} users and {r.items_updated} "
               f"products updated{', full refit' if r.refit else ''}); {added.users} users, "
               f"{added.products_with_vectors} products with behaviour vectors")
+        if added.fused_refreshed:
+            print("  fused product vectors refreshed with the new behaviour vectors")
+        for note in added.notes:
+            print(f"  note: {note}")
     if problems.total:
         print(f"vitrina: warning: {problems.summary()}", file=sys.stderr)
     return 0

@@ -29,10 +29,12 @@ from engine.metrics import (
     reciprocal_rank_at_k,
 )
 from engine.search import SearchSession, check_k
+from engine.splits import heldout_bucket
 from index import IndexConfig, ProductIndex
 
 TEXT_METHODS = ("lexical", "dense", "hybrid")
-METHOD_LABELS = {"lexical": "BM25 (lexical)", "dense": "dense", "hybrid": "hybrid", "dense-exact": "dense, exact search"}
+METHOD_LABELS = {"lexical": "BM25 (lexical)", "dense": "dense", "hybrid": "hybrid", "dense-exact": "dense, exact search",
+                 "fused": "fused (product vector)", "image->fused": "image -> fused"}
 DEPTH = 100  # every method ranks this many products per query (recall@100, curves)
 QUERY_BATCH = 1024
 
@@ -241,14 +243,20 @@ def evaluate_text(
     include_trained: bool = False,
     exact: bool = False,
     progress: bool = True,
+    space: str | None = None,
 ) -> Evaluation:
     """BM25, dense and hybrid side by side on judged queries (methods the index can't run are skipped).
+
+    space: the vectors dense and hybrid search ("text" or "fused"; default: what `search` uses).
 
     Queries the index's text model was trained on are left out unless `include_trained`: a figure
     on training queries says nothing about the shop's next query.
     """
     check_k(k)
-    notes: list[str] = []
+    space = space or session.default_space()
+    if space not in ("text", "fused"):
+        raise QueryError(f"text evaluation searches the text or fused vectors, not {space!r}")
+    notes: list[str] = [] if space == "text" else [f"dense and hybrid search the {space} vectors"]
     trained = set() if include_trained else trained_query_ids(session) & set(qrels.queries)
     if trained:
         qrels = qrels.subset([q for q in qrels.queries if q not in trained])
@@ -275,7 +283,7 @@ def evaluate_text(
     vectors = None
     if "dense" in methods or "hybrid" in methods or exact:  # encode once, reuse in every dense method
         started = time.perf_counter()
-        vectors = np.concatenate([session.encode_queries(texts[i : i + QUERY_BATCH])
+        vectors = np.concatenate([session.encode_queries(texts[i : i + QUERY_BATCH], space)
                                   for i in tqdm(range(0, len(texts), QUERY_BATCH), desc="encoding queries",
                                                 disable=not progress, leave=False)])
         notes.append(f"encoding the {len(texts)} queries took {time.perf_counter() - started:.1f} s "
@@ -284,15 +292,15 @@ def evaluate_text(
     def run(mode: str):
         def retrieve(batch):
             batch_vectors = None if vectors is None or mode == "lexical" else vectors[batch]
-            return session.retrieve([texts[i] for i in batch], DEPTH, "text", mode, batch_vectors)
+            return session.retrieve([texts[i] for i in batch], DEPTH, space, mode, batch_vectors)
 
         return retrieve
 
     for mode in methods:
         results.append(_method(mode, query_ids, run(mode), ids, qrels.judgements, k, min_relevance, names, progress))
     if exact:
-        space = session.directory.spaces["text"]
-        flat = exact_index(np.asarray(space.vectors), space.rows)
+        stored = session.directory.spaces["text" if space == "text" else "fused"]
+        flat = exact_index(np.asarray(stored.vectors), stored.rows)
 
         def exact_search(batch):
             return flat.search(vectors[batch], DEPTH)
@@ -323,10 +331,21 @@ def evaluate_image(
     limit: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    space: str = "image",
 ) -> Evaluation:
     """Each product image queries the image vectors (itself excluded); a hit is relevant when it has
-    the query's value of `label_field`."""
+    the query's value of `label_field`.
+
+    space "fused" ranks the fused vectors twice: queried by each product's own fused vector
+    ("fused"), and by its image alone projected into the shared space ("image->fused", as an
+    uploaded photo would be).
+    """
     check_k(k)
+    if space not in ("image", "fused"):
+        raise QueryError(f"image evaluation searches the image or fused vectors, not {space!r}")
+    if space == "fused" and session.fusion is None:
+        raise QueryError(f"{session.path} has no fused vectors yet; run `vitrina train` first")
+    space_name = space
     space = session.directory.spaces.get("image")
     if space is None:
         raise QueryError("this index has no image vectors; index a catalog with images to evaluate image search")
@@ -348,13 +367,25 @@ def evaluate_image(
     judgements = {ids[r]: members[labels[r]] for r in chosen}  # each includes the query: excluded when scored
     names = metric_names(k)
 
-    def retrieve(batch):
-        return space.index.search(np.stack([space.vector_of_row(chosen[i]) for i in batch]), DEPTH + 1)
+    def searcher(target, query_vectors):
+        def retrieve(batch):
+            return target.index.search(query_vectors(batch), DEPTH + 1)
+        return retrieve
+
+    def stored(source):
+        return lambda batch: np.stack([source.vector_of_row(chosen[i]) for i in batch])
 
     exclude = {ids[r]: r for r in chosen}
-    result = _method("dense", query_ids, retrieve, ids, judgements, k, 1.0, names, progress, exclude)
+    if space_name == "image":
+        runs = [("dense", searcher(space, stored(space)))]
+    else:
+        fused = session.directory.spaces["fused"]
+        projected = lambda batch: session.fusion.fused_query("image", stored(space)(batch))  # noqa: E731
+        runs = [("fused", searcher(fused, stored(fused))), ("image->fused", searcher(fused, projected))]
+    results = [_method(name, query_ids, retrieve, ids, judgements, k, 1.0, names, progress, exclude)
+               for name, retrieve in runs]
     notes = [f"relevant: same {label_field!r} as the query product; {len(by_label)} distinct values"]
-    return Evaluation("image", session.path, k, 1.0, names, {q: q for q in query_ids}, judgements, [result], notes,
+    return Evaluation("image", session.path, k, 1.0, names, {q: q for q in query_ids}, judgements, results, notes,
                       queries_are_products=True)
 
 
@@ -369,15 +400,30 @@ def product_texts(session: SearchSession) -> list[str]:
 def evaluate_cross_modal(
     session: SearchSession, k: int = 10, limit: int | None = None, seed: int = 0, progress: bool = True
 ) -> Evaluation:
-    """Each product's text queries the image vectors; the product's own image is the one relevant item."""
+    """Each product's text queries the image vectors; the product's own image is the one relevant item.
+
+    A trained index searches its images in the shared space, and only products held out of training
+    (`vitrina train --heldout`) are asked, when there are any; otherwise a CLIP text tower searches the
+    image vectors.
+    """
     check_k(k)
-    space = session.directory.spaces.get("image")
-    if space is None:
+    if session.directory.spaces.get("image") is None:
         raise QueryError("this index has no image vectors; cross-modal evaluation needs them")
-    encoder = session.encoder("text->image")
     texts = product_texts(session)
     ids = session.products.ids
-    candidates = [int(r) for r in space.rows if texts[int(r)].strip()]
+    notes = []
+    heldout = session.fusion.heldout_share if session.fusion is not None else 0.0
+    if session.fusion is not None:
+        space = session.directory.spaces["shared-image"]
+        encode = lambda batch: session.encode_queries(batch, "image")  # noqa: E731 (text head -> shared-image)
+        what = f"text queries projected by the shared-space text head ({session.fusion.name})"
+        if heldout:
+            notes.append(f"queries: only products held out of `vitrina train` (bucket < {heldout:g})")
+    else:
+        space = session.directory.spaces["image"]
+        encoder = session.encoder("text->image")
+        encode, what = encoder.encode, f"text queries encoded by {encoder.name}"
+    candidates = [int(r) for r in space.rows if texts[int(r)].strip() and (not heldout or heldout_bucket(ids[int(r)]) < heldout)]
     chosen = _sample(candidates, limit, seed)
     if not chosen:
         raise QueryError("no product has both text and an image vector")
@@ -386,9 +432,9 @@ def evaluate_cross_modal(
     names = metric_names(k, extra_recall_at_1=True)
 
     def retrieve(batch):
-        return space.index.search(encoder.encode([texts[chosen[i]] for i in batch]), DEPTH)
+        return space.index.search(encode([texts[chosen[i]] for i in batch]), DEPTH)
 
     result = _method("dense", query_ids, retrieve, ids, judgements, k, 1.0, names, progress)
-    notes = [f"text queries encoded by {encoder.name} against {len(space.rows)} image vectors"]
+    notes.insert(0, f"{what} against {len(space.rows)} image vectors")
     return Evaluation("cross-modal", session.path, k, 1.0, names, {q: texts[r] for q, r in zip(query_ids, chosen)},
                       judgements, [result], notes)

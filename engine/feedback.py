@@ -1,5 +1,6 @@
 """The feedback loop on an index directory: `vitrina events add` and `vitrina recommend`.
 
+On an index with a shared space (`vitrina train`), added events also refresh the fused product vectors.
 Behaviour vectors live in DIR/behaviour/ and are replaced whole (written beside, then renamed), so
 a failed update leaves the previous ones. They are tied to the index's product rows: after a full
 re-index, events must be added again.
@@ -9,18 +10,18 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engine.behaviour import STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport
+from engine.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport, load_index_behaviour
 from engine.errors import QueryError
 from engine.events import EventFields, EventProblems, EventWeights, read_events
+from engine.fusion import FUSION_DIR
+from engine.shared_space import refresh_shared_space
 from engine.search import SearchHit, SearchSession, check_k
 from index.store import replace_directory
-
-BEHAVIOUR_DIR = "behaviour"
 
 
 @dataclass
@@ -29,13 +30,15 @@ class EventsAdded:
     problems: EventProblems
     users: int
     products_with_vectors: int
+    fused_refreshed: bool = False  # a trained index's fused vectors were recomputed with the new vectors
+    notes: list[str] = field(default_factory=list)
 
 
 def load_behaviour(session: SearchSession) -> BehaviourModel:
     """The index's behaviour model; a clear error when there is none or the index was rebuilt since."""
-    model = BehaviourModel.load(session.path / BEHAVIOUR_DIR)
-    if model.product_ids is not None and model.product_ids != session.products.ids:
-        raise QueryError(f"{session.path} was re-indexed after its events were added; add the events again")
+    model, why = load_index_behaviour(session.path, session.products.ids)
+    if model is None:
+        raise QueryError(why)
     return model
 
 
@@ -59,7 +62,11 @@ def add_events(
         replace_directory(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return EventsAdded(report, log.problems, len(model.users), int(model.has_vector.sum()))
+    added = EventsAdded(report, log.problems, len(model.users), int(model.has_vector.sum()))
+    if (session.path / FUSION_DIR).is_dir() and len(log):
+        added.notes = refresh_shared_space(session.path, session.config)
+        added.fused_refreshed = True
+    return added
 
 
 def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool = False) -> tuple[list[SearchHit], bool]:

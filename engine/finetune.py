@@ -7,7 +7,6 @@ query ids are recorded in the model directory, and `eval text` leaves them out).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,14 +28,10 @@ from engine.errors import QueryError
 from engine.evaluation import Qrels, product_texts, read_qrels
 from engine.indexing import build_space, encode_texts
 from engine.search import SearchSession
+from engine.splits import heldout_bucket
 from index import IndexDirectory
 
 MINING_DEPTH = 20  # hard negatives come from each query's top results that the shop did not judge
-
-
-def heldout_bucket(query_id: str) -> float:
-    """A stable number in [0, 1) per query id; queries below the held-out share are never trained on."""
-    return int(hashlib.sha1(query_id.encode("utf-8")).hexdigest()[:12], 16) / 16**12
 
 
 def split_queries(qrels: Qrels, heldout: float) -> tuple[list[str], list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,10 +16,11 @@ from encoders.onnx_runtime import OnnxModelInfo, load_onnx_encoder
 from engine.catalog import resolve_image_source
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
+from engine.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
 from index import IndexDirectory
 from index.rank_fusion import fuse
 
-SPACES = ("text", "image")
+SPACES = ("text", "image", "fused")
 MODES = ("lexical", "dense", "hybrid")
 MAX_K = 10_000
 MAX_QUERY_CHARS = 512
@@ -136,16 +138,50 @@ class SearchSession:
         scores, rows = self.directory.spaces[space].index.search(vectors, check_k(k))
         return [self.hits(s, r) for s, r in zip(scores, rows)]
 
+    @cached_property
+    def fusion(self) -> FusionModel | None:
+        """The shared-space heads of a trained index (`vitrina train`), else None."""
+        if FUSED_SPACE not in self.manifest.spaces:
+            return None
+        return FusionModel.load(self.path / FUSION_DIR)
+
+    def default_space(self) -> str:
+        """fused once the index is trained (`vitrina train`), else text."""
+        return "fused" if self.fusion is not None else "text"
+
+    def _check_space(self, space: str) -> str:
+        if space not in SPACES:
+            raise QueryError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+        if space == "fused" and self.fusion is None:
+            raise QueryError(f"{self.path} has no fused vectors yet; run `vitrina train {self.path}` first")
+        return space
+
+    def _text_target(self, space: str) -> tuple[str, str | None, str]:
+        """For text queries in `space`: (encoder role, shared-space head or None, vector space searched).
+
+        `--space image` searches the images in the shared space once trained, else (CLIP) the image
+        vectors through the CLIP text tower.
+        """
+        if space == "fused":
+            return "text", "text", FUSED_SPACE
+        if space == "image" and self.fusion is not None and SHARED_IMAGE_SPACE in self.manifest.spaces:
+            return "text", "text", SHARED_IMAGE_SPACE
+        return ("text", None, "text") if space == "text" else ("text->image", None, "image")
+
     def default_mode(self, space: str = "text") -> str:
-        """hybrid for text search when the index has a lexical index, else dense."""
-        return "hybrid" if space == "text" and self.directory.lexical is not None else "dense"
+        """hybrid for text search (text or fused space) when the index has a lexical index, else dense."""
+        return "hybrid" if space in ("text", "fused") and self.directory.lexical is not None else "dense"
 
     def encode_queries(self, queries: Sequence[str], space: str = "text") -> np.ndarray:
         """Query vectors for the dense side of `retrieve` (to encode once and reuse across modes)."""
-        return self._encode_clean([clean_query(q) for q in queries], space)
+        return self._encode_clean([clean_query(q) for q in queries], self._check_space(space))
 
     def _encode_clean(self, cleaned: Sequence[str], space: str) -> np.ndarray:
-        return self.encoder("text" if space == "text" else "text->image").encode(list(cleaned))
+        role, head, target = self._text_target(space)
+        vectors = self.encoder(role).encode(list(cleaned))
+        if not head:
+            return vectors
+        return self.fusion.fused_query("text", vectors) if target == FUSED_SPACE else self.fusion.project("text", vectors)
 
     def retrieve(
         self,
@@ -159,8 +195,7 @@ class SearchSession:
 
         query_vectors: the queries already encoded by `encode_queries` (else they are encoded here).
         """
-        if space not in SPACES:
-            raise QueryError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+        self._check_space(space)
         mode = mode or self.default_mode(space)
         if mode not in MODES:
             raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -168,16 +203,19 @@ class SearchSession:
         cleaned = [clean_query(q) for q in queries]
         if mode != "dense" and self.directory.lexical is None:
             raise QueryError(f"--mode {mode} needs a lexical index, and this one has none; re-index the catalog")
+        if mode != "dense" and space == "image":
+            raise QueryError(f"--mode {mode} needs words, and --space image searches pictures; use --mode dense")
         hybrid = self.config.hybrid
         depth = max(k, hybrid.candidates) if mode == "hybrid" else k
         if mode != "dense":
             lexical = self.directory.lexical.search(cleaned, depth)
             if mode == "lexical":
                 return lexical
-        self.manifest.space(space)  # a clear error when the index has no such vectors
+        target = self._text_target(space)[2]
+        self.manifest.space(target)  # a clear error when the index has no such vectors
         if query_vectors is None:
             query_vectors = self._encode_clean(cleaned, space)
-        vectors = self.directory.spaces[space]
+        vectors = self.directory.spaces[target]
         dense = vectors.index.search(query_vectors, depth)
         if mode == "dense":
             return dense
@@ -189,27 +227,42 @@ class SearchSession:
         )
 
     def search(
-        self, queries: Sequence[str], k: int = 10, space: str = "text", mode: str | None = None
+        self, queries: Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None
     ) -> list[list[SearchHit]]:
-        """Text queries by BM25 (lexical), by vectors (dense: the text vectors, or the image vectors
-        with a CLIP image model) or both fused (hybrid, the default where the index has BM25)."""
-        scores, rows = self.retrieve(queries, k, space, mode)
+        """Text queries by BM25 (lexical), by vectors (dense: the text, fused or image vectors) or both
+        fused (hybrid, the default where the index has BM25). `space` defaults to `default_space()`."""
+        scores, rows = self.retrieve(queries, k, space or self.default_space(), mode)
         return [self.hits(s, r) for s, r in zip(scores, rows)]
 
-    def similar_to_images(self, images: Sequence[Image.Image], k: int = 10) -> list[list[SearchHit]]:
-        """Visually similar products for each query image."""
-        return self.search_vectors("image", self.encoder("image").encode(list(images)), k)
+    def default_image_space(self) -> str:
+        """Where `similar` looks by default: fused once trained, else the image vectors."""
+        return "fused" if self.fusion is not None else "image"
 
-    def similar_to_product(self, product_id: str, k: int = 10) -> list[SearchHit]:
-        """Products that look like a catalog product (itself excluded), from its stored image vector."""
+    def encode_images(self, images: Sequence[Image.Image], space: str = "image") -> np.ndarray:
+        """Query vectors of images for `space`: raw image vectors, or projected into the fused space."""
+        if self._check_space(space) == "text":
+            raise QueryError("an image cannot query the text vectors; use --space image or fused (or --id)")
+        vectors = self.encoder("image").encode(list(images))
+        return self.fusion.fused_query("image", vectors) if space == "fused" else vectors
+
+    def similar_to_images(self, images: Sequence[Image.Image], k: int = 10, space: str | None = None) -> list[list[SearchHit]]:
+        """Similar products for each query image, in the image space or the fused space."""
+        space = space or self.default_image_space()
+        return self.search_vectors(space, self.encode_images(images, space), k)
+
+    def similar_to_product(self, product_id: str, k: int = 10, space: str | None = None) -> list[SearchHit]:
+        """Products like a catalog product (itself excluded), from its stored vector in `space`
+        (image: looks alike; fused: looks, words and shoppers alike; text: described alike)."""
+        space = self._check_space(space or self.default_image_space())
         row = self.products.row_of(str(product_id))
-        space = self.directory.spaces.get("image")
-        if space is None:
-            raise QueryError("this index has no image vectors; index a catalog with images to use --id")
-        vector = space.vector_of_row(row)
+        vectors = self.directory.spaces.get(space)
+        if vectors is None:
+            raise QueryError(f"this index has no {space} vectors; index a catalog with images to use --id")
+        vector = vectors.vector_of_row(row)
         if vector is None:
-            raise QueryError(f"product {product_id!r} has no image vector (no image, or it failed at index time)")
-        scores, rows = space.index.search(vector[None, :], check_k(k) + 1)
+            why = "no image, or it failed at index time" if space == "image" else "nothing to build it from"
+            raise QueryError(f"product {product_id!r} has no {space} vector ({why})")
+        scores, rows = vectors.index.search(vector[None, :], check_k(k) + 1)
         return self.hits(scores[0], rows[0], exclude=row, k=k)
 
     def image_source(self, product_id: str) -> str | None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -140,6 +142,63 @@ class IndexDirectory:
         kept = path / ENCODERS_DIR
         encoder_dirs = {d.name: d for d in sorted(kept.iterdir()) if d.is_dir() and not d.name.startswith(".")} if kept.is_dir() else {}
         return cls(manifest, products, spaces, lexical, encoder_dirs, path)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@contextmanager
+def editing(path: Path) -> Iterator[Path]:
+    """A copy of index directory `path` to change, swapped in place of `path` when the block succeeds.
+
+    Files are hard links to the originals (no space, no time), so a writer must never change a file
+    in place: write a new file and `os.replace` it over the old name (`write_space`, `write_manifest`
+    and `replace_directory` do). On any failure the copy is removed and `path` is untouched.
+    """
+    path = Path(path)
+    IndexManifest.load(path)  # refuse anything that is not an index
+    tmp = path.parent / f".{path.name}.edit-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(path, tmp, copy_function=_link_or_copy)
+    try:
+        yield tmp
+        replace_directory(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_file(target: Path, write) -> None:
+    """Write through `write(temp path)`, then rename over `target` (hard-linked originals stay intact)."""
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_space(directory: Path, name: str, space: VectorSpace) -> None:
+    """Write one vector space's files into an index directory being edited (see `editing`)."""
+    _replace_file(directory / f"{name}.faiss", space.index.save)
+    for suffix, array in (("vectors", np.asarray(space.vectors, dtype=np.float32)), ("rows", np.asarray(space.rows, dtype=np.int64))):
+        _replace_file(directory / f"{name}.{suffix}.npy", lambda tmp, a=array: _save_npy(tmp, a))
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:  # a file object: np.save would add ".npy" to a temp name
+        np.save(f, array)
+
+
+def remove_space(directory: Path, name: str) -> None:
+    for suffix in ("faiss", "vectors.npy", "rows.npy"):
+        (directory / f"{name}.{suffix}").unlink(missing_ok=True)
+
+
+def write_manifest(directory: Path, manifest: IndexManifest) -> None:
+    _replace_file(directory / MANIFEST_FILE, lambda tmp: tmp.write_text(manifest.to_json() + "\n"))
 
 
 def _refuse_foreign_directory(out: Path) -> None:

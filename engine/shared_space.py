@@ -1,0 +1,303 @@
+"""`vitrina train`: learn the projection heads of the shared space on an index's cached embeddings.
+
+The encoders stay frozen. Training reads the vectors the index already stores (text, image) and
+its behaviour vectors (DIR/behaviour, from `vitrina events add`), and learns one linear head per
+modality with a symmetric InfoNCE loss over in-batch negatives:
+- a product's text with its own image;
+- a product's behaviour vector with its text and its image;
+- co-purchase: a product's fused vector with that of another product the same shopper bought.
+A geometry term keeps the projected texts' cosine similarities close to the raw ones, so text
+search in the shared space stays as good as in the text space it came from.
+
+Products are split by a hash of their id (the same on every machine): `heldout` of them are never
+trained on (so evaluations can be honest), `validation` of the rest pick the best epoch. The heads
+are saved in DIR/fusion and the index gains two spaces: "fused" (one vector per product) and
+"shared-image" (images in the shared space, for text -> image search).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from engine.behaviour import BehaviourModel, load_index_behaviour
+from engine.config import VitrinaConfig
+from engine.errors import QueryError
+from engine.fusion import (
+    FUSION_DIR,
+    FusionModel,
+    FusionWeights,
+    Inputs,
+    shared_vectors,
+)
+from engine.splits import heldout_bucket
+from index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
+from index.store import editing, remove_space, replace_directory, write_manifest, write_space
+
+SHARED_SPACES = ("fused", "shared-image")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `vitrina train` learns the heads (defaults measured on fashion, benchmarks/RESULTS.md)."""
+
+    dim: int = 256
+    epochs: int = 15
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    temperature: float = 0.07  # initial; learned, like CLIP's logit scale
+    heldout: float = 0.0  # share of products never trained on (by a hash of the product id)
+    validation: float = 0.1  # share of the other products that picks the best epoch
+    co_purchase_weight: float = 0.5
+    keep_text_weight: float = 3.0  # weight of the squared change of in-batch text cosines
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim < 2 or self.epochs < 1 or self.batch_size < 2:
+            raise QueryError("dim must be >= 2, epochs >= 1 and batch size >= 2")
+        if not 0.0 <= self.heldout < 1.0 or not 0.0 <= self.validation < 1.0 or self.heldout + self.validation >= 1.0:
+            raise QueryError(f"--heldout ({self.heldout}) and validation ({self.validation}) must be shares in [0, 1) "
+                             "that leave products to train on")
+
+
+@dataclass
+class TrainReport:
+    products: int
+    trained_on: int
+    heldout: int
+    modalities: list[str]
+    epochs_run: int
+    best_epoch: int
+    validation_recall_at_10: float | None
+    losses: list[float]
+    seconds: float
+
+
+def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None) -> tuple[Inputs, dict[str, str]]:
+    """(vectors, product rows) per modality, and the encoder name (or behaviour fit id) of each."""
+    inputs: Inputs = {}
+    sources: dict[str, str] = {}
+    for modality in ("text", "image"):
+        space = directory.spaces.get(modality)
+        if space is not None and len(space.rows):
+            inputs[modality] = (np.asarray(space.vectors, dtype=np.float32), np.asarray(space.rows, dtype=np.int64))
+            sources[modality] = directory.manifest.spaces[modality].encoder
+    if behaviour is not None and behaviour.has_vector.any():
+        rows = np.flatnonzero(behaviour.has_vector).astype(np.int64)
+        inputs["behaviour"] = (behaviour.item_vectors()[rows], rows)
+        sources["behaviour"] = behaviour.fit_id
+    return inputs, sources
+
+
+def _co_purchase_partners(interactions: sp.csr_matrix, rng: np.random.Generator) -> np.ndarray:
+    """One partner product per product: another product a random one of its shoppers also touched (-1: none)."""
+    by_item = interactions.T.tocsr()
+    partners = np.full(interactions.shape[1], -1, dtype=np.int64)
+    for item in np.flatnonzero(np.diff(by_item.indptr)):
+        users = by_item.indices[by_item.indptr[item] : by_item.indptr[item + 1]]
+        for user in rng.permutation(users)[:5]:
+            bought = interactions.indices[interactions.indptr[user] : interactions.indptr[user + 1]]
+            others = bought[bought != item]
+            if len(others):
+                partners[item] = rng.choice(others)
+                break
+    return partners
+
+
+def train_heads(
+    inputs: Inputs, sources: dict[str, str], product_ids: list[str], settings: TrainSettings = TrainSettings(),
+    interactions: sp.csr_matrix | None = None, weights: FusionWeights = FusionWeights(), progress: bool = True,
+) -> tuple[FusionModel, TrainReport]:
+    """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space."""
+    import torch
+    import torch.nn.functional as F
+
+    if len(inputs) < 2:
+        raise QueryError(f"the shared space needs two modalities to align, and this index has only "
+                         f"{', '.join(inputs) or 'none'}: index a catalog with images, or add events first")
+    started = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    n = len(product_ids)
+    bucket = np.array([heldout_bucket(p) for p in product_ids])
+    heldout = bucket < settings.heldout
+    validation = (bucket >= settings.heldout) & (bucket < settings.heldout + settings.validation)
+    train = ~heldout & ~validation
+
+    tensors, present = {}, {}
+    for modality, (vectors, rows) in inputs.items():
+        full = np.zeros((n, vectors.shape[1]), dtype=np.float32)
+        full[rows] = vectors
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        tensors[modality], present[modality] = torch.from_numpy(full), torch.from_numpy(mask)
+    dim = settings.dim
+    heads = torch.nn.ModuleDict({m: torch.nn.Linear(t.shape[1], dim) for m, t in tensors.items()})
+    logit_scale = torch.nn.Parameter(torch.tensor(float(np.log(1.0 / settings.temperature))))
+    optimiser = torch.optim.AdamW([*heads.parameters(), logit_scale], lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    partners = None
+    if interactions is not None and "behaviour" in inputs and settings.co_purchase_weight > 0:
+        partners = torch.from_numpy(_co_purchase_partners(interactions.tocsr(), rng))
+    pairs = [(a, b) for a in ("behaviour", "text") for b in ("text", "image") if a != b and a in tensors and b in tensors]
+
+    def project(modality: str, idx: torch.Tensor) -> torch.Tensor:
+        return F.normalize(heads[modality](tensors[modality][idx]), dim=-1)
+
+    def fused(idx: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for modality in tensors:
+            total = total + weights.of(modality) * present[modality][idx, None] * project(modality, idx)
+        return F.normalize(total, dim=-1)
+
+    def info_nce(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        logits = logit_scale.exp().clamp(max=100.0) * a @ b.T
+        labels = torch.arange(len(a))
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        loss = torch.zeros(())
+        for a, b in pairs:
+            both = idx[present[a][idx] & present[b][idx]]
+            if len(both) > 1:
+                loss = loss + info_nce(project(a, both), project(b, both))
+        if "text" in tensors and settings.keep_text_weight > 0:
+            texts = idx[present["text"][idx]]
+            raw = F.normalize(tensors["text"][texts], dim=-1)
+            projected = project("text", texts)
+            change = projected @ projected.T - raw @ raw.T
+            loss = loss + settings.keep_text_weight * (change**2).mean()
+        if partners is not None:
+            mine = idx[partners[idx] >= 0]
+            if len(mine) > 1:
+                loss = loss + settings.co_purchase_weight * info_nce(fused(mine), fused(partners[mine]))
+        return loss
+
+    query_m, target_m = ("text", "image") if "image" in tensors else (pairs[0][0], pairs[0][1])
+    val_rows = np.flatnonzero(validation & present[query_m].numpy() & present[target_m].numpy())
+
+    gallery = np.flatnonzero(present[target_m].numpy())  # every product's target vector, as search sees them
+    position = {int(r): i for i, r in enumerate(gallery)}
+
+    def validation_recall() -> float | None:
+        """recall@10 of validation products' query modality against the whole target gallery."""
+        if len(val_rows) < 2:
+            return None
+        with torch.no_grad():
+            scores = project(query_m, torch.from_numpy(val_rows)) @ project(target_m, torch.from_numpy(gallery)).T
+            own = scores[torch.arange(len(val_rows)), torch.tensor([position[int(r)] for r in val_rows])]
+            return float(((scores > own[:, None]).sum(1) < 10).float().mean())
+
+    train_rows = np.flatnonzero(train)
+    if len(train_rows) < 2:
+        raise QueryError(f"only {len(train_rows)} products left to train on; lower --heldout")
+    best = (validation_recall(), 0, copy.deepcopy(heads.state_dict()))
+    losses: list[float] = []
+    epochs = tqdm(range(1, settings.epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)
+    for epoch in epochs:
+        order = rng.permutation(train_rows)
+        total, steps = 0.0, 0
+        for start in range(0, len(order), settings.batch_size):
+            idx = torch.from_numpy(order[start : start + settings.batch_size])
+            loss = batch_loss(idx)
+            if not loss.requires_grad:
+                continue
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        losses.append(round(total / max(1, steps), 4))
+        score = validation_recall()
+        epochs.set_postfix(loss=losses[-1], val=score)
+        if best[0] is None or (score is not None and score > best[0]):
+            best = (score, epoch, copy.deepcopy(heads.state_dict()))
+    if best[0] is not None:
+        heads.load_state_dict(best[2])
+    arrays = {m: (head.weight.detach().numpy().T.copy(), head.bias.detach().numpy().copy()) for m, head in heads.items()}
+    report = TrainReport(
+        products=n, trained_on=int(train.sum()), heldout=int(heldout.sum()), modalities=list(tensors),
+        epochs_run=settings.epochs, best_epoch=best[1] if best[0] is not None else settings.epochs,
+        validation_recall_at_10=None if best[0] is None else round(best[0], 4), losses=losses,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    training = {"settings": asdict(settings), "report": asdict(report)}
+    return FusionModel(dim, arrays, dict(sources), weights, training), report
+
+
+def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: BehaviourModel | None,
+                  config: VitrinaConfig) -> tuple[dict[str, SpaceInfo], dict[str, VectorSpace], list[str]]:
+    """The "fused" and "shared-image" spaces of an index under `model`; notes on modalities left out."""
+    inputs, sources = modality_inputs(directory, behaviour)
+    usable, notes = {}, []
+    for modality, source in sources.items():
+        if model.usable(modality, source):
+            usable[modality] = inputs[modality]
+        elif modality in model.heads:
+            why = ("the behaviour vectors were refit since the heads were trained" if modality == "behaviour"
+                   else f"the heads were trained on {model.inputs[modality]} vectors, these are {source}")
+            notes.append(f"{modality} left out of the fused vectors: {why}; run `vitrina train` again")
+    if "text" not in usable and "image" not in usable:
+        raise QueryError("the shared-space heads fit none of this index's encoders: " + "; ".join(notes))
+    infos, spaces = {}, {}
+    for name, (vectors, rows) in shared_vectors(model, len(directory.products), usable).items():
+        index = ProductIndex.build(vectors, rows, config.index.factory, config.index)
+        infos[name] = SpaceInfo(encoder=model.name, model="", dim=vectors.shape[1], count=len(rows), factory=index.factory,
+                                runtime="fusion heads (numpy)")
+        spaces[name] = VectorSpace(index, vectors, rows)
+    return infos, spaces, notes
+
+
+def write_shared_space(path: Path, directory: IndexDirectory, model: FusionModel, config: VitrinaConfig,
+                       behaviour: BehaviourModel | None) -> list[str]:
+    """Save the heads in DIR/fusion and (re)write the shared spaces, as one swap of the directory."""
+    infos, spaces, notes = shared_spaces(directory, model, behaviour, config)
+    with editing(path) as tmp:
+        heads = tmp / f".{FUSION_DIR}.new"
+        model.save(heads)
+        replace_directory(heads, tmp / FUSION_DIR)
+        manifest = copy.deepcopy(directory.manifest)
+        for name in SHARED_SPACES:
+            if name not in spaces and name in manifest.spaces:
+                remove_space(tmp, name)
+                del manifest.spaces[name]
+        for name, space in spaces.items():
+            write_space(tmp, name, space)
+            manifest.spaces[name] = infos[name]
+        write_manifest(tmp, manifest)
+    return notes
+
+
+def train_shared_space(path: str | Path, settings: TrainSettings = TrainSettings(),
+                       config: VitrinaConfig | None = None) -> tuple[FusionModel, TrainReport, list[str]]:
+    """`vitrina train DIR`: learn the heads on the index's own vectors and write its shared spaces."""
+    config = config or VitrinaConfig()
+    path = Path(path)
+    directory = IndexDirectory.load(path, config.index)
+    behaviour, why = load_index_behaviour(path, directory.products.ids)
+    notes = [] if behaviour is not None else [f"no behaviour vectors ({why})"]
+    inputs, sources = modality_inputs(directory, behaviour)
+    model, report = train_heads(inputs, sources, directory.products.ids, settings,
+                                None if behaviour is None else behaviour.interactions, progress=config.progress)
+    notes += write_shared_space(path, directory, model, config, behaviour)
+    return model, report, notes
+
+
+def refresh_shared_space(path: Path, config: VitrinaConfig) -> list[str]:
+    """Recompute the fused vectors of a trained index (after its behaviour vectors changed)."""
+    directory = IndexDirectory.load(path, config.index)
+    model = FusionModel.load(path / FUSION_DIR)
+    behaviour, _ = load_index_behaviour(path, directory.products.ids)
+    return write_shared_space(path, directory, model, config, behaviour)
+
+
+def apply_shared_space(path: Path, model: FusionModel, config: VitrinaConfig) -> list[str]:
+    """`index --fusion-from SOURCE`: put heads trained on another index into the index at `path`."""
+    return write_shared_space(path, IndexDirectory.load(path, config.index), model, config, None)
+
