@@ -129,6 +129,8 @@ def _emit(args: argparse.Namespace, session: SearchSession, record: dict, title:
 def cmd_search(args: argparse.Namespace) -> int:
     session = _session(args)
     if args.queries:
+        if args.user is not None:
+            raise QueryError("--user works with one QUERY, not with --queries")
         queries = _read_query_file(Path(args.queries), "query")
         results = session.search([q for _, q in queries], _k(args, 100), space=args.space, mode=args.mode)
         for (qid, query), hits in zip(queries, results):
@@ -136,6 +138,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
+    if args.user is not None:
+        from engine.feedback import personalised_search
+
+        hits, personal = personalised_search(session, args.query, args.user, _k(args, 10), args.space, args.mode)
+        if not personal:
+            print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
+        record = {"query": args.query, "user": args.user, "personalised": personal, "results": hits_json(hits)}
+        _emit(args, session, record, f"Search: {args.query} (for {args.user})", hits)
+        return 0
     hits = session.search([args.query], _k(args, 10), space=args.space, mode=args.mode)[0]
     _emit(args, session, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
     return 0
@@ -434,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "once trained, else through a CLIP text tower)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="lexical (BM25), dense (vectors) or hybrid (both fused; the default when the index has BM25)")
+    p.add_argument("--user", default=None, metavar="U",
+                   help="personalise: blend the shopper's behaviour vector into the ranking (from `events add`)")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line in batch mode)")
     _add_model_flags(p, search=True)
     p.set_defaults(func=cmd_search)

@@ -87,3 +87,41 @@ def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool
     top = np.argsort(-scores, kind="stable")[:k]
     top = top[np.isfinite(scores[top])]
     return session.hits(scores[top], top), vector is not None
+
+
+PERSONAL_WEIGHT = 0.3  # share of the user's affinity in a personalised search score
+PERSONAL_DEPTH = 100  # candidates re-ranked for a user
+
+
+def personalised_search(session: SearchSession, query: str, user: str, k: int = 10, space: str | None = None,
+                        mode: str | None = None, weight: float = PERSONAL_WEIGHT) -> tuple[list[SearchHit], bool]:
+    """Search results re-ranked for `user`, and whether they were personalised.
+
+    The top PERSONAL_DEPTH results are re-scored as (1 - weight) x their min-max scaled search score
+    + weight x the min-max scaled affinity of the user's behaviour vector for each product (products
+    without a behaviour vector get none). An unknown user gets the plain results.
+    """
+    check_k(k)
+    if not 0.0 <= weight <= 1.0:
+        raise QueryError(f"the personalisation weight must be between 0 and 1, got {weight}")
+    scores, rows = session.retrieve([query], max(k, PERSONAL_DEPTH), space or session.default_space(), mode)
+    scores, rows = scores[0], rows[0]
+    valid = rows >= 0
+    scores, rows = scores[valid].astype(np.float64), rows[valid]
+    model = load_behaviour(session)
+    vector = model.user_vector(user)
+    if vector is None or not len(rows):
+        return session.hits(scores, rows, k=k), False
+    affinity = np.where(model.has_vector[rows], model.item_vectors()[rows] @ vector, np.nan)
+    total = (1.0 - weight) * _scaled(scores) + weight * np.nan_to_num(_scaled(affinity), nan=0.0)
+    order = np.lexsort((rows, -total))[:k]
+    return session.hits(total[order], rows[order]), True
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    """Min-max scaled to [0, 1] over the known (non-NaN) values; NaN stays NaN."""
+    known = ~np.isnan(values)
+    if not known.any():
+        return values
+    lo, hi = values[known].min(), values[known].max()
+    return (values - lo) / (hi - lo) if hi > lo else np.where(known, 1.0, np.nan)

@@ -159,6 +159,20 @@ def test_events_add_and_recommend_commands(tiny_bert_dir, tmp_path):
     code, out, err = run_cli("recommend", index, "--user", "nobody", "--json")
     assert code == 0 and json.loads(out)["personalised"] is False and "most popular" in err
 
+    def ranks(user: str) -> float:
+        code, out, err = run_cli("search", index, products[0]["title"], "--user", user, "-k", "12", "--json")
+        assert code == 0, err
+        answer = json.loads(out)
+        assert answer["user"] == user and answer["personalised"] is True and len(answer["results"]) == 12
+        order = [h["id"] for h in answer["results"]]
+        return float(np.mean([order.index(pid) for pid in ids[:5]]))
+
+    assert ranks("a0") < ranks("b0")  # cluster A's products rank higher for a shopper of cluster A
+    code, out, err = run_cli("search", index, products[0]["title"], "--user", "stranger", "--json")
+    plain = json.loads(run_cli("search", index, products[0]["title"], "--json")[1])
+    assert code == 0 and json.loads(out)["personalised"] is False and "not personalised" in err
+    assert [h["id"] for h in json.loads(out)["results"]] == [h["id"] for h in plain["results"]]
+
     write_csv(tmp_path / "more.csv", [{"user_id": "newbie", "product_id": ids[6], "event": "purchase", "timestamp": "2024-02-01"}])
     code, out, err = run_cli("events", "add", index, tmp_path / "more.csv", "--json")
     assert code == 0 and json.loads(out)["new_users"] == 1
