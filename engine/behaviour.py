@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from implicit.als import AlternatingLeastSquares  # imported before threadpool_limits, so its BLAS is limited too
 from threadpoolctl import threadpool_limits
 
+from encoders.base import l2_normalize
 from engine.errors import QueryError
 from engine.events import EventLog
 
@@ -83,11 +84,10 @@ class BehaviourModel:
         """Per product row: whether any event touched it (only those have a behaviour vector)."""
         return np.asarray(self.interactions.getnnz(axis=0) > 0)
 
-    def item_vectors(self) -> np.ndarray:
-        """Unit-length item factors per product row; zeros where `has_vector` is False."""
-        out = np.where(self.has_vector[:, None], self.item_factors, 0.0).astype(np.float32)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+    def item_vectors(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Unit-length item factors per product row (of `rows`, else all); zeros where `has_vector` is False."""
+        rows = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        return l2_normalize(np.where(self.has_vector[rows][:, None], self.item_factors[rows], 0.0))
 
     def user_vector(self, user: str) -> np.ndarray | None:
         """The user's unit-length factor vector, or None for a user with no events."""

@@ -28,6 +28,7 @@ from engine.metrics import (
     recall_at_k,
     reciprocal_rank_at_k,
 )
+from engine.fusion import FUSED_SPACE, SHARED_IMAGE_SPACE
 from engine.search import SearchSession, check_k
 from engine.splits import heldout_bucket
 from index import IndexConfig, ProductIndex
@@ -299,7 +300,7 @@ def evaluate_text(
     for mode in methods:
         results.append(_method(mode, query_ids, run(mode), ids, qrels.judgements, k, min_relevance, names, progress))
     if exact:
-        stored = session.directory.spaces["text" if space == "text" else "fused"]
+        stored = session.directory.spaces["text" if space == "text" else FUSED_SPACE]
         flat = exact_index(np.asarray(stored.vectors), stored.rows)
 
         def exact_search(batch):
@@ -379,7 +380,7 @@ def evaluate_image(
     if space_name == "image":
         runs = [("dense", searcher(space, stored(space)))]
     else:
-        fused = session.directory.spaces["fused"]
+        fused = session.directory.spaces[FUSED_SPACE]
         projected = lambda batch: session.fusion.fused_query("image", stored(space)(batch))  # noqa: E731
         runs = [("fused", searcher(fused, stored(fused))), ("image->fused", searcher(fused, projected))]
     results = [_method(name, query_ids, retrieve, ids, judgements, k, 1.0, names, progress, exclude)
@@ -414,7 +415,7 @@ def evaluate_cross_modal(
     notes = []
     heldout = session.fusion.heldout_share if session.fusion is not None else 0.0
     if session.fusion is not None:
-        space = session.directory.spaces["shared-image"]
+        space = session.directory.spaces[SHARED_IMAGE_SPACE]
         encode = lambda batch: session.encode_queries(batch, "image")  # noqa: E731 (text head -> shared-image)
         what = f"text queries projected by the shared-space text head ({session.fusion.name})"
         if heldout:

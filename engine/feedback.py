@@ -21,6 +21,7 @@ from engine.events import EventFields, EventProblems, EventWeights, read_events
 from engine.fusion import FUSION_DIR
 from engine.shared_space import refresh_shared_space
 from engine.search import SearchHit, SearchSession, check_k
+from index.rank_fusion import min_max_scaled
 from index.store import replace_directory
 
 
@@ -112,16 +113,7 @@ def personalised_search(session: SearchSession, query: str, user: str, k: int = 
     vector = model.user_vector(user)
     if vector is None or not len(rows):
         return session.hits(scores, rows, k=k), False
-    affinity = np.where(model.has_vector[rows], model.item_vectors()[rows] @ vector, np.nan)
-    total = (1.0 - weight) * _scaled(scores) + weight * np.nan_to_num(_scaled(affinity), nan=0.0)
+    affinity = np.where(model.has_vector[rows], model.item_vectors(rows) @ vector, np.nan)
+    total = (1.0 - weight) * min_max_scaled(scores) + weight * min_max_scaled(affinity)
     order = np.lexsort((rows, -total))[:k]
     return session.hits(total[order], rows[order]), True
-
-
-def _scaled(values: np.ndarray) -> np.ndarray:
-    """Min-max scaled to [0, 1] over the known (non-NaN) values; NaN stays NaN."""
-    known = ~np.isnan(values)
-    if not known.any():
-        return values
-    lo, hi = values[known].min(), values[known].max()
-    return (values - lo) / (hi - lo) if hi > lo else np.where(known, 1.0, np.nan)

@@ -2,10 +2,15 @@
 
 Each modality (text embedding, image embedding, behaviour vector) has a linear head (W, b) into a
 shared space of dimension `dim`, learned by `engine.shared_space.train_heads`. Heads run in numpy, so
-searching a trained index needs no PyTorch. A product's fused vector is the unit-length weighted sum
-of its projected modalities; a product missing one (no image, no events) is blended from the others
-(the weights renormalise; never NaN). Text and image queries are projected by their own head into
-the same space.
+searching a trained index needs no PyTorch.
+
+A product's shared vector is the unit-length weighted sum of its projected modalities; a product
+missing one (no image, no events) is blended from the others (the weights renormalise; never NaN).
+Its fused vector joins two blocks: sqrt(text_share) x its raw text embedding and
+sqrt(1 - text_share) x its shared vector. A text query gets the same two blocks, so its inner
+product with a product is text_share x the text cosine + (1 - text_share) x the shared-space cosine:
+fused search keeps what the text space knew and adds what images and shoppers say. An image query
+has only the shared block.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from encoders.base import l2_normalize
 from engine.errors import QueryError
 
-MODALITIES = ("text", "image", "behaviour")
 FUSION_DIR = "fusion"
 STATE_FILE = "fusion.json"
 HEADS_FILE = "heads.npz"
@@ -46,13 +51,6 @@ class FusionWeights:
         return float(getattr(self, modality))
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length; zero rows stay zero (never NaN)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
 @dataclass
 class FusionModel:
     """Projection heads, what each expects as input, and the fusion weights."""
@@ -67,10 +65,6 @@ class FusionModel:
     @property
     def text_dim(self) -> int:
         return int(self.head("text")[0].shape[0])
-
-    @property
-    def fused_dim(self) -> int:
-        return self.text_dim + self.dim
 
     @property
     def fingerprint(self) -> str:
@@ -97,7 +91,7 @@ class FusionModel:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != w.shape[0]:
             raise QueryError(f"the {modality} head takes {w.shape[0]}-d vectors, got shape {vectors.shape}")
-        return unit(vectors @ w + b)
+        return l2_normalize(vectors @ w + b)
 
     @property
     def heldout_share(self) -> float:
@@ -109,7 +103,7 @@ class FusionModel:
         shared = np.sqrt(1.0 - self.text_share) * self.project(modality, vectors)
         if modality != "text":
             return np.hstack([np.zeros((len(shared), self.text_dim), np.float32), shared])
-        return unit(np.hstack([np.sqrt(self.text_share) * unit(vectors), shared]))
+        return l2_normalize(np.hstack([np.sqrt(self.text_share) * l2_normalize(vectors), shared]))
 
     def usable(self, modality: str, source: str) -> bool:
         """Whether this model's head for `modality` fits vectors made by `source` (encoder name or fit id)."""
@@ -120,7 +114,7 @@ class FusionModel:
         total = np.zeros((n_products, self.dim), dtype=np.float32)
         for modality, (vectors, rows) in projected.items():
             total[rows] += self.weights.of(modality) * vectors
-        return unit(total)
+        return l2_normalize(total)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -161,8 +155,8 @@ def shared_vectors(model: FusionModel, n_products: int, inputs: Inputs) -> dict[
     text = np.zeros((n_products, model.text_dim), dtype=np.float32)
     if "text" in inputs:
         vectors, rows = inputs["text"]
-        text[rows] = unit(vectors)
-    fused = unit(np.hstack([np.sqrt(model.text_share) * text, np.sqrt(1.0 - model.text_share) * shared]))
+        text[rows] = l2_normalize(vectors)
+    fused = l2_normalize(np.hstack([np.sqrt(model.text_share) * text, np.sqrt(1.0 - model.text_share) * shared]))
     covered = np.zeros(n_products, dtype=bool)
     for _, rows in projected.values():
         covered[rows] = True

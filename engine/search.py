@@ -156,17 +156,17 @@ class SearchSession:
             raise QueryError(f"{self.path} has no fused vectors yet; run `vitrina train {self.path}` first")
         return space
 
-    def _text_target(self, space: str) -> tuple[str, str | None, str]:
-        """For text queries in `space`: (encoder role, shared-space head or None, vector space searched).
+    def _text_target(self, space: str) -> tuple[str, str]:
+        """For text queries in `space`: (encoder role, vector space searched).
 
         `--space image` searches the images in the shared space once trained, else (CLIP) the image
         vectors through the CLIP text tower.
         """
         if space == "fused":
-            return "text", "text", FUSED_SPACE
+            return "text", FUSED_SPACE
         if space == "image" and self.fusion is not None and SHARED_IMAGE_SPACE in self.manifest.spaces:
-            return "text", "text", SHARED_IMAGE_SPACE
-        return ("text", None, "text") if space == "text" else ("text->image", None, "image")
+            return "text", SHARED_IMAGE_SPACE
+        return ("text", "text") if space == "text" else ("text->image", "image")
 
     def default_mode(self, space: str = "text") -> str:
         """hybrid for text search (text or fused space) when the index has a lexical index, else dense."""
@@ -177,11 +177,11 @@ class SearchSession:
         return self._encode_clean([clean_query(q) for q in queries], self._check_space(space))
 
     def _encode_clean(self, cleaned: Sequence[str], space: str) -> np.ndarray:
-        role, head, target = self._text_target(space)
+        role, target = self._text_target(space)
         vectors = self.encoder(role).encode(list(cleaned))
-        if not head:
-            return vectors
-        return self.fusion.fused_query("text", vectors) if target == FUSED_SPACE else self.fusion.project("text", vectors)
+        if target == FUSED_SPACE:
+            return self.fusion.fused_query("text", vectors)
+        return self.fusion.project("text", vectors) if target == SHARED_IMAGE_SPACE else vectors
 
     def retrieve(
         self,
@@ -211,7 +211,7 @@ class SearchSession:
             lexical = self.directory.lexical.search(cleaned, depth)
             if mode == "lexical":
                 return lexical
-        target = self._text_target(space)[2]
+        target = self._text_target(space)[1]
         self.manifest.space(target)  # a clear error when the index has no such vectors
         if query_vectors is None:
             query_vectors = self._encode_clean(cleaned, space)

@@ -30,7 +30,9 @@ from engine.behaviour import BehaviourModel, load_index_behaviour
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.fusion import (
+    FUSED_SPACE,
     FUSION_DIR,
+    SHARED_IMAGE_SPACE,
     FusionModel,
     FusionWeights,
     Inputs,
@@ -40,7 +42,7 @@ from engine.splits import heldout_bucket
 from index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
 from index.store import editing, remove_space, replace_directory, write_manifest, write_space
 
-SHARED_SPACES = ("fused", "shared-image")
+SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None)
             sources[modality] = directory.manifest.spaces[modality].encoder
     if behaviour is not None and behaviour.has_vector.any():
         rows = np.flatnonzero(behaviour.has_vector).astype(np.int64)
-        inputs["behaviour"] = (behaviour.item_vectors()[rows], rows)
+        inputs["behaviour"] = (behaviour.item_vectors(rows), rows)
         sources["behaviour"] = behaviour.fit_id
     return inputs, sources
 

@@ -115,11 +115,17 @@ def _side_scores(union: np.ndarray, scores: np.ndarray, rows: np.ndarray, rescor
         valid = rows >= 0
         lookup = dict(zip(rows[valid].tolist(), np.asarray(scores[valid], dtype=np.float64).tolist()))
         values = np.array([lookup.get(int(r), np.nan) for r in union], dtype=np.float64)
+    return min_max_scaled(values)
+
+
+def min_max_scaled(values: np.ndarray) -> np.ndarray:
+    """Values min-max scaled to [0, 1] over the known ones (all 1 when they are equal); NaN (unknown) -> 0."""
+    values = np.asarray(values, dtype=np.float64)
     known = ~np.isnan(values)
     if not known.any():
-        return np.zeros(len(union))
+        return np.zeros(len(values))
     lo, hi = values[known].min(), values[known].max()
-    scaled = (values - lo) / (hi - lo) if hi > lo else np.ones(len(union))
+    scaled = (values - lo) / (hi - lo) if hi > lo else np.ones(len(values))
     return np.where(known, scaled, 0.0)
 
 
