@@ -124,6 +124,7 @@ def load_image_space_text_encoder(image_spec: str, config: EncoderConfig) -> Enc
     """A text encoder whose vectors live in the image space: only CLIP image models have one."""
     if not is_clip_spec(image_spec):
         raise EncoderError(
-            f"text queries can search image vectors only when the image model is CLIP; this index uses {image_spec!r}"
+            f"text queries can search image vectors only when the image model is CLIP (this index uses "
+            f"{image_spec!r}) or through a shared space whose image head fits it (`vitrina train DIR`)"
         )
     return _on_backend(lambda spec, cfg: _load_clip(spec, cfg).text_encoder(), image_spec, config, "text")

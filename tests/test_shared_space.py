@@ -167,6 +167,27 @@ def test_fusion_from_builds_another_index_with_the_same_heads(trained_index, tin
     assert code == 1 and "no trained shared space" in err and not (tmp_path / "third").exists()
 
 
+def test_fusion_from_leaves_out_a_modality_whose_encoder_differs(trained_index, tiny_bert_dir, tmp_path):
+    import torch
+    import torchvision
+
+    torch.manual_seed(1)  # the same architecture with other weights: another encoder for the image head
+    other_weights = tmp_path / "resnet18-other.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), other_weights)
+    rows = demo_rows()[40:60]
+    catalog = demo_catalog(tmp_path / "catalog", rows)
+    code, out, err = run_cli("index", catalog, "--out", tmp_path / "other", "--text-model", tiny_bert_dir,
+                             "--image-model", f"resnet18={other_weights}", "--fusion-from", trained_index["index"], "-q")
+    assert code == 0, err
+    assert "note: image left out of the fused vectors: the heads were trained on torchvision:resnet18@" in out
+    manifest = IndexManifest.load(tmp_path / "other")
+    assert manifest.spaces["fused"].count == 20 and "shared-image" not in manifest.spaces  # text alone feeds it
+    code, out, err = run_cli("search", tmp_path / "other", rows[0]["title"], "--json", "-k", "3")
+    assert code == 0 and len(json.loads(out)["results"]) == 3, err
+    code, _, err = run_cli("search", tmp_path / "other", rows[0]["title"], "--space", "image", "--mode", "dense")
+    assert code == 1 and "only when the image model is CLIP" in err and "vitrina train" in err
+
+
 def test_train_on_a_text_only_index_fails_and_leaves_it_intact(tiny_bert_dir, tmp_path):
     rows = demo_rows()[:10]
     catalog = write_csv(tmp_path / "products.csv", [{"id": r["id"], "title": r["title"]} for r in rows])
