@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import nbformat
@@ -47,3 +48,21 @@ def test_evaluation_notebook_executes_on_subsets_and_shows_plots(tmp_path, monke
     assert any(all(name in text for name in ("BM25 (lexical)", "dense", "hybrid")) for text in texts)
     report = work / "homedepot-report.html"
     assert report.is_file() and "Vitrina evaluation: text" in report.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "fashion").is_dir(), reason=f"shared dataset fashion/ not found in {SHARED}")
+def test_shared_space_notebook_trains_on_a_subset_and_shows_images_and_projections(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITRINA_EVAL_WORK", str(tmp_path / "work"))
+    monkeypatch.delenv("VITRINA_SHARED", raising=False)
+    nb = nbformat.read(NOTEBOOKS / "shared_space.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    pngs = [out["data"]["image/png"] for out in outputs if "image/png" in out.get("data", {})]
+    assert len(pngs) >= 3  # training curve, text -> image thumbnails, 2-D projections
+    assert all(base64.b64decode(png).startswith(b"\x89PNG") for png in pngs)
+    text = "".join(out.get("text", "") for out in outputs)
+    found = re.search(r"text -> image recall@10: trained ([\d.]+), untrained ([\d.]+), chance ([\d.]+)", text)
+    assert found, text
+    trained, untrained, chance = map(float, found.groups())
+    assert trained >= 0.3 and trained > 10 * max(untrained, chance)  # held-out products, 1,000 photos
