@@ -65,11 +65,14 @@ class BehaviourModel:
     """Users, their summed event weights per product (users x products), and the ALS factors."""
 
     def __init__(self, users: list[str], interactions: sp.csr_matrix, user_factors: np.ndarray,
-                 item_factors: np.ndarray, settings: BehaviourSettings, product_ids: list[str] | None = None) -> None:
+                 item_factors: np.ndarray, settings: BehaviourSettings, product_ids: list[str] | None = None,
+                 last_seen: sp.csr_matrix | None = None) -> None:
         self.users = users
         self.product_ids = product_ids  # the index's product ids, row by row, when the model was trained
         self.user_index = {u: i for i, u in enumerate(users)}
         self.interactions = interactions.tocsr()
+        # users x products: the time (epoch seconds) of each pair's latest event; None in models saved before it
+        self.last_seen = None if last_seen is None else last_seen.tocsr()
         self.user_factors = user_factors
         self.item_factors = item_factors
         self.settings = settings
@@ -78,6 +81,25 @@ class BehaviourModel:
     @property
     def n_products(self) -> int:
         return self.interactions.shape[1]
+
+    @property
+    def latest(self) -> float | None:
+        """The time (epoch seconds) of the newest event: "now" for the data, whatever the wall clock says."""
+        return float(self.last_seen.data.max()) if self.last_seen is not None and self.last_seen.nnz else None
+
+    def history(self, user: str) -> tuple[np.ndarray, np.ndarray]:
+        """A known user's product rows and the age of each in days before `latest` (0 where unknown)."""
+        i = self.user_index[str(user)]
+        rows = self.interactions.indices[self.interactions.indptr[i] : self.interactions.indptr[i + 1]].astype(np.int64)
+        if self.last_seen is None:
+            return rows, np.zeros(len(rows))
+        seen = np.asarray(self.last_seen[i, rows].todense()).ravel() if len(rows) else np.zeros(0)
+        return rows, np.maximum(self.latest - seen, 0.0) / 86_400.0
+
+    @property
+    def shoppers_per_product(self) -> np.ndarray:
+        """How many users interacted with each product row (its popularity)."""
+        return np.asarray(self.interactions.getnnz(axis=0), dtype=np.float64)
 
     @property
     def has_vector(self) -> np.ndarray:
@@ -107,22 +129,27 @@ class BehaviourModel:
         model = cls(users, sp.csr_matrix((len(users), n_products), dtype=np.float32),
                     np.zeros((0, settings.factors), np.float32), np.zeros((n_products, settings.factors), np.float32),
                     settings)
-        model.interactions = model._merge(log)
+        model.interactions, model.last_seen = model._merge(log)
         model._refit(show_progress)
         return model
 
-    def _merge(self, log: EventLog) -> sp.csr_matrix:
-        """The interaction matrix with `log` added; new users get new rows (self.users grows)."""
+    def _merge(self, log: EventLog) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """The interaction and last-seen matrices with `log` added; new users get new rows (self.users grows)."""
         for user in log.users.tolist():
             if user not in self.user_index:
                 self.user_index[user] = len(self.users)
                 self.users.append(user)
         rows = np.fromiter((self.user_index[u] for u in log.users.tolist()), dtype=np.int64, count=len(log))
-        added = sp.csr_matrix((log.weights, (rows, log.product_rows)), shape=(len(self.users), self.n_products))
-        current = self.interactions
-        if current.shape[0] < len(self.users):
-            current = sp.vstack([current, sp.csr_matrix((len(self.users) - current.shape[0], self.n_products))]).tocsr()
-        return (current + added).tocsr().astype(np.float32)
+        shape = (len(self.users), self.n_products)
+        added = sp.csr_matrix((log.weights, (rows, log.product_rows)), shape=shape)
+        # the latest time per pair: duplicates are summed by csr, so keep the max by hand
+        order = np.lexsort((log.timestamps, log.product_rows, rows))
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = (rows[order][1:] != rows[order][:-1]) | (log.product_rows[order][1:] != log.product_rows[order][:-1])
+        pick = order[last]
+        stamps = sp.csr_matrix((log.timestamps[pick].astype(np.float64), (rows[pick], log.product_rows[pick])), shape=shape)
+        seen = self.last_seen if self.last_seen is not None else sp.csr_matrix(self.interactions.shape, dtype=np.float64)
+        return (_grow(self.interactions, shape) + added).tocsr().astype(np.float32), _grow(seen, shape).maximum(stamps).tocsr()
 
     def _refit(self, show_progress: bool) -> None:
         with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
@@ -134,7 +161,7 @@ class BehaviourModel:
     def add(self, log: EventLog, refit: bool = False) -> FoldInReport:
         """Fold new events in: re-solve the users and items they touch (or everything with `refit`)."""
         known_before = len(self.users)
-        self.interactions = self._merge(log)
+        self.interactions, self.last_seen = self._merge(log)
         touched_users = np.unique([self.user_index[u] for u in log.users.tolist()]) if len(log) else np.zeros(0, int)
         touched_items = np.unique(log.product_rows)
         if refit:
@@ -155,8 +182,10 @@ class BehaviourModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         m = self.interactions
+        seen = {} if self.last_seen is None else {
+            "seen_data": self.last_seen.data, "seen_indices": self.last_seen.indices, "seen_indptr": self.last_seen.indptr}
         np.savez(directory / ARRAYS_FILE, user_factors=self.user_factors, item_factors=self.item_factors,
-                 data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape))
+                 data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape), **seen)
         state = {"settings": asdict(self.settings), "users": self.users, "product_ids": self.product_ids,
                  "fit_id": self.fit_id}
         (directory / STATE_FILE).write_text(json.dumps(state) + "\n")
@@ -168,11 +197,21 @@ class BehaviourModel:
             raise QueryError(f"{directory} has no behaviour vectors yet; add events first")
         state = json.loads((directory / STATE_FILE).read_text())
         arrays = np.load(directory / ARRAYS_FILE)
-        matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
+        shape = tuple(arrays["shape"])
+        matrix = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        seen = (sp.csr_matrix((arrays["seen_data"], arrays["seen_indices"], arrays["seen_indptr"]), shape=shape)
+                if "seen_data" in arrays else None)
         model = cls(list(state["users"]), matrix, arrays["user_factors"], arrays["item_factors"],
-                    BehaviourSettings(**state["settings"]), state.get("product_ids"))
+                    BehaviourSettings(**state["settings"]), state.get("product_ids"), seen)
         model.fit_id = str(state.get("fit_id", ""))
         return model
+
+
+def _grow(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:
+    """`matrix` with empty rows appended up to `shape` (new users)."""
+    if matrix.shape[0] >= shape[0]:
+        return matrix.tocsr()
+    return sp.vstack([matrix, sp.csr_matrix((shape[0] - matrix.shape[0], shape[1]), dtype=matrix.dtype)]).tocsr()
 
 
 def load_index_behaviour(index_path: Path, product_ids: list[str]) -> tuple[BehaviourModel | None, str]:

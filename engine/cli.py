@@ -14,7 +14,7 @@ from encoders.config import BACKENDS, PRECISIONS
 from encoders.image_io import load_image
 from engine import __version__
 from engine.catalog import CatalogFields, resolve_image_source
-from engine.config import VitrinaConfig
+from engine.config import RecommendSettings, VitrinaConfig
 from engine.errors import USER_ERRORS, QueryError
 from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
@@ -551,10 +551,12 @@ def cmd_events_add(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from engine.feedback import recommend
+    from engine.recommend import recommend
 
+    settings = RecommendSettings(behaviour_weight=args.behaviour_weight, popularity_weight=args.popularity_weight,
+                                 half_life_days=args.half_life or None)
     session = _session(args)
-    hits, personalised = recommend(session, args.user, _k(args, 10), args.include_seen)
+    hits, personalised = recommend(session, args.user, _k(args, 10), args.include_seen, settings)
     if not personalised:
         print(f"vitrina: note: user {args.user!r} has no events; showing the most popular products", file=sys.stderr)
     record = {"user": args.user, "personalised": personalised, "results": hits_json(hits)}
@@ -582,11 +584,20 @@ def _add_feedback_parsers(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_events_add, text_model=None, image_model=None)
 
-    p = sub.add_parser("recommend", help="products for a shopper, from behaviour vectors")
+    p = sub.add_parser("recommend", help="products for a shopper: like what they bought, and what sells")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--user", required=True, metavar="U")
     p.add_argument("-k", type=int, default=None, help="results (default 10)")
     p.add_argument("--include-seen", action="store_true", help="also recommend products the user already interacted with")
+    defaults = RecommendSettings()
+    p.add_argument("--behaviour-weight", type=float, default=defaults.behaviour_weight, metavar="W",
+                   help=f"share of the ALS behaviour affinity; the rest is likeness to the shopper's products "
+                        f"(default {defaults.behaviour_weight})")
+    p.add_argument("--popularity-weight", type=float, default=defaults.popularity_weight, metavar="W",
+                   help=f"weight of popularity, added on top (default {defaults.popularity_weight})")
+    p.add_argument("--half-life", type=float, default=defaults.half_life_days, metavar="DAYS",
+                   help=f"a past product counts half as much this many days before the newest event; 0: all alike "
+                        f"(default {defaults.half_life_days:g})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recommend, text_model=None, image_model=None)
 

@@ -1,4 +1,4 @@
-"""The feedback loop on an index directory: `vitrina events add` and `vitrina recommend`.
+"""The feedback loop on an index directory: `vitrina events add` and `vitrina search --user`.
 
 On an index with a shared space (`vitrina train`), added events also refresh the fused product vectors.
 Behaviour vectors live in DIR/behaviour/ and are replaced whole (written beside, then renamed), so
@@ -68,26 +68,6 @@ def add_events(
         added.notes = refresh_shared_space(session.path, session.config)
         added.fused_refreshed = True
     return added
-
-
-def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool = False) -> tuple[list[SearchHit], bool]:
-    """Top-k products for `user` by behaviour vectors, and whether they are personalised.
-
-    An unknown user gets the most popular products (summed event weight) instead.
-    """
-    check_k(k)
-    model = load_behaviour(session)
-    vector = model.user_vector(user)
-    if vector is None:
-        scores = np.asarray(model.interactions.sum(axis=0)).ravel().astype(np.float64)
-    else:
-        scores = (model.item_vectors() @ vector).astype(np.float64)
-        if not include_seen:
-            scores[model.interactions[model.user_index[str(user)]].indices] = -np.inf
-    scores[~model.has_vector] = -np.inf
-    top = np.argsort(-scores, kind="stable")[:k]
-    top = top[np.isfinite(scores[top])]
-    return session.hits(scores[top], top), vector is not None
 
 
 PERSONAL_WEIGHT = 0.3  # share of the user's affinity in a personalised search score

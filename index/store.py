@@ -48,14 +48,19 @@ class VectorSpace:
         position = self._positions.get(row)
         return None if position is None else np.asarray(self.vectors[position], dtype=np.float32)
 
+    def vectors_of_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of those product rows that have one here, and a mask of which rows do."""
+        positions = np.array([self._positions.get(int(r), -1) for r in rows], dtype=np.int64)
+        found = positions >= 0
+        stored = np.asarray(self.vectors[positions[found]], dtype=np.float32) if found.any() else \
+            np.zeros((0, self.vectors.shape[1]), np.float32)
+        return stored, found
+
     def scores_of(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Inner product of `vector` with the stored vector of each product row; NaN where a row has none."""
-        positions = [self._positions.get(int(r), -1) for r in rows]
-        found = np.array([p >= 0 for p in positions], dtype=bool)
+        stored, found = self.vectors_of_rows(rows)
         out = np.full(len(rows), np.nan, dtype=np.float64)
-        if found.any():
-            stored = np.asarray(self.vectors[[p for p in positions if p >= 0]], dtype=np.float32)
-            out[found] = stored @ np.asarray(vector, dtype=np.float32)
+        out[found] = stored @ np.asarray(vector, dtype=np.float32)
         return out
 
     @cached_property

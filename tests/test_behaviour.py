@@ -149,7 +149,9 @@ def test_events_add_and_recommend_commands(tiny_bert_dir, tmp_path):
     assert added["events"] == len(events) - 1 and added["bad_rows_by_reason"] == {"unknown product": 1}
     assert added["products_with_vectors"] == 10 and "1 bad rows skipped" in err
 
-    code, out, err = run_cli("recommend", index, "--user", "a0", "-k", "2", "--json")  # a0 saw 3 of its cluster's 5
+    # behaviour alone (the titles' tiny random text model knows nothing of the clusters)
+    code, out, err = run_cli("recommend", index, "--user", "a0", "-k", "2", "--json", "--behaviour-weight", "1",
+                             "--popularity-weight", "0")  # a0 saw 3 of its cluster's 5
     assert code == 0, err
     answer = json.loads(out)
     assert answer["personalised"] is True and len(answer["results"]) >= 1
@@ -158,6 +160,10 @@ def test_events_add_and_recommend_commands(tiny_bert_dir, tmp_path):
     assert {h["id"] for h in answer["results"]} <= set(ids[:5])  # the rest of a0's cluster
     code, out, err = run_cli("recommend", index, "--user", "nobody", "--json")
     assert code == 0 and json.loads(out)["personalised"] is False and "most popular" in err
+    code, out, err = run_cli("recommend", index, "--user", "a0", "--json")  # default blend: a full, unseen list
+    assert code == 0 and len(json.loads(out)["results"]) == 12 - 3 and not seen & {h["id"] for h in json.loads(out)["results"]}
+    code, _, err = run_cli("recommend", index, "--user", "a0", "--behaviour-weight", "2")
+    assert code == 1 and "behaviour weight must be in [0, 1]" in err
 
     def ranks(user: str) -> float:
         code, out, err = run_cli("search", index, products[0]["title"], "--user", user, "-k", "12", "--json")
@@ -187,3 +193,56 @@ def test_events_add_and_recommend_commands(tiny_bert_dir, tmp_path):
     assert run_cli("index", catalog, "--out", index, "--text-model", tiny_bert_dir, "--image-model", "none", "-q")[0] == 0
     code, _, err = run_cli("recommend", index, "--user", "a0")
     assert code == 1 and "no behaviour vectors yet" in err  # a re-index starts without them
+
+
+def test_last_seen_keeps_each_pairs_latest_event_across_adds(tmp_path):
+    rows = [{"user_id": "u", "product_id": "p1", "event": "view", "timestamp": "2024-01-01"},
+            {"user_id": "u", "product_id": "p1", "event": "cart", "timestamp": "2024-01-05"},
+            {"user_id": "u", "product_id": "p1", "event": "view", "timestamp": "2024-01-03"},
+            {"user_id": "u", "product_id": "p2", "event": "view", "timestamp": "2024-01-02"},
+            {"user_id": "v", "product_id": "p3", "event": "view", "timestamp": "2024-01-11"}]
+    model = BehaviourModel.fit(read_events(write_csv(tmp_path / "a.csv", rows), PRODUCTS), len(PRODUCTS), SETTINGS)
+    history = dict(zip(*model.history("u")))
+    assert history == {1: 6.0, 2: 9.0}  # days before the newest event (v's, 2024-01-11)
+    later = [{"user_id": "u", "product_id": "p2", "event": "view", "timestamp": "2024-01-21"},
+             {"user_id": "w", "product_id": "p1", "event": "view", "timestamp": "2023-12-01"}]
+    model.add(read_events(write_csv(tmp_path / "b.csv", later), PRODUCTS))
+    model.save(tmp_path / "saved")
+    loaded = BehaviourModel.load(tmp_path / "saved")
+    assert dict(zip(*loaded.history("u"))) == {1: 16.0, 2: 0.0} and dict(zip(*loaded.history("w"))) == {1: 51.0}
+    assert loaded.shoppers_per_product[[1, 2, 3, 4]].tolist() == [2, 1, 1, 0]
+
+
+@pytest.mark.slow
+def test_recommend_reaches_unbought_products_like_the_shoppers_own(tmp_path):
+    """With the packaged text model (a random tiny one puts every title at cosine ~1)."""
+    from engine.config import RecommendSettings, VitrinaConfig
+    from engine.recommend import recommend
+    from engine.search import SearchSession
+    from tests.conftest import run_cli
+
+    titles = ["red leather boots women", "red leather boots men", "red leather boots kids", "steel watch strap",
+              "steel watch strap black", "blue cotton shirt", "blue cotton shirt men", "green summer dress"]
+    catalog = write_csv(tmp_path / "products.csv", [{"id": f"q{i}", "title": t} for i, t in enumerate(titles)])
+    index = tmp_path / "idx"
+    assert run_cli("index", catalog, "--out", index, "--image-model", "none", "-q")[0] == 0
+    events = [{"user_id": "boots", "product_id": "q0", "event": "purchase", "timestamp": "2024-01-01"},
+              {"user_id": "boots", "product_id": "q3", "event": "purchase", "timestamp": "2023-01-01"}]
+    events += [{"user_id": f"s{i}", "product_id": "q5", "event": "purchase", "timestamp": "2024-01-02"} for i in range(6)]
+    write_csv(tmp_path / "events.csv", events)
+    assert run_cli("events", "add", index, tmp_path / "events.csv", "--factors", "2")[0] == 0
+    session = SearchSession(index, VitrinaConfig(image_model=None, progress=False))
+
+    hits, personalised = recommend(session, "boots", k=3, settings=RecommendSettings(popularity_weight=0.0))
+    ids = [h.id for h in hits]
+    assert personalised and {"q1", "q2"} == set(ids[:2])  # nobody bought them: likeness to q0 finds them
+    assert not {"q0", "q3"} & set(ids)
+    assert "q1" in {h.id for h in recommend(session, "boots", k=3)[0]}  # still, beside the best seller
+    # recency: the year-old watch strap matters less than the new boots, and alike without a half-life
+    scores = {h.id: h.score for h in recommend(session, "boots", k=7)[0]}
+    flat = {h.id: h.score for h in recommend(session, "boots", k=7, settings=RecommendSettings(half_life_days=None))[0]}
+    assert flat["q4"] - flat["q1"] > scores["q4"] - scores["q1"]
+    # a heavy popularity weight puts the best seller first; a stranger gets the best sellers
+    assert recommend(session, "boots", k=1, settings=RecommendSettings(popularity_weight=100.0))[0][0].id == "q5"
+    assert recommend(session, "stranger", k=1)[0][0].id == "q5" and not recommend(session, "stranger")[1]
+    assert {"q0", "q3"} <= {h.id for h in recommend(session, "boots", k=8, include_seen=True)[0]}

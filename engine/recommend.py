@@ -1,0 +1,82 @@
+"""`vitrina recommend`: products for a shopper from what they bought, what it resembles, and what sells.
+
+A known shopper's score for a product blends three parts, each scaled to [0, 1]:
+- content affinity: how close the product sits to the shopper's own products in the index's product
+  space (fused once `vitrina train` ran, so words, pictures and co-purchases count; else text). Each
+  past product counts by recency (a half-life in days before the newest event), and similarities are
+  raised to `sharpness` before averaging, so one close match outweighs many loose ones. This is what
+  reaches products nobody has bought yet (new arrivals, other colours of a favourite);
+- behaviour affinity: the cosine of the shopper's and the product's ALS vectors (products without
+  events get none);
+- popularity: log(1 + shoppers of the product), scaled by the best seller's.
+Candidates are the nearest neighbours of the shopper's recent products (FAISS), the best sellers
+and the behaviour model's top products; only they are scored. An unknown shopper gets the best
+sellers. The defaults were chosen on H&M purchases (benchmarks/RESULTS.md, `recommend.py`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.behaviour import BehaviourModel
+from engine.config import RecommendSettings
+from engine.feedback import load_behaviour
+from engine.search import SearchHit, SearchSession, check_k
+
+
+def popularity(model: BehaviourModel) -> np.ndarray:
+    """log(1 + shoppers) per product row, scaled to [0, 1]."""
+    counts = np.log1p(model.shoppers_per_product)
+    return counts / counts.max() if counts.max() > 0 else counts
+
+
+def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool = False,
+              settings: RecommendSettings = RecommendSettings()) -> tuple[list[SearchHit], bool]:
+    """Top-k products for `user`, and whether they are personalised (an unknown user gets the best sellers)."""
+    check_k(k)
+    model = load_behaviour(session)
+    popular = popularity(model)
+    if str(user) not in model.user_index:
+        top = np.lexsort((np.arange(len(popular)), -popular))[:k]
+        top = top[model.has_vector[top]]
+        return session.hits(popular[top], top), False
+    rows, scores = score_for_user(session, model, str(user), settings, popular)
+    if not include_seen:
+        seen = set(model.history(str(user))[0].tolist())
+        keep = np.array([r not in seen for r in rows], dtype=bool)
+        rows, scores = rows[keep], scores[keep]
+    order = np.lexsort((rows, -scores))[:k]
+    return session.hits(scores[order], rows[order]), True
+
+
+def score_for_user(session: SearchSession, model: BehaviourModel, user: str, settings: RecommendSettings,
+                   popular: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate product rows, their blended scores) for a known user."""
+    rows, age = model.history(user)
+    recent = np.argsort(age, kind="stable")[: settings.history]
+    rows, age = rows[recent], age[recent]
+    weights = np.ones(len(rows)) if settings.half_life_days is None else 0.5 ** (age / settings.half_life_days)
+    space = session.directory.spaces[session.default_space()]
+    past, found = space.vectors_of_rows(rows)
+    weights = weights[found]
+    user_vector = model.user_vector(user)
+    behaviour = model.item_vectors() @ user_vector if user_vector is not None else np.zeros(model.n_products)
+    behaviour = np.where(model.has_vector, (behaviour + 1.0) / 2.0, 0.0)
+
+    candidates = [np.argsort(-popular, kind="stable")[: settings.best_sellers]]
+    if settings.behaviour_weight > 0:
+        candidates.append(np.argsort(-behaviour, kind="stable")[: settings.best_sellers])
+    if len(past):
+        _, neighbours = space.index.search(past, settings.neighbours)
+        candidates.append(neighbours[neighbours >= 0])
+    candidates = np.unique(np.concatenate(candidates)).astype(np.int64)
+
+    content = np.zeros(len(candidates))
+    if len(past):
+        vectors, has = space.vectors_of_rows(candidates)
+        similarity = np.maximum(vectors @ past.T, 0.0) ** settings.sharpness
+        content[has] = similarity @ weights / weights.sum()
+        content /= content.max() if content.max() > 0 else 1.0
+    scores = ((1.0 - settings.behaviour_weight) * content + settings.behaviour_weight * behaviour[candidates]
+              + settings.popularity_weight * popular[candidates])
+    return candidates, scores
