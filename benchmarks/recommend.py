@@ -34,7 +34,7 @@ import pandas as pd
 from benchutil import DATA, DEFAULT_OUT, markdown_table
 from engine.config import RecommendSettings, VitrinaConfig
 from engine.feedback import load_behaviour
-from engine.recommend import popularity, score_for_user
+from engine.recommend import best_sellers, popularity, score_for_user
 from engine.search import SearchSession
 
 WINDOW_DAYS = 14
@@ -66,7 +66,7 @@ def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: li
     window = log[(log.t > cut) & (log.t <= cut + pd.Timedelta(days=WINDOW_DAYS))]
     window = window[window["product"].isin(rows_by_id.keys())]
     truth = window.groupby("user")["product"].apply(lambda ids: {rows_by_id[i] for i in ids})
-    best = np.lexsort((np.arange(len(popular)), -popular))[:K]  # what `recommend` gives an unknown shopper
+    best = best_sellers(popular, K)  # what `recommend` gives an unknown shopper
     before = log[(log.t <= cut) & log["product"].isin(rows_by_id.keys())]
     by_purchases = before["product"].value_counts(sort=True).index[:K].map(rows_by_id).to_numpy()
     als_only = RecommendSettings(behaviour_weight=1.0, popularity_weight=0.0)
@@ -78,9 +78,6 @@ def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: li
             top = best
             if record["known"]:
                 rows, scores = score_for_user(session, model, user, s, popular)
-                seen = set(model.history(user)[0].tolist())
-                keep = np.array([r not in seen for r in rows], dtype=bool)
-                rows, scores = rows[keep], scores[keep]
                 top = rows[np.lexsort((rows, -scores))[:K]]
             record[name] = len(set(top.tolist()) & bought) / len(bought)
         records.append(record)

@@ -30,6 +30,11 @@ def popularity(model: BehaviourModel) -> np.ndarray:
     return counts / counts.max() if counts.max() > 0 else counts
 
 
+def best_sellers(popular: np.ndarray, n: int) -> np.ndarray:
+    """The n most popular product rows, ties by row."""
+    return np.argsort(-popular, kind="stable")[:n]
+
+
 def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool = False,
               settings: RecommendSettings = RecommendSettings()) -> tuple[list[SearchHit], bool]:
     """Top-k products for `user`, and whether they are personalised (an unknown user gets the best sellers)."""
@@ -37,34 +42,31 @@ def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool
     model = load_behaviour(session)
     popular = popularity(model)
     if str(user) not in model.user_index:
-        top = np.lexsort((np.arange(len(popular)), -popular))[:k]
+        top = best_sellers(popular, k)
         top = top[model.has_vector[top]]
         return session.hits(popular[top], top), False
-    rows, scores = score_for_user(session, model, str(user), settings, popular)
-    if not include_seen:
-        seen = set(model.history(str(user))[0].tolist())
-        keep = np.array([r not in seen for r in rows], dtype=bool)
-        rows, scores = rows[keep], scores[keep]
+    rows, scores = score_for_user(session, model, str(user), settings, popular, include_seen)
     order = np.lexsort((rows, -scores))[:k]
     return session.hits(scores[order], rows[order]), True
 
 
 def score_for_user(session: SearchSession, model: BehaviourModel, user: str, settings: RecommendSettings,
-                   popular: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(candidate product rows, their blended scores) for a known user."""
-    rows, age = model.history(user)
+                   popular: np.ndarray, include_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate product rows, their blended scores) for a known user; without the user's own products
+    unless `include_seen`."""
+    history, age = model.history(user)
     recent = np.argsort(age, kind="stable")[: settings.history]
-    rows, age = rows[recent], age[recent]
+    rows, age = history[recent], age[recent]
     weights = np.ones(len(rows)) if settings.half_life_days is None else 0.5 ** (age / settings.half_life_days)
     space = session.directory.spaces[session.default_space()]
     past, found = space.vectors_of_rows(rows)
     weights = weights[found]
-    user_vector = model.user_vector(user)
-    behaviour = model.item_vectors() @ user_vector if user_vector is not None else np.zeros(model.n_products)
-    behaviour = np.where(model.has_vector, (behaviour + 1.0) / 2.0, 0.0)
 
-    candidates = [np.argsort(-popular, kind="stable")[: settings.best_sellers]]
-    if settings.behaviour_weight > 0:
+    candidates = [best_sellers(popular, settings.best_sellers)]
+    behaviour = np.zeros(model.n_products)
+    user_vector = model.user_vector(user)
+    if settings.behaviour_weight > 0 and user_vector is not None:  # only then is the ALS affinity worth computing
+        behaviour = np.where(model.has_vector, (model.item_vectors() @ user_vector + 1.0) / 2.0, 0.0)
         candidates.append(np.argsort(-behaviour, kind="stable")[: settings.best_sellers])
     if len(past):
         _, neighbours = space.index.search(past, settings.neighbours)
@@ -79,4 +81,7 @@ def score_for_user(session: SearchSession, model: BehaviourModel, user: str, set
         content /= content.max() if content.max() > 0 else 1.0
     scores = ((1.0 - settings.behaviour_weight) * content + settings.behaviour_weight * behaviour[candidates]
               + settings.popularity_weight * popular[candidates])
-    return candidates, scores
+    if include_seen:
+        return candidates, scores
+    unseen = ~np.isin(candidates, history)  # left out after scaling, so the scale is that of all candidates
+    return candidates[unseen], scores[unseen]
