@@ -52,9 +52,7 @@ class VectorSpace:
         """The stored vectors of those product rows that have one here, and a mask of which rows do."""
         positions = np.array([self._positions.get(int(r), -1) for r in rows], dtype=np.int64)
         found = positions >= 0
-        stored = np.asarray(self.vectors[positions[found]], dtype=np.float32) if found.any() else \
-            np.zeros((0, self.vectors.shape[1]), np.float32)
-        return stored, found
+        return np.asarray(self.vectors[positions[found]], dtype=np.float32), found  # (0, dim) when none
 
     def scores_of(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Inner product of `vector` with the stored vector of each product row; NaN where a row has none."""
