@@ -109,8 +109,8 @@ class IndexDirectory:
             if self.lexical is not None:
                 self.lexical.save(tmp / LEXICAL_DIR)
                 self.manifest.lexical = self.lexical.describe()
-            for role, source in self.encoder_dirs.items():
-                shutil.copytree(source, tmp / ENCODERS_DIR / role)
+            for role, source in self.encoder_dirs.items():  # model files are never changed in place
+                shutil.copytree(source, tmp / ENCODERS_DIR / role, copy_function=_link_or_copy)
             self.manifest.save(tmp)  # last: a directory with a manifest is complete
             replace_directory(tmp, out)
             self.path = out

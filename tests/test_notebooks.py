@@ -16,7 +16,8 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_executes_and_shows_images(tmp_path):
+def test_quickstart_notebook_executes_and_shows_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITRINA_EVAL_WORK", str(tmp_path / "work"))
     nb = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     html = [
