@@ -470,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_export_parser(sub)
     _add_feedback_parsers(sub)
+    _add_serve_parser(sub)
 
     p = sub.add_parser("info", help="describe an index directory")
     p.add_argument("dir", metavar="DIR")
@@ -615,6 +616,64 @@ def _add_export_parser(sub) -> None:
     p.add_argument("--offline", action="store_true", help="never contact a model hub")
     p.add_argument("--json", action="store_true", help="print what was written as one JSON object")
     p.set_defaults(func=cmd_export_onnx, backend="torch", device="cpu")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from index.filters import FilterFields
+    from serving.app import SETTINGS_ENV, create_app, settings_for_workers
+    from serving.config import ServingConfig
+
+    IndexManifest.load(Path(args.dir))  # a clear error now, not in a worker
+    if args.workers < 1:
+        raise QueryError(f"--workers must be at least 1, got {args.workers}")
+    config = dataclasses.replace(
+        _config(args), progress=False,
+        filters=FilterFields(category=args.category_field, brand=args.brand_field, price=args.price_field),
+    )
+    serving = ServingConfig.with_environment_key(open_reads=not args.keyed_reads, max_k=args.max_k,
+                                                 cache_size=args.cache_size, batch_size=args.max_batch)
+    where = f"http://{args.host}:{args.port}"
+    writes = "need the API key" if serving.api_key else "are disabled (set VITRINA_API_KEY to enable them)"
+    print(f"vitrina: serving {args.dir} on {where} (page /, API docs /docs); writes and admin {writes}", file=sys.stderr)
+    level = "info" if args.verbose else "warning"
+    if args.workers == 1:
+        uvicorn.run(create_app(args.dir, config, serving), host=args.host, port=args.port, log_level=level,
+                    access_log=args.access_log)
+        return 0
+    run_dir = Path(tempfile.mkdtemp(prefix="vitrina-serve-"))
+    (run_dir / "metrics").mkdir()
+    serving = dataclasses.replace(serving, metrics_dir=str(run_dir / "metrics"), reload_signal=str(run_dir / "reload.json"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = serving.metrics_dir  # prometheus_client's own switch, read in each worker
+    os.environ[SETTINGS_ENV] = settings_for_workers(Path(args.dir), config, serving)
+    uvicorn.run("serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level=level, access_log=args.access_log)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run the HTTP API and search page over an index directory")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1; each loads the index and its encoders once)")
+    p.add_argument("--keyed-reads", action="store_true", help="searches need the API key too (default: open)")
+    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
+    p.add_argument("--cache-size", type=int, default=10_000, help="query embeddings cached (LRU; 0: none)")
+    p.add_argument("--max-batch", type=int, default=32, help="queries encoded together at most (micro-batching)")
+    p.add_argument("--category-field", default=None, metavar="F",
+                   help="column the category filter reads (default: category, articleType, product_type_name, ...)")
+    p.add_argument("--brand-field", default=None, metavar="F", help="column the brand filter reads (default: brand)")
+    p.add_argument("--price-field", default=None, metavar="F", help="column the price filters read (default: price)")
+    p.add_argument("--access-log", action="store_true", help="log every request (never the API key)")
+    _add_model_flags(p, search=True)
+    p.set_defaults(func=cmd_serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from encoders.factory import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
 from engine.catalog import CatalogFields
 from engine.errors import QueryError
 from index.config import IndexConfig
+from index.filters import FilterFields
 from index.rank_fusion import HybridSettings
 
 
@@ -22,6 +23,7 @@ class VitrinaConfig:
     encoders: EncoderConfig = field(default_factory=EncoderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     hybrid: HybridSettings = field(default_factory=HybridSettings)
+    filters: FilterFields = field(default_factory=FilterFields)
     progress: bool = True
 
 

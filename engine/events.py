@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -132,14 +132,36 @@ def read_events(
     """
     path = Path(path)
     table = _read_table(path)
+    first_line = 2 if path.suffix.lower() != ".parquet" else 1  # CSV: after the header; Parquet: row numbers
+    unit = "line" if first_line == 2 else "row"
+    return events_from_table(table, str(path), lambda i: f"{path.name}, {unit} {i + first_line}",
+                             product_rows, weights, fields)
+
+
+def events_from_records(records: Sequence[Mapping[str, object]], product_rows: Mapping[str, int],
+                        weights: EventWeights = EventWeights(), fields: EventFields = EventFields(),
+                        source: str = "events") -> EventLog:
+    """Events given as records (one dict per event, e.g. a JSON request body); bad ones are counted
+    with their position, as `events[3]`."""
+    names: list[str] = []
+    for record in records:
+        names.extend(k for k in record if k not in names)
+    table = pa.table({name: pa.array([None if r.get(name) is None else str(r.get(name)) for r in records],
+                                     type=pa.string()) for name in names})
+    return events_from_table(table, source, lambda i: f"{source}[{i}]", product_rows, weights, fields)
+
+
+def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], str], product_rows: Mapping[str, int],
+                      weights: EventWeights = EventWeights(), fields: EventFields = EventFields()) -> EventLog:
+    """The checks and conversion behind `read_events`; `where_of(i)` names row i in problem reports."""
     columns = set(table.column_names)
     required = [fields.user_field, fields.product_field, fields.timestamp_field]
     missing = [c for c in required if c not in columns]
     if missing:
-        raise CatalogError(f"{path}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)})")
+        raise CatalogError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)})")
     has_weight, has_event = fields.weight_field in columns, fields.event_field in columns
     if not (has_weight or has_event or fields.default_event):
-        raise CatalogError(f"{path}: needs an {fields.event_field!r} or a {fields.weight_field!r} column "
+        raise CatalogError(f"{source}: needs an {fields.event_field!r} or a {fields.weight_field!r} column "
                            "(or a default event for every row)")
     if fields.default_event and weights.of(fields.default_event) is None:
         raise CatalogError(f"unknown default event {fields.default_event!r}; use view, click, cart or purchase")
@@ -149,11 +171,10 @@ def read_events(
 
     users, products, stamps = column(fields.user_field), column(fields.product_field), column(fields.timestamp_field)
     events, raw_weights = column(fields.event_field), column(fields.weight_field)
-    first_line = 2 if path.suffix.lower() != ".parquet" else 1  # CSV: after the header; Parquet: row numbers
     problems = EventProblems()
     keep_users, keep_rows, keep_weights, keep_stamps = [], [], [], []
     for i in range(table.num_rows):
-        where = f"{path.name}, {'line' if first_line == 2 else 'row'} {i + first_line}"
+        where = where_of(i)
         user, product = users[i].strip(), products[i].strip()
         if not user:
             problems.add(f"empty {fields.user_field}", where)

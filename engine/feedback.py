@@ -8,21 +8,26 @@ re-index, events must be added again.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from engine.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport, load_index_behaviour
 from engine.errors import QueryError
-from engine.events import EventFields, EventProblems, EventWeights, read_events
+from engine.events import EventFields, EventLog, EventProblems, EventWeights, read_events
 from engine.fusion import FUSION_DIR
 from engine.shared_space import refresh_shared_space
 from engine.search import SearchHit, SearchSession, check_k
 from index.rank_fusion import min_max_scaled
 from index.store import replace_directory
+
+LOCK_FILE = ".events.lock"  # held while behaviour vectors are rewritten
 
 
 @dataclass
@@ -48,7 +53,28 @@ def add_events(
     fields: EventFields = EventFields(), refit: bool = False, settings: BehaviourSettings = BehaviourSettings(),
 ) -> EventsAdded:
     """Read events, fold them into the index's behaviour vectors (or fit them the first time), save."""
-    log = read_events(events_file, session.products.rows_by_id, weights, fields)
+    return fold_in(session, read_events(events_file, session.products.rows_by_id, weights, fields), refit, settings)
+
+
+def fold_in(session: SearchSession, log: EventLog, refit: bool = False,
+            settings: BehaviourSettings = BehaviourSettings()) -> EventsAdded:
+    """Fold an event log into the index's behaviour vectors (fit them the first time) and save them;
+    one writer at a time per index directory (a lock file), so a server and the CLI can both add."""
+    with _writer_lock(session.path):
+        return _fold_in_locked(session, log, refit, settings)
+
+
+@contextmanager
+def _writer_lock(index_path: Path) -> Iterator[None]:
+    with open(index_path / LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fold_in_locked(session: SearchSession, log: EventLog, refit: bool, settings: BehaviourSettings) -> EventsAdded:
     target = session.path / BEHAVIOUR_DIR
     if (target / STATE_FILE).is_file():
         model = load_behaviour(session)
@@ -76,20 +102,24 @@ PERSONAL_DEPTH = 100  # candidates re-ranked for a user
 
 def personalised_search(session: SearchSession, query: str, user: str, k: int = 10, space: str | None = None,
                         mode: str | None = None, weight: float = PERSONAL_WEIGHT) -> tuple[list[SearchHit], bool]:
-    """Search results re-ranked for `user`, and whether they were personalised.
-
-    The top PERSONAL_DEPTH results are re-scored as (1 - weight) x their min-max scaled search score
-    + weight x the min-max scaled affinity of the user's behaviour vector for each product (products
-    without a behaviour vector get none). An unknown user gets the plain results.
-    """
+    """Search results re-ranked for `user`, and whether they were personalised (see `personalise`)."""
     check_k(k)
+    scores, rows = session.retrieve([query], max(k, PERSONAL_DEPTH), space or session.default_space(), mode)
+    return personalise(session, load_behaviour(session), scores[0], rows[0], user, k, weight)
+
+
+def personalise(session: SearchSession, model: BehaviourModel, scores: np.ndarray, rows: np.ndarray, user: str,
+                k: int, weight: float = PERSONAL_WEIGHT) -> tuple[list[SearchHit], bool]:
+    """Re-rank one query's results (best PERSONAL_DEPTH or more) for `user`; whether it was personalised.
+
+    Each result is re-scored as (1 - weight) x its min-max scaled search score + weight x the min-max
+    scaled affinity of the user's behaviour vector for the product (products without a behaviour
+    vector get none). An unknown user gets the plain results.
+    """
     if not 0.0 <= weight <= 1.0:
         raise QueryError(f"the personalisation weight must be between 0 and 1, got {weight}")
-    scores, rows = session.retrieve([query], max(k, PERSONAL_DEPTH), space or session.default_space(), mode)
-    scores, rows = scores[0], rows[0]
     valid = rows >= 0
     scores, rows = scores[valid].astype(np.float64), rows[valid]
-    model = load_behaviour(session)
     vector = model.user_vector(user)
     if vector is None or not len(rows):
         return session.hits(scores, rows, k=k), False

@@ -36,11 +36,16 @@ def best_sellers(popular: np.ndarray, n: int) -> np.ndarray:
 
 
 def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool = False,
-              settings: RecommendSettings = RecommendSettings()) -> tuple[list[SearchHit], bool]:
-    """Top-k products for `user`, and whether they are personalised (an unknown user gets the best sellers)."""
+              settings: RecommendSettings = RecommendSettings(), model: BehaviourModel | None = None,
+              popular: np.ndarray | None = None) -> tuple[list[SearchHit], bool]:
+    """Top-k products for `user`, and whether they are personalised (an unknown user gets the best sellers).
+
+    model / popular: the index's behaviour model and its `popularity`, when the caller keeps them
+    loaded (a server); else they are read from the index directory.
+    """
     check_k(k)
-    model = load_behaviour(session)
-    popular = popularity(model)
+    model = model or load_behaviour(session)
+    popular = popularity(model) if popular is None else popular
     if str(user) not in model.user_index:
         top = best_sellers(popular, k)
         top = top[model.has_vector[top]]

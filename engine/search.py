@@ -18,6 +18,7 @@ from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
 from index import IndexDirectory
+from index.filters import FilterColumns, ProductFilter
 from index.rank_fusion import fuse
 
 SPACES = ("text", "image", "fused")
@@ -133,10 +134,19 @@ class SearchSession:
         ]
         return hits[:k] if k else hits
 
-    def search_vectors(self, space: str, vectors: np.ndarray, k: int) -> list[list[SearchHit]]:
+    def search_vectors(self, space: str, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[list[SearchHit]]:
         self.manifest.space(space)  # a clear error when the index has no such vectors
-        scores, rows = self.directory.spaces[space].index.search(vectors, check_k(k))
+        scores, rows = self.directory.spaces[space].search(vectors, check_k(k), allowed)
         return [self.hits(s, r) for s, r in zip(scores, rows)]
+
+    @cached_property
+    def filters(self) -> FilterColumns:
+        """The catalog columns that category, brand and price filters read."""
+        return FilterColumns(self.products, self.config.filters)
+
+    def allowed_rows(self, product_filter: ProductFilter | None) -> np.ndarray | None:
+        """The product rows a filter allows (a boolean mask), or None for no filter."""
+        return None if product_filter is None else self.filters.mask(product_filter)
 
     @cached_property
     def fusion(self) -> FusionModel | None:
@@ -190,10 +200,13 @@ class SearchSession:
         space: str = "text",
         mode: str | None = None,
         query_vectors: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, product rows) per query, rows -1 past the end; the engine of `search`.
 
         query_vectors: the queries already encoded by `encode_queries` (else they are encoded here).
+        allowed: a boolean mask of the product rows that may be returned (`allowed_rows`), applied
+        inside both the BM25 and the FAISS search.
         """
         self._check_space(space)
         mode = mode or self.default_mode(space)
@@ -208,7 +221,7 @@ class SearchSession:
         hybrid = self.config.hybrid
         depth = max(k, hybrid.candidates) if mode == "hybrid" else k
         if mode != "dense":
-            lexical = self.directory.lexical.search(cleaned, depth)
+            lexical = self.directory.lexical.search(cleaned, depth, allowed)
             if mode == "lexical":
                 return lexical
         target = self._text_target(space)[1]
@@ -216,7 +229,7 @@ class SearchSession:
         if query_vectors is None:
             query_vectors = self._encode_clean(cleaned, space)
         vectors = self.directory.spaces[target]
-        dense = vectors.index.search(query_vectors, depth)
+        dense = vectors.search(query_vectors, depth, allowed)
         if mode == "dense":
             return dense
         return fuse(
@@ -227,11 +240,13 @@ class SearchSession:
         )
 
     def search(
-        self, queries: Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None
+        self, queries: Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None,
+        product_filter: ProductFilter | None = None,
     ) -> list[list[SearchHit]]:
         """Text queries by BM25 (lexical), by vectors (dense: the text, fused or image vectors) or both
         fused (hybrid, the default where the index has BM25). `space` defaults to `default_space()`."""
-        scores, rows = self.retrieve(queries, k, space or self.default_space(), mode)
+        allowed = self.allowed_rows(product_filter)
+        scores, rows = self.retrieve(queries, k, space or self.default_space(), mode, allowed=allowed)
         return [self.hits(s, r) for s, r in zip(scores, rows)]
 
     def default_image_space(self) -> str:
@@ -245,12 +260,14 @@ class SearchSession:
         vectors = self.encoder("image").encode(list(images))
         return self.fusion.fused_query("image", vectors) if space == "fused" else vectors
 
-    def similar_to_images(self, images: Sequence[Image.Image], k: int = 10, space: str | None = None) -> list[list[SearchHit]]:
+    def similar_to_images(self, images: Sequence[Image.Image], k: int = 10, space: str | None = None,
+                          product_filter: ProductFilter | None = None) -> list[list[SearchHit]]:
         """Similar products for each query image, in the image space or the fused space."""
         space = space or self.default_image_space()
-        return self.search_vectors(space, self.encode_images(images, space), k)
+        return self.search_vectors(space, self.encode_images(images, space), k, self.allowed_rows(product_filter))
 
-    def similar_to_product(self, product_id: str, k: int = 10, space: str | None = None) -> list[SearchHit]:
+    def similar_to_product(self, product_id: str, k: int = 10, space: str | None = None,
+                           product_filter: ProductFilter | None = None) -> list[SearchHit]:
         """Products like a catalog product (itself excluded), from its stored vector in `space`
         (image: looks alike; fused: looks, words and shoppers alike; text: described alike)."""
         space = self._check_space(space or self.default_image_space())
@@ -262,7 +279,8 @@ class SearchSession:
         if vector is None:
             why = "no image, or it failed at index time" if space == "image" else "nothing to build it from"
             raise QueryError(f"product {product_id!r} has no {space} vector ({why})")
-        scores, rows = vectors.index.search(vector[None, :], check_k(k) + 1)
+        allowed = self.allowed_rows(product_filter)
+        scores, rows = vectors.search(vector[None, :], check_k(k) + 1, allowed)
         return self.hits(scores[0], rows[0], exclude=row, k=k)
 
     def image_source(self, product_id: str) -> str | None:

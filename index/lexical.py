@@ -126,10 +126,11 @@ class LexicalIndex:
         index.retriever.index([index.analyzer.tokens(t) for t in texts], show_progress=False)
         return index
 
-    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Sequence[str], k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (len(queries), k) best first; rows -1 where fewer products match.
 
-        Products sharing no token with the query score 0 and are not returned.
+        Products sharing no token with the query score 0 and are not returned; with `allowed` (a
+        boolean mask over rows), neither are the products outside it.
         """
         k_eff = min(k, self.count)
         scores = np.zeros((len(queries), k), dtype=np.float32)
@@ -138,6 +139,8 @@ class LexicalIndex:
             if not ids or k_eff == 0:
                 continue
             doc_scores = self.retriever.get_scores(ids)
+            if allowed is not None:
+                doc_scores = np.where(allowed, doc_scores, 0.0)
             top = np.argpartition(-doc_scores, k_eff - 1)[:k_eff] if k_eff < len(doc_scores) else np.arange(len(doc_scores))
             top = top[np.lexsort((top, -doc_scores[top]))]
             top = top[doc_scores[top] > 0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,11 @@ class SpaceInfo:
     runtime: str = ""  # how the encoder ran: "onnx int8 (CPUExecutionProvider)", "torch (cpu)"
 
 
+def new_version() -> str:
+    """A sortable, unique index version: UTC time of writing plus a random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
 @dataclass
 class IndexManifest:
     product_count: int
@@ -35,6 +41,7 @@ class IndexManifest:
     vitrina_version: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
+    version: str = field(default_factory=new_version)  # new at every write; served as index_version
 
     def space(self, name: str) -> SpaceInfo:
         if name not in self.spaces:
@@ -54,7 +61,12 @@ class IndexManifest:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+    def stamp(self) -> None:
+        """Give the manifest a new version: its index directory's content is about to change."""
+        self.version = new_version()
+
     def save(self, directory: Path) -> None:
+        self.stamp()
         (directory / MANIFEST_FILE).write_text(self.to_json() + "\n")
 
     @classmethod
@@ -71,6 +83,7 @@ class IndexManifest:
             raise IndexStoreError(
                 f"{path} has index format {version}; this Vitrina reads format {FORMAT_VERSION}. Re-index the catalog."
             )
+        data.setdefault("version", data.get("created_at", ""))  # written before versions existed
         try:
             data["spaces"] = {k: SpaceInfo(**v) for k, v in data["spaces"].items()}
             return cls(**data)

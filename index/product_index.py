@@ -110,14 +110,40 @@ class ProductIndex:
     def dim(self) -> int:
         return int(self._cpu.d)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, rows) per query row; rows are -1 where fewer than k vectors exist."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) per query row; rows are -1 where fewer than k vectors exist.
+
+        allowed: a boolean mask over product rows; only those rows are searched (a FAISS IDSelector
+        inside the search, on the CPU index). An approximate index may then find fewer than k.
+        """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise IndexStoreError(f"query vectors have shape {queries.shape}; this index holds {self.dim}-d vectors")
         if k < 1:
             raise IndexStoreError(f"k must be at least 1, got {k}")
-        return self._search_index.search(queries, k)
+        if allowed is None:
+            return self._search_index.search(queries, k)
+        bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")  # bit r: row r allowed
+        params = self._selector_parameters(faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)))
+        return self._cpu.search(queries, k, params=params)  # `bitmap` stays alive through the call
+
+    @property
+    def is_exact(self) -> bool:
+        """True for brute-force (Flat) indexes, whose filtered searches always find every match."""
+        return isinstance(self._base, faiss.IndexFlat)
+
+    @property
+    def _base(self) -> faiss.Index:
+        return faiss.downcast_index(self._cpu.index) if isinstance(self._cpu, faiss.IndexIDMap) else self._cpu
+
+    def _selector_parameters(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+        """Search parameters of the base index's own type (FAISS refuses others), carrying `selector`."""
+        base = self._base
+        if isinstance(base, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=min(self.config.ivf_nprobe, base.nlist))
+        if isinstance(base, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.hnsw_ef_search)
+        return faiss.SearchParameters(sel=selector)
 
     def save(self, path: Path) -> None:
         faiss.write_index(self._cpu, str(path))

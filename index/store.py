@@ -61,9 +61,45 @@ class VectorSpace:
         out[found] = stored @ np.asarray(vector, dtype=np.float32)
         return out
 
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) per query, only among `allowed` product rows when a mask is given.
+
+        The filter runs inside the FAISS search; where an approximate index finds fewer than k of
+        the allowed products (a very selective filter), that query is answered exactly over them.
+        """
+        if allowed is None:
+            return self.index.search(queries, k)
+        allowed = np.asarray(allowed, dtype=bool)
+        scores, rows = self.index.search(queries, k, allowed)
+        if self.index.is_exact:
+            return scores, rows
+        reachable = int(allowed[self.rows].sum())
+        short = np.flatnonzero((rows >= 0).sum(axis=1) < min(k, reachable))
+        if len(short):
+            positions = np.flatnonzero(allowed[self.rows])
+            exact_scores, exact_rows = _exact_top_k(np.asarray(queries, dtype=np.float32)[short],
+                                                    np.asarray(self.vectors[positions], dtype=np.float32),
+                                                    self.rows[positions], k)
+            scores[short], rows[short] = exact_scores, exact_rows
+        return scores, rows
+
     @cached_property
     def _positions(self) -> dict[int, int]:
         return {int(row): position for position, row in enumerate(self.rows)}
+
+
+def _exact_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product top-k of `queries` over `vectors` (keyed by `rows`), padded with -1."""
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    if len(vectors):
+        sims = queries @ vectors.T
+        take = min(k, len(vectors))
+        for i, row_sims in enumerate(sims):
+            top = np.argpartition(-row_sims, take - 1)[:take]
+            top = top[np.lexsort((rows[top], -row_sims[top]))]
+            scores[i, :take], found[i, :take] = row_sims[top], rows[top]
+    return scores, found
 
 
 @dataclass
@@ -201,6 +237,8 @@ def remove_space(directory: Path, name: str) -> None:
 
 
 def write_manifest(directory: Path, manifest: IndexManifest) -> None:
+    """Write the manifest of an index directory being edited, with a new version."""
+    manifest.stamp()
     _replace_file(directory / MANIFEST_FILE, lambda tmp: tmp.write_text(manifest.to_json() + "\n"))
 
 

@@ -1,0 +1,394 @@
+"""The HTTP API and web page of one index directory (FastAPI). `create_app` builds it; `vitrina serve` runs it.
+
+Every search-like response is `{"results": [{"id", "score", ...metadata}], "index_version": ...}`.
+Reads are open unless `ServingConfig.open_reads` is False; writes and admin need the API key, sent
+as `X-API-Key: KEY` or `Authorization: Bearer KEY`, compared in constant time and never logged.
+"""
+
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import logging
+import math
+import pickle
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Literal
+
+import numpy as np
+from fastapi import Body, Depends, FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from encoders.errors import EncoderError, ImageLoadError
+from encoders.image_io import decode_image, is_url
+from engine.catalog import CatalogError
+from engine.config import RecommendSettings, VitrinaConfig
+from engine.errors import QueryError
+from engine.events import events_from_records
+from engine.feedback import PERSONAL_DEPTH, fold_in, personalise
+from engine.recommend import recommend
+from engine.search import SearchHit, clean_query
+from index.errors import IndexStoreError
+from index.filters import ProductFilter
+from serving.config import ServingConfig
+from serving.live import IndexHolder, LiveIndex
+from serving.metrics import ServiceMetrics
+
+log = logging.getLogger("vitrina.serving")
+STATIC = Path(__file__).parent / "static"
+SETTINGS_ENV = "VITRINA_SERVE_SETTINGS"  # how `vitrina serve --workers N` hands its settings to each worker
+
+
+class Hit(BaseModel):
+    """One product: its id, its score, and the catalog's other columns."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    score: float
+
+
+class Results(BaseModel):
+    results: list[Hit]
+    index_version: str
+    personalised: bool | None = None
+
+
+class EventIn(BaseModel):
+    user_id: str = Field(min_length=1, max_length=256)
+    product_id: str = Field(min_length=1, max_length=256)
+    event: Literal["view", "click", "cart", "purchase"] | None = None
+    timestamp: str | float = Field(description="ISO 8601 time (UTC when naive) or epoch seconds")
+    weight: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+class EventsIn(BaseModel):
+    events: list[EventIn] = Field(min_length=1)
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    rejected: int
+    problems: dict[str, int]
+    examples: list[str]
+    users: int
+    products_with_vectors: int
+    index_version: str
+
+
+class ReloadIn(BaseModel):
+    path: str | None = Field(default=None, description="another index directory to serve (default: the current one)")
+
+
+class ReloadOut(BaseModel):
+    index_version: str
+    previous_version: str | None
+    path: str
+    seconds: float
+
+
+def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serving: ServingConfig | None = None) -> FastAPI:
+    """The service for one index directory; the index loads (and warms up) in the background at start."""
+    config = config or VitrinaConfig(progress=False)
+    serving = serving or ServingConfig()
+    metrics = ServiceMetrics(serving.metrics_dir)
+    holder = IndexHolder(Path(index_path), config, serving, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def first_load() -> None:
+            try:
+                await holder.reload(announce=False)
+            except Exception as exc:  # /readyz says why; the process stays up for /healthz
+                holder.load_error = str(exc)
+                log.error("could not load the index %s: %s", index_path, exc)
+
+        tasks = [asyncio.create_task(first_load()), asyncio.create_task(holder.follow_signal())]
+        yield
+        for task in tasks:
+            task.cancel()
+        if holder.current is not None:
+            holder.current.close()
+
+    app = FastAPI(
+        title="Vitrina", version="1", lifespan=lifespan, max_body_size=serving.max_upload_bytes,  # larger: 413
+        description="Semantic product search, visually similar products and recommendations over one index.",
+    )
+    app.state.holder = holder
+    app.state.metrics = metrics
+    limits = _Limits(serving)
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key (VITRINA_API_KEY)")
+    bearer = HTTPBearer(auto_error=False, description="the API key as a bearer token")
+
+    def given_key(header: str | None, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+        return header or (credentials.credentials if credentials is not None else None)
+
+    async def write_access(header: Annotated[str | None, Depends(key_header)],
+                           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        _check_key(serving.api_key, given_key(header, credentials), "writes and admin")
+
+    async def read_access(header: Annotated[str | None, Depends(key_header)],
+                          credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if not serving.open_reads:
+            _check_key(serving.api_key, given_key(header, credentials), "searches")
+
+    def live() -> LiveIndex:
+        current = holder.current
+        if current is None:
+            why = f": {holder.load_error}" if holder.load_error else "; try again in a moment"
+            raise HTTPException(503, f"the index is not loaded{why}")
+        return current
+
+    Live = Annotated[LiveIndex, Depends(live)]
+    K = Annotated[int, Query(ge=1, le=serving.max_k, description="how many results")]
+    Category = Annotated[list[str] | None, Query(max_length=50, description="keep these categories (any of)")]
+    Brand = Annotated[list[str] | None, Query(max_length=50, description="keep these brands (any of)")]
+    PriceMin = Annotated[float | None, Query(ge=0, le=1e12, description="lowest price kept")]
+    PriceMax = Annotated[float | None, Query(ge=0, le=1e12, description="highest price kept")]
+    ProductId = Annotated[str, PathParam(min_length=1, max_length=256)]
+    read = [Depends(read_access)]
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics.requests.labels(name, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(QueryError)
+    @app.exception_handler(ImageLoadError)
+    @app.exception_handler(CatalogError)
+    async def bad_input(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(IndexStoreError)
+    @app.exception_handler(EncoderError)
+    async def index_problem(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(problems), "errors": _plain(exc.errors())}, status_code=422)
+
+    @app.get("/search", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Search products by text")
+    async def search(
+        index: Live,
+        q: Annotated[str, Query(min_length=1, max_length=serving.max_query_chars, description="what the shopper typed")],
+        k: K = 10, category: Category = None, brand: Brand = None, price_min: PriceMin = None, price_max: PriceMax = None,
+        user: Annotated[str | None, Query(min_length=1, max_length=256, description="personalise for this shopper")] = None,
+        space: Literal["text", "image", "fused"] | None = None,
+        mode: Literal["lexical", "dense", "hybrid"] | None = None,
+    ) -> dict[str, Any]:
+        session = index.session
+        cleaned = clean_query(q)
+        space = space or session.default_space()
+        mode = mode or session.default_mode(space)
+        allowed = limits.allowed(index, category, brand, price_min, price_max)
+        vector = None if mode == "lexical" else await index.text_vector(cleaned, space)
+        personal = user is not None and index.behaviour is not None
+        depth = max(k, PERSONAL_DEPTH) if personal else k
+        started = time.perf_counter()
+        scores, rows = await run_in_threadpool(
+            session.retrieve, [cleaned], depth, space, mode, None if vector is None else vector[None, :], allowed)
+        metrics.index_seconds.labels(space).observe(time.perf_counter() - started)
+        if personal:
+            hits, personalised = personalise(session, index.behaviour, scores[0], rows[0], user, k)
+            return _results(index, hits, personalised)
+        return _results(index, session.hits(scores[0], rows[0], k=k), False if user is not None else None)
+
+    @app.post("/search/image", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Products that look like an uploaded photo")
+    async def search_image(
+        index: Live, file: Annotated[UploadFile, File(description="a JPEG, PNG or WebP photo")],
+        k: K = 10, category: Category = None, brand: Brand = None, price_min: PriceMin = None, price_max: PriceMax = None,
+        space: Literal["image", "fused"] | None = None,
+    ) -> dict[str, Any]:
+        session = index.session
+        if "image" not in session.manifest.spaces:
+            raise QueryError("this index has no image vectors; index a catalog with images to search by photo")
+        data = await file.read()
+        if not data:
+            raise QueryError("the uploaded file is empty")
+        label = f"the upload {file.filename or 'file'!r}"
+        image = await run_in_threadpool(decode_image, data, label, serving.max_image_pixels)
+        space = space or session.default_image_space()
+        allowed = limits.allowed(index, category, brand, price_min, price_max)
+        vector = await index.image_vector(image, space)
+        started = time.perf_counter()
+        hits = await run_in_threadpool(session.search_vectors, space, vector[None, :], k, allowed)
+        metrics.index_seconds.labels(space).observe(time.perf_counter() - started)
+        return _results(index, hits[0])
+
+    @app.get("/products/{product_id}/similar", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Products like this one")
+    async def similar(
+        index: Live, product_id: ProductId, k: K = 10, category: Category = None, brand: Brand = None,
+        price_min: PriceMin = None, price_max: PriceMax = None, space: Literal["image", "fused", "text"] | None = None,
+    ) -> dict[str, Any]:
+        _known(index, product_id)
+        filter_ = limits.product_filter(category, brand, price_min, price_max)
+        hits = await run_in_threadpool(index.session.similar_to_product, product_id, k, space, filter_)
+        return _results(index, hits)
+
+    @app.get("/products/{product_id}", dependencies=read, summary="One product's catalog data")
+    async def product(index: Live, product_id: ProductId) -> dict[str, Any]:
+        row = _known(index, product_id)
+        return {"id": product_id, **_clean_metadata(index.session.products.metadata(row)), "index_version": index.version}
+
+    @app.get("/products/{product_id}/image", dependencies=read, summary="One product's image",
+             response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
+    async def product_image(index: Live, product_id: ProductId) -> Response:
+        _known(index, product_id)
+        source = index.session.image_source(product_id)
+        if source is None:
+            raise HTTPException(404, f"product {product_id!r} has no image")
+        if is_url(source):
+            return RedirectResponse(source)
+        if not Path(source).is_file():
+            raise HTTPException(404, f"the image of product {product_id!r} is missing from the catalog folder")
+        return FileResponse(source, headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/users/{user_id}/recommendations", response_model=Results, response_model_exclude_unset=True, dependencies=read,
+             summary="Products for one shopper (best sellers for an unknown one)")
+    async def recommendations(
+        index: Live, user_id: Annotated[str, PathParam(min_length=1, max_length=256)], k: K = 10,
+        include_seen: bool = False,
+    ) -> dict[str, Any]:
+        if index.behaviour is None:
+            raise HTTPException(404, f"no recommendations yet: {index.behaviour_why} (or POST /events)")
+        hits, personalised = await run_in_threadpool(
+            recommend, index.session, user_id, k, include_seen, RecommendSettings(), index.behaviour, index.popular)
+        return _results(index, hits, personalised)
+
+    @app.get("/filters", dependencies=read, summary="What the category and brand filters can take, and the price range")
+    async def filters(index: Live) -> dict[str, Any]:
+        columns = index.session.filters
+        prices = columns._prices if columns.columns["price"] is not None else np.zeros(0)
+        known = prices[np.isfinite(prices)]
+        return {
+            "category": columns.values("category"), "brand": columns.values("brand"),
+            "price": {"min": float(known.min()), "max": float(known.max())} if len(known) else None,
+            "columns": columns.columns, "index_version": index.version,
+        }
+
+    @app.post("/events", response_model=EventsOut, dependencies=[Depends(write_access)],
+              summary="Feedback events (views, clicks, carts, purchases) folded into the behaviour vectors")
+    async def events(index: Live, body: EventsIn) -> dict[str, Any]:
+        if len(body.events) > serving.max_events:
+            raise QueryError(f"{len(body.events)} events in one request; send at most {serving.max_events}")
+        records = [e.model_dump(exclude_none=True) for e in body.events]
+        log_ = events_from_records(records, index.session.products.rows_by_id)
+        added = await run_in_threadpool(fold_in, index.session, log_)
+        metrics.events.labels("accepted").inc(len(log_))
+        metrics.events.labels("rejected").inc(log_.problems.total)
+        if added.fused_refreshed:
+            await holder.reload(index.path)  # the fused vectors changed: a new index version
+        else:
+            await run_in_threadpool(index.load_behaviour)
+        current = holder.current or index
+        return {
+            "accepted": len(log_), "rejected": log_.problems.total, "problems": dict(log_.problems.counts),
+            "examples": log_.problems.examples, "users": added.users,
+            "products_with_vectors": added.products_with_vectors, "index_version": current.version,
+        }
+
+    @app.post("/admin/reload", response_model=ReloadOut, dependencies=[Depends(write_access)],
+              summary="Load an index version and swap it in atomically while serving")
+    async def reload(body: Annotated[ReloadIn | None, Body()] = None) -> dict[str, Any]:
+        try:
+            swap = await holder.reload(body.path if body else None)
+        except (IndexStoreError, EncoderError, OSError, ValueError) as exc:
+            raise HTTPException(422, f"kept serving the current version; the new one did not load: {exc}") from None
+        return swap.__dict__
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="An index is loaded and warmed up", responses={503: {"description": "not ready"}})
+    async def readyz() -> JSONResponse:
+        current = holder.current
+        if current is None:
+            return JSONResponse({"status": "loading" if holder.load_error is None else "failed",
+                                 "detail": holder.load_error}, status_code=503)
+        return JSONResponse({"status": "ready", "index_version": current.version, "products": len(current.session.products)})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def prometheus() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+class _Limits:
+    """Filters from query parameters, checked against the live index's columns."""
+
+    def __init__(self, serving: ServingConfig) -> None:
+        self.serving = serving
+
+    @staticmethod
+    def product_filter(category: list[str] | None, brand: list[str] | None, price_min: float | None,
+                       price_max: float | None) -> ProductFilter | None:
+        filter_ = ProductFilter(tuple(c for c in category or () if c), tuple(b for b in brand or () if b), price_min, price_max)
+        return None if filter_.is_empty else filter_
+
+    def allowed(self, index: LiveIndex, category, brand, price_min, price_max) -> np.ndarray | None:
+        return index.session.allowed_rows(self.product_filter(category, brand, price_min, price_max))
+
+
+def _check_key(expected: str | None, given: str | None, what: str) -> None:
+    if expected is None:
+        raise HTTPException(403, f"{what} are disabled: this server has no API key (set VITRINA_API_KEY and restart)")
+    if given is None or not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        raise HTTPException(401, f"{what} need the API key, sent as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _known(index: LiveIndex, product_id: str) -> int:
+    if product_id not in index.session.products:
+        raise HTTPException(404, f"unknown product id {product_id!r}")
+    return index.session.products.row_of(product_id)
+
+
+def _results(index: LiveIndex, hits: list[SearchHit], personalised: bool | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"results": [_clean_metadata(h.to_json()) for h in hits], "index_version": index.version}
+    if personalised is not None:
+        out["personalised"] = personalised
+    return out
+
+
+def _clean_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe values: NaN and infinities (which JSON cannot carry) become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def _plain(errors: list[dict]) -> list[dict]:
+    """Validation errors without the raw input objects (bytes, files) that JSON cannot carry."""
+    return [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": str(e.get("type"))} for e in errors]
+
+
+def settings_for_workers(index_path: Path, config: VitrinaConfig, serving: ServingConfig) -> str:
+    """The app's settings as one environment value, for `app_from_environment` in each worker."""
+    return base64.b64encode(pickle.dumps((str(index_path), config, serving))).decode("ascii")
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker, built from the settings `vitrina serve` put in VITRINA_SERVE_SETTINGS."""
+    index_path, config, serving = pickle.loads(base64.b64decode(os.environ[SETTINGS_ENV]))  # noqa: S301 (our own parent)
+    return create_app(index_path, config, serving)

@@ -1,0 +1,51 @@
+"""ServingConfig: the HTTP service's own settings (the engine's come in a VitrinaConfig beside it)."""
+
+from __future__ import annotations
+
+import os
+
+from engine.errors import QueryError
+from dataclasses import dataclass, field
+
+API_KEY_ENV = "VITRINA_API_KEY"
+
+
+class ServingConfigError(QueryError):
+    """A serving setting out of range."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """api_key: needed for writes (POST /events) and admin (POST /admin/reload); None disables them.
+    open_reads: searches need no key when True (else the same key as writes).
+    """
+
+    api_key: str | None = field(default=None, repr=False)  # never printed or logged
+    open_reads: bool = True
+    max_k: int = 100
+    max_query_chars: int = 512
+    max_upload_bytes: int = 10 * 2**20  # bodies above this get 413
+    max_image_pixels: int = 25_000_000  # decompression bombs above this get 422
+    max_events: int = 10_000  # per POST /events
+    batch_size: int = 32  # queries encoded together at most
+    batch_wait_ms: float = 2.0  # how long the first query of a batch waits for company
+    cache_size: int = 10_000  # query embeddings kept (LRU); 0 disables the cache
+    metrics_dir: str | None = None  # several workers: where they share metrics (PROMETHEUS_MULTIPROC_DIR)
+    reload_signal: str | None = None  # several workers: a file whose change tells each to reload
+    reload_poll_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise ServingConfigError("the API key must be at least 8 characters long")
+        for name in ("max_k", "max_query_chars", "max_upload_bytes", "max_image_pixels", "max_events", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ServingConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0 or self.cache_size < 0:
+            raise ServingConfigError("batch_wait_ms and cache_size must not be negative")
+
+    @classmethod
+    def with_environment_key(cls, **settings: object) -> "ServingConfig":
+        """Settings with the API key taken from VITRINA_API_KEY when none is given (the one place it is read)."""
+        if settings.get("api_key") is None:
+            settings["api_key"] = os.environ.get(API_KEY_ENV) or None
+        return cls(**settings)  # type: ignore[arg-type]

@@ -1,0 +1,189 @@
+"""LiveIndex: one loaded, warmed index version; IndexHolder swaps versions atomically while serving.
+
+A request takes `holder.current` once and answers from that LiveIndex to the end, so a reload in the
+middle never mixes versions, and the response names the version that served it. A new version is
+loaded and warmed beside the old one (twice the memory for the moment of the swap); a version that
+fails to load is refused and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.behaviour import BehaviourModel, load_index_behaviour
+from engine.config import VitrinaConfig
+from engine.recommend import popularity
+from engine.search import SearchSession
+from serving.batching import MicroBatcher, QueryCache
+from serving.config import ServingConfig
+from serving.metrics import ServiceMetrics
+
+log = logging.getLogger("vitrina.serving")
+RETIRE_AFTER_S = 60.0  # an old version's encoders stay up this long for requests still using them
+WARM_UP_IMAGE = Image.new("RGB", (64, 64), (128, 128, 128))
+
+
+class LiveIndex:
+    """An index directory loaded for serving: search session, behaviour model, batchers and cache."""
+
+    def __init__(self, path: Path, config: VitrinaConfig, serving: ServingConfig, metrics: ServiceMetrics) -> None:
+        self.path = Path(path)
+        self.session = SearchSession(self.path, config)
+        self.version = self.session.manifest.version
+        self.metrics = metrics
+        self.cache = QueryCache(serving.cache_size)
+        wait = serving.batch_wait_ms / 1000.0
+        self.text_batcher: MicroBatcher[tuple[str, str]] = MicroBatcher(
+            self._encode_texts, serving.batch_size, wait, lambda n, s: self._observe("text", n, s))
+        self.image_batcher: MicroBatcher[tuple[Image.Image, str]] = MicroBatcher(
+            self._encode_images, serving.batch_size, wait, lambda n, s: self._observe("image", n, s))
+        self.behaviour: BehaviourModel | None = None
+        self.behaviour_why = ""
+        self.popular: np.ndarray | None = None
+        self.load_behaviour()
+
+    def load_behaviour(self) -> None:
+        """(Re)read the behaviour model from disk, with its popularity; None and why when there is none."""
+        model, why = load_index_behaviour(self.path, self.session.products.ids)
+        self.behaviour, self.behaviour_why = model, why
+        self.popular = popularity(model) if model is not None else None
+
+    def warm_up(self) -> None:
+        """Load the encoders and run each once, so the first real query is not the slow one."""
+        self.session.encode_queries(["warm up"], self.session.default_space())
+        if "image" in self.session.manifest.spaces:
+            self.session.encode_images([WARM_UP_IMAGE], self.session.default_image_space())
+
+    def _observe(self, modality: str, size: int, seconds: float) -> None:
+        self.metrics.encoder_batch.labels(modality).observe(size)
+        self.metrics.encoder_seconds.labels(modality).observe(seconds)
+
+    def _encode_texts(self, items: list[tuple[str, str]]) -> list[np.ndarray]:
+        return self._by_space(items, self.session.encode_queries)
+
+    def _encode_images(self, items: list[tuple[Image.Image, str]]) -> list[np.ndarray]:
+        return self._by_space(items, self.session.encode_images)
+
+    @staticmethod
+    def _by_space(items: list[tuple[object, str]], encode) -> list[np.ndarray]:
+        """One encoder call per space in the batch (spaces may differ in dimension)."""
+        out: list[np.ndarray] = [np.empty(0)] * len(items)
+        for space in dict.fromkeys(space for _, space in items):
+            positions = [i for i, (_, s) in enumerate(items) if s == space]
+            for i, vector in zip(positions, encode([items[i][0] for i in positions], space)):
+                out[i] = vector
+        return out
+
+    async def text_vector(self, cleaned: str, space: str) -> np.ndarray:
+        """The query vector of an already cleaned text query in `space` (cached, micro-batched)."""
+        key = (cleaned, space)
+        found = self.cache.get(key)
+        self.metrics.cache.labels("hit" if found is not None else "miss").inc()
+        if found is not None:
+            return found
+        vector = await self.text_batcher.submit(key)
+        self.cache.put(key, vector)
+        return vector
+
+    async def image_vector(self, image: Image.Image, space: str) -> np.ndarray:
+        return await self.image_batcher.submit((image, space))
+
+    def close(self) -> None:
+        self.text_batcher.close()
+        self.image_batcher.close()
+
+
+@dataclass(frozen=True)
+class Swap:
+    index_version: str
+    previous_version: str | None
+    path: str
+    seconds: float
+
+
+class IndexHolder:
+    """The index version being served, and the one place that replaces it."""
+
+    def __init__(self, path: Path, config: VitrinaConfig, serving: ServingConfig, metrics: ServiceMetrics) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.serving = serving
+        self.metrics = metrics
+        self.current: LiveIndex | None = None
+        self.load_error: str | None = None
+        self._lock = asyncio.Lock()
+        self._signal_seen: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None
+
+    async def reload(self, path: str | Path | None = None, announce: bool = True) -> Swap:
+        """Load `path` (default: the directory served now), warm it, then swap it in.
+
+        Raises the load error and keeps the current version when the new one cannot be loaded.
+        """
+        async with self._lock:
+            target = Path(path) if path is not None else self.path
+            started = time.perf_counter()
+            try:
+                live = await asyncio.to_thread(self._load, target)
+            except Exception:
+                self.metrics.reloads.labels("failed").inc()
+                raise
+            previous, self.current, self.path = self.current, live, target
+            self.load_error = None
+            self.metrics.serving(live.version, len(live.session.products))
+            self.metrics.reloads.labels("ok").inc()
+            if previous is not None:
+                asyncio.get_running_loop().call_later(RETIRE_AFTER_S, previous.close)
+            if announce:
+                self._announce(live)
+            swap = Swap(live.version, previous.version if previous else None, str(target), time.perf_counter() - started)
+            log.info("serving index version %s from %s (loaded in %.1f s)", swap.index_version, target, swap.seconds)
+            return swap
+
+    def _load(self, path: Path) -> LiveIndex:
+        live = LiveIndex(path, self.config, self.serving, self.metrics)
+        live.warm_up()
+        return live
+
+    def _announce(self, live: LiveIndex) -> None:
+        """Tell the other workers (several `--workers`) to load the same directory."""
+        signal = self.serving.reload_signal
+        if not signal:
+            return
+        tmp = f"{signal}.{os.getpid()}.tmp"
+        Path(tmp).write_text(json.dumps({"path": str(live.path), "version": live.version}))
+        os.replace(tmp, signal)
+        self._signal_seen = os.stat(signal).st_mtime_ns
+
+    async def follow_signal(self) -> None:
+        """Reload whenever another worker announces a new version (runs for the life of the worker)."""
+        signal = self.serving.reload_signal
+        if not signal:
+            return
+        while True:
+            await asyncio.sleep(self.serving.reload_poll_s)
+            try:
+                stamp = os.stat(signal).st_mtime_ns
+                if stamp == self._signal_seen:
+                    continue
+                self._signal_seen = stamp
+                wanted = json.loads(Path(signal).read_text())
+            except (OSError, ValueError):
+                continue
+            if self.current is None or wanted.get("version") != self.current.version or wanted.get("path") != str(self.path):
+                try:
+                    await self.reload(wanted.get("path"), announce=False)
+                except Exception as exc:  # keep serving the current version
+                    log.error("could not follow the reload of %s: %s", wanted.get("path"), exc)
