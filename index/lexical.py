@@ -141,8 +141,12 @@ class LexicalIndex:
             doc_scores = self.retriever.get_scores(ids)
             if allowed is not None:
                 doc_scores = np.where(allowed, doc_scores, 0.0)
-            top = np.argpartition(-doc_scores, k_eff - 1)[:k_eff] if k_eff < len(doc_scores) else np.arange(len(doc_scores))
-            top = top[np.lexsort((top, -doc_scores[top]))]
+            if k_eff < len(doc_scores):  # every product scoring at least the k-th best, so ties resolve by row
+                kth = np.partition(doc_scores, len(doc_scores) - k_eff)[len(doc_scores) - k_eff]
+                top = np.flatnonzero(doc_scores >= kth)
+            else:
+                top = np.arange(len(doc_scores))
+            top = top[np.lexsort((top, -doc_scores[top]))][:k_eff]
             top = top[doc_scores[top] > 0]
             scores[i, : len(top)] = doc_scores[top]
             rows[i, : len(top)] = top

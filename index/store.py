@@ -33,6 +33,7 @@ from index.products import ProductTable
 PRODUCTS_FILE = "products.parquet"
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
+EXACT_FILTER_MAX = 2048  # a filter allowing at most this many products is searched exactly on ANN indexes
 
 
 @dataclass
@@ -64,24 +65,28 @@ class VectorSpace:
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query, only among `allowed` product rows when a mask is given.
 
-        The filter runs inside the FAISS search; where an approximate index finds fewer than k of
-        the allowed products (a very selective filter), that query is answered exactly over them.
+        The filter runs inside the FAISS search (an IDSelector). On an approximate index, a filter
+        that allows at most EXACT_FILTER_MAX products is answered exactly over them instead (cheaper
+        and never short), and a query for which FAISS finds fewer than k allowed products is redone
+        that way, so k hits come back whenever k allowed products have vectors here.
         """
         if allowed is None:
             return self.index.search(queries, k)
         allowed = np.asarray(allowed, dtype=bool)
+        reachable = np.flatnonzero(allowed[self.rows])  # positions of the allowed products' vectors
+        if not self.index.is_exact and len(reachable) <= EXACT_FILTER_MAX:
+            return self._exact(queries, reachable, k)
         scores, rows = self.index.search(queries, k, allowed)
         if self.index.is_exact:
             return scores, rows
-        reachable = int(allowed[self.rows].sum())
-        short = np.flatnonzero((rows >= 0).sum(axis=1) < min(k, reachable))
+        short = np.flatnonzero((rows >= 0).sum(axis=1) < min(k, len(reachable)))
         if len(short):
-            positions = np.flatnonzero(allowed[self.rows])
-            exact_scores, exact_rows = _exact_top_k(np.asarray(queries, dtype=np.float32)[short],
-                                                    np.asarray(self.vectors[positions], dtype=np.float32),
-                                                    self.rows[positions], k)
-            scores[short], rows[short] = exact_scores, exact_rows
+            scores[short], rows[short] = self._exact(np.asarray(queries)[short], reachable, k)
         return scores, rows
+
+    def _exact(self, queries: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        vectors = np.asarray(self.vectors[positions], dtype=np.float32)
+        return _exact_top_k(np.asarray(queries, dtype=np.float32), vectors, self.rows[positions], k)
 
     @cached_property
     def _positions(self) -> dict[int, int]:

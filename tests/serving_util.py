@@ -1,0 +1,68 @@
+"""Helpers for the serving tests: a shop catalog with brands and prices, and a real server on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import uvicorn
+
+from serving.app import create_app
+from serving.config import ServingConfig
+from tests.conftest import demo_catalog, demo_rows
+
+KEY = "test-key-0123456789"
+TYPES = ("Watches", "Sports Shoes", "Wallets", "Tshirts", "Handbags", "Casual Shoes")
+
+
+def shop_catalog(dest: Path, per_type: int = 10) -> tuple[Path, list[dict]]:
+    """Demo products of six types with a brand (the title's first word) and a price."""
+    rows = demo_rows()
+    picked = []
+    for kind in TYPES:
+        picked += [dict(r) for r in rows if r["articleType"] == kind][:per_type]
+    for r in picked:
+        r["brand"] = r["title"].split()[0]
+        r["price"] = f"{int(r['id']) % 97 + 5}.99"
+    return demo_catalog(dest, picked), picked
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(index_dir: Path, serving: ServingConfig | None = None) -> Iterator[str]:
+    """uvicorn serving `index_dir` on a free loopback port, in a thread; yields the base URL once ready."""
+    app = create_app(index_dir, serving=serving or ServingConfig(api_key=KEY))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.config.port}"
+    try:
+        wait_ready(base)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def wait_ready(base: str, timeout_s: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{base}/readyz", timeout=5)
+            if last.status_code == 200:
+                return last.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base} not ready: {last.text if last is not None else 'no answer'}")
