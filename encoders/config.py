@@ -19,6 +19,8 @@ class EncoderConfig:
     catalog: this encoder embeds catalog products (stored in the index), not queries; with precision
         "auto" on the CPU, text then runs in fp32, so stored vectors match PyTorch's (see choose_precision).
     threads: CPU threads per ONNX session (None: every core this process may use).
+    spin: ONNX Runtime's idle threads spin for work (fastest alone; a server turns it off so idle
+        threads leave the cores to the requests in flight).
     offline: never contact a model hub; hub names must already be in the local cache.
     """
 
@@ -27,6 +29,7 @@ class EncoderConfig:
     batch_size: int = 32
     precision: str = "auto"
     threads: int | None = None
+    spin: bool = True
     offline: bool = False
     max_text_length: int | None = None
     image_timeout_s: float = 10.0

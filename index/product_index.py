@@ -30,6 +30,13 @@ def default_factory(n: int, dim: int) -> str:
     return f"IVF{nlist},PQ{m}"
 
 
+def set_search_threads(threads: int | None) -> None:
+    """OpenMP threads FAISS uses per search (process-wide). A server answering one query per request
+    wants 1: FAISS's threads spin between searches and take the cores from concurrent requests."""
+    if threads is not None:
+        faiss.omp_set_num_threads(threads)
+
+
 def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 

@@ -9,6 +9,7 @@ as `X-API-Key: KEY` or `Authorization: Bearer KEY`, compared in constant time an
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hmac
 import logging
 import math
@@ -38,6 +39,7 @@ from engine.recommend import recommend
 from engine.search import SearchHit, clean_query
 from index.errors import IndexStoreError
 from index.filters import ProductFilter
+from index.product_index import set_search_threads
 from serving.config import ServingConfig
 from serving.live import IndexHolder, LiveIndex
 from serving.metrics import ServiceMetrics
@@ -98,6 +100,8 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     """The service for one index directory; the index loads (and warms up) in the background at start."""
     config = config or VitrinaConfig(progress=False)
     serving = serving or ServingConfig()
+    config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, spin=serving.spin))
+    set_search_threads(serving.search_threads)
     metrics = ServiceMetrics(serving.metrics_dir)
     holder = IndexHolder(Path(index_path), config, serving, metrics)
 

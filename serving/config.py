@@ -30,6 +30,8 @@ class ServingConfig:
     batch_size: int = 32  # queries encoded together at most
     batch_wait_ms: float = 2.0  # how long the first query of a batch waits for company
     cache_size: int = 10_000  # query embeddings kept (LRU); 0 disables the cache
+    search_threads: int | None = 1  # FAISS threads per search (None: FAISS's default, every core)
+    spin: bool = False  # let ONNX Runtime's idle threads spin (steals cores from concurrent requests)
     metrics_dir: str | None = None  # several workers: where they share metrics (PROMETHEUS_MULTIPROC_DIR)
     reload_signal: str | None = None  # several workers: a file whose change tells each to reload
     reload_poll_s: float = 1.0

@@ -314,3 +314,45 @@ def test_reload_swaps_versions_atomically_under_concurrent_load(shop, tmp_path):
         assert any(versions[1] in order for order in seen) and any(versions[0] in order for order in seen)
         after = httpx.get(f"{base}/search", params={"q": "zanzibar", "k": 1, "mode": "lexical"}).json()
         assert after["index_version"] == versions[1] and after["results"][0]["title"].startswith("Zanzibar")
+
+
+def test_vitrina_serve_with_two_workers_swaps_both_and_adds_up_their_metrics(shop, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.serving_util import free_port, wait_ready
+
+    catalog, idx, rows = shop
+    live_dir, staged = tmp_path / "live", tmp_path / "staged"
+    shutil.copytree(idx, live_dir)
+    build_index(write_csv(tmp_path / "next.csv", rows[:-1]), staged, VitrinaConfig(progress=False))
+    new_version = IndexManifest.load(staged).version
+    port = free_port()
+    vitrina = Path(sys.executable).parent / "vitrina"
+    env = {**os.environ, "VITRINA_API_KEY": KEY}
+    process = subprocess.Popen([str(vitrina), "serve", str(live_dir), "--port", str(port), "--workers", "2"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, timeout_s=180)
+        for _ in range(20):  # both workers up: the kernel spreads connections over them
+            wait_ready(base)
+        swap = httpx.post(f"{base}/admin/reload", json={"path": str(staged)}, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+        assert swap.status_code == 200 and swap.json()["index_version"] == new_version
+        deadline = time.monotonic() + 60
+        streak = 0
+        while streak < 30 and time.monotonic() < deadline:  # the other worker follows within its poll interval
+            body = httpx.get(f"{base}/search", params={"q": "watch", "k": 2}, headers={"Connection": "close"}).json()
+            streak = streak + 1 if body["index_version"] == new_version else 0
+        assert streak == 30, "a worker kept serving the old version"
+        metrics = httpx.get(f"{base}/metrics").text
+        total = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                    if line.startswith('vitrina_requests_total{') and 'route="/search"' in line)
+        assert total >= 30  # both workers' counts, added up
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=60)[0]
+    assert KEY not in output and "serving" in output
