@@ -240,13 +240,11 @@ class SearchSession:
         )
 
     def search(
-        self, queries: Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None,
-        product_filter: ProductFilter | None = None,
+        self, queries: Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None
     ) -> list[list[SearchHit]]:
         """Text queries by BM25 (lexical), by vectors (dense: the text, fused or image vectors) or both
         fused (hybrid, the default where the index has BM25). `space` defaults to `default_space()`."""
-        allowed = self.allowed_rows(product_filter)
-        scores, rows = self.retrieve(queries, k, space or self.default_space(), mode, allowed=allowed)
+        scores, rows = self.retrieve(queries, k, space or self.default_space(), mode)
         return [self.hits(s, r) for s, r in zip(scores, rows)]
 
     def default_image_space(self) -> str:
@@ -260,11 +258,10 @@ class SearchSession:
         vectors = self.encoder("image").encode(list(images))
         return self.fusion.fused_query("image", vectors) if space == "fused" else vectors
 
-    def similar_to_images(self, images: Sequence[Image.Image], k: int = 10, space: str | None = None,
-                          product_filter: ProductFilter | None = None) -> list[list[SearchHit]]:
+    def similar_to_images(self, images: Sequence[Image.Image], k: int = 10, space: str | None = None) -> list[list[SearchHit]]:
         """Similar products for each query image, in the image space or the fused space."""
         space = space or self.default_image_space()
-        return self.search_vectors(space, self.encode_images(images, space), k, self.allowed_rows(product_filter))
+        return self.search_vectors(space, self.encode_images(images, space), k)
 
     def similar_to_product(self, product_id: str, k: int = 10, space: str | None = None,
                            product_filter: ProductFilter | None = None) -> list[SearchHit]:

@@ -107,6 +107,13 @@ class FilterColumns:
                 allowed &= prices <= query.price_max
         return allowed
 
+    def price_range(self) -> tuple[float, float] | None:
+        """The lowest and highest known price, or None when no product has one (or there is no price column)."""
+        if self.columns["price"] is None:
+            return None
+        known = self._prices[np.isfinite(self._prices)]
+        return (float(known.min()), float(known.max())) if len(known) else None
+
     def values(self, role: str, limit: int = 500) -> list[str]:
         """The distinct values of a category or brand column, most frequent first (for filter menus)."""
         if self.columns.get(role) is None or role == "price":

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Literal
 
-import numpy as np
 from fastapi import Body, Depends, FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -127,7 +126,6 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     )
     app.state.holder = holder
     app.state.metrics = metrics
-    limits = _Limits(serving)
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key (VITRINA_API_KEY)")
     bearer = HTTPBearer(auto_error=False, description="the API key as a bearer token")
 
@@ -198,7 +196,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         cleaned = clean_query(q)
         space = space or session.default_space()
         mode = mode or session.default_mode(space)
-        allowed = limits.allowed(index, category, brand, price_min, price_max)
+        allowed = session.allowed_rows(_product_filter(category, brand, price_min, price_max))
         vector = None if mode == "lexical" else await index.text_vector(cleaned, space)
         personal = user is not None and index.behaviour is not None
         depth = max(k, PERSONAL_DEPTH) if personal else k
@@ -226,7 +224,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         label = f"the upload {file.filename or 'file'!r}"
         image = await run_in_threadpool(decode_image, data, label, serving.max_image_pixels)
         space = space or session.default_image_space()
-        allowed = limits.allowed(index, category, brand, price_min, price_max)
+        allowed = session.allowed_rows(_product_filter(category, brand, price_min, price_max))
         vector = await index.image_vector(image, space)
         started = time.perf_counter()
         hits = await run_in_threadpool(session.search_vectors, space, vector[None, :], k, allowed)
@@ -239,7 +237,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         price_min: PriceMin = None, price_max: PriceMax = None, space: Literal["image", "fused", "text"] | None = None,
     ) -> dict[str, Any]:
         _known(index, product_id)
-        filter_ = limits.product_filter(category, brand, price_min, price_max)
+        filter_ = _product_filter(category, brand, price_min, price_max)
         hits = await run_in_threadpool(index.session.similar_to_product, product_id, k, space, filter_)
         return _results(index, hits)
 
@@ -276,11 +274,10 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     @app.get("/filters", dependencies=read, summary="What the category and brand filters can take, and the price range")
     async def filters(index: Live) -> dict[str, Any]:
         columns = index.session.filters
-        prices = columns._prices if columns.columns["price"] is not None else np.zeros(0)
-        known = prices[np.isfinite(prices)]
+        prices = columns.price_range()
         return {
             "category": columns.values("category"), "brand": columns.values("brand"),
-            "price": {"min": float(known.min()), "max": float(known.max())} if len(known) else None,
+            "price": {"min": prices[0], "max": prices[1]} if prices else None,
             "columns": columns.columns, "index_version": index.version,
         }
 
@@ -340,20 +337,11 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     return app
 
 
-class _Limits:
-    """Filters from query parameters, checked against the live index's columns."""
-
-    def __init__(self, serving: ServingConfig) -> None:
-        self.serving = serving
-
-    @staticmethod
-    def product_filter(category: list[str] | None, brand: list[str] | None, price_min: float | None,
-                       price_max: float | None) -> ProductFilter | None:
-        filter_ = ProductFilter(tuple(c for c in category or () if c), tuple(b for b in brand or () if b), price_min, price_max)
-        return None if filter_.is_empty else filter_
-
-    def allowed(self, index: LiveIndex, category, brand, price_min, price_max) -> np.ndarray | None:
-        return index.session.allowed_rows(self.product_filter(category, brand, price_min, price_max))
+def _product_filter(category: list[str] | None, brand: list[str] | None, price_min: float | None,
+                    price_max: float | None) -> ProductFilter | None:
+    """The filter of a request's query parameters (empty values ignored), or None for no filter."""
+    filter_ = ProductFilter(tuple(c for c in category or () if c), tuple(b for b in brand or () if b), price_min, price_max)
+    return None if filter_.is_empty else filter_
 
 
 def _check_key(expected: str | None, given: str | None, what: str) -> None:
