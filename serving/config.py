@@ -28,7 +28,8 @@ class ServingConfig:
     max_image_pixels: int = 25_000_000  # decompression bombs above this get 422
     max_events: int = 10_000  # per POST /events
     batch_size: int = 32  # queries encoded together at most
-    batch_wait_ms: float = 2.0  # how long the first query of a batch waits for company
+    batch_wait_ms: float = 0.0  # how long a lone query waits for company (0: batches form from the queries
+    # that arrive while the encoder is busy, which is enough under load and adds nothing when idle)
     cache_size: int = 10_000  # query embeddings kept (LRU); 0 disables the cache
     search_threads: int | None = 1  # FAISS threads per search (None: FAISS's default, every core)
     spin: bool = False  # let ONNX Runtime's idle threads spin (steals cores from concurrent requests)
