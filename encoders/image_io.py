@@ -21,7 +21,8 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def _read_bytes(source: str, timeout_s: float) -> bytes:
+def read_image_bytes(source: str, timeout_s: float) -> bytes:
+    """The bytes of an image file or http(s) URL; raises ImageLoadError."""
     if is_url(source):
         try:
             with urllib.request.urlopen(source, timeout=timeout_s) as resp:  # noqa: S310 (http/https only)
@@ -60,7 +61,7 @@ def decode_image(data: bytes, label: str, max_pixels: int) -> Image.Image:
 
 def load_image(source: str, timeout_s: float = 10.0, max_pixels: int = 40_000_000) -> Image.Image:
     """Load one image from a path or an http(s) URL; raises ImageLoadError."""
-    return decode_image(_read_bytes(source, timeout_s), source, max_pixels)
+    return decode_image(read_image_bytes(source, timeout_s), source, max_pixels)
 
 
 def load_images(

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -138,26 +139,38 @@ def _parquet_records(path: Path) -> tuple[list[str], Iterator[tuple[str, dict]]]
     return columns, rows()
 
 
-def _read_records(path: Path) -> tuple[list[str], list[tuple[str, dict]]]:
+def _stream_records(path: Path) -> tuple[list[str], Iterator[tuple[str, dict]]]:
+    """The column names and a lazy stream of (where, record); JSONL takes one extra pass for the names."""
     fmt = _format_of(path)
-    try:
+    with _read_errors(path):
         if fmt in ("csv", "tsv"):
             columns, rows = _csv_records(path, "," if fmt == "csv" else "\t")
-            return columns, list(rows)
-        if fmt == "parquet":
+        elif fmt == "parquet":
             columns, rows = _parquet_records(path)
-            return columns, list(rows)
-        records = list(_jsonl_records(path))
+        else:
+            columns = []
+            for _, record in _jsonl_records(path):
+                columns.extend(k for k in record if k not in columns)
+            rows = _jsonl_records(path)
+    return columns, _guarded(path, rows)
+
+
+def _guarded(path: Path, rows: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+    with _read_errors(path):
+        yield from rows
+
+
+@contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """Low-level read errors as CatalogErrors naming the file."""
+    try:
+        yield
     except UnicodeDecodeError as exc:
         raise CatalogError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (OSError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise CatalogError(f"catalog file not found: {path}") from None
         raise CatalogError(f"{path}: cannot read the file: {exc}") from None
-    columns: list[str] = []
-    for _, record in records:
-        columns.extend(k for k in record if k not in columns)
-    return columns, records
 
 
 def _as_id(value: Any) -> str | None:
@@ -232,14 +245,55 @@ def resolve_fields(path: Path, columns: list[str], fields: CatalogFields) -> Cat
 
 def read_catalog(path: str | Path, fields: CatalogFields | None = None) -> Catalog:
     """Read and validate a whole catalog; any bad row raises CatalogError naming file, line/row and field."""
+    stream = stream_catalog(path, fields)
+    products = list(stream.products)
+    if not products:
+        raise CatalogError(f"{stream.source}: the catalog has no products")
+    return Catalog(stream.source, stream.fields, products)
+
+
+def count_records(path: str | Path) -> int | None:
+    """How many records a catalog file holds, cheaply (no validation); None when unknown."""
+    path = Path(path).expanduser()
+    fmt = _format_of(path)
+    with _read_errors(path):
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if fmt == "jsonl":
+            with _open_text(path) as f:
+                return sum(1 for line in f if line.strip())
+        with _open_text(path) as f:
+            reader = csv.reader(f, delimiter="," if fmt == "csv" else "\t")
+            try:
+                return max(0, sum(1 for row in reader if row) - 1)
+            except csv.Error:
+                return None  # the real read names the bad line
+
+
+@dataclass
+class CatalogStream:
+    """A catalog read lazily: products are validated as they stream (a bad row raises when reached)."""
+
+    source: Path
+    fields: CatalogFields  # resolved, as in Catalog
+    products: Iterator[Product]
+
+
+def stream_catalog(path: str | Path, fields: CatalogFields | None = None) -> CatalogStream:
+    """Open a catalog for streaming: CSV/TSV row by row, Parquet in pyarrow record batches."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CatalogError(f"catalog file not found: {path}")
-    columns, records = _read_records(path)
+    columns, records = _stream_records(path)
     fields = resolve_fields(path, columns, fields or CatalogFields())
+    return CatalogStream(path, fields, _products(path, fields, records))
+
+
+def _products(path: Path, fields: CatalogFields, records: Iterator[tuple[str, dict]]) -> Iterator[Product]:
     base_dir = path.resolve().parent
     seen: dict[str, str] = {}
-    products = []
     for where, record in records:
         located = f"{path}, {where}"
         pid = _as_id(record.get(fields.id_field))
@@ -265,10 +319,7 @@ def read_catalog(path: str | Path, fields: CatalogFields | None = None) -> Catal
         if fields.image_field:
             raw = _as_text(record.get(fields.image_field))
             image = resolve_image_source(raw, base_dir) if raw else None
-        products.append(Product(pid, text, image, metadata))
-    if not products:
-        raise CatalogError(f"{path}: the catalog has no products")
-    return Catalog(path, fields, products)
+        yield Product(pid, text, image, metadata)
 
 
 def resolve_image_source(raw: str, base_dir: Path) -> str:

@@ -20,6 +20,9 @@ from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
 from engine.search import MODES, SPACES, SearchSession
 from index import IndexConfig, IndexManifest, LexicalSettings
+from index.versions import resolve_index_path
+from engine.reindex import ENGINES, ReindexSettings, reindex
+from engine.updates import delete, upsert
 
 DEFAULT_BACKEND = EncoderConfig().backend
 
@@ -116,6 +119,62 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
+    get = lambda name, default: getattr(args, name, default)  # noqa: E731
+    return ReindexSettings(shard_size=get("shard_size", 10_000), keep=get("keep", 3), engine=get("engine", "local"),
+                           target_recall=get("target_recall", 0.95), ray_actors=get("ray_actors", None))
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    report = reindex(args.catalog, args.out, _config(args), _reindex_settings(args), resume=args.resume)
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    lines = [f"Re-indexed {report.products} products into {report.path} (now current in {report.root})",
+             f"  shards: {report.shards} ({report.resumed_shards} done before the resume)" if report.resumed_shards
+             else f"  shards: {report.shards}"]
+    for space in report.encoded:
+        lines.append(f"  {space}: {report.encoded[space]} encoded, {report.reused[space]} unchanged and kept")
+    for space, tuned in report.tuning.items():
+        lines.append(f"  {space} index: {tuned['parameter']}={tuned['value']} for recall@{tuned['k']} {tuned['recall']:.3f}"
+                     f" (target {tuned['target']})")
+    if report.images_failed:
+        first = "; ".join(f"{pid}: {why}" for pid, why in report.failures[:5])
+        lines.append(f"  images failed: {report.images_failed} (indexed by text only). First: {first}")
+    lines.append("  seconds: " + ", ".join(f"{stage} {s:.1f}" for stage, s in report.seconds.items()))
+    if report.removed_versions:
+        lines.append(f"  removed old versions: {', '.join(report.removed_versions)}")
+    print("\n".join(lines))
+    return 0
+
+
+def _print_update(args: argparse.Namespace, report) -> None:
+    if args.json:
+        print_json(report.to_json())
+        return
+    lines = [f"{report.root}: now version {report.version} with {report.products} products"]
+    lines.append(f"  added {report.added}, updated {report.updated}, unchanged {report.unchanged}, deleted {report.deleted}")
+    if report.encoded:
+        lines.append("  encoded: " + ", ".join(f"{space} {n}" for space, n in report.encoded.items()))
+    if report.not_found:
+        lines.append(f"  not in the index (skipped): {len(report.not_found)}, e.g. {', '.join(report.not_found[:5])}")
+    if report.images_failed:
+        lines.append(f"  images failed: {report.images_failed} (indexed by text only)")
+    if report.dropped_spaces:
+        lines.append(f"  note: dropped {', '.join(report.dropped_spaces)}; run `vitrina train {report.root}` to make them again")
+    print("\n".join(lines))
+
+
+def cmd_upsert(args: argparse.Namespace) -> int:
+    _print_update(args, upsert(args.dir, args.catalog, _config(args), _reindex_settings(args)))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _print_update(args, delete(args.dir, args.ids, _config(args), _reindex_settings(args)))
+    return 0
+
+
 def _emit(args: argparse.Namespace, session: SearchSession, record: dict, title: str, hits: list) -> None:
     """One answer: `record` as a JSON line with --json, else a results table."""
     if args.json:
@@ -191,7 +250,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    manifest = IndexManifest.load(Path(args.dir))
+    manifest = IndexManifest.load(resolve_index_path(args.dir))
     if args.json:
         print(manifest.to_json())
         return 0
@@ -411,6 +470,24 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads per ONNX session (default: all cores)")
 
 
+def _add_catalog_flags(p: argparse.ArgumentParser, models: bool = True) -> None:
+    """How a catalog file is read and embedded (index, reindex, upsert)."""
+    p.add_argument("--id-field", default="id", metavar="F")
+    p.add_argument("--text-fields", default=None, metavar="A,B", help="default: title,description where present")
+    p.add_argument("--image-field", default=None, metavar="F", help="default: image, when present")
+    p.add_argument("--price-field", default="price", metavar="F", help="parsed as a number when present")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    if not models:  # the live version's encoders and index types are used
+        _add_runtime_flags(p)
+        return
+    p.add_argument("--index-factory", default=None, metavar="STR", help="FAISS factory string (default by size)")
+    p.add_argument("--stemmer", default="english", metavar="LANG|none",
+                   help="stemming language of the BM25 index (Snowball; default english)")
+    p.add_argument("--no-lexical", action="store_true", help="build no BM25 index (search is dense only)")
+    _add_model_flags(p, search=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitrina", description="Multimodal product search for e-commerce catalogs.")
     parser.add_argument("--version", action="version", version=f"vitrina {__version__}")
@@ -420,20 +497,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed a catalog and build an index directory")
     p.add_argument("catalog", metavar="CATALOG", help="catalog file: .csv, .tsv, .jsonl or .parquet")
     p.add_argument("--out", required=True, metavar="DIR", help="index directory (replaced only when indexing succeeds)")
-    p.add_argument("--id-field", default="id", metavar="F")
-    p.add_argument("--text-fields", default=None, metavar="A,B", help="default: title,description where present")
-    p.add_argument("--image-field", default=None, metavar="F", help="default: image, when present")
-    p.add_argument("--price-field", default="price", metavar="F", help="parsed as a number when present")
-    p.add_argument("--index-factory", default=None, metavar="STR", help="FAISS factory string (default by size)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N")
-    p.add_argument("--stemmer", default="english", metavar="LANG|none",
-                   help="stemming language of the BM25 index (Snowball; default english)")
-    p.add_argument("--no-lexical", action="store_true", help="build no BM25 index (search is dense only)")
+    _add_catalog_flags(p)
     p.add_argument("--fusion-from", default=None, metavar="DIR",
                    help="add a shared space with the heads `vitrina train` learned on another index (same encoders)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    _add_model_flags(p, search=False)
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("reindex", help="re-embed a catalog into a new version of a versioned root, resumably, then switch to it")
+    p.add_argument("catalog", metavar="CATALOG", help="catalog file: .csv, .tsv, .jsonl or .parquet")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="versioned root: DIR/current links the live version under DIR/versions/")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted re-index from its last finished shard")
+    p.add_argument("--shard-size", type=int, default=10_000, metavar="N", help="products per checkpointed shard (default 10000)")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="versions kept after publishing (default 3)")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="where the encode stage runs: this process, or Ray actors (ray.init() finds the cluster)")
+    p.add_argument("--ray-actors", type=int, default=None, metavar="N", help="encoder actors on Ray (default: one per GPU, else 2)")
+    p.add_argument("--target-recall", type=float, default=0.95, metavar="R",
+                   help="recall@10 against exact search that IVF nprobe / HNSW efSearch are tuned to (default 0.95)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _add_catalog_flags(p)
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("upsert", help="add or replace products of a versioned root without re-indexing the catalog")
+    p.add_argument("dir", metavar="DIR", help="versioned root made by `vitrina reindex`")
+    p.add_argument("catalog", metavar="CATALOG", help="the products to add or replace (same format as a catalog)")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="versions kept after publishing (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _add_catalog_flags(p, models=False)
+    p.set_defaults(func=cmd_upsert)
+
+    p = sub.add_parser("delete", help="remove products from a versioned root without re-indexing")
+    p.add_argument("dir", metavar="DIR", help="versioned root made by `vitrina reindex`")
+    p.add_argument("--ids", required=True, metavar="FILE", help="product ids to remove, one per line")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="versions kept after publishing (default 3)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("search", help="text search")
     p.add_argument("dir", metavar="DIR")
@@ -629,7 +728,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from serving.app import SETTINGS_ENV, create_app, settings_for_workers
     from serving.config import ServingConfig
 
-    IndexManifest.load(Path(args.dir))  # a clear error now, not in a worker
+    IndexManifest.load(resolve_index_path(args.dir))  # a clear error now, not in a worker
     if args.workers < 1:
         raise QueryError(f"--workers must be at least 1, got {args.workers}")
     config = dataclasses.replace(

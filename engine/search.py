@@ -18,6 +18,7 @@ from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
 from index import IndexDirectory
+from index.versions import resolve_index_path
 from index.filters import FilterColumns, ProductFilter
 from index.rank_fusion import fuse
 
@@ -75,7 +76,7 @@ class SearchSession:
         text_model: str | None = None,
         image_model: str | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = resolve_index_path(path)  # a versioned root (`vitrina reindex`) serves its current version
         self.config = config or VitrinaConfig()
         self.directory = IndexDirectory.load(self.path, self.config.index)
         self.manifest = self.directory.manifest

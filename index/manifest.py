@@ -24,6 +24,10 @@ class SpaceInfo:
     count: int
     factory: str
     runtime: str = ""  # how the encoder ran: "onnx int8 (CPUExecutionProvider)", "torch (cpu)"
+    tuning: dict | None = None  # index.tuning.Tuning of an approximate index: {"parameter", "value", "recall", ...}
+
+    def tuned_parameters(self) -> dict[str, int]:
+        return {self.tuning["parameter"]: int(self.tuning["value"])} if self.tuning else {}
 
 
 def new_version() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import faiss
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 FLAT_MAX = 100_000
 HNSW_MAX = 2_000_000
 TRAIN_SAMPLE_PER_CENTROID = 64
+DEFAULT_EF_SEARCH = 128  # HNSW search effort when neither the config nor the manifest sets one
+DEFAULT_NPROBE = 32  # IVF lists searched, likewise
+DEFAULT_REFINE_K_FACTOR = 4  # an index with a refine stage re-ranks 4k approximate hits exactly
 
 
 def default_factory(n: int, dim: int) -> str:
@@ -30,11 +34,38 @@ def default_factory(n: int, dim: int) -> str:
     return f"IVF{nlist},PQ{m}"
 
 
+_search_threads: int | None = None  # FAISS's OpenMP threads per search; None: OpenMP's default
+
+
 def set_search_threads(threads: int | None) -> None:
-    """OpenMP threads FAISS uses per search (process-wide). A server answering one query per request
-    wants 1: FAISS's threads spin between searches and take the cores from concurrent requests."""
+    """OpenMP threads FAISS uses per search, in every thread of the process. A server answering one
+    query per request wants 1: FAISS's threads spin between searches and take the cores from
+    concurrent requests. (OpenMP keeps this setting per thread, so each search applies it.)"""
+    global _search_threads
+    _search_threads = threads
     if threads is not None:
         faiss.omp_set_num_threads(threads)
+
+
+def _apply_search_threads() -> None:
+    if _search_threads is not None and faiss.omp_get_max_threads() != _search_threads:
+        faiss.omp_set_num_threads(_search_threads)  # this thread has not been told yet
+
+
+MMAP_FLAGS = getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)  # newer FAISS also maps flat codes
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def gpu_cloner_options(config: IndexConfig):
+    """How an index spreads over several GPUs: split into shards (IndexShards, for indexes bigger than
+    one GPU) or copied whole to each (IndexReplicas, for throughput)."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = config.gpu_shard
+    options.useFloat16 = config.gpu_float16
+    return options
 
 
 def gpu_count() -> int:
@@ -48,9 +79,17 @@ class ProductIndex:
     place this index type there, else on the CPU. Callers never see which.
     """
 
-    def __init__(self, cpu_index: faiss.Index, factory: str, config: IndexConfig | None = None) -> None:
+    def __init__(self, cpu_index: faiss.Index, factory: str, config: IndexConfig | None = None,
+                 tuned: dict[str, int] | None = None) -> None:
+        """tuned: search settings chosen at build time ({"nprobe": 16}); the config's own win over them."""
         self.config = config or IndexConfig()
         self.factory = factory
+        tuned = tuned or {}
+        self.search_params = {
+            "efSearch": self.config.hnsw_ef_search or tuned.get("efSearch") or DEFAULT_EF_SEARCH,
+            "nprobe": self.config.ivf_nprobe or tuned.get("nprobe") or DEFAULT_NPROBE,
+            "k_factor_rf": tuned.get("k_factor_rf") or DEFAULT_REFINE_K_FACTOR,  # refine stages (",RFlat") only
+        }
         self._cpu = cpu_index
         self._apply_search_parameters(self._cpu)
         self._search_index, self.on_gpu = self._place(cpu_index)
@@ -87,9 +126,23 @@ class ProductIndex:
             index.add_with_ids(vectors, rows)
         return cls(index, factory, config)
 
+    def refilled(self, vectors: np.ndarray, rows: np.ndarray) -> "ProductIndex":
+        """A new index of the same type holding exactly `vectors` under `rows`, reusing this one's
+        training (IVF centroids, PQ codebooks) and search settings: no k-means, only the adds."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        fresh = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        if not fresh.is_trained:  # copy the trained structures, drop the vectors
+            fresh = faiss.clone_index(self._base)
+            fresh.reset()
+        index = faiss.IndexIDMap2(fresh)
+        if len(rows):
+            index.add_with_ids(vectors, rows)
+        return ProductIndex(index, self.factory, self.config, dict(self.search_params))
+
     def _apply_search_parameters(self, index: faiss.Index) -> None:
         params = faiss.ParameterSpace()
-        for name, value in (("efSearch", self.config.hnsw_ef_search), ("nprobe", self.config.ivf_nprobe)):
+        for name, value in self.search_params.items():
             try:
                 params.set_index_parameter(index, name, value)
             except RuntimeError:
@@ -102,7 +155,7 @@ class ProductIndex:
         if gpu_count() == 0:
             raise IndexStoreError("use_gpu is set but FAISS sees no GPU (is faiss-gpu installed?)")
         try:
-            gpu_index = faiss.index_cpu_to_all_gpus(index)
+            gpu_index = faiss.index_cpu_to_all_gpus(index, co=gpu_cloner_options(self.config))
         except (RuntimeError, AttributeError) as exc:
             log.warning("index type %s cannot run on the GPU (%s); searching on the CPU", self.factory, exc)
             return index, False
@@ -128,11 +181,35 @@ class ProductIndex:
             raise IndexStoreError(f"query vectors have shape {queries.shape}; this index holds {self.dim}-d vectors")
         if k < 1:
             raise IndexStoreError(f"k must be at least 1, got {k}")
+        _apply_search_threads()
         if allowed is None:
             return self._search_index.search(queries, k)
         bitmap = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")  # bit r: row r allowed
         params = self._selector_parameters(faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)))
         return self._cpu.search(queries, k, params=params)  # `bitmap` stays alive through the call
+
+    @property
+    def tunable_parameter(self) -> str | None:
+        """The knob trading speed for recall: "nprobe" (IVF), "efSearch" (HNSW), or None (exact)."""
+        base = self._base
+        if faiss.try_extract_index_ivf(base) is not None:  # also under a refine stage (",RFlat")
+            return "nprobe"
+        if isinstance(base, faiss.IndexHNSW):
+            return "efSearch"
+        return None
+
+    def parameter_limit(self, name: str) -> int:
+        """The largest useful value of a search knob (nprobe cannot exceed the list count)."""
+        return faiss.extract_index_ivf(self._base).nlist if name == "nprobe" else 1 << 16
+
+    def set_search_parameter(self, name: str, value: int) -> None:
+        """Change a search knob ("nprobe", "efSearch") for every later search."""
+        if name not in self.search_params:
+            raise IndexStoreError(f"unknown search parameter {name!r}; use nprobe or efSearch")
+        self.search_params[name] = int(value)
+        self._apply_search_parameters(self._cpu)
+        if self.on_gpu:
+            self._apply_search_parameters(self._search_index)
 
     @property
     def is_exact(self) -> bool:
@@ -147,20 +224,26 @@ class ProductIndex:
         """Search parameters of the base index's own type (FAISS refuses others), carrying `selector`."""
         base = self._base
         if isinstance(base, faiss.IndexIVF):
-            return faiss.SearchParametersIVF(sel=selector, nprobe=min(self.config.ivf_nprobe, base.nlist))
+            return faiss.SearchParametersIVF(sel=selector, nprobe=min(self.search_params["nprobe"], base.nlist))
         if isinstance(base, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.hnsw_ef_search)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.search_params["efSearch"])
         return faiss.SearchParameters(sel=selector)
 
     def save(self, path: Path) -> None:
         faiss.write_index(self._cpu, str(path))
 
     @classmethod
-    def load(cls, path: Path, factory: str, config: IndexConfig | None = None, mmap: bool = False) -> "ProductIndex":
+    def load(cls, path: Path, factory: str, config: IndexConfig | None = None, mmap: bool | None = None,
+             tuned: dict[str, int] | None = None) -> "ProductIndex":
+        """mmap: map the file instead of reading it (IVF lists and flat codes stay on disk, paged in
+        by the OS); None follows config.mmap, whose None maps files bigger than half the RAM."""
         if not path.is_file():
             raise IndexStoreError(f"index file missing: {path}")
+        config = config or IndexConfig()
+        if mmap is None:
+            mmap = config.mmap if config.mmap is not None else path.stat().st_size > physical_memory() // 2
         try:
-            cpu = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
+            cpu = faiss.read_index(str(path), MMAP_FLAGS if mmap else 0)
         except RuntimeError as exc:
             raise IndexStoreError(f"{path} is not a readable FAISS index: {exc}") from None
-        return cls(cpu, factory, config)
+        return cls(cpu, factory, config, tuned)

@@ -8,6 +8,7 @@ Layout of DIR:
   <space>.rows.npy       the product row of each embedding
   lexical/               the BM25 index over the product text (bm25s files); settings in the manifest
   encoders/<role>/       exported ONNX encoders ("text", "image", "image-text"), so searching needs no export
+  content.parquet        product texts and content hashes (index.content; written by `vitrina reindex`)
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from typing import Iterator
 import numpy as np
 
 from index.config import IndexConfig
+from index.content import CONTENT_FILE, ProductContent
 from index.errors import IndexStoreError
 from index.lexical import LexicalIndex
 from index.manifest import MANIFEST_FILE, IndexManifest
 from index.product_index import ProductIndex
 from index.products import ProductTable
+from index.versions import resolve_index_path
 
 PRODUCTS_FILE = "products.parquet"
 LEXICAL_DIR = "lexical"
@@ -115,6 +118,7 @@ class IndexDirectory:
     lexical: LexicalIndex | None = None
     encoder_dirs: dict[str, Path] = field(default_factory=dict)  # role -> exported model directory to keep
     path: Path | None = None  # where it was loaded from
+    content: ProductContent | None = None  # texts and content hashes, row-aligned with products
 
     def encoder_dir(self, role: str) -> Path | None:
         """The exported encoder kept under `role`, if any."""
@@ -143,6 +147,8 @@ class IndexDirectory:
         tmp.mkdir()
         try:
             self.products.save(tmp / PRODUCTS_FILE)
+            if self.content is not None:
+                self.content.save(tmp / CONTENT_FILE)
             for name, space in self.spaces.items():
                 space.index.save(tmp / f"{name}.faiss")
                 np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
@@ -161,15 +167,15 @@ class IndexDirectory:
             raise
 
     @classmethod
-    def load(cls, path: Path, config: IndexConfig | None = None, mmap: bool = False) -> "IndexDirectory":
-        path = Path(path)
+    def load(cls, path: Path, config: IndexConfig | None = None, mmap: bool | None = None) -> "IndexDirectory":
+        path = resolve_index_path(path)
         if not path.is_dir():
             raise IndexStoreError(f"index directory not found: {path}")
         manifest = IndexManifest.load(path)
         products = ProductTable.load(path / PRODUCTS_FILE)
         spaces = {}
         for name, info in manifest.spaces.items():
-            index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap)
+            index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
             vectors = np.load(path / f"{name}.vectors.npy", mmap_mode="r")
             rows = np.load(path / f"{name}.rows.npy")
             if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
@@ -185,7 +191,10 @@ class IndexDirectory:
             raise IndexStoreError(f"{path}: the lexical index covers {lexical.count} products, not {len(products)}; re-index it")
         kept = path / ENCODERS_DIR
         encoder_dirs = {d.name: d for d in sorted(kept.iterdir()) if d.is_dir() and not d.name.startswith(".")} if kept.is_dir() else {}
-        return cls(manifest, products, spaces, lexical, encoder_dirs, path)
+        content = ProductContent.load(path / CONTENT_FILE)
+        if content is not None and content.ids != products.ids:
+            raise IndexStoreError(f"{path}: {CONTENT_FILE} and {PRODUCTS_FILE} list different products; re-index it")
+        return cls(manifest, products, spaces, lexical, encoder_dirs, path, content)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -203,7 +212,7 @@ def editing(path: Path) -> Iterator[Path]:
     in place: write a new file and `os.replace` it over the old name (`write_space`, `write_manifest`
     and `replace_directory` do). On any failure the copy is removed and `path` is untouched.
     """
-    path = Path(path)
+    path = resolve_index_path(path)  # a versioned root: its current version
     IndexManifest.load(path)  # refuse anything that is not an index
     tmp = path.parent / f".{path.name}.edit-{uuid.uuid4().hex[:8]}"
     shutil.copytree(path, tmp, copy_function=_link_or_copy)

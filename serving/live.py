@@ -36,8 +36,9 @@ class LiveIndex:
     """An index directory loaded for serving: search session, behaviour model, batchers and cache."""
 
     def __init__(self, path: Path, config: VitrinaConfig, serving: ServingConfig, metrics: ServiceMetrics) -> None:
-        self.path = Path(path)
+        self.path = Path(path)  # as given: an index directory, or a versioned root
         self.session = SearchSession(self.path, config)
+        self.directory = self.session.path  # the index directory loaded (a root's current version)
         self.version = self.session.manifest.version
         self.metrics = metrics
         self.cache = QueryCache(serving.cache_size)
@@ -53,7 +54,7 @@ class LiveIndex:
 
     def load_behaviour(self) -> None:
         """(Re)read the behaviour model from disk, with its popularity; None and why when there is none."""
-        model, why = load_index_behaviour(self.path, self.session.products.ids)
+        model, why = load_index_behaviour(self.directory, self.session.products.ids)
         self.behaviour, self.behaviour_why = model, why
         self.popular = popularity(model) if model is not None else None
 
@@ -127,16 +128,17 @@ class IndexHolder:
     def ready(self) -> bool:
         return self.current is not None
 
-    async def reload(self, path: str | Path | None = None, announce: bool = True) -> Swap:
-        """Load `path` (default: the directory served now), warm it, then swap it in.
-
-        Raises the load error and keeps the current version when the new one cannot be loaded.
+    async def reload(self, path: str | Path | None = None, announce: bool = True, directory: str | None = None) -> Swap:
+        """Load `path` (default: the directory served now; a versioned root loads its current version),
+        warm it, then swap it in. `directory`: load exactly this version of `path` (what another worker
+        loaded). Raises the load error and keeps the current version when the new one cannot be loaded.
         """
         async with self._lock:
             target = Path(path) if path is not None else self.path
             started = time.perf_counter()
             try:
-                live = await asyncio.to_thread(self._load, target)
+                live = await asyncio.to_thread(self._load, Path(directory) if directory else target)
+                live.path = target
             except Exception:
                 self.metrics.reloads.labels("failed").inc()
                 raise
@@ -163,7 +165,7 @@ class IndexHolder:
         if not signal:
             return
         tmp = f"{signal}.{os.getpid()}.tmp"
-        Path(tmp).write_text(json.dumps({"path": str(live.path), "version": live.version}))
+        Path(tmp).write_text(json.dumps({"path": str(live.path), "directory": str(live.directory), "version": live.version}))
         os.replace(tmp, signal)
         self._signal_seen = os.stat(signal).st_mtime_ns
 
@@ -184,6 +186,6 @@ class IndexHolder:
                 continue
             if self.current is None or wanted.get("version") != self.current.version or wanted.get("path") != str(self.path):
                 try:
-                    await self.reload(wanted.get("path"), announce=False)
+                    await self.reload(wanted.get("path"), announce=False, directory=wanted.get("directory"))
                 except Exception as exc:  # keep serving the current version
                     log.error("could not follow the reload of %s: %s", wanted.get("path"), exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 
@@ -151,3 +152,105 @@ def test_model_specs_with_local_paths_are_stored_absolute(tmp_path, monkeypatch)
     assert absolute_spec("clip:ViT-B-32=laion2b_s34b_b79k") == "clip:ViT-B-32=laion2b_s34b_b79k"
     assert absolute_spec("all-MiniLM-L6-v2") == "all-MiniLM-L6-v2"
     assert absolute_spec("resnet50") == "resnet50"
+
+
+def test_search_threads_apply_in_every_thread():
+    """OpenMP keeps its thread count per thread: a server's pool threads must get the setting too,
+    or FAISS spins every core in each of them."""
+    import threading
+
+    import faiss
+
+    from index.product_index import set_search_threads
+
+    before = faiss.omp_get_max_threads()
+    index = ProductIndex.build(unit_vectors(200, 16), np.arange(200, dtype=np.int64), "Flat")
+    seen: list[int] = []
+
+    def search_in_a_new_thread() -> None:
+        index.search(unit_vectors(1, 16, seed=1), 5)
+        seen.append(faiss.omp_get_max_threads())
+
+    try:
+        set_search_threads(1)
+        worker = threading.Thread(target=search_in_a_new_thread)
+        worker.start()
+        worker.join()
+    finally:
+        set_search_threads(before)
+    assert seen == [1]
+
+
+def clustered_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Normalised vectors around 50 centres: the structure IVF and HNSW are built for."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, d))
+    x = centres[rng.integers(0, 50, n)] + 0.6 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("factory, parameter", [("IVF64,Flat", "nprobe"), ("HNSW16", "efSearch")])
+def test_search_effort_is_tuned_to_the_target_recall_and_kept_in_the_manifest(tmp_path, factory, parameter):
+    from index.tuning import exact_neighbours, recall_at_k, sample_queries, tune_search
+
+    x = clustered_vectors(6000, 32)
+    rows = np.arange(len(x), dtype=np.int64)
+    index = ProductIndex.build(x, rows, factory)
+    tuned = tune_search(index, x, rows, target=0.9, k=10, queries=300)
+    assert tuned.parameter == parameter and tuned.reached and tuned.recall >= 0.9
+    # independent check on other queries, at the chosen setting
+    queries = sample_queries(x, 300, seed=7)
+    assert recall_at_k(index.search(queries, 10)[1], exact_neighbours(queries, x, rows, 10)) >= 0.85
+    # the smallest setting that reaches the target: one step down misses it (unless it is the first)
+    from index.tuning import LADDERS
+
+    ladder = LADDERS[parameter]
+    if tuned.value != ladder[0]:
+        index.set_search_parameter(parameter, ladder[ladder.index(tuned.value) - 1])
+        sample = sample_queries(x, 300)
+        assert recall_at_k(index.search(sample, 10)[1], exact_neighbours(sample, x, rows, 10)) < 0.9
+    # recorded in the manifest, applied when the directory is loaded again
+    index.set_search_parameter(parameter, tuned.value)
+    info = SpaceInfo(encoder="e", model="m", dim=32, count=len(x), factory=factory, tuning=tuned.to_json())
+    manifest = IndexManifest(product_count=len(x), catalog={}, spaces={"text": info})
+    table = ProductTable.from_records([str(r) for r in rows], [{} for _ in rows])
+    IndexDirectory(manifest, table, {"text": VectorSpace(index, x, rows)}).save(tmp_path / "idx")
+    loaded = IndexDirectory.load(tmp_path / "idx")
+    assert loaded.spaces["text"].index.search_params[parameter] == tuned.value
+    assert loaded.manifest.spaces["text"].tuning["recall"] == tuned.recall
+    # an explicit setting in the config wins over the tuned one
+    override = IndexConfig(ivf_nprobe=3, hnsw_ef_search=300)
+    again = IndexDirectory.load(tmp_path / "idx", override)
+    assert again.spaces["text"].index.search_params[parameter] == (3 if parameter == "nprobe" else 300)
+
+
+def test_exact_indexes_need_no_tuning():
+    from index.tuning import tune_search
+
+    x = clustered_vectors(500, 16)
+    assert tune_search(ProductIndex.build(x, np.arange(500, dtype=np.int64), "Flat"), x, np.arange(500)) is None
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF32,Flat", "IVF32,PQ8", "HNSW16"])
+def test_refilled_index_keeps_its_training_and_holds_exactly_the_new_vectors(factory):
+    x = clustered_vectors(4000, 32)
+    index = ProductIndex.build(x[:3000], np.arange(3000, dtype=np.int64), factory)
+    rows = np.arange(2000, 4000, dtype=np.int64)[::-1].copy()  # some removed, some new, another order
+    refilled = index.refilled(x[2000:4000][::-1], rows)
+    assert refilled.ntotal == 2000 and refilled.factory == factory
+    found = refilled.search(x[2500:2520], 1)[1][:, 0]
+    assert (found == np.arange(2500, 2520)).mean() >= 0.9  # each vector finds itself under its new row
+    assert refilled.search(x[:20], 10)[1].min() >= 2000  # removed rows are gone
+    if "IVF" in factory:  # same centroids: trained once, not again
+        old, new = (faiss.extract_index_ivf(i._base) for i in (index, refilled))
+        assert np.array_equal(old.quantizer.reconstruct_n(0, old.nlist), new.quantizer.reconstruct_n(0, new.nlist))
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF32,Flat", "HNSW16"])
+def test_memory_mapped_loading_answers_like_a_normal_load(tmp_path, factory):
+    x = clustered_vectors(3000, 32)
+    rows = np.arange(3000, dtype=np.int64)
+    ProductIndex.build(x, rows, factory).save(tmp_path / "i.faiss")
+    read = ProductIndex.load(tmp_path / "i.faiss", factory, IndexConfig(mmap=False))
+    mapped = ProductIndex.load(tmp_path / "i.faiss", factory, IndexConfig(mmap=True))
+    assert np.array_equal(read.search(x[:20], 5)[1], mapped.search(x[:20], 5)[1])

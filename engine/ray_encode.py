@@ -1,0 +1,112 @@
+"""The encode stage of a re-index on Ray: Ray Data `map_batches` over a pool of encoder actors.
+
+Each actor loads the encoders once (one model per actor, a GPU per actor when the cluster has them)
+and turns batches of products into text vectors and image hashes and vectors. The driver keeps
+reading the catalog, reusing unchanged vectors and writing the same shard files as the local engine,
+so a job may be resumed on either engine.
+
+On a cluster: start Ray on the machines (`ray start --head` / `ray start --address=HEAD:6379`), then
+run `RAY_ADDRESS=HEAD:6379 vitrina reindex CATALOG --out DIR --engine ray` on one of them; image paths
+must be readable from every node (shared storage or URLs). Without RAY_ADDRESS, Ray starts locally.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from encoders import ImageLoadError, load_image_encoder, load_text_encoder
+from encoders.image_io import decode_image, read_image_bytes
+from engine.catalog import Product
+from engine.config import VitrinaConfig
+from engine.shards import Shard
+from index.content import content_hash
+
+DEFAULT_ACTORS = 2  # without GPUs: two actors share the CPUs
+
+
+class ProductEncoder:
+    """A Ray actor: the encoders, loaded once, applied to batches of products."""
+
+    def __init__(self, specs: dict, config: VitrinaConfig) -> None:
+        self.config = config
+        self.text = load_text_encoder(specs["text"], config.encoders.for_catalog())
+        self.image = load_image_encoder(specs["image"], config.encoders.for_catalog()) if specs["image"] else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["position"])
+        text = np.zeros((n, self.text.dim), dtype=np.float32)
+        wanted = np.flatnonzero(batch["encode_text"])
+        if len(wanted):
+            text[wanted] = self.text.encode([str(batch["text"][i]) for i in wanted])
+        image_dim = self.image.dim if self.image is not None else 1
+        image = np.zeros((n, image_dim), dtype=np.float32)
+        hashes, errors, encoded = [""] * n, [""] * n, np.zeros(n, dtype=bool)
+        items, slots = [], []
+        for i in range(n):
+            source = str(batch["image"][i])
+            if self.image is None or not source:
+                continue
+            try:
+                data = read_image_bytes(source, self.config.encoders.image_timeout_s)
+                hashes[i] = content_hash(data)
+                if hashes[i] == str(batch["previous_image_hash"][i]):
+                    continue  # unchanged: the driver keeps the live vector
+                items.append(decode_image(data, source, self.config.encoders.image_max_pixels))
+                slots.append(i)
+            except ImageLoadError as exc:
+                errors[i] = str(exc)
+        if items:
+            image[slots] = self.image.encode(items)
+            encoded[slots] = True
+        return {"position": batch["position"], "text": text, "image": image, "image_hash": np.asarray(hashes, dtype=object),
+                "image_error": np.asarray(errors, dtype=object), "image_encoded": encoded}
+
+
+def _actors(settings) -> tuple[int, float]:
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    count = settings.ray_actors or (gpus or DEFAULT_ACTORS)
+    return count, (1.0 if gpus else 0.0)
+
+
+def encode_shard_on_ray(number: int, products: Sequence[Product], specs: dict, config: VitrinaConfig, settings,
+                        previous, bars: dict[str, tqdm]) -> Shard:
+    """One shard encoded by Ray actors; the same Shard the local engine makes."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    text_hashes = [content_hash(p.text) for p in products]
+    kept_text = [previous.vector("text", p.id, h) for p, h in zip(products, text_hashes)]
+    previous_image = [previous.lookup["image"].get(p.id, ("",))[0] for p in products]
+    items = [{"position": i, "text": p.text, "image": p.image or "", "encode_text": kept_text[i] is None,
+              "previous_image_hash": previous_image[i]} for i, p in enumerate(products)]
+    actors, gpus = _actors(settings)
+    dataset = ray.data.from_items(items).map_batches(
+        ProductEncoder, fn_constructor_kwargs={"specs": specs, "config": config}, batch_size=config.encoders.batch_size,
+        batch_format="numpy", concurrency=actors, num_gpus=gpus,
+    )
+    rows = sorted(dataset.take_all(), key=lambda r: int(r["position"]))
+    text = np.stack([kept if kept is not None else np.asarray(r["text"], dtype=np.float32) for r, kept in zip(rows, kept_text)])
+    image_hashes = [str(r["image_hash"]) for r in rows]
+    failures = [(products[i].id, str(r["image_error"])) for i, r in enumerate(rows) if r["image_error"]]
+    positions, vectors = [], []
+    for i, r in enumerate(rows):
+        if not image_hashes[i] or r["image_error"]:
+            continue
+        positions.append(i)
+        vectors.append(np.asarray(r["image"], dtype=np.float32) if r["image_encoded"]
+                       else previous.vector("image", products[i].id, image_hashes[i]))
+    bars["decode"].update(sum(1 for p in products if p.image))
+    image_dim = len(rows[0]["image"]) if rows else 0
+    return Shard(number, [p.id for p in products], text_hashes, image_hashes, text,
+                 np.stack(vectors) if vectors else np.zeros((0, image_dim), dtype=np.float32),
+                 np.asarray(positions, dtype=np.int64), failures,
+                 sum(1 for k in kept_text if k is None), int(sum(bool(r["image_encoded"]) for r in rows)))

@@ -1,0 +1,206 @@
+"""Changing single products of a versioned root without re-indexing the catalog: upsert and delete.
+
+Each change writes a new version beside the live one and publishes it like a re-index (atomic switch
+of `current`, the last versions kept). Only the products given are encoded, and of those only the
+ones whose text or image bytes changed; every other vector is copied from the live version, and the
+FAISS indexes are refilled with their trained structures (no k-means, no re-tuning).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from encoders import load_image_encoder, load_text_encoder
+from engine.catalog import read_catalog
+from engine.config import VitrinaConfig
+from engine.errors import CatalogError
+from engine.reindex import Previous, ReindexSettings, ShardEncoder, root_lock, save_version
+from index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
+from index.content import CONTENT_FILE, ProductContent
+from index.errors import IndexStoreError
+from index.versions import is_versioned_root, publish
+
+CARRIED_SPACES = ("text", "image")  # trained spaces (fused, shared) are made again by `vitrina train`
+
+
+@dataclass
+class UpdateReport:
+    root: Path
+    version: str
+    path: Path
+    products: int  # in the new version
+    added: int
+    updated: int  # given again, with new content or metadata
+    unchanged: int  # given again with the same text and image (vectors kept; metadata refreshed)
+    deleted: int
+    not_found: list[str] = field(default_factory=list)  # delete: ids the index did not have
+    encoded: dict[str, int] = field(default_factory=dict)
+    images_failed: int = 0
+    dropped_spaces: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        out = dict(self.__dict__)
+        out["root"], out["path"] = str(self.root), str(self.path)
+        out["not_found"] = self.not_found[:100]
+        return out
+
+
+def _live(root: Path, config: VitrinaConfig) -> IndexDirectory:
+    if not is_versioned_root(root):
+        raise IndexStoreError(
+            f"{root} is not a versioned index root; upsert and delete change roots made by `vitrina reindex CATALOG --out {root}`"
+        )
+    live = IndexDirectory.load(root, config.index)
+    if live.content is None:
+        raise IndexStoreError(f"{live.path} has no product content ({CONTENT_FILE}); re-index it with `vitrina reindex`")
+    return live
+
+
+def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | None = None,
+           settings: ReindexSettings | None = None) -> UpdateReport:
+    """Add the catalog's products to the live version, or replace those with the same id."""
+    config = config or VitrinaConfig()
+    settings = settings or ReindexSettings()
+    root = Path(root)
+    started = time.perf_counter()
+    with root_lock(root):
+        live = _live(root, config)
+        catalog = read_catalog(catalog_path, config.catalog)
+        manifest = live.manifest
+        text_info = manifest.space("text")
+        text_encoder = load_text_encoder(text_info.model, config.encoders.for_catalog())
+        manifest.check_encoder("text", text_encoder.name, text_encoder.dim)
+        image_encoder = None
+        if "image" in manifest.spaces and catalog.fields.image_field:
+            info = manifest.spaces["image"]
+            image_encoder = load_image_encoder(info.model, config.encoders.for_catalog())
+            manifest.check_encoder("image", image_encoder.name, image_encoder.dim)
+        previous = Previous(live, {"text": text_encoder.name, "image": image_encoder.name if image_encoder else ""})
+        encoder = ShardEncoder(text_encoder, image_encoder, config, settings, previous)
+        bars = {"decode": tqdm(total=None, desc="decode", unit="image", disable=not config.progress)}
+        try:
+            shard = encoder.encode(0, catalog.products, bars)
+        finally:
+            encoder.close()
+            bars["decode"].close()
+        known = live.products
+        given = {p.id for p in catalog.products}
+        old_content = live.content
+        changed = sum(
+            1 for p, th, ih in zip(catalog.products, shard.text_hashes, shard.image_hashes)
+            if p.id in known and (th, ih) != _hashes_of(old_content, known.row_of(p.id))
+        )
+        existing = sum(1 for p in catalog.products if p.id in known)
+        keep = [row for row, pid in enumerate(known.ids) if pid not in given]
+        new_content = ProductContent([p.id for p in catalog.products], [p.text for p in catalog.products],
+                                     shard.text_hashes, shard.image_hashes)
+        image_vectors = {"vectors": shard.image, "positions": shard.image_positions}
+        version_dir, directory, dropped = _write_version(
+            root, live, keep, new_content, [p.metadata for p in catalog.products], shard.text, image_vectors, config)
+        publish(root, version_dir, settings.keep)
+    return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products),
+                        added=len(catalog.products) - existing, updated=changed, unchanged=existing - changed, deleted=0,
+                        encoded={"text": shard.encoded_text, "image": shard.encoded_images},
+                        images_failed=len(shard.failures), dropped_spaces=dropped,
+                        seconds=round(time.perf_counter() - started, 3))
+
+
+def delete(root: str | Path, ids_file: str | Path, config: VitrinaConfig | None = None,
+           settings: ReindexSettings | None = None) -> UpdateReport:
+    """Remove the products listed in `ids_file` (one id per line) from the live version."""
+    config = config or VitrinaConfig()
+    settings = settings or ReindexSettings()
+    root = Path(root)
+    started = time.perf_counter()
+    ids = read_ids(Path(ids_file))
+    with root_lock(root):
+        live = _live(root, config)
+        known = live.products
+        not_found = [pid for pid in ids if pid not in known]
+        doomed = set(ids) - set(not_found)
+        if not doomed:  # nothing to change: no new version
+            return UpdateReport(root, live.manifest.version, live.path, len(known), added=0, updated=0, unchanged=0,
+                                deleted=0, not_found=not_found, seconds=round(time.perf_counter() - started, 3))
+        if len(doomed) == len(known):
+            raise CatalogError(f"{ids_file}: deleting every product would leave an empty index; re-index instead")
+        keep = [row for row, pid in enumerate(known.ids) if pid not in doomed]
+        empty = ProductContent([], [], [], [])
+        dims = {name: live.manifest.spaces[name].dim for name in CARRIED_SPACES if name in live.manifest.spaces}
+        image = {"vectors": np.zeros((0, dims.get("image", 0)), dtype=np.float32), "positions": np.zeros(0, dtype=np.int64)}
+        version_dir, directory, dropped = _write_version(
+            root, live, keep, empty, [], np.zeros((0, dims["text"]), dtype=np.float32), image, config)
+        publish(root, version_dir, settings.keep)
+    return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products), added=0, updated=0,
+                        unchanged=0, deleted=len(doomed), not_found=not_found, dropped_spaces=dropped,
+                        seconds=round(time.perf_counter() - started, 3))
+
+
+def read_ids(path: Path) -> list[str]:
+    """Product ids, one per line (blank lines and lines starting with # are skipped)."""
+    if not path.is_file():
+        raise CatalogError(f"id file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    ids = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not ids:
+        raise CatalogError(f"{path}: no product ids (expected one id per line)")
+    return list(dict.fromkeys(ids))
+
+
+def _hashes_of(content: ProductContent, row: int) -> tuple[str, str]:
+    return content.text_hashes[row], content.image_hashes[row]
+
+
+def _write_version(root: Path, live: IndexDirectory, keep: list[int], added: ProductContent, added_metadata: list[dict],
+                   added_text: np.ndarray, added_image: dict, config: VitrinaConfig):
+    """A new version: the live products at rows `keep` (renumbered in order), then the `added` ones."""
+    keep_rows = np.asarray(keep, dtype=np.int64)
+    renumber = np.full(len(live.products), -1, dtype=np.int64)
+    renumber[keep_rows] = np.arange(len(keep_rows))
+    base = len(keep_rows)
+    spaces: dict[str, VectorSpace] = {}
+    infos = {}
+    for name in CARRIED_SPACES:
+        if name not in live.spaces:
+            continue
+        old = live.spaces[name]
+        old_rows = np.asarray(old.rows)
+        kept = np.flatnonzero(renumber[old_rows] >= 0)
+        if name == "text":
+            new_vectors, new_rows = added_text, np.arange(base, base + len(added), dtype=np.int64)
+        else:
+            new_vectors, new_rows = added_image["vectors"], added_image["positions"] + base
+        vectors = np.concatenate([np.asarray(old.vectors[kept], dtype=np.float32), np.asarray(new_vectors, dtype=np.float32)])
+        rows = np.concatenate([renumber[old_rows[kept]], np.asarray(new_rows, dtype=np.int64)])
+        if not len(rows):
+            continue
+        spaces[name] = VectorSpace(old.index.refilled(vectors, rows), vectors, rows)
+        infos[name] = live.manifest.spaces[name]
+        infos[name].count = len(rows)
+    dropped = sorted(set(live.spaces) - set(spaces))
+    content = live.content.take(keep) + added
+    table = _table(live.products, keep, added.ids, added_metadata)
+    lexical = None
+    if live.lexical is not None:
+        lexical = LexicalIndex.build(content.texts, live.lexical.settings)
+    manifest = live.manifest
+    manifest.spaces = infos
+    manifest.product_count = len(content)
+    directory = IndexDirectory(manifest, table, spaces, lexical, {k: v for k, v in live.encoder_dirs.items()}, content=content)
+    version_dir = save_version(root, directory)
+    return version_dir, directory, dropped
+
+
+def _table(products: ProductTable, keep: list[int], ids: list[str], metadata: list[dict]) -> ProductTable:
+    records_ids = [products.ids[r] for r in keep] + list(ids)
+    records = [products.metadata(r) for r in keep] + list(metadata)
+    return ProductTable.from_records(records_ids, records)
+
