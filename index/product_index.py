@@ -68,6 +68,22 @@ def gpu_cloner_options(config: IndexConfig):
     return options
 
 
+def _train(base: faiss.Index, sample: np.ndarray, config: IndexConfig) -> faiss.Index:
+    """Train on the GPUs when FAISS sees any (k-means is the slow part of an IVF build), else on the
+    CPU; an index type FAISS cannot train on a GPU is trained on the CPU, with a warning."""
+    if config.use_gpu is False or gpu_count() == 0:
+        base.train(sample)
+        return base
+    try:
+        on_gpu = faiss.index_cpu_to_all_gpus(base, co=gpu_cloner_options(config))
+        on_gpu.train(sample)
+        return faiss.index_gpu_to_cpu(on_gpu)
+    except (RuntimeError, AttributeError) as exc:
+        log.warning("training %s on the GPU failed (%s); training on the CPU", type(base).__name__, exc)
+        base.train(sample)
+        return base
+
+
 def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
@@ -120,7 +136,7 @@ class ProductIndex:
                 )
             sample_size = min(n, max(needed * TRAIN_SAMPLE_PER_CENTROID, 10_000))
             sample = vectors[np.random.default_rng(0).choice(n, sample_size, replace=False)]
-            base.train(sample)
+            base = _train(base, sample, config)
         index = faiss.IndexIDMap2(base)
         if n:
             index.add_with_ids(vectors, rows)
