@@ -720,6 +720,7 @@ def _add_export_parser(sub) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
     import os
+    import shutil
     import tempfile
 
     import uvicorn
@@ -750,8 +751,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serving = dataclasses.replace(serving, metrics_dir=str(run_dir / "metrics"), reload_signal=str(run_dir / "reload.json"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = serving.metrics_dir  # prometheus_client's own switch, read in each worker
     os.environ[SETTINGS_ENV] = settings_for_workers(Path(args.dir), config, serving)
-    uvicorn.run("serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=level, access_log=args.access_log)
+    try:
+        uvicorn.run("serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=level, access_log=args.access_log)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)  # the workers' metrics files and the reload signal
     return 0
 
 
