@@ -31,8 +31,8 @@ class SpaceInfo:
 
 
 def new_version() -> str:
-    """A sortable, unique index version: UTC time of writing plus a random suffix."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    """A unique index version that sorts by time of writing: UTC to the microsecond, plus a random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
 @dataclass
