@@ -18,11 +18,11 @@ from engine.config import RecommendSettings, VitrinaConfig
 from engine.errors import USER_ERRORS, QueryError
 from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
+from engine.reindex import ENGINES, ReindexSettings, reindex
 from engine.search import MODES, SPACES, SearchSession
+from engine.updates import delete, upsert
 from index import IndexConfig, IndexManifest, LexicalSettings
 from index.versions import resolve_index_path
-from engine.reindex import ENGINES, ReindexSettings, reindex
-from engine.updates import delete, upsert
 
 DEFAULT_BACKEND = EncoderConfig().backend
 

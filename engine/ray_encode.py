@@ -74,7 +74,7 @@ def _actors(settings) -> tuple[int, float]:
 
 
 def encode_shard_on_ray(number: int, products: Sequence[Product], specs: dict, config: VitrinaConfig, settings,
-                        previous, bars: dict[str, tqdm]) -> Shard:
+                        previous, text_dim: int, bars: dict[str, tqdm]) -> Shard:
     """One shard encoded by Ray actors; the same Shard the local engine makes."""
     import ray
 
@@ -83,18 +83,18 @@ def encode_shard_on_ray(number: int, products: Sequence[Product], specs: dict, c
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
-    text_hashes = [content_hash(p.text) for p in products]
-    kept_text = [previous.vector("text", p.id, h) for p, h in zip(products, text_hashes)]
-    previous_image = [previous.lookup["image"].get(p.id, ("",))[0] for p in products]
-    items = [{"position": i, "text": p.text, "image": p.image or "", "encode_text": kept_text[i] is None,
-              "previous_image_hash": previous_image[i]} for i, p in enumerate(products)]
+    text_hashes, text, todo = previous.reuse_texts(products, text_dim)
+    encode_text = set(todo)
+    items = [{"position": i, "text": p.text, "image": p.image or "", "encode_text": i in encode_text,
+              "previous_image_hash": previous.digest("image", p.id)} for i, p in enumerate(products)]
     actors, gpus = _actors(settings)
     dataset = ray.data.from_items(items).map_batches(
         ProductEncoder, fn_constructor_kwargs={"specs": specs, "config": config}, batch_size=config.encoders.batch_size,
         batch_format="numpy", concurrency=actors, num_gpus=gpus,
     )
     rows = sorted(dataset.take_all(), key=lambda r: int(r["position"]))
-    text = np.stack([kept if kept is not None else np.asarray(r["text"], dtype=np.float32) for r, kept in zip(rows, kept_text)])
+    for i in todo:
+        text[i] = rows[i]["text"]
     image_hashes = [str(r["image_hash"]) for r in rows]
     failures = [(products[i].id, str(r["image_error"])) for i, r in enumerate(rows) if r["image_error"]]
     positions, vectors = [], []
@@ -109,4 +109,4 @@ def encode_shard_on_ray(number: int, products: Sequence[Product], specs: dict, c
     return Shard(number, [p.id for p in products], text_hashes, image_hashes, text,
                  np.stack(vectors) if vectors else np.zeros((0, image_dim), dtype=np.float32),
                  np.asarray(positions, dtype=np.int64), failures,
-                 sum(1 for k in kept_text if k is None), int(sum(bool(r["image_encoded"]) for r in rows)))
+                 len(todo), int(sum(bool(r["image_encoded"]) for r in rows)))

@@ -36,10 +36,11 @@ from engine.errors import CatalogError
 from engine.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs
 from engine.shards import Shard, ShardStore
 from index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
-from index.content import ProductContent, content_hash
+from index.content import CONTENT_FILE, ProductContent, content_hash
 from index.errors import IndexStoreError
+from index.store import read_vectors
 from index.tuning import tune_search
-from index.versions import VERSIONS_DIR, check_root, is_versioned_root, publish, staging_dir
+from index.versions import check_root, is_versioned_root, publish, resolve_index_path, staging_dir
 
 WORK_DIR = ".reindex"
 LOCK_FILE = ".lock"
@@ -106,25 +107,62 @@ def root_lock(root: Path) -> Iterator[None]:
 class Previous:
     """The live version's vectors by product id and content hash, for reusing unchanged products."""
 
-    def __init__(self, directory: IndexDirectory | None, encoder_names: dict[str, str]) -> None:
+    def __init__(self, manifest: IndexManifest | None, content: ProductContent | None,
+                 stored: dict[str, tuple[np.ndarray, np.ndarray]], encoder_names: dict[str, str]) -> None:
+        """stored: space -> (vectors, product rows) of the live version."""
         self.lookup: dict[str, dict[str, tuple[str, np.ndarray, int]]] = {"text": {}, "image": {}}  # id -> (hash, vectors, position)
-        if directory is None or directory.content is None:
+        if manifest is None or content is None:
             return
-        content = directory.content
         for space, hashes in (("text", content.text_hashes), ("image", content.image_hashes)):
-            vectors = directory.spaces.get(space)
-            info = directory.manifest.spaces.get(space)
-            if vectors is None or info is None or info.encoder != encoder_names.get(space):
+            info = manifest.spaces.get(space)
+            if space not in stored or info is None or info.encoder != encoder_names.get(space):
                 continue  # another model made these vectors: nothing to reuse
-            for position, row in enumerate(np.asarray(vectors.rows).tolist()):
+            vectors, rows = stored[space]
+            for position, row in enumerate(np.asarray(rows).tolist()):
                 if hashes[row]:
-                    self.lookup[space][content.ids[row]] = (hashes[row], vectors.vectors, position)
+                    self.lookup[space][content.ids[row]] = (hashes[row], vectors, position)
+
+    @classmethod
+    def of_directory(cls, directory: IndexDirectory, encoder_names: dict[str, str]) -> "Previous":
+        stored = {name: (space.vectors, space.rows) for name, space in directory.spaces.items()}
+        return cls(directory.manifest, directory.content, stored, encoder_names)
+
+    @classmethod
+    def of_root(cls, root: Path, encoder_names: dict[str, str]) -> "Previous":
+        """The current version of a versioned root (nothing when it has none), read without loading its
+        FAISS and BM25 indexes: only the manifest, the content hashes and the memory-mapped vectors."""
+        if not is_versioned_root(root):
+            return cls(None, None, {}, encoder_names)
+        path = resolve_index_path(root)
+        manifest = IndexManifest.load(path)
+        stored = {name: read_vectors(path, name) for name in ("text", "image") if name in manifest.spaces}
+        return cls(manifest, ProductContent.load(path / CONTENT_FILE), stored, encoder_names)
+
+    def digest(self, space: str, product_id: str) -> str:
+        """The content hash the live version has for a product's vector in `space` ("" when none)."""
+        found = self.lookup[space].get(product_id)
+        return found[0] if found is not None else ""
 
     def vector(self, space: str, product_id: str, digest: str) -> np.ndarray | None:
+        """The live vector of the product when its content still hashes to `digest`, else None."""
         found = self.lookup[space].get(product_id)
         if found is None or found[0] != digest:
             return None
         return np.asarray(found[1][found[2]], dtype=np.float32)
+
+    def reuse_texts(self, products: Sequence[Product], dim: int) -> tuple[list[str], np.ndarray, list[int]]:
+        """Text hashes, a (n, dim) array holding the live vectors of unchanged texts, and the positions
+        of the texts still to encode."""
+        hashes = [content_hash(p.text) for p in products]
+        vectors = np.zeros((len(products), dim), dtype=np.float32)
+        todo = []
+        for i, (p, digest) in enumerate(zip(products, hashes)):
+            kept = self.vector("text", p.id, digest)
+            if kept is None:
+                todo.append(i)
+            else:
+                vectors[i] = kept
+        return hashes, vectors, todo
 
 
 class ShardEncoder:
@@ -132,7 +170,7 @@ class ShardEncoder:
 
     def __init__(self, text: Encoder, image: Encoder | None, config: VitrinaConfig, settings: ReindexSettings,
                  previous: Previous) -> None:
-        self.text, self.image, self.config, self.settings, self.previous = text, image, config, settings, previous
+        self.text, self.image, self.config, self.previous = text, image, config, previous
         self.pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="vitrina-decode")
         self.preprocess = getattr(image, "preprocess", None)
         self.images_failed = 0
@@ -146,7 +184,7 @@ class ShardEncoder:
         try:
             data = read_image_bytes(product.image, enc.image_timeout_s)
             digest = content_hash(data)
-            if self.previous.vector("image", product.id, digest) is not None:
+            if digest == self.previous.digest("image", product.id):
                 return digest, None
             image = decode_image(data, product.image, enc.image_max_pixels)
             item = self.preprocess([image])[0] if self.preprocess is not None else image
@@ -167,15 +205,7 @@ class ShardEncoder:
                 pending.append((i, self.pool.submit(self._load, products[i], bars)))
 
         top_up()  # images start decoding while the texts encode
-        text_hashes = [content_hash(p.text) for p in products]
-        text = np.zeros((len(products), self.text.dim), dtype=np.float32)
-        todo = []
-        for i, (p, digest) in enumerate(zip(products, text_hashes)):
-            kept = self.previous.vector("text", p.id, digest)
-            if kept is None:
-                todo.append(i)
-            else:
-                text[i] = kept
+        text_hashes, text, todo = self.previous.reuse_texts(products, self.text.dim)
         if todo:
             text[todo] = encode_texts(self.text, [products[i].text for i in todo], progress=False)
         image_hashes = [""] * len(products)
@@ -268,8 +298,7 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     text_encoder = load_text_encoder(specs["text"], config.encoders.for_catalog())
     image_encoder = load_image_encoder(specs["image"], config.encoders.for_catalog()) if specs["image"] else None
     names = {"text": text_encoder.name, "image": image_encoder.name if image_encoder else ""}
-    live = IndexDirectory.load(root, config.index) if is_versioned_root(root) else None
-    previous = Previous(live, names)
+    previous = Previous.of_root(root, names)
     seconds["setup"] = time.perf_counter() - started
 
     products: list[Product] = []
@@ -315,16 +344,14 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     t0 = time.perf_counter()
     version_dir = save_version(root, directory)
     hook("save", -1)
-    before = {p.name for p in (root / VERSIONS_DIR).iterdir()}
-    publish(root, version_dir, settings.keep)
-    removed = sorted(before - {p.name for p in (root / VERSIONS_DIR).iterdir()} - {version_dir.name})
+    removed = publish(root, version_dir, settings.keep)
     hook("publish", -1)
     store.remove()
     seconds["publish"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
     return ReindexReport(root, directory.manifest.version, version_dir, len(products), shard_count, len(done),
                          encoded, reused, len(failures), failures, {k: round(v, 3) for k, v in seconds.items()},
-                         tuning, [r for r in removed if not r.startswith(".")])
+                         tuning, sorted(p.name for p in removed))
 
 
 def _encode_shard(encoder: ShardEncoder, settings: ReindexSettings, config: VitrinaConfig, specs: dict,
@@ -332,7 +359,7 @@ def _encode_shard(encoder: ShardEncoder, settings: ReindexSettings, config: Vitr
     if settings.engine == "ray":
         from engine.ray_encode import encode_shard_on_ray
 
-        return encode_shard_on_ray(number, chunk, specs, config, settings, encoder.previous, bars)
+        return encode_shard_on_ray(number, chunk, specs, config, settings, encoder.previous, encoder.text.dim, bars)
     return encoder.encode(number, chunk, bars)
 
 

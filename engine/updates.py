@@ -11,15 +11,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from encoders import load_image_encoder, load_text_encoder
-from engine.catalog import read_catalog
+from engine.catalog import Product, read_catalog
 from engine.config import VitrinaConfig
 from engine.errors import CatalogError
 from engine.reindex import Previous, ReindexSettings, ShardEncoder, root_lock, save_version
+from engine.shards import Shard
 from index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
 from index.content import CONTENT_FILE, ProductContent
 from index.errors import IndexStoreError
@@ -81,7 +83,7 @@ def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | N
             info = manifest.spaces["image"]
             image_encoder = load_image_encoder(info.model, config.encoders.for_catalog())
             manifest.check_encoder("image", image_encoder.name, image_encoder.dim)
-        previous = Previous(live, {"text": text_encoder.name, "image": image_encoder.name if image_encoder else ""})
+        previous = Previous.of_directory(live, {"text": text_encoder.name, "image": image_encoder.name if image_encoder else ""})
         encoder = ShardEncoder(text_encoder, image_encoder, config, settings, previous)
         bars = {"decode": tqdm(total=None, desc="decode", unit="image", disable=not config.progress)}
         try:
@@ -98,12 +100,7 @@ def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | N
         )
         existing = sum(1 for p in catalog.products if p.id in known)
         keep = [row for row, pid in enumerate(known.ids) if pid not in given]
-        new_content = ProductContent([p.id for p in catalog.products], [p.text for p in catalog.products],
-                                     shard.text_hashes, shard.image_hashes)
-        image_vectors = {"vectors": shard.image, "positions": shard.image_positions}
-        version_dir, directory, dropped = _write_version(
-            root, live, keep, new_content, [p.metadata for p in catalog.products], shard.text, image_vectors, config)
-        publish(root, version_dir, settings.keep)
+        version_dir, directory, dropped = _publish_version(root, live, keep, catalog.products, shard, settings.keep)
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products),
                         added=len(catalog.products) - existing, updated=changed, unchanged=existing - changed, deleted=0,
                         encoded={"text": shard.encoded_text, "image": shard.encoded_images},
@@ -130,12 +127,7 @@ def delete(root: str | Path, ids_file: str | Path, config: VitrinaConfig | None 
         if len(doomed) == len(known):
             raise CatalogError(f"{ids_file}: deleting every product would leave an empty index; re-index instead")
         keep = [row for row, pid in enumerate(known.ids) if pid not in doomed]
-        empty = ProductContent([], [], [], [])
-        dims = {name: live.manifest.spaces[name].dim for name in CARRIED_SPACES if name in live.manifest.spaces}
-        image = {"vectors": np.zeros((0, dims.get("image", 0)), dtype=np.float32), "positions": np.zeros(0, dtype=np.int64)}
-        version_dir, directory, dropped = _write_version(
-            root, live, keep, empty, [], np.zeros((0, dims["text"]), dtype=np.float32), image, config)
-        publish(root, version_dir, settings.keep)
+        version_dir, directory, dropped = _publish_version(root, live, keep, [], None, settings.keep)
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products), added=0, updated=0,
                         unchanged=0, deleted=len(doomed), not_found=not_found, dropped_spaces=dropped,
                         seconds=round(time.perf_counter() - started, 3))
@@ -159,9 +151,19 @@ def _hashes_of(content: ProductContent, row: int) -> tuple[str, str]:
     return content.text_hashes[row], content.image_hashes[row]
 
 
-def _write_version(root: Path, live: IndexDirectory, keep: list[int], added: ProductContent, added_metadata: list[dict],
-                   added_text: np.ndarray, added_image: dict, config: VitrinaConfig):
-    """A new version: the live products at rows `keep` (renumbered in order), then the `added` ones."""
+def _added_vectors(name: str, shard: Shard | None, dim: int, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """The new vectors of space `name` and their product rows (the added products start at row `base`)."""
+    if shard is None:
+        return np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    if name == "text":
+        return shard.text, np.arange(base, base + len(shard), dtype=np.int64)
+    return shard.image, shard.image_positions + base
+
+
+def _publish_version(root: Path, live: IndexDirectory, keep: list[int], added: Sequence[Product], shard: Shard | None,
+                     keep_versions: int) -> tuple[Path, IndexDirectory, list[str]]:
+    """Write and publish a new version: the live products at rows `keep` (renumbered in order), then the
+    `added` products, whose vectors and hashes are in `shard` (None when nothing is added)."""
     keep_rows = np.asarray(keep, dtype=np.int64)
     renumber = np.full(len(live.products), -1, dtype=np.int64)
     renumber[keep_rows] = np.arange(len(keep_rows))
@@ -174,10 +176,7 @@ def _write_version(root: Path, live: IndexDirectory, keep: list[int], added: Pro
         old = live.spaces[name]
         old_rows = np.asarray(old.rows)
         kept = np.flatnonzero(renumber[old_rows] >= 0)
-        if name == "text":
-            new_vectors, new_rows = added_text, np.arange(base, base + len(added), dtype=np.int64)
-        else:
-            new_vectors, new_rows = added_image["vectors"], added_image["positions"] + base
+        new_vectors, new_rows = _added_vectors(name, shard, live.manifest.spaces[name].dim, base)
         vectors = np.concatenate([np.asarray(old.vectors[kept], dtype=np.float32), np.asarray(new_vectors, dtype=np.float32)])
         rows = np.concatenate([renumber[old_rows[kept]], np.asarray(new_rows, dtype=np.int64)])
         if not len(rows):
@@ -186,16 +185,19 @@ def _write_version(root: Path, live: IndexDirectory, keep: list[int], added: Pro
         infos[name] = live.manifest.spaces[name]
         infos[name].count = len(rows)
     dropped = sorted(set(live.spaces) - set(spaces))
-    content = live.content.take(keep) + added
-    table = _table(live.products, keep, added.ids, added_metadata)
+    new_content = ProductContent([p.id for p in added], [p.text for p in added],
+                                 shard.text_hashes if shard else [], shard.image_hashes if shard else [])
+    content = live.content.take(keep) + new_content
+    table = _table(live.products, keep, new_content.ids, [p.metadata for p in added])
     lexical = None
     if live.lexical is not None:
         lexical = LexicalIndex.build(content.texts, live.lexical.settings)
     manifest = live.manifest
     manifest.spaces = infos
     manifest.product_count = len(content)
-    directory = IndexDirectory(manifest, table, spaces, lexical, {k: v for k, v in live.encoder_dirs.items()}, content=content)
+    directory = IndexDirectory(manifest, table, spaces, lexical, dict(live.encoder_dirs), content=content)
     version_dir = save_version(root, directory)
+    publish(root, version_dir, keep_versions)
     return version_dir, directory, dropped
 
 

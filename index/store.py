@@ -176,8 +176,7 @@ class IndexDirectory:
         spaces = {}
         for name, info in manifest.spaces.items():
             index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
-            vectors = np.load(path / f"{name}.vectors.npy", mmap_mode="r")
-            rows = np.load(path / f"{name}.rows.npy")
+            vectors, rows = read_vectors(path, name)
             if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
                 raise IndexStoreError(
                     f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
@@ -195,6 +194,11 @@ class IndexDirectory:
         if content is not None and content.ids != products.ids:
             raise IndexStoreError(f"{path}: {CONTENT_FILE} and {PRODUCTS_FILE} list different products; re-index it")
         return cls(manifest, products, spaces, lexical, encoder_dirs, path, content)
+
+
+def read_vectors(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One space's stored embeddings (memory-mapped) and the product row of each."""
+    return np.load(path / f"{name}.vectors.npy", mmap_mode="r"), np.load(path / f"{name}.rows.npy")
 
 
 def _link_or_copy(source: str, target: str) -> None:

@@ -70,9 +70,10 @@ def staging_dir(root: Path) -> Path:
     return folder / f".build-{uuid.uuid4().hex[:8]}"
 
 
-def publish(root: Path, version_dir: Path, keep: int) -> Path:
+def publish(root: Path, version_dir: Path, keep: int) -> list[Path]:
     """Make `version_dir` (a complete index under root/versions) the current one, atomically; then keep
-    the newest `keep` versions plus the current one, and remove unfinished builds."""
+    the newest `keep` versions plus the current one, and remove unfinished builds. Returns the
+    versions removed."""
     root = Path(root)
     version_dir = Path(version_dir)
     if version_dir.parent != root / VERSIONS_DIR or not (version_dir / MANIFEST_FILE).is_file():
@@ -86,12 +87,12 @@ def publish(root: Path, version_dir: Path, keep: int) -> Path:
         if tmp.is_symlink():
             tmp.unlink()
     _fsync_dir(root)
-    prune(root, keep)
-    return link
+    return prune(root, keep)
 
 
 def prune(root: Path, keep: int) -> list[Path]:
-    """Remove all but the newest `keep` versions (never the current one) and leftover builds."""
+    """Remove all but the newest `keep` versions (never the current one) and leftover builds; returns
+    the versions removed."""
     if keep < 1:
         raise IndexStoreError(f"keep must be at least 1, got {keep}")
     root = Path(root)
