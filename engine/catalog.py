@@ -106,8 +106,12 @@ def _csv_records(path: Path, delimiter: str) -> tuple[list[str], Iterator[tuple[
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, dict]]:
+    field_limit = csv.field_size_limit()  # the same per-field limit as CSV (131,072 characters by default)
+    line_limit = 256 * field_limit  # a line is never read whole beyond this (a file without newlines)
     with _open_text(path) as f:
-        for number, line in enumerate(f, start=1):
+        for number, line in enumerate(iter(lambda: f.readline(line_limit + 1), ""), start=1):
+            if len(line) > line_limit:
+                raise CatalogError(f"{path}, line {number}: unparsable row: longer than {line_limit:,} characters")
             if not line.strip():
                 continue
             try:
@@ -116,6 +120,11 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, dict]]:
                 raise CatalogError(f"{path}, line {number}: unparsable row: not valid JSON ({exc.msg})") from None
             if not isinstance(record, dict):
                 raise CatalogError(f"{path}, line {number}: unparsable row: expected a JSON object, got {type(record).__name__}")
+            for name, value in record.items():
+                size = len(value) if isinstance(value, str) else len(json.dumps(value)) if isinstance(value, (list, dict)) else 0
+                if size > field_limit:
+                    raise CatalogError(f"{path}, line {number}: field {name!r} is {size:,} characters long; "
+                                       f"at most {field_limit:,} are allowed (as in CSV)")
             yield f"line {number}", record
 
 

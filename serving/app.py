@@ -24,6 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -42,6 +44,8 @@ from index.product_index import set_search_threads
 from serving.config import ServingConfig
 from serving.live import IndexHolder, LiveIndex
 from serving.metrics import RequestMetrics, ServiceMetrics
+from serving.paths import EncodedProductPaths
+from serving.ratelimit import RateLimiter, RateLimitMiddleware, too_many
 
 log = logging.getLogger("vitrina.serving")
 STATIC = Path(__file__).parent / "static"
@@ -120,7 +124,10 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         if holder.current is not None:
             holder.current.close()
 
-    app = FastAPI(
+    limiter = RateLimiter(serving.rate_limit, serving.key_rate_limit, serving.wrong_key_limit, serving.api_key,
+                          serving.rate_limit_storage)
+    app = FastAPIOffline(  # FastAPI with /docs and /redoc served from local files (no CDN: runs offline)
+        static_url="/static-docs",
         title="Vitrina", version="1", lifespan=lifespan, max_body_size=serving.max_upload_bytes,  # larger: 413
         description="Semantic product search, visually similar products and recommendations over one index.",
     )
@@ -132,14 +139,41 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     def given_key(header: str | None, credentials: HTTPAuthorizationCredentials | None) -> str | None:
         return header or (credentials.credentials if credentials is not None else None)
 
-    async def write_access(header: Annotated[str | None, Depends(key_header)],
-                           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        _check_key(serving.api_key, given_key(header, credentials), "writes and admin")
+    async def check_key(request: Request, given: str | None, what: str) -> None:
+        """_check_key, refusing with 429 an address that sent too many wrong keys lately (and counting this one)."""
+        address = request.client.host if request.client else "unknown"
+        if given is not None and serving.api_key is not None:
+            wait = await limiter.wrong_key_wait(address)
+            if wait is not None:
+                body, headers = too_many(wait, "wrong API keys from this address")
+                raise HTTPException(429, body["detail"], headers=headers)
+        try:
+            _check_key(serving.api_key, given, what)
+        except HTTPException as exc:
+            if exc.status_code == 401 and given is not None:
+                await limiter.wrong_key(address)
+            raise
 
-    async def read_access(header: Annotated[str | None, Depends(key_header)],
+    async def write_access(request: Request, header: Annotated[str | None, Depends(key_header)],
+                           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        await check_key(request, given_key(header, credentials), "writes and admin")
+
+    async def read_access(request: Request, header: Annotated[str | None, Depends(key_header)],
                           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if not serving.open_reads:
-            _check_key(serving.api_key, given_key(header, credentials), "searches")
+            await check_key(request, given_key(header, credentials), "searches")
+
+    async def personal_access(request: Request, header: Annotated[str | None, Depends(key_header)],
+                              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        """Per-shopper reads (recommendations, search?user=) reveal purchases: the key, unless made public."""
+        personal = request.url.path.startswith("/users/") or "user" in request.query_params
+        if personal and not serving.public_personalisation and serving.open_reads:  # keyed reads: read_access checked it
+            try:
+                await check_key(request, given_key(header, credentials), "per-shopper reads")
+            except HTTPException as exc:
+                if exc.status_code in (401, 403):
+                    exc.detail = f"{exc.detail}; `vitrina serve --public-personalisation` opens them to everyone"
+                raise
 
     def live() -> LiveIndex:
         current = holder.current
@@ -156,8 +190,14 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     PriceMax = Annotated[float | None, Query(ge=0, le=1e12, description="highest price kept")]
     ProductId = Annotated[str, PathParam(min_length=1, max_length=256)]
     read = [Depends(read_access)]
+    personal_read = [Depends(read_access), Depends(personal_access)]
 
+    app.add_middleware(EncodedProductPaths)  # ids with '/' (sent as %2F) reach /products/{id}...
+    app.add_middleware(RateLimitMiddleware, limiter=limiter)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if serving.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(serving.cors_origins), allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600)
 
     @app.exception_handler(QueryError)
     @app.exception_handler(ImageLoadError)
@@ -175,7 +215,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems), "errors": _plain(exc.errors())}, status_code=422)
 
-    @app.get("/search", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Search products by text")
+    @app.get("/search", response_model=Results, response_model_exclude_unset=True, dependencies=personal_read, summary="Search products by text")
     async def search(
         index: Live,
         q: Annotated[str, Query(min_length=1, max_length=serving.max_query_chars, description="what the shopper typed")],
@@ -225,7 +265,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         metrics.index_seconds.labels(space).observe(time.perf_counter() - started)
         return _results(index, hits[0])
 
-    @app.get("/products/{product_id}/similar", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Products like this one")
+    @app.get("/products/{product_id:product_id}/similar", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Products like this one")
     async def similar(
         index: Live, product_id: ProductId, k: K = 10, category: Category = None, brand: Brand = None,
         price_min: PriceMin = None, price_max: PriceMax = None, space: Literal["image", "fused", "text"] | None = None,
@@ -235,12 +275,12 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         hits = await run_in_threadpool(index.session.similar_to_product, product_id, k, space, filter_)
         return _results(index, hits)
 
-    @app.get("/products/{product_id}", dependencies=read, summary="One product's catalog data")
+    @app.get("/products/{product_id:product_id}", dependencies=read, summary="One product's catalog data")
     async def product(index: Live, product_id: ProductId) -> dict[str, Any]:
         row = _known(index, product_id)
         return {"id": product_id, **_clean_metadata(index.session.products.metadata(row)), "index_version": index.version}
 
-    @app.get("/products/{product_id}/image", dependencies=read, summary="One product's image",
+    @app.get("/products/{product_id:product_id}/image", dependencies=read, summary="One product's image",
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     async def product_image(index: Live, product_id: ProductId) -> Response:
         _known(index, product_id)
@@ -253,7 +293,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
             raise HTTPException(404, f"the image of product {product_id!r} is missing from the catalog folder")
         return FileResponse(source, headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/users/{user_id}/recommendations", response_model=Results, response_model_exclude_unset=True, dependencies=read,
+    @app.get("/users/{user_id}/recommendations", response_model=Results, response_model_exclude_unset=True, dependencies=personal_read,
              summary="Products for one shopper (best sellers for an unknown one)")
     async def recommendations(
         index: Live, user_id: Annotated[str, PathParam(min_length=1, max_length=256)], k: K = 10,
@@ -299,10 +339,19 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     @app.post("/admin/reload", response_model=ReloadOut, dependencies=[Depends(write_access)],
               summary="Load an index version and swap it in atomically while serving")
     async def reload(body: Annotated[ReloadIn | None, Body()] = None) -> dict[str, Any]:
+        # One answer whether the path is missing, outside the allowed folders, not an index or damaged (the
+        # server log says which): the API must not tell which server paths exist.
+        path = body.path if body else None
+        refused = HTTPException(422, "kept serving the current version; the index did not load (it is missing, not an "
+                                     "index, damaged or outside the folders reloads may use; the server log says why)")
+        if path is not None and not _reloadable(Path(path), holder.path, serving.reload_roots):
+            log.warning("refused to reload %s: outside the folders reloads may use", path)
+            raise refused
         try:
-            swap = await holder.reload(body.path if body else None)
+            swap = await holder.reload(path)
         except (IndexStoreError, EncoderError, OSError, ValueError) as exc:
-            raise HTTPException(422, f"kept serving the current version; the new one did not load: {exc}") from None
+            log.warning("could not reload %s: %s", path or holder.path, exc)
+            raise refused from None
         return swap.__dict__
 
     @app.get("/healthz", summary="The process is up")
@@ -344,6 +393,13 @@ def _check_key(expected: str | None, given: str | None, what: str) -> None:
     if given is None or not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
         raise HTTPException(401, f"{what} need the API key, sent as 'X-API-Key: KEY' or 'Authorization: Bearer KEY'",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def _reloadable(path: Path, served: Path, roots: tuple[str, ...]) -> bool:
+    """Whether `path` lies inside a folder reloads may use: `roots`, or else the served path's parent."""
+    allowed = [Path(r) for r in roots] or [Path(served).absolute().parent]
+    target = path.absolute().resolve()
+    return any(target.is_relative_to(root.absolute().resolve()) for root in allowed)
 
 
 def _known(index: LiveIndex, product_id: str) -> int:

@@ -18,6 +18,10 @@ class ServingConfigError(QueryError):
 class ServingConfig:
     """api_key: needed for writes (POST /events) and admin (POST /admin/reload); None disables them.
     open_reads: searches need no key when True (else the same key as writes).
+    public_personalisation: per-shopper reads (/users/{id}/recommendations, search?user=) need no key
+    when True; by default they need it, since they reveal what a shopper bought.
+    rate_limit, key_rate_limit, wrong_key_limit: 'N/second;M/minute' strings (None or 'off': no limit),
+    per client address, per API key, and for wrong keys per address; counted in rate_limit_storage.
     """
 
     api_key: str | None = field(default=None, repr=False)  # never printed or logged
@@ -36,6 +40,15 @@ class ServingConfig:
     metrics_dir: str | None = None  # several workers: where they share metrics (PROMETHEUS_MULTIPROC_DIR)
     reload_signal: str | None = None  # several workers: a file whose change tells each to reload
     reload_poll_s: float = 1.0
+    public_personalisation: bool = False
+    rate_limit: str | None = "100/second;3000/minute"  # per client address, requests without the key
+    key_rate_limit: str | None = "1000/second"  # requests with the right key
+    wrong_key_limit: str | None = "10/minute"  # wrong keys per address; then 429 for any key check
+    rate_limit_storage: str = "memory://"  # per worker process; redis://HOST:PORT to share between workers
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API (none: no CORS headers)
+    header_timeout_s: float = 10.0  # a connection whose request headers take longer is closed
+    keep_alive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
+    reload_roots: tuple[str, ...] = ()  # folders POST /admin/reload may load from (default: the served path's parent)
 
     def __post_init__(self) -> None:
         if self.api_key is not None and len(self.api_key) < 8:
@@ -45,6 +58,18 @@ class ServingConfig:
                 raise ServingConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_wait_ms < 0 or self.cache_size < 0:
             raise ServingConfigError("batch_wait_ms and cache_size must not be negative")
+        if not (self.header_timeout_s > 0 and self.keep_alive_timeout_s > 0):
+            raise ServingConfigError("the header and keep-alive timeouts must be positive")
+        from serving.ratelimit import RateLimitError, parse_limits
+
+        try:
+            for name in ("rate_limit", "key_rate_limit", "wrong_key_limit"):
+                parse_limits(getattr(self, name), name)
+        except RateLimitError as exc:
+            raise ServingConfigError(str(exc)) from None
+        for origin in self.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ServingConfigError(f"CORS origin {origin!r}: write it as http(s)://HOST[:PORT] or '*'")
 
     @classmethod
     def with_environment_key(cls, **settings: object) -> "ServingConfig":
