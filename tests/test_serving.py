@@ -184,7 +184,8 @@ def test_events_feed_recommendations_and_personalised_search(shop):
     shutil.copytree(idx, copy)
     c = ready_client(copy)
     try:
-        none_yet = c.get("/users/alice/recommendations")
+        keyed = {"X-API-Key": KEY}  # per-shopper reads need the key
+        none_yet = c.get("/users/alice/recommendations", headers=keyed)
         assert none_yet.status_code == 404 and "no behaviour vectors yet" in none_yet.json()["detail"]
         watches = [r["id"] for r in rows if r["articleType"] == "Watches"]
         wallets = [r["id"] for r in rows if r["articleType"] == "Wallets"]
@@ -198,15 +199,15 @@ def test_events_feed_recommendations_and_personalised_search(shop):
         assert added["accepted"] == 10 and added["rejected"] == 2
         assert added["problems"] == {"unknown product": 1, "bad timestamp": 1}
         assert added["examples"] == ["events[10]: unknown product", "events[11]: bad timestamp"]
-        recs = c.get("/users/alice/recommendations", params={"k": 5}).json()
+        recs = c.get("/users/alice/recommendations", params={"k": 5}, headers=keyed).json()
         assert recs["personalised"] is True and len(recs["results"]) == 5
         assert not set(watches[:5]) & {h["id"] for h in recs["results"]}  # already bought: left out
         assert sum(h["articleType"] == "Watches" for h in recs["results"]) >= 3  # like what she bought
-        stranger = c.get("/users/stranger/recommendations", params={"k": 3}).json()
+        stranger = c.get("/users/stranger/recommendations", params={"k": 3}, headers=keyed).json()
         assert stranger["personalised"] is False and len(stranger["results"]) == 3
-        personal = c.get("/search", params={"q": "black", "k": 5, "user": "bob"}).json()
+        personal = c.get("/search", params={"q": "black", "k": 5, "user": "bob"}, headers=keyed).json()
         assert personal["personalised"] is True
-        plain = c.get("/search", params={"q": "black", "k": 5, "user": "stranger"}).json()
+        plain = c.get("/search", params={"q": "black", "k": 5, "user": "stranger"}, headers=keyed).json()
         assert plain["personalised"] is False
     finally:
         c.__exit__(None, None, None)
@@ -278,7 +279,7 @@ def test_reload_swaps_versions_atomically_under_concurrent_load(shop, tmp_path):
     staged = tmp_path / "staged"
     build_index(next_catalog, staged, VitrinaConfig(progress=False))
     versions = [IndexManifest.load(live_dir).version, IndexManifest.load(staged).version]
-    with running_server(live_dir) as base:
+    with running_server(live_dir, ServingConfig(api_key=KEY, rate_limit="off")) as base:  # a load test from one address
         stop = threading.Event()
         seen: list[list[str]] = []
         failures: list[str] = []
