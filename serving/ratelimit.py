@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
 from limits import RateLimitItem, parse_many
 from limits.errors import ConfigurationError
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.concurrency import run_in_threadpool
 
@@ -31,8 +33,38 @@ UNLIMITED_PREFIXES = ("/static/", "/static-docs/")
 OFF = ("", "off", "none", "0")
 
 
+SWEEP_S = 2.0  # how often expired counters are dropped from memory
+
+
 class RateLimitError(QueryError):
     """A rate-limit setting that cannot be parsed or a storage that cannot be used."""
+
+
+class SweepingMemoryStorage(MemoryStorage):
+    """limits' in-memory storage, dropping expired counters every SWEEP_S instead of every 10 ms.
+
+    Counters expire lazily when read either way (the sweep only frees memory); the library's 10 ms
+    sweep walks every counter, which with 20,000 client addresses costs 16 ms per pass: a whole core.
+    """
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the base class's private hook (name-mangled)
+        if not self.timer.is_alive():
+            self.timer = threading.Timer(SWEEP_S, self._MemoryStorage__expire_events)
+            self.timer.daemon = True
+            self.timer.start()
+
+
+def client_id(host: str) -> str:
+    """The identity limits count against: the address, or its /64 network for IPv6 (one host holds a whole /64)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def parse_limits(text: str | None, what: str) -> list[RateLimitItem]:
@@ -56,7 +88,8 @@ class RateLimiter:
         self.api_key = api_key.encode("utf-8") if api_key else None
         self.key_id = "key:" + hashlib.sha256(self.api_key).hexdigest()[:16] if self.api_key else ""
         try:
-            self.limiter = SlidingWindowCounterRateLimiter(storage_from_string(storage))
+            backend = SweepingMemoryStorage() if storage == "memory://" else storage_from_string(storage)
+            self.limiter = SlidingWindowCounterRateLimiter(backend)
         except (ConfigurationError, NotImplementedError, ValueError) as exc:
             raise RateLimitError(f"rate limit storage {storage!r}: {exc}") from None
         self.in_memory = storage.startswith("memory://")
@@ -89,15 +122,15 @@ class RateLimiter:
         """Count one request; seconds to wait if it is over its key's or its address's limits."""
         if self.has_key(headers):
             return await self._wait(self.per_key, self.key_id, consume=True)
-        return await self._wait(self.per_address, "addr:" + address, consume=True)
+        return await self._wait(self.per_address, "addr:" + client_id(address), consume=True)
 
     async def wrong_key_wait(self, address: str) -> float | None:
         """Seconds this address must wait before its next key check, after too many wrong keys."""
-        return await self._wait(self.wrong_keys, "wrong-key:" + address, consume=False)
+        return await self._wait(self.wrong_keys, "wrong-key:" + client_id(address), consume=False)
 
     async def wrong_key(self, address: str) -> None:
         """Count one wrong key from this address."""
-        await self._wait(self.wrong_keys, "wrong-key:" + address, consume=True)
+        await self._wait(self.wrong_keys, "wrong-key:" + client_id(address), consume=True)
 
 
 def too_many(wait_s: float, what: str) -> tuple[dict[str, str], dict[str, str]]:

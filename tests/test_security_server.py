@@ -363,3 +363,22 @@ def test_a_jsonl_field_over_the_csv_limit_is_refused_naming_file_line_and_field(
     fine = tmp_path / "fine.jsonl"
     fine.write_text(json.dumps(ok) + "\n" + json.dumps({"id": "4", "title": "y" * 100_000}) + "\n")
     assert len(read_catalog(fine)) == 2
+
+
+def test_an_ipv6_client_is_counted_by_its_64_network_and_expired_counters_are_swept():
+    import asyncio
+
+    from serving.ratelimit import RateLimiter, client_id
+
+    assert client_id("2001:db8::1") == client_id("2001:db8::ffff:1") == "2001:db8::/64"
+    assert client_id("::ffff:10.0.0.7") == "10.0.0.7" and client_id("10.0.0.7") == "10.0.0.7"
+    limiter = RateLimiter("3/minute", None, None, None)
+    time.sleep(0.1)  # the library's own first 10 ms sweep, started in its constructor, is over
+
+    async def waits() -> list[float | None]:
+        return [await limiter.request_wait(f"2001:db8::{i}", []) for i in range(1, 5)]
+
+    assert [w is None for w in asyncio.run(waits())] == [True, True, True, False]  # one host, many addresses
+    assert asyncio.run(limiter.request_wait("2001:db8:0:1::1", [])) is None  # the next /64 is someone else
+    sweep = limiter.limiter.storage.timer
+    assert sweep.daemon and sweep.interval >= 1  # sweeps seldom, and never keeps the process alive
