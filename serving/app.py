@@ -1,8 +1,10 @@
 """The HTTP API and web page of one index directory (FastAPI). `create_app` builds it; `vitrina serve` runs it.
 
 Every search-like response is `{"results": [{"id", "score", ...metadata}], "index_version": ...}`.
-Reads are open unless `ServingConfig.open_reads` is False; writes and admin need the API key, sent
+Reads are open unless `ServingConfig.open_reads` is False; per-shopper reads (`/users/{id}/recommendations`,
+`/search?user=`) need the key unless `public_personalisation`; writes and admin need the API key, sent
 as `X-API-Key: KEY` or `Authorization: Bearer KEY`, compared in constant time and never logged.
+Requests are rate-limited per client address and per key (serving/ratelimit.py), wrong keys harder.
 """
 
 
@@ -89,7 +91,8 @@ class EventsOut(BaseModel):
 
 
 class ReloadIn(BaseModel):
-    path: str | None = Field(default=None, description="another index directory to serve (default: the current one)")
+    path: str | None = Field(default=None, description="another index directory to serve (default: the current one); "
+                                                     "inside the served index's folder or a --reload-root")
 
 
 class ReloadOut(BaseModel):

@@ -7,6 +7,8 @@ import os
 from engine.errors import QueryError
 from dataclasses import dataclass, field
 
+from serving.ratelimit import RateLimitError, parse_limits
+
 API_KEY_ENV = "VITRINA_API_KEY"
 
 
@@ -60,11 +62,9 @@ class ServingConfig:
             raise ServingConfigError("batch_wait_ms and cache_size must not be negative")
         if not (self.header_timeout_s > 0 and self.keep_alive_timeout_s > 0):
             raise ServingConfigError("the header and keep-alive timeouts must be positive")
-        from serving.ratelimit import RateLimitError, parse_limits
-
         try:
             for name in ("rate_limit", "key_rate_limit", "wrong_key_limit"):
-                parse_limits(getattr(self, name), name)
+                parse_limits(getattr(self, name), f"{name} (--{name.replace('_', '-')})")
         except RateLimitError as exc:
             raise ServingConfigError(str(exc)) from None
         for origin in self.cors_origins:

@@ -382,3 +382,16 @@ def test_an_ipv6_client_is_counted_by_its_64_network_and_expired_counters_are_sw
     assert asyncio.run(limiter.request_wait("2001:db8:0:1::1", [])) is None  # the next /64 is someone else
     sweep = limiter.limiter.storage.timer
     assert sweep.daemon and sweep.interval >= 1  # sweeps seldom, and never keeps the process alive
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (["--rate-limit", "lots"], "--rate-limit"), (["--wrong-key-limit", "3 per fortnight"], "--wrong-key-limit"),
+    (["--cors-origin", "shop.example"], "CORS origin"), (["--timeout-header", "0"], "timeouts must be positive"),
+    (["--rate-limit-storage", "nowhere://x"], "rate limit storage"),
+])
+def test_vitrina_serve_refuses_bad_security_settings_clearly(shop, capsys, flags, complaint):
+    from engine.cli import main
+
+    assert main(["serve", str(shop[0]), *flags]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("vitrina: error: ") and complaint in error and "Traceback" not in error
