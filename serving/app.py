@@ -28,7 +28,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from encoders.errors import EncoderError, ImageLoadError
@@ -46,7 +46,7 @@ from index.product_index import set_search_threads
 from serving.config import ServingConfig
 from serving.live import IndexHolder, LiveIndex
 from serving.metrics import RequestMetrics, ServiceMetrics
-from serving.paths import EncodedProductPaths
+from serving.paths import EncodedProductPaths, decoded_product_id
 from serving.ratelimit import RateLimiter, RateLimitMiddleware, too_many
 
 log = logging.getLogger("vitrina.serving")
@@ -191,7 +191,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     Brand = Annotated[list[str] | None, Query(max_length=50, description="keep these brands (any of)")]
     PriceMin = Annotated[float | None, Query(ge=0, le=1e12, description="lowest price kept")]
     PriceMax = Annotated[float | None, Query(ge=0, le=1e12, description="highest price kept")]
-    ProductId = Annotated[str, PathParam(min_length=1, max_length=256)]
+    ProductId = Annotated[str, BeforeValidator(decoded_product_id), PathParam(min_length=1, max_length=256)]
     read = [Depends(read_access)]
     personal_read = [Depends(read_access), Depends(personal_access)]
 
@@ -268,7 +268,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         metrics.index_seconds.labels(space).observe(time.perf_counter() - started)
         return _results(index, hits[0])
 
-    @app.get("/products/{product_id:product_id}/similar", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Products like this one")
+    @app.get("/products/{product_id}/similar", response_model=Results, response_model_exclude_unset=True, dependencies=read, summary="Products like this one")
     async def similar(
         index: Live, product_id: ProductId, k: K = 10, category: Category = None, brand: Brand = None,
         price_min: PriceMin = None, price_max: PriceMax = None, space: Literal["image", "fused", "text"] | None = None,
@@ -278,12 +278,12 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         hits = await run_in_threadpool(index.session.similar_to_product, product_id, k, space, filter_)
         return _results(index, hits)
 
-    @app.get("/products/{product_id:product_id}", dependencies=read, summary="One product's catalog data")
+    @app.get("/products/{product_id}", dependencies=read, summary="One product's catalog data")
     async def product(index: Live, product_id: ProductId) -> dict[str, Any]:
         row = _known(index, product_id)
         return {"id": product_id, **_clean_metadata(index.session.products.metadata(row)), "index_version": index.version}
 
-    @app.get("/products/{product_id:product_id}/image", dependencies=read, summary="One product's image",
+    @app.get("/products/{product_id}/image", dependencies=read, summary="One product's image",
              response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
     async def product_image(index: Live, product_id: ProductId) -> Response:
         _known(index, product_id)
