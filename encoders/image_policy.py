@@ -80,14 +80,14 @@ class ImagePolicy:
             )
         return real
 
-    def check_address(self, host: str, address: IPAddress) -> None:
+    def check_address(self, url: str, host: str, address: IPAddress) -> None:
         """Refuse an address a URL resolved to unless it is public, allowed by network, or private URLs are allowed."""
         if self.allow_private_urls or any(address in net for net in self.allowed_networks):
             return
         kind = address_kind(address)
         if kind is not None:
-            raise ImageLoadError(f"refused: {host} resolves to a {kind} address (allow with --allow-private-urls "
-                                 "or --allow-url-network)")
+            raise ImageLoadError(f"refused {url}: {host} resolves to a {kind} address (allow with "
+                                 "--allow-private-urls or --allow-url-network)")
 
 
 def address_kind(address: IPAddress) -> str | None:

@@ -24,7 +24,12 @@ def fetch_url(url: str, policy: ImagePolicy, timeout_s: float) -> bytes:
     """The body of an http(s) URL, at most policy.max_bytes; raises ImageLoadError."""
     current = url
     for _ in range(policy.max_redirects + 1):
-        status, location, body = _get(current, policy, timeout_s)
+        try:
+            status, location, body = _get(current, policy, timeout_s)
+        except ImageLoadError as exc:
+            if current == url:
+                raise
+            raise ImageLoadError(f"{exc}, redirected from {url}") from None
         if status in REDIRECTS:
             if not location:
                 raise ImageLoadError(f"could not download {url}: a redirect without a Location")
@@ -48,7 +53,7 @@ def _get(url: str, policy: ImagePolicy, timeout_s: float) -> tuple[int, str | No
         raise ImageLoadError(f"refused {url}: invalid port") from None
     addresses = _resolve(host, port, url)
     for address in addresses:
-        policy.check_address(host, address)
+        policy.check_address(url, host, address)
     conn = _connection(parts.scheme, host, port, addresses[0], timeout_s)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -120,10 +121,10 @@ def test_images_outside_the_catalog_folder_devices_fifos_and_loopback_urls_are_i
     why = dict(report.image_failures)
     for pid in ("up", "abs", "link", "outside"):
         assert "outside the catalog's folder and the allowed image roots" in why[pid], why[pid]
-    assert "refused" in why["zero"] and ("not a regular file" in why["zero"] or "outside" in why["zero"])
+    assert "refused image /dev/zero: it lies outside" in why["zero"]
     assert "not a regular file" in why["fifo"] and "not a regular file" in why["dir"]
     assert "not a readable image" in why["notes"]
-    assert "refused: 127.0.0.1 resolves to a loopback address" in why["loop"]
+    assert "refused http://127.0.0.1:9/a.jpg: 127.0.0.1 resolves to a loopback address" in why["loop"]
     assert "disguised" not in why and rows[0]["id"] not in why  # real images (a PNG named .jpg too) are indexed
     manifest = IndexManifest.load(idx)
     assert manifest.product_count == len(rows) and manifest.spaces["image"].count == 5
@@ -318,12 +319,12 @@ def test_loopback_urls_are_refused_unless_allowed(tmp_path):
     with serving_files(tmp_path) as base:
         port = base.rsplit(":", 1)[1]
         for url in (f"{base}/a.jpg", f"http://localhost:{port}/a.jpg", f"http://[::ffff:127.0.0.1]:{port}/a.jpg"):
-            with pytest.raises(ImageLoadError, match="refused: .* resolves to a loopback address"):
+            with pytest.raises(ImageLoadError, match="refused http://.*: .* resolves to a loopback address"):
                 load_image(url, timeout_s=5)
         assert load_image(f"{base}/a.jpg", timeout_s=5, policy=LOOPBACK_OK).size == (40, 30)
     for url in ("http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/a.jpg", "http://[fe80::1]/a.jpg",
                 "http://224.0.0.1/a.jpg", "http://0.0.0.0/a.jpg", "http://192.168.1.1/a.jpg"):
-        with pytest.raises(ImageLoadError, match="refused: .* resolves to a (link-local|private|multicast|unspecified) address"):
+        with pytest.raises(ImageLoadError, match="refused http://.*: .* resolves to a (link-local|private|multicast|unspecified) address"):
             read_image_bytes(url, 5)
 
 
@@ -340,11 +341,33 @@ def test_every_redirect_hop_is_checked(tmp_path):
         with serving_files(tmp_path, "127.0.0.2", {"/moved.jpg": f"{inner}/a.jpg", "/here.jpg": "/a.jpg"}) as cdn:
             assert load_image(f"{cdn}/a.jpg", timeout_s=5, policy=cdn_only).size == (40, 30)
             assert load_image(f"{cdn}/here.jpg", timeout_s=5, policy=cdn_only).size == (40, 30)  # a hop on the CDN
-            with pytest.raises(ImageLoadError, match="refused: 127.0.0.1 resolves to a loopback address"):
+            with pytest.raises(ImageLoadError) as caught:
                 load_image(f"{cdn}/moved.jpg", timeout_s=5, policy=cdn_only)
+            assert str(caught.value).startswith(f"refused {inner}/a.jpg: 127.0.0.1 resolves to a loopback address")
+            assert str(caught.value).endswith(f", redirected from {cdn}/moved.jpg")
             assert load_image(f"{cdn}/moved.jpg", timeout_s=5, policy=LOOPBACK_OK).size == (40, 30)
             with pytest.raises(ImageLoadError, match="refused"):
                 load_image(f"{cdn}/a.jpg", timeout_s=5)  # the default allows no 127/8 at all
+
+
+def test_the_connection_goes_to_the_address_that_was_checked(tmp_path, monkeypatch):
+    """A name only this resolver knows: the download works only if nothing looks the name up a second time."""
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    real, lookups = socket.getaddrinfo, []
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "cdn.shop.test":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with serving_files(tmp_path, "127.0.0.2") as cdn:
+        url = cdn.replace("127.0.0.2", "cdn.shop.test") + "/a.jpg"
+        with pytest.raises(ImageLoadError, match="cdn.shop.test resolves to a loopback address"):
+            load_image(url, timeout_s=5)
+        assert load_image(url, timeout_s=5, policy=ImagePolicy.from_flags(networks=["127.0.0.2/32"])).size == (40, 30)
+    assert lookups == ["cdn.shop.test", "cdn.shop.test"]  # one lookup per download, none by the connection
 
 
 def test_index_refuses_loopback_urls_by_default_and_takes_them_with_the_flags(tmp_path, tiny_bert_dir, tiny_resnet_weights):
