@@ -48,7 +48,7 @@ class LiteFeatures(torch.nn.Module):
 
 
 class CnnImageEncoder(TorchEncoder):
-    """Pads each image to a white square, resizes, normalises, and pools the backbone's features.
+    """Fits each image into a white square at the model's size, normalises, and pools the backbone's features.
 
     On the CPU the network is traced and frozen with TorchScript (measured about 1.6-1.8x faster
     than eager for ResNet-18 and EfficientNet-Lite0 on 2 cores, outputs equal within 1e-5).

@@ -18,7 +18,10 @@ from encoders.url_fetch import fetch_url
 
 MAX_DOWNLOAD_BYTES = MAX_IMAGE_BYTES  # kept for callers of the old name
 MAX_ASPECT_RATIO = 20.0  # longer side / shorter side; beyond it an image is refused (a 1x20000 strip is no photo)
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")  # the decoders tried; no exotic ones
+Image.init()
+IMAGE_FORMATS = tuple(  # the decoders tried (AVIF where this Pillow has it); none of the exotic ones
+    f for f in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF") if f in Image.OPEN
+)
 _MIME = {"MPO": "image/jpeg"}  # phones' multi-picture JPEGs are served as the JPEG they start with
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 

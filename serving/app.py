@@ -17,8 +17,8 @@ import pickle
 import os
 import time
 from pathlib import Path
-from urllib.parse import quote
 from typing import Annotated, Any, AsyncIterator, Literal
+from urllib.parse import quote
 
 from fastapi import Body, Depends, FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -257,7 +257,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
                                                        config.encoders.image_max_pixels, config.encoders.image_max_aspect)
         except ImageRefused as refused:
             raise HTTPException(refused.status, f"the image of product {product_id!r} is not served: {refused.reason}") from None
-        return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+        return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
 
     @app.get("/users/{user_id}/recommendations", response_model=Results, response_model_exclude_unset=True, dependencies=read,
              summary="Products for one shopper (best sellers for an unknown one)")

@@ -150,6 +150,7 @@ def test_the_image_endpoint_serves_only_images_inside_the_recorded_folders(clien
     assert client.get("/products/up/image").status_code == 403
     good = client.get(f"/products/{quote('sku 7#1', safe='')}/image")
     assert good.status_code == 200 and good.headers["content-type"] == "image/jpeg"
+    assert good.headers["x-content-type-options"] == "nosniff"
     assert Image.open(io.BytesIO(good.content)).format == "JPEG"
     disguised = client.get("/products/disguised/image")  # the type of the decoded format, not of the name
     assert disguised.status_code == 200 and disguised.headers["content-type"] == "image/png"
