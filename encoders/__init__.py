@@ -3,6 +3,7 @@
 from encoders.base import Encoder, l2_normalize
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError, ImageLoadError
+from encoders.image_policy import ImagePolicy
 from encoders.factory import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_TEXT_MODEL,
@@ -18,6 +19,7 @@ __all__ = [
     "EncoderConfig",
     "EncoderError",
     "ImageLoadError",
+    "ImagePolicy",
     "l2_normalize",
     "load_image_encoder",
     "load_image_space_text_encoder",

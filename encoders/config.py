@@ -34,6 +34,7 @@ class EncoderConfig:
     max_text_length: int | None = None
     image_timeout_s: float = 10.0
     image_max_pixels: int = 40_000_000
+    image_max_aspect: float = 20.0  # longer side / shorter side of a catalog image; beyond it the image is refused
     catalog: bool = False
     onnx_cache: Path | None = None  # where exports are cached between runs (None: ~/.cache/vitrina/onnx)
 
@@ -44,6 +45,8 @@ class EncoderConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.image_max_aspect < 1:
+            raise ValueError(f"image_max_aspect must be at least 1, got {self.image_max_aspect}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 

@@ -16,7 +16,7 @@ from encoders.base import file_fingerprint
 from encoders.torch_encoder import TorchEncoder
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
-from encoders.image_io import pad_to_square
+from encoders.image_io import fit_square
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,7 +48,7 @@ class LiteFeatures(torch.nn.Module):
 
 
 class CnnImageEncoder(TorchEncoder):
-    """Pads each image to a white square, resizes, normalises, and pools the backbone's features.
+    """Fits each image into a white square at the model's size, normalises, and pools the backbone's features.
 
     On the CPU the network is traced and frozen with TorchScript (measured about 1.6-1.8x faster
     than eager for ResNet-18 and EfficientNet-Lite0 on 2 cores, outputs equal within 1e-5).
@@ -72,11 +72,7 @@ class CnnImageEncoder(TorchEncoder):
 
     def to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """A float batch in [0, 1], N x 3 x size x size, on the encoder's device."""
-        size = (self.image_size, self.image_size)
-        arrays = [
-            np.asarray(pad_to_square(img.convert("RGB")).resize(size, Image.Resampling.BICUBIC), dtype=np.uint8)
-            for img in images
-        ]
+        arrays = [np.asarray(fit_square(img, self.image_size), dtype=np.uint8) for img in images]
         return torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
 
     def _embed(self, items: Sequence[Image.Image]) -> torch.Tensor:

@@ -1,77 +1,154 @@
-"""Reading product images from paths or http(s) URLs into RGB PIL images."""
+"""Reading product images from paths or http(s) URLs into RGB PIL images, within an ImagePolicy's limits."""
 
 from __future__ import annotations
 
 import io
-import urllib.error
-import urllib.request
+import os
+import re
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from encoders.errors import ImageLoadError
+from encoders.image_policy import MAX_IMAGE_BYTES, ImagePolicy
+from encoders.url_fetch import fetch_url
 
-MAX_DOWNLOAD_BYTES = 30 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = MAX_IMAGE_BYTES  # kept for callers of the old name
+MAX_ASPECT_RATIO = 20.0  # longer side / shorter side; beyond it an image is refused (a 1x20000 strip is no photo)
+Image.init()
+IMAGE_FORMATS = tuple(  # the decoders tried (AVIF where this Pillow has it); none of the exotic ones
+    f for f in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF") if f in Image.OPEN
+)
+_MIME = {"MPO": "image/jpeg"}  # phones' multi-picture JPEGs are served as the JPEG they start with
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def read_image_bytes(source: str, timeout_s: float) -> bytes:
-    """The bytes of an image file or http(s) URL; raises ImageLoadError."""
-    if is_url(source):
-        try:
-            with urllib.request.urlopen(source, timeout=timeout_s) as resp:  # noqa: S310 (http/https only)
-                data = resp.read(MAX_DOWNLOAD_BYTES + 1)
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise ImageLoadError(f"could not download {source}: {exc}") from exc
-        if len(data) > MAX_DOWNLOAD_BYTES:
-            raise ImageLoadError(f"{source} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
-        return data
+def read_local_image(source: str, policy: ImagePolicy) -> bytes:
+    """The bytes of a regular file inside the policy's roots, at most policy.max_bytes; raises ImageLoadError.
+
+    Opened non-blocking (a FIFO cannot hang the reader) and checked on the open descriptor (a device such
+    as /dev/zero or a directory is refused, and the file cannot be swapped between check and read).
+    """
+    path = policy.check_local(source)
     try:
-        return Path(source).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: {source}") from None
     except OSError as exc:
-        raise ImageLoadError(f"could not read image {source}: {exc}") from exc
+        raise ImageLoadError(f"could not read image {source}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageLoadError(f"refused image {source}: not a regular file")
+        if info.st_size > policy.max_bytes:
+            raise ImageLoadError(f"image {source} is larger than {_mib(policy.max_bytes)}")
+        data = _read_at_most(fd, policy.max_bytes + 1)
+    except OSError as exc:
+        raise ImageLoadError(f"could not read image {source}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > policy.max_bytes:
+        raise ImageLoadError(f"image {source} is larger than {_mib(policy.max_bytes)}")
+    return data
 
 
-def decode_image(data: bytes, label: str, max_pixels: int) -> Image.Image:
-    """Decode bytes fully into an RGB image, refusing truncated files and pixel bombs."""
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes of an open file descriptor."""
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
+
+
+def read_image_bytes(source: str, timeout_s: float, policy: ImagePolicy | None = None) -> bytes:
+    """The bytes of an image file or http(s) URL, as the policy allows (default: any local file, public
+    URLs only); raises ImageLoadError."""
+    policy = policy or ImagePolicy()
+    if is_url(source):
+        return fetch_url(source, policy, timeout_s)
+    return read_local_image(source, policy)
+
+
+def _opened(data: bytes, label: str, max_pixels: int, max_aspect: float) -> Image.Image:
+    """The image header parsed, its size checked against the pixel and aspect-ratio limits (nothing decoded)."""
+    img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageLoadError(f"{label} has {w}x{h} pixels, more than the limit of {max_pixels:,}")
+    if w < 1 or h < 1 or max(w, h) / min(w, h) > max_aspect:
+        raise ImageLoadError(f"{label} is {w}x{h} pixels, an aspect ratio beyond the limit of 1:{max_aspect:g}")
+    return img
+
+
+def _decode_errors(label: str, exc: Exception) -> ImageLoadError:
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageLoadError(f"{label} is not a readable image: not a {', '.join(IMAGE_FORMATS)} file")
+    return ImageLoadError(f"{label} is not a readable image: {_OBJECT_REPR.sub('the data', str(exc))}")
+
+
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def decode_image(data: bytes, label: str, max_pixels: int, max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """Decode bytes fully into an RGB image, refusing truncated files, pixel bombs and absurd aspect ratios."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > max_pixels:
-                raise ImageLoadError(
-                    f"{label} has {img.width}x{img.height} pixels, more than the limit of {max_pixels:,}"
-                )
+            img = _opened(data, label, max_pixels, max_aspect)
             img.load()
         img = ImageOps.exif_transpose(img)
         return img.convert("RGB")
     except ImageLoadError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(f"{label} is not a readable image: {exc}") from exc
+    except _DECODE_ERRORS as exc:
+        raise _decode_errors(label, exc) from exc
 
 
-def load_image(source: str, timeout_s: float = 10.0, max_pixels: int = 40_000_000) -> Image.Image:
+def image_type(data: bytes, label: str, max_pixels: int, max_aspect: float = MAX_ASPECT_RATIO) -> str:
+    """The MIME type of bytes that decode as an image (JPEGs decoded at reduced scale); raises ImageLoadError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = _opened(data, label, max_pixels, max_aspect)
+            img.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, enough to prove the whole file decodes
+            img.load()
+    except ImageLoadError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise _decode_errors(label, exc) from exc
+    return _MIME.get(img.format or "", None) or Image.MIME.get(img.format or "", "application/octet-stream")
+
+
+def load_image(source: str, timeout_s: float = 10.0, max_pixels: int = 40_000_000,
+               policy: ImagePolicy | None = None, max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image:
     """Load one image from a path or an http(s) URL; raises ImageLoadError."""
-    return decode_image(read_image_bytes(source, timeout_s), source, max_pixels)
+    return decode_image(read_image_bytes(source, timeout_s, policy), source, max_pixels, max_aspect)
 
 
 def load_images(
-    sources: Sequence[str], timeout_s: float = 10.0, max_pixels: int = 40_000_000, threads: int = 4
+    sources: Sequence[str], timeout_s: float = 10.0, max_pixels: int = 40_000_000, threads: int = 4,
+    policy: ImagePolicy | None = None, max_aspect: float = MAX_ASPECT_RATIO,
 ) -> list[Image.Image | ImageLoadError]:
     """Load many images in parallel; each slot holds the image or the error that stopped it."""
 
     def one(source: str) -> Image.Image | ImageLoadError:
         try:
-            return load_image(source, timeout_s, max_pixels)
+            return load_image(source, timeout_s, max_pixels, policy, max_aspect)
         except ImageLoadError as exc:
             return exc
 
@@ -79,12 +156,17 @@ def load_images(
         return list(pool.map(one, sources))
 
 
-def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """Centre the image on a square canvas (product shots keep their whole outline)."""
+def fit_square(img: Image.Image, size: int, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The image scaled so its longer side is `size`, centred on a white size x size square (product shots
+    keep their whole outline). Work and memory are bounded by the output, whatever the input's shape."""
+    img = img.convert("RGB")
     w, h = img.size
-    if w == h:
+    scale = size / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    if new_w == new_h:
         return img
-    side = max(w, h)
-    canvas = Image.new("RGB", (side, side), fill)
-    canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(img, ((size - new_w) // 2, (size - new_h) // 2))
     return canvas

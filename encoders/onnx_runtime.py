@@ -26,7 +26,7 @@ from PIL import Image
 from encoders.base import l2_normalize
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
-from encoders.image_io import pad_to_square
+from encoders.image_io import fit_square
 
 META_FILE = "vitrina_onnx.json"
 EXPORT_FORMAT = 1
@@ -256,7 +256,7 @@ class OnnxImageEncoder(OnnxEncoder):
             if self.info.image_resize == "shortest-crop":
                 img = resize_shortest_and_crop(img, size)
             else:
-                img = pad_to_square(img).resize((size, size), Image.Resampling.BICUBIC)
+                img = fit_square(img, size)
             out[i] = np.asarray(img, dtype=np.uint8)
         return out
 

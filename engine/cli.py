@@ -12,6 +12,7 @@ from typing import Sequence
 from encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig, ImageLoadError
 from encoders.config import BACKENDS, PRECISIONS
 from encoders.image_io import load_image
+from encoders.image_policy import ImagePolicy
 from engine import __version__
 from engine.catalog import CatalogFields, resolve_image_source
 from engine.config import RecommendSettings, VitrinaConfig
@@ -46,6 +47,8 @@ def _config(args: argparse.Namespace) -> VitrinaConfig:
             precision=get("precision") or "auto", threads=get("threads"), offline=get("offline", False),
         ),
         index=IndexConfig(factory=get("index_factory"), lexical=_lexical_settings(args)),
+        images=ImagePolicy.from_flags(get("image_root") or (), get("allow_url_network") or (),
+                                      get("allow_private_urls", False)),
         progress=not get("quiet", False),
     )
 
@@ -478,6 +481,13 @@ def _add_catalog_flags(p: argparse.ArgumentParser, models: bool = True) -> None:
     p.add_argument("--price-field", default="price", metavar="F", help="parsed as a number when present")
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--image-root", action="append", default=[], metavar="DIR",
+                   help="a folder local images may also come from (repeatable); by default only the catalog's "
+                        "folder, and an image resolving elsewhere is refused")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="let image URLs reach loopback, link-local, private and other non-public addresses (refused by default)")
+    p.add_argument("--allow-url-network", action="append", default=[], metavar="CIDR",
+                   help="a non-public network image URLs may reach, e.g. a CDN on 10.20.0.0/16 (repeatable)")
     if not models:  # the live version's encoders and index types are used
         _add_runtime_flags(p)
         return

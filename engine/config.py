@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from encoders.config import EncoderConfig
+from encoders.image_policy import ImagePolicy
 from encoders.factory import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
 from engine.catalog import CatalogFields
 from engine.errors import QueryError
@@ -15,7 +16,10 @@ from index.rank_fusion import HybridSettings
 
 @dataclass(frozen=True)
 class VitrinaConfig:
-    """Models, catalog fields, encoder and index settings. image_model None skips images."""
+    """Models, catalog fields, encoder and index settings. image_model None skips images.
+
+    images: where catalog images may be read from (extra folders, private URL networks) and the byte cap.
+    """
 
     text_model: str = DEFAULT_TEXT_MODEL
     image_model: str | None = DEFAULT_IMAGE_MODEL
@@ -24,6 +28,7 @@ class VitrinaConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     hybrid: HybridSettings = field(default_factory=HybridSettings)
     filters: FilterFields = field(default_factory=FilterFields)
+    images: ImagePolicy = field(default_factory=ImagePolicy)
     progress: bool = True
 
 

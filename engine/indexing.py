@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -44,7 +44,7 @@ def encode_texts(encoder: Encoder, texts: Sequence[str], progress: bool = True) 
 def encode_product_images(
     encoder: Encoder, products: Sequence[Product], config: VitrinaConfig
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """Embed each product's image; returns (vectors, product rows, failures).
+    """Embed each product's image (read as config.images allows); returns (vectors, product rows, failures).
 
     Worker threads read, decode and (for ONNX encoders, whose `preprocess` is thread-safe) resize the
     next batches while the encoder runs on this one, so the encoder is not kept waiting on I/O.
@@ -58,7 +58,8 @@ def encode_product_images(
 
     def load(batch):
         """(row, image or pixels) of the readable images, and (product id, reason) of the others."""
-        loaded = load_images([p.image for _, p in batch], enc_cfg.image_timeout_s, enc_cfg.image_max_pixels)
+        loaded = load_images([p.image for _, p in batch], enc_cfg.image_timeout_s, enc_cfg.image_max_pixels,
+                             policy=config.images, max_aspect=enc_cfg.image_max_aspect)
         good = [(row, img) for (row, _), img in zip(batch, loaded) if not isinstance(img, ImageLoadError)]
         bad = [(p.id, str(img)) for (_, p), img in zip(batch, loaded) if isinstance(img, ImageLoadError)]
         if preprocess is not None and good:
@@ -104,6 +105,18 @@ def build_space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarr
     return info, VectorSpace(index, vectors, rows)
 
 
+def recorded_image_roots(catalog: dict) -> list[str]:
+    """The image folders a manifest's catalog record names; before they were recorded, the catalog's folder."""
+    if "image_roots" in catalog:
+        return [str(root) for root in catalog["image_roots"]]
+    return [str(Path(catalog["source"]).parent)] if catalog.get("source") else []
+
+
+def image_roots(config: VitrinaConfig, recorded: Sequence[str] = ()) -> list[str]:
+    """The folders local images may be served from, for the manifest: those recorded before, then the policy's."""
+    return list(dict.fromkeys([*recorded, *(str(root) for root in config.images.roots)]))
+
+
 def absolute_spec(spec: str) -> str:
     """Model specs that name local paths are stored absolute, so the index loads from anywhere."""
     prefix = "clip:" if spec.startswith("clip:") else ""
@@ -122,6 +135,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     catalog: Catalog = read_catalog(catalog_path, config.catalog)
+    config = replace(config, images=config.images.for_catalog(catalog.source.resolve().parent))
     timings["read"] = time.perf_counter() - t0
     products = catalog.products
 
@@ -161,6 +175,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
             "id_field": catalog.fields.id_field,
             "text_fields": list(catalog.fields.text_fields or ()),
             "image_field": catalog.fields.image_field,
+            "image_roots": image_roots(config),
         },
         spaces=infos,
         images_failed=len(failures),

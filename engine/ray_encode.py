@@ -50,11 +50,12 @@ class ProductEncoder:
             if self.image is None or not source:
                 continue
             try:
-                data = read_image_bytes(source, self.config.encoders.image_timeout_s)
+                enc = self.config.encoders
+                data = read_image_bytes(source, enc.image_timeout_s, self.config.images)
                 hashes[i] = content_hash(data)
                 if hashes[i] == str(batch["previous_image_hash"][i]):
                     continue  # unchanged: the driver keeps the live vector
-                items.append(decode_image(data, source, self.config.encoders.image_max_pixels))
+                items.append(decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect))
                 slots.append(i)
             except ImageLoadError as exc:
                 errors[i] = str(exc)

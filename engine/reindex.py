@@ -18,7 +18,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -33,7 +33,7 @@ from engine import __version__
 from engine.catalog import Product, count_records, stream_catalog
 from engine.config import VitrinaConfig
 from engine.errors import CatalogError
-from engine.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs
+from engine.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs, image_roots
 from engine.shards import Shard, ShardStore
 from index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
 from index.content import CONTENT_FILE, ProductContent, content_hash
@@ -182,11 +182,11 @@ class ShardEncoder:
         """(image hash, pixels / image / None when unchanged, or the ImageLoadError)."""
         enc = self.config.encoders
         try:
-            data = read_image_bytes(product.image, enc.image_timeout_s)
+            data = read_image_bytes(product.image, enc.image_timeout_s, self.config.images)
             digest = content_hash(data)
             if digest == self.previous.digest("image", product.id):
                 return digest, None
-            image = decode_image(data, product.image, enc.image_max_pixels)
+            image = decode_image(data, product.image, enc.image_max_pixels, enc.image_max_aspect)
             item = self.preprocess([image])[0] if self.preprocess is not None else image
             return digest, item
         except ImageLoadError as exc:
@@ -288,6 +288,7 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     stream = stream_catalog(catalog_path, config.catalog)
+    config = replace(config, images=config.images.for_catalog(stream.source.resolve().parent))
     total = count_records(catalog_path)
     specs = {"text": absolute_spec(config.text_model), "image": None}
     image_wanted = config.image_model and config.image_model.lower() != NO_IMAGE_MODEL and stream.fields.image_field
@@ -407,7 +408,8 @@ def _assemble(store: ShardStore, shard_count: int, products: list[Product], stre
     manifest = IndexManifest(
         product_count=len(products),
         catalog={"source": str(stream.source.resolve()), "id_field": stream.fields.id_field,
-                 "text_fields": list(stream.fields.text_fields or ()), "image_field": stream.fields.image_field},
+                 "text_fields": list(stream.fields.text_fields or ()), "image_field": stream.fields.image_field,
+                 "image_roots": image_roots(config)},
         spaces=infos, images_failed=len(failures), vitrina_version=__version__,
     )
     table = ProductTable.from_records(ids, [p.metadata for p in products])

@@ -14,6 +14,7 @@ from PIL import Image
 from encoders import Encoder, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
 from encoders.onnx_runtime import OnnxModelInfo, load_onnx_encoder
 from engine.catalog import resolve_image_source
+from engine.indexing import recorded_image_roots
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
@@ -280,6 +281,11 @@ class SearchSession:
         allowed = self.allowed_rows(product_filter)
         scores, rows = vectors.search(vector[None, :], check_k(k) + 1, allowed)
         return self.hits(scores[0], rows[0], exclude=row, k=k)
+
+    def image_roots(self) -> tuple[Path, ...]:
+        """The folders this index's local images may be served from (recorded at indexing; older indexes:
+        the catalog's folder; none known: nothing is served)."""
+        return tuple(Path(root) for root in recorded_image_roots(self.manifest.catalog))
 
     def image_source(self, product_id: str) -> str | None:
         """Where a product's image lives (absolute path or URL), from the catalog it was indexed from."""

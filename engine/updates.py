@@ -9,7 +9,7 @@ FAISS indexes are refilled with their trained structures (no k-means, no re-tuni
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +20,7 @@ from encoders import load_image_encoder, load_text_encoder
 from engine.catalog import Product, read_catalog
 from engine.config import VitrinaConfig
 from engine.errors import CatalogError
+from engine.indexing import image_roots, recorded_image_roots
 from engine.reindex import Previous, ReindexSettings, ShardEncoder, root_lock, save_version
 from engine.shards import Shard
 from index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
@@ -74,7 +75,9 @@ def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | N
     with root_lock(root):
         live = _live(root, config)
         catalog = read_catalog(catalog_path, config.catalog)
+        config = replace(config, images=config.images.for_catalog(catalog.source.resolve().parent))
         manifest = live.manifest
+        manifest.catalog["image_roots"] = image_roots(config, recorded_image_roots(manifest.catalog))
         text_info = manifest.space("text")
         text_encoder = load_text_encoder(text_info.model, config.encoders.for_catalog())
         manifest.check_encoder("text", text_encoder.name, text_encoder.dim)

@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, AsyncIterator, Literal
+from urllib.parse import quote
 
 from fastapi import Body, Depends, FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from encoders.errors import EncoderError, ImageLoadError
 from encoders.image_io import decode_image, is_url
-from engine.catalog import CatalogError
+from engine.catalog import CatalogError, metadata_key
 from engine.config import RecommendSettings, VitrinaConfig
 from engine.errors import QueryError
 from engine.events import events_from_records
@@ -44,6 +45,7 @@ from index.errors import IndexStoreError
 from index.filters import ProductFilter
 from index.product_index import set_search_threads
 from serving.config import ServingConfig
+from serving.images import ImageRefused, served_image
 from serving.live import IndexHolder, LiveIndex
 from serving.metrics import RequestMetrics, ServiceMetrics
 from serving.paths import EncodedProductPaths, decoded_product_id
@@ -259,7 +261,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         if not data:
             raise QueryError("the uploaded file is empty")
         label = f"the upload {file.filename or 'file'!r}"
-        image = await run_in_threadpool(decode_image, data, label, serving.max_image_pixels)
+        image = await run_in_threadpool(decode_image, data, label, serving.max_image_pixels, serving.max_image_aspect)
         space = space or session.default_image_space()
         allowed = session.allowed_rows(_product_filter(category, brand, price_min, price_max))
         vector = await index.image_vector(image, space)
@@ -281,10 +283,11 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     @app.get("/products/{product_id}", dependencies=read, summary="One product's catalog data")
     async def product(index: Live, product_id: ProductId) -> dict[str, Any]:
         row = _known(index, product_id)
-        return {"id": product_id, **_clean_metadata(index.session.products.metadata(row)), "index_version": index.version}
+        metadata = _public_image(index, product_id, index.session.products.metadata(row))
+        return {"id": product_id, **_clean_metadata(metadata), "index_version": index.version}
 
     @app.get("/products/{product_id}/image", dependencies=read, summary="One product's image",
-             response_class=FileResponse, responses={200: {"content": {"image/*": {}}}})
+             response_class=Response, responses={200: {"content": {"image/*": {}}}})
     async def product_image(index: Live, product_id: ProductId) -> Response:
         _known(index, product_id)
         source = index.session.image_source(product_id)
@@ -292,9 +295,12 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
             raise HTTPException(404, f"product {product_id!r} has no image")
         if is_url(source):
             return RedirectResponse(source)
-        if not Path(source).is_file():
-            raise HTTPException(404, f"the image of product {product_id!r} is missing from the catalog folder")
-        return FileResponse(source, headers={"Cache-Control": "max-age=3600"})
+        try:
+            data, media_type = await run_in_threadpool(served_image, source, index.session.image_roots(),
+                                                       config.encoders.image_max_pixels, config.encoders.image_max_aspect)
+        except ImageRefused as refused:
+            raise HTTPException(refused.status, f"the image of product {product_id!r} is not served: {refused.reason}") from None
+        return Response(data, media_type=media_type, headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
 
     @app.get("/users/{user_id}/recommendations", response_model=Results, response_model_exclude_unset=True, dependencies=personal_read,
              summary="Products for one shopper (best sellers for an unknown one)")
@@ -412,10 +418,21 @@ def _known(index: LiveIndex, product_id: str) -> int:
 
 
 def _results(index: LiveIndex, hits: list[SearchHit], personalised: bool | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"results": [_clean_metadata(h.to_json()) for h in hits], "index_version": index.version}
+    out: dict[str, Any] = {"results": [_clean_metadata(_public_image(index, h.id, h.to_json())) for h in hits],
+                           "index_version": index.version}
     if personalised is not None:
         out["personalised"] = personalised
     return out
+
+
+def _public_image(index: LiveIndex, product_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with a local image path replaced by the image's URL on this server (http(s) URLs kept)."""
+    field = index.session.manifest.catalog.get("image_field")
+    key = metadata_key(field) if field else None
+    value = record.get(key) if key else None
+    if not isinstance(value, str) or not value.strip() or is_url(value.strip()):
+        return record
+    return {**record, key: f"/products/{quote(product_id, safe='')}/image"}
 
 
 def _clean_metadata(record: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class ServingConfig:
     max_query_chars: int = 512
     max_upload_bytes: int = 10 * 2**20  # bodies above this get 413
     max_image_pixels: int = 25_000_000  # decompression bombs above this get 422
+    max_image_aspect: float = 20.0  # uploads longer than 20 times their width (or wider than tall) get 422
     max_events: int = 10_000  # per POST /events
     batch_size: int = 32  # queries encoded together at most
     batch_wait_ms: float = 0.0  # how long a lone query waits for company (0: batches form from the queries
@@ -58,6 +59,8 @@ class ServingConfig:
         for name in ("max_k", "max_query_chars", "max_upload_bytes", "max_image_pixels", "max_events", "batch_size"):
             if getattr(self, name) < 1:
                 raise ServingConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_image_aspect < 1:
+            raise ServingConfigError(f"max_image_aspect must be at least 1, got {self.max_image_aspect}")
         if self.batch_wait_ms < 0 or self.cache_size < 0:
             raise ServingConfigError("batch_wait_ms and cache_size must not be negative")
         if not (self.header_timeout_s > 0 and self.keep_alive_timeout_s > 0):

@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 
 from encoders.errors import ImageLoadError
-from encoders.image_io import load_image, load_images, pad_to_square
+from encoders.image_io import fit_square, load_image, load_images
+from encoders.image_policy import ImagePolicy
+
+LOOPBACK_OK = ImagePolicy(allow_private_urls=True)  # the test server listens on 127.0.0.1
 
 
 def jpeg_bytes(size=(30, 20), colour=(200, 10, 10)) -> bytes:
@@ -36,10 +39,10 @@ def served(tmp_path):
 def test_load_from_file_and_url(tmp_path, served):
     (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
     from_file = load_image(str(tmp_path / "a.jpg"))
-    from_url = load_image(f"{served}/a.jpg", timeout_s=5)
+    from_url = load_image(f"{served}/a.jpg", timeout_s=5, policy=LOOPBACK_OK)
     assert from_file.mode == from_url.mode == "RGB" and from_file.size == from_url.size == (30, 20)
     with pytest.raises(ImageLoadError, match="could not download .*missing.jpg"):
-        load_image(f"{served}/missing.jpg", timeout_s=5)
+        load_image(f"{served}/missing.jpg", timeout_s=5, policy=LOOPBACK_OK)
 
 
 def test_bad_images_raise_clear_errors(tmp_path):
@@ -64,7 +67,9 @@ def test_load_images_keeps_order_and_errors_in_place(tmp_path):
     assert isinstance(results[1], ImageLoadError) and "b.jpg" in str(results[1])
 
 
-def test_pad_to_square_keeps_the_whole_product_centred():
-    padded = pad_to_square(Image.new("RGB", (20, 40), (0, 0, 0)))
+def test_fit_square_keeps_the_whole_product_centred():
+    padded = fit_square(Image.new("RGB", (20, 40), (0, 0, 0)), 40)
     assert padded.size == (40, 40)
     assert padded.getpixel((0, 20)) == (255, 255, 255) and padded.getpixel((20, 20)) == (0, 0, 0)
+    small = fit_square(Image.new("RGB", (20, 40), (0, 0, 0)), 10)
+    assert small.size == (10, 10) and small.getpixel((0, 5)) == (255, 255, 255) and small.getpixel((5, 5)) == (0, 0, 0)
