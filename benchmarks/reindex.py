@@ -9,8 +9,14 @@ ann       1,000,000 x 384 normalised vectors (the shop10k text embeddings, each 
           `tune_search` picks for recall@10 >= 0.95, recall@10 measured on other queries, and
           queries/s of a 1,000-query batch on one thread. Also a 10M sizing estimate from these.
 
-Usage (about 20 minutes on 2 cores; writes out/reindex.json):
-    (cd benchmarks && ../.venv/bin/python reindex.py [--only pipeline ann] [--vectors N] [--factories ...])
+resume    (issue 15) `vitrina reindex` of the `fashion` catalog from scratch, then again into a fresh root
+          killed (SIGKILL) at half the full run's time and finished with `--resume`: the ratio resumed /
+          full says how much work a resume redoes (1.0: all of it). Per shard size: automatic (default)
+          and the old default of 10,000 (one shard for this catalog). Separate processes, wall clock,
+          model loading included; exports cached in out/resume-home (not the user-wide cache).
+
+Usage (pipeline + ann about 20 minutes, resume about 6 on 2 cores; writes out/reindex.json):
+    (cd benchmarks && ../.venv/bin/python reindex.py [--only pipeline ann resume] [--vectors N] [--factories ...])
 """
 
 from __future__ import annotations
@@ -21,13 +27,16 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from benchutil import DATA, DEFAULT_OUT, markdown_table
+from benchutil import DATA, DEFAULT_OUT, REPO, markdown_table, subset_catalog
 from encoders import load_image_encoder, load_text_encoder
 from encoders.image_io import load_images
 from engine.catalog import read_catalog
@@ -78,6 +87,59 @@ def pipeline(out: Path) -> dict:
         "ratio": round(pipeline_s / pure["total_s"], 3), "products_per_s": round(report.products / pipeline_s, 1),
         "unchanged_rerun_s": again.seconds["total"], "unchanged_rerun_encoded": again.encoded,
     }
+
+
+def _vitrina(args: list[str], home: Path) -> subprocess.Popen:
+    """`vitrina ARGS` in a process of its own (the project first on sys.path), exports cached under `home`."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen) -> dict:
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"vitrina failed ({process.returncode}): {err[-2000:]}")
+    return json.loads(out)
+
+
+def resume(out: Path, shard_sizes: list[str]) -> list[dict]:
+    """Full re-index vs killed at half time + --resume, per shard size ("auto" or a number)."""
+    catalog = DATA / "fashion" / "products.csv"
+    home = out / "resume-home"
+    warm = out / "resume-warm"
+    shutil.rmtree(warm, ignore_errors=True)  # first: exports the models into home's cache (off the clock)
+    small = subset_catalog(catalog, 50, out / "resume-subset", image_field="image")
+    _finish(_vitrina(["reindex", str(small), "--out", str(warm), "-q", "--json"], home))
+    shutil.rmtree(warm, ignore_errors=True)
+    results = []
+    for size in shard_sizes:
+        flags = [] if size == "auto" else ["--shard-size", size]
+        full_root, resumed_root = out / "resume-full", out / "resume-resumed"
+        for root in (full_root, resumed_root):
+            shutil.rmtree(root, ignore_errors=True)
+        t0 = time.perf_counter()
+        full = _finish(_vitrina(["reindex", str(catalog), "--out", str(full_root), "-q", "--json", *flags], home))
+        full_s = time.perf_counter() - t0
+        process = _vitrina(["reindex", str(catalog), "--out", str(resumed_root), "-q", "--json", *flags], home)
+        time.sleep(full_s / 2)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        shards_done = len(list((resumed_root / ".reindex").glob("shard-*.npz")))
+        t0 = time.perf_counter()
+        resumed = _finish(_vitrina(["reindex", str(catalog), "--out", str(resumed_root), "-q", "--json", "--resume",
+                                    *flags], home))
+        resumed_s = time.perf_counter() - t0
+        same = np.array_equal(np.load(Path(full["path"]) / "text.vectors.npy"), np.load(Path(resumed["path"]) / "text.vectors.npy")) \
+            and np.array_equal(np.load(Path(full["path"]) / "image.vectors.npy"), np.load(Path(resumed["path"]) / "image.vectors.npy"))
+        results.append({"shard_size": size, "shards": full["shards"], "full_s": round(full_s, 1),
+                        "killed_at_s": round(full_s / 2, 1), "shards_done_when_killed": shards_done,
+                        "resumed_s": round(resumed_s, 1), "ratio": round(resumed_s / full_s, 3),
+                        "identical_vectors": bool(same)})
+        print(json.dumps(results[-1]), flush=True)
+        for root in (full_root, resumed_root):
+            shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 def million_vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -141,6 +203,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=["pipeline", "ann"])
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--factories", nargs="*", default=list(FACTORIES))
+    parser.add_argument("--shard-sizes", nargs="*", default=["auto", "10000"], help="for --only resume")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     result_file = args.out / "reindex.json"
@@ -150,12 +213,19 @@ def main() -> None:
         print(json.dumps(results["pipeline"], indent=2), flush=True)
     if "ann" in args.only:
         results["ann"] = ann(args.factories, args.vectors)
+    if "resume" in args.only:
+        results["resume"] = resume(args.out, args.shard_sizes)
     result_file.write_text(json.dumps(results, indent=2))
     if "pipeline" in results:
         p = results["pipeline"]
         print(markdown_table(["products", "pure encoder s", "re-index s (no model load)", "ratio", "products/s", "unchanged re-run s"],
                              [[p["products"], p["pure_encoder"]["total_s"], p["reindex_without_setup_s"], p["ratio"],
                                p["products_per_s"], p["unchanged_rerun_s"]]]))
+    if "resume" in results:
+        print(markdown_table(["--shard-size", "shards", "full run s", "killed at s", "shards done", "resumed s",
+                              "resumed / full", "identical vectors"],
+                             [[r["shard_size"], r["shards"], r["full_s"], r["killed_at_s"], r["shards_done_when_killed"],
+                               r["resumed_s"], r["ratio"], r["identical_vectors"]] for r in results["resume"]]))
     if "ann" in results:
         a = results["ann"]
         print(markdown_table(["index", "vectors", "build s", "tuned", "recall@10", "QPS (1 thread)", "bytes/vector"],

@@ -26,7 +26,7 @@ from pathlib import Path
 from encoders.base import Encoder
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
-from encoders.onnx_runtime import is_onnx_dir, load_onnx_encoder
+from encoders.onnx_runtime import check_export, is_onnx_dir, load_onnx_encoder
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
@@ -73,6 +73,9 @@ def packaged_minilm_dir() -> Path:
 def _on_backend(load_torch, spec: str, config: EncoderConfig, modality: str) -> Encoder:
     """An exported directory runs on ONNX Runtime; other specs on the configured backend."""
     if is_onnx_dir(spec):
+        problem = check_export(Path(spec).expanduser())
+        if problem is not None and "no checksums" not in problem:  # exports of older Vitrinas have none
+            raise EncoderError(f"the exported model {spec} cannot be used: {problem}; export it again")
         return load_onnx_encoder(spec, config, modality)
     encoder = load_torch(spec, config)
     if config.backend != "onnx":

@@ -7,11 +7,9 @@ EfficientNet-Lite0), and both CLIP towers (open_clip). The export directory also
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -21,13 +19,15 @@ import torch
 from encoders.base import Encoder
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
-from encoders.onnx_runtime import EXPORT_FORMAT, OUTPUT_NAME, OnnxModelInfo, is_onnx_dir
+from encoders.onnx_runtime import (  # noqa: F401 - SMOOTH_ALPHA, default_cache_dir: public here too
+    OUTPUT_NAME, SMOOTH_ALPHA, OnnxModelInfo, cache_entry, check_export, default_cache_dir, is_onnx_dir,
+)
+from index.integrity import clean_leftovers, leftover_name, write_checksums
 
 OPSET = 17
 PRECISIONS = ("fp32", "int8", "fp16")
 # model_type values of transformers configs whose encoders export through the same wrapper
 TEXT_ARCHITECTURES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "mpnet", "electra")
-SMOOTH_ALPHA = 0.75  # measured on MiniLM: 0.5 -> cosine 0.988, 0.75 -> 0.997, 0.9 -> 0.996 (before fp32 FFN outputs)
 CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.txt"
 CHECK_EXAMPLE = ["a sample product title", "waterproof hiking boots for women, size 38"]
 log = logging.getLogger("vitrina")
@@ -85,7 +85,8 @@ def export_encoder(encoder: Encoder, out: str | Path, precisions: Sequence[str] 
         raise EncoderError(f"int8 quantisation is for text encoders; {encoder.name} is an image encoder (use fp32 or fp16)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clean_leftovers(out)
+    tmp = out.parent / leftover_name(out.name, "tmp")
     tmp.mkdir()
     try:
         if isinstance(encoder, TransformersTextEncoder):
@@ -108,6 +109,7 @@ def export_encoder(encoder: Encoder, out: str | Path, precisions: Sequence[str] 
         if "fp16" in precisions:
             info.files["fp16"] = _to_fp16(fp32, tmp / "model.fp16.onnx")
         info.save(tmp)
+        write_checksums(tmp)  # sha256 of every file: checked before the export is used or copied
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,15 +119,11 @@ def export_encoder(encoder: Encoder, out: str | Path, precisions: Sequence[str] 
 
 def _replace_dir(new: Path, out: Path) -> None:
     """Put `new` at `out`; a directory already there is moved aside first and then deleted."""
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    old = out.parent / leftover_name(out.name, "old")
     if out.exists():
         os.replace(out, old)
     os.replace(new, out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "vitrina" / "onnx"
 
 
 def precisions_for(encoder: Encoder, config: EncoderConfig) -> tuple[str, ...]:
@@ -140,16 +138,18 @@ def precisions_for(encoder: Encoder, config: EncoderConfig) -> tuple[str, ...]:
 
 
 def cached_export(encoder: Encoder, spec: str, config: EncoderConfig) -> Path:
-    """The export of `encoder` in the ONNX cache, made there first when missing or lacking a precision."""
-    recipe = f"{EXPORT_FORMAT}|int8:smooth{SMOOTH_ALPHA}+ffn-fp32"  # a new recipe exports again
-    key = hashlib.sha256(f"{encoder.modality}|{encoder.name}|{recipe}".encode()).hexdigest()[:20]
-    path = (config.onnx_cache or default_cache_dir()) / key
+    """The export of `encoder` in the ONNX cache, made there first when missing, lacking a precision, or
+    damaged (a file whose sha256 differs from the one recorded at export: it is exported again, never used)."""
+    path = cache_entry(encoder.modality, encoder.name, config)
     wanted = precisions_for(encoder, config)
     if is_onnx_dir(path):
         try:
             info = OnnxModelInfo.load(path)
             if info.encoder == encoder.name and all(p in info.files for p in wanted):
-                return path
+                problem = check_export(path)
+                if problem is None:
+                    return path
+                log.warning("the ONNX cache entry %s cannot be used: %s; exporting it again", path, problem)
         except EncoderError:
             pass  # damaged: export again
     log.info("exporting %s to ONNX (%s) in %s", encoder.name, ", ".join(wanted), path)

@@ -12,6 +12,7 @@ Image graphs take uint8 pixels, N x size x size x 3; scaling and mean/std are in
 from __future__ import annotations
 
 import ctypes.util
+import hashlib
 import html
 import json
 import logging
@@ -27,10 +28,12 @@ from encoders.base import l2_normalize
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
 from encoders.image_io import fit_square
+from index.integrity import mismatches, read_checksums
 
 META_FILE = "vitrina_onnx.json"
 EXPORT_FORMAT = 1
 OUTPUT_NAME = "embedding"
+SMOOTH_ALPHA = 0.75  # int8 text recipe (encoders.onnx_export); measured on MiniLM: 0.5 -> cosine 0.988, 0.75 -> 0.997, 0.9 -> 0.996
 log = logging.getLogger("vitrina")
 
 
@@ -75,6 +78,29 @@ class OnnxModelInfo:
         if missing:
             raise EncoderError(f"{directory}: {missing[0]} is missing; export the model again")
         return info
+
+
+def check_export(path: Path) -> str | None:
+    """Why the export at `path` cannot be trusted (no checksums, or a file that differs from them), or None."""
+    recorded = read_checksums(path)
+    if not recorded:
+        return "it has no checksums (exported by an older Vitrina)"
+    bad = mismatches(path, recorded)
+    if bad:
+        name, _, found = bad[0]
+        return f"{path / name} is {'missing' if found == 'missing' else 'damaged (its sha256 changed since export)'}"
+    return None
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "vitrina" / "onnx"
+
+
+def cache_entry(modality: str, encoder_name: str, config: EncoderConfig) -> Path:
+    """Where the ONNX cache keeps the export of an encoder (whether or not it is there)."""
+    recipe = f"{EXPORT_FORMAT}|int8:smooth{SMOOTH_ALPHA}+ffn-fp32"  # a new recipe exports again
+    key = hashlib.sha256(f"{modality}|{encoder_name}|{recipe}".encode()).hexdigest()[:20]
+    return (config.onnx_cache or default_cache_dir()) / key
 
 
 def is_onnx_dir(spec: str | Path) -> bool:

@@ -124,7 +124,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
     get = lambda name, default: getattr(args, name, default)  # noqa: E731
-    return ReindexSettings(shard_size=get("shard_size", 10_000), keep=get("keep", 3), engine=get("engine", "local"),
+    return ReindexSettings(shard_size=get("shard_size", None), keep=get("keep", 3), engine=get("engine", "local"),
                            target_recall=get("target_recall", 0.95), ray_actors=get("ray_actors", None))
 
 
@@ -517,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="versioned root: DIR/current links the live version under DIR/versions/")
     p.add_argument("--resume", action="store_true", help="continue an interrupted re-index from its last finished shard")
-    p.add_argument("--shard-size", type=int, default=10_000, metavar="N", help="products per checkpointed shard (default 10000)")
+    p.add_argument("--shard-size", type=int, default=None, metavar="N",
+                   help="products per checkpointed shard (default: automatic, a twentieth of the catalog, at least 200 "
+                        "and at most 5000, so a resume redoes about 5%% of the work at most)")
     p.add_argument("--keep", type=int, default=3, metavar="N", help="versions kept after publishing (default 3)")
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="where the encode stage runs: this process, or Ray actors (ray.init() finds the cluster)")
@@ -826,6 +828,14 @@ def _add_serve_parser(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def describe_os_error(args: argparse.Namespace, exc: OSError) -> str:
+    """`vitrina COMMAND could not read or write its files: STRERROR (PATH)`, for an OSError that ended a command."""
+    command = " ".join(str(getattr(args, name)) for name in ("command", "action", "kind") if getattr(args, name, None))
+    why = exc.strerror or str(exc) or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"vitrina {command} could not read or write its files: {why}{where}; what was indexed before is unchanged"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="vitrina: %(message)s")
@@ -836,6 +846,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except USER_ERRORS as exc:
         print(f"vitrina: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full disk (ENOSPC, EDQUOT), read-only (EROFS), denied (EACCES), failing (EIO)...
+        print(f"vitrina: error: {describe_os_error(args, exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vitrina: interrupted; nothing was changed", file=sys.stderr)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from engine.fusion import FUSION_DIR
 from engine.shared_space import refresh_shared_space
 from engine.search import SearchHit, SearchSession, check_k
 from index.rank_fusion import min_max_scaled
+from index.integrity import leftover_name
 from index.store import replace_directory
 
 LOCK_FILE = ".events.lock"  # held while behaviour vectors are rewritten
@@ -83,7 +83,7 @@ def _fold_in_locked(session: SearchSession, log: EventLog, refit: bool, settings
         model = BehaviourModel.fit(log, len(session.products), settings)
         model.product_ids = list(session.products.ids)
         report = FoldInReport(len(log), len(model.users), len(model.users), int(model.has_vector.sum()), True)
-    tmp = session.path / f".{BEHAVIOUR_DIR}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = session.path / leftover_name(BEHAVIOUR_DIR, "tmp")
     try:
         model.save(tmp)
         replace_directory(tmp, target)

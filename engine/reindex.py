@@ -40,19 +40,22 @@ from index.content import CONTENT_FILE, ProductContent, content_hash
 from index.errors import IndexStoreError
 from index.store import read_vectors
 from index.tuning import tune_search
-from index.versions import check_root, is_versioned_root, publish, resolve_index_path, staging_dir
+from index.versions import check_root, clean_builds, is_versioned_root, publish, resolve_index_path, staging_dir
 
 WORK_DIR = ".reindex"
 LOCK_FILE = ".lock"
 ENGINES = ("local", "ray")
 StageHook = Callable[[str, int], None]  # (stage, shard number or -1): called after each step, for tests and callers
+AUTO_SHARDS = 20  # automatic shard size: a twentieth of the catalog, so a resume redoes at most ~5% of the work
+AUTO_SHARD_MIN = 200  # products; smaller catalogs take seconds, where shards would only add overhead
+AUTO_SHARD_MAX = 5_000  # products; about a minute of text and image encoding on a CPU
 
 
 @dataclass(frozen=True)
 class ReindexSettings:
     """How a re-index runs. keep: versions kept (the current one always stays)."""
 
-    shard_size: int = 10_000
+    shard_size: int | None = None  # products per checkpointed shard; None: automatic (`shard_size_for`)
     keep: int = 3
     engine: str = "local"  # "local" or "ray" (the encode stage on a Ray cluster)
     target_recall: float = 0.95  # recall@10 that nprobe/efSearch are tuned to on approximate indexes
@@ -60,12 +63,20 @@ class ReindexSettings:
     ray_actors: int | None = None  # encoder actors on Ray (None: one per GPU, else 2)
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1:
+        if self.shard_size is not None and self.shard_size < 1:
             raise CatalogError(f"--shard-size must be at least 1, got {self.shard_size}")
         if self.keep < 1:
             raise CatalogError(f"--keep must be at least 1, got {self.keep}")
         if self.engine not in ENGINES:
             raise CatalogError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+
+    def shard_size_for(self, total: int | None) -> int:
+        """The shard size given, else 1/AUTO_SHARDS of `total` products within [AUTO_SHARD_MIN, AUTO_SHARD_MAX]."""
+        if self.shard_size is not None:
+            return self.shard_size
+        if total is None:
+            return AUTO_SHARD_MAX
+        return max(AUTO_SHARD_MIN, min(AUTO_SHARD_MAX, -(-total // AUTO_SHARDS)))
 
 
 @dataclass
@@ -101,6 +112,7 @@ def root_lock(root: Path) -> Iterator[None]:
         except BlockingIOError:
             raise IndexStoreError(f"{root} is being changed by another vitrina process (reindex, upsert or delete); "
                                   "wait for it to finish") from None
+        clean_builds(root)  # builds of killed writers (each holds a whole version)
         yield
 
 
@@ -257,7 +269,8 @@ def _chunks(products: Iterator[Product], size: int) -> Iterator[list[Product]]:
         yield chunk
 
 
-def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexSettings, specs: dict[str, str | None]) -> dict:
+def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexSettings, specs: dict[str, str | None],
+         shard_size: int) -> dict:
     """What the shards are made from; a resume must match it exactly."""
     stat = catalog.stat()
     enc = config.encoders
@@ -266,7 +279,7 @@ def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexSettings
         "fields": asdict(fields), "text_model": specs["text"], "image_model": specs["image"],
         "encoders": {"backend": enc.backend, "precision": enc.precision, "batch_size": enc.batch_size,
                      "max_text_length": enc.max_text_length},
-        "shard_size": settings.shard_size, "engine": settings.engine, "vitrina_version": __version__,
+        "shard_size": shard_size, "engine": settings.engine, "vitrina_version": __version__,
     }
 
 
@@ -295,7 +308,8 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     if image_wanted:
         specs["image"] = absolute_spec(config.image_model)
     store = ShardStore(root / WORK_DIR)
-    done = set(store.start(_job(catalog_path, stream.fields, config, settings, specs), resume))
+    shard_size = settings.shard_size_for(total)
+    done = set(store.start(_job(catalog_path, stream.fields, config, settings, specs, shard_size), resume))
     text_encoder = load_text_encoder(specs["text"], config.encoders.for_catalog())
     image_encoder = load_image_encoder(specs["image"], config.encoders.for_catalog()) if specs["image"] else None
     names = {"text": text_encoder.name, "image": image_encoder.name if image_encoder else ""}
@@ -313,7 +327,7 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     encoder = ShardEncoder(text_encoder, image_encoder, config, settings, previous)
     encode_seconds = 0.0
     try:
-        for number, chunk in enumerate(_chunks(stream.products, settings.shard_size)):
+        for number, chunk in enumerate(_chunks(stream.products, shard_size)):
             shard_count += 1
             products.extend(chunk)
             bars["read"].update(len(chunk))

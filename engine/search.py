@@ -12,13 +12,14 @@ import numpy as np
 from PIL import Image
 
 from encoders import Encoder, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
-from encoders.onnx_runtime import OnnxModelInfo, load_onnx_encoder
+from encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
 from engine.catalog import resolve_image_source
 from engine.indexing import recorded_image_roots
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
 from index import IndexDirectory
+from index.errors import IndexStoreError
 from index.versions import resolve_index_path
 from index.filters import FilterColumns, ProductFilter
 from index.rank_fusion import fuse
@@ -113,10 +114,13 @@ class SearchSession:
         kept = self.directory.encoder_dir(KEPT_ROLES[role])
         if self.config.encoders.backend != "onnx" or self._models[SPACE_OF_ROLE[role]] or not kept:
             return None
+        modality = "image" if role == "image" else "text"
         try:
             if OnnxModelInfo.load(kept).encoder != encoder_name:
                 return None
-            return load_onnx_encoder(kept, self.config.encoders, "image" if role == "image" else "text")
+            # refuse (or repair from the ONNX cache) files changed since indexing: IndexStoreError names the file
+            self.directory.check_encoder_files(KEPT_ROLES[role], cache_entry(modality, encoder_name, self.config.encoders))
+            return load_onnx_encoder(kept, self.config.encoders, modality)
         except EncoderError as exc:
             log.warning("ignoring the ONNX model kept in %s: %s", kept, exc)
             return None
@@ -124,7 +128,7 @@ class SearchSession:
     def _keep_export(self, role: str, source: Path) -> None:
         try:
             self.directory.attach_encoder(KEPT_ROLES[role], source)
-        except OSError as exc:
+        except (OSError, IndexStoreError) as exc:
             log.info("could not keep the ONNX export in %s: %s", self.path, exc)
 
     def hits(self, scores: np.ndarray, rows: np.ndarray, exclude: int | None = None, k: int | None = None) -> list[SearchHit]:

@@ -197,5 +197,13 @@ class LexicalIndex:
             count = int(described["count"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexStoreError(f"the manifest's lexical record is damaged: {exc}") from None
-        retriever = bm25s.BM25.load(str(directory), mmap=False, show_progress=False)
+        try:
+            retriever = bm25s.BM25.load(str(directory), mmap=False, show_progress=False)
+        except Exception as exc:  # noqa: BLE001 - bm25s raises json, numpy, scipy and OS errors alike for damaged files
+            raise IndexStoreError(
+                f"the lexical index in {directory} is damaged ({type(exc).__name__}: {exc}); re-index the catalog"
+            ) from None
+        if retriever.scores.get("num_docs", count) != count:
+            raise IndexStoreError(f"the lexical index in {directory} covers {retriever.scores.get('num_docs')} products, "
+                                  f"the manifest says {count}; re-index the catalog")
         return cls(retriever, settings, count)

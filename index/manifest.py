@@ -46,6 +46,7 @@ class IndexManifest:
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
     version: str = field(default_factory=new_version)  # new at every write; served as index_version
+    encoder_files: dict[str, dict[str, str]] = field(default_factory=dict)  # kept encoder role -> file -> sha256
 
     def space(self, name: str) -> SpaceInfo:
         if name not in self.spaces:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -246,7 +247,13 @@ class ProductIndex:
         return faiss.SearchParameters(sel=selector)
 
     def save(self, path: Path) -> None:
-        faiss.write_index(self._cpu, str(path))
+        """Write the index; a failed write (full disk, ...) raises OSError like any other file write."""
+        try:
+            faiss.write_index(self._cpu, str(path))
+        except RuntimeError as exc:  # FAISS reports write errors as RuntimeError, with strerror in the text
+            text = str(exc)
+            code = next((n for n, name in errno.errorcode.items() if f'({os.strerror(n)})' in text), errno.EIO)
+            raise OSError(code, os.strerror(code), str(path)) from exc
 
     @classmethod
     def load(cls, path: Path, factory: str, config: IndexConfig | None = None, mmap: bool | None = None,

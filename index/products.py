@@ -74,4 +74,8 @@ class ProductTable:
     def load(cls, path: Path) -> "ProductTable":
         if not path.is_file():
             raise IndexStoreError(f"product table missing: {path}")
-        return cls(pq.read_table(path))
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:  # truncated or not Parquet
+            raise IndexStoreError(f"{path} is damaged (truncated or not a Parquet file: {exc}); re-index it") from None
+        return cls(table)

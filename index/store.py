@@ -13,9 +13,9 @@ Layout of DIR:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,6 +27,8 @@ import numpy as np
 from index.config import IndexConfig
 from index.content import CONTENT_FILE, ProductContent
 from index.errors import IndexStoreError
+from index.integrity import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree, digest_file, digest_tree,
+                             leftover_name, mismatches, read_checksums, write_checksums)
 from index.lexical import LexicalIndex
 from index.manifest import MANIFEST_FILE, IndexManifest
 from index.product_index import ProductIndex
@@ -37,6 +39,7 @@ PRODUCTS_FILE = "products.parquet"
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
 EXACT_FILTER_MAX = 2048  # a filter allowing at most this many products is searched exactly on ANN indexes
+log = logging.getLogger("vitrina")
 
 
 @dataclass
@@ -129,21 +132,50 @@ class IndexDirectory:
         if self.path is None:
             raise IndexStoreError("only a saved index directory can keep encoders")
         target = self.path / ENCODERS_DIR / role
-        tmp = target.parent / f".{role}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = target.parent / leftover_name(role, "tmp")
         try:
-            shutil.copytree(source, tmp)
+            digests = _copy_encoder(Path(source), tmp)
+            manifest = IndexManifest.load(self.path)  # as on disk now: only the record of this role changes
+            manifest.encoder_files[role] = digests
+            _replace_file(self.path / MANIFEST_FILE, lambda t: t.write_text(manifest.to_json() + "\n"))
+            self.manifest.encoder_files[role] = digests
             replace_directory(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self.encoder_dirs[role] = target
         return target
 
+    def check_encoder_files(self, role: str, repair_from: Path | None = None) -> None:
+        """Verify the kept encoder `role` against the sha256 sums the manifest recorded (else its own
+        checksum file). Damaged files are repaired from `repair_from` (the ONNX cache entry) when its
+        copies match the recorded sums; otherwise IndexStoreError names the damaged file."""
+        kept = self.encoder_dirs.get(role)
+        if kept is None:
+            return
+        recorded = self.manifest.encoder_files.get(role) or read_checksums(kept)
+        if not recorded:
+            log.info("the ONNX model kept in %s has no recorded checksums (indexed by an older Vitrina)", kept)
+            return
+        bad = mismatches(kept, recorded)
+        if bad and repair_from is not None and _repair(kept, repair_from, bad):
+            log.warning("repaired %s in %s from the ONNX cache %s: the file had changed since indexing",
+                        ", ".join(name for name, _, _ in bad), kept, repair_from)
+            return
+        if bad:
+            name, expected, found = bad[0]
+            what = "is missing" if found == "missing" else f"has sha256 {found[:16]}..., not the {expected[:16]}... recorded"
+            raise IndexStoreError(
+                f"{kept / name} is damaged: it {what} when the index was written. The encoder file was changed "
+                "after indexing; restore it (or delete the folder to export the model again) or re-index"
+            )
+
     def save(self, out: Path) -> None:
         """Write to a sibling temp dir, then swap it in place of `out` (kept intact on any failure)."""
         out = Path(out)
         _refuse_foreign_directory(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        clean_leftovers(out)  # killed writers' copies first: they may hold a whole index each
+        tmp = out.parent / leftover_name(out.name, "tmp")
         tmp.mkdir()
         try:
             self.products.save(tmp / PRODUCTS_FILE)
@@ -156,8 +188,9 @@ class IndexDirectory:
             if self.lexical is not None:
                 self.lexical.save(tmp / LEXICAL_DIR)
                 self.manifest.lexical = self.lexical.describe()
-            for role, source in self.encoder_dirs.items():  # model files are never changed in place
-                shutil.copytree(source, tmp / ENCODERS_DIR / role, copy_function=_link_or_copy)
+            self.manifest.encoder_files = {}
+            for role, source in self.encoder_dirs.items():  # private copies (reflinks where possible), checked
+                self.manifest.encoder_files[role] = _copy_encoder(Path(source), tmp / ENCODERS_DIR / role)
             self.manifest.save(tmp)  # last: a directory with a manifest is complete
             replace_directory(tmp, out)
             self.path = out
@@ -177,6 +210,11 @@ class IndexDirectory:
         for name, info in manifest.spaces.items():
             index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
             vectors, rows = read_vectors(path, name)
+            if vectors.shape != (info.count, info.dim):
+                raise IndexStoreError(
+                    f"{path / f'{name}.vectors.npy'} holds {vectors.shape[0]} {vectors.shape[1] if vectors.ndim == 2 else '?'}-d "
+                    f"vectors but the manifest says {info.count} {info.dim}-d; the directory is damaged, re-index it"
+                )
             if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
                 raise IndexStoreError(
                     f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
@@ -197,8 +235,57 @@ class IndexDirectory:
 
 
 def read_vectors(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """One space's stored embeddings (memory-mapped) and the product row of each."""
-    return np.load(path / f"{name}.vectors.npy", mmap_mode="r"), np.load(path / f"{name}.rows.npy")
+    """One space's stored embeddings (memory-mapped) and the product row of each; IndexStoreError names
+    a missing, truncated or malformed file."""
+    vectors = _read_npy(path / f"{name}.vectors.npy", mmap=True)
+    rows = _read_npy(path / f"{name}.rows.npy", mmap=False)
+    if vectors.ndim != 2 or rows.ndim != 1 or len(vectors) != len(rows):
+        raise IndexStoreError(
+            f"{path}: {name}.vectors.npy holds {vectors.shape} but {name}.rows.npy {rows.shape}; they must pair up "
+            "one row per vector. The directory is damaged, re-index it"
+        )
+    return vectors, rows
+
+
+def _read_npy(path: Path, mmap: bool) -> np.ndarray:
+    if not path.is_file():
+        raise IndexStoreError(f"{path} is missing; the index directory is damaged, re-index it")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # truncated ("mmap length is greater than file size"), not .npy
+        raise IndexStoreError(f"{path} is damaged (truncated or not a .npy array: {exc}); re-index it") from None
+
+
+def _copy_encoder(source: Path, target: Path) -> dict[str, str]:
+    """Copy an exported encoder privately; its sha256 sums (checked against the source's checksum file
+    when it has one, so a damaged model is never copied on), also written into the copy."""
+    if not source.is_dir():
+        raise IndexStoreError(f"the exported encoder {source} is missing")
+    copy_tree(source, target)
+    digests = digest_tree(target)
+    recorded = read_checksums(source)
+    if recorded:
+        bad = [(name, h) for name, h in recorded.items() if digests.get(name) != h]
+        if bad:
+            raise IndexStoreError(
+                f"{source / bad[0][0]} is damaged: its sha256 differs from the one recorded in "
+                f"{source / CHECKSUM_FILE} when it was exported; delete {source} to export the model again"
+            )
+    write_checksums(target, digests)
+    return digests
+
+
+def _repair(kept: Path, source: Path, bad: list[tuple[str, str, str]]) -> bool:
+    """Replace the damaged files of `kept` with those of `source`, if `source`'s match the recorded sums."""
+    try:
+        if any(digest_file(source / name) != expected for name, expected, _ in bad):
+            return False
+        for name, _, _ in bad:
+            _replace_file(kept / name, lambda tmp, n=name: copy_file(source / n, tmp))
+    except OSError as exc:
+        log.warning("could not repair %s from %s: %s", kept, source, exc)
+        return False
+    return True
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -215,10 +302,15 @@ def editing(path: Path) -> Iterator[Path]:
     Files are hard links to the originals (no space, no time), so a writer must never change a file
     in place: write a new file and `os.replace` it over the old name (`write_space`, `write_manifest`
     and `replace_directory` do). On any failure the copy is removed and `path` is untouched.
+    The links need no copy-on-write protection: they last only while the edit runs (the old directory
+    is deleted once the copy is swapped in, and a killed edit's copy is cleaned by the next write), so
+    no two live indexes share an inode. Versions, indexes and the ONNX cache, which do live side by
+    side, never share files: `save` copies encoders (reflinks where possible) and rewrites the rest.
     """
     path = resolve_index_path(path)  # a versioned root: its current version
     IndexManifest.load(path)  # refuse anything that is not an index
-    tmp = path.parent / f".{path.name}.edit-{uuid.uuid4().hex[:8]}"
+    clean_leftovers(path)
+    tmp = path.parent / leftover_name(path.name, "edit")
     shutil.copytree(path, tmp, copy_function=_link_or_copy)
     try:
         yield tmp
@@ -229,7 +321,8 @@ def editing(path: Path) -> Iterator[Path]:
 
 def _replace_file(target: Path, write) -> None:
     """Write through `write(temp path)`, then rename over `target` (hard-linked originals stay intact)."""
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    clean_leftovers(target)
+    tmp = target.parent / leftover_name(target.name, "tmp")
     try:
         write(tmp)
         os.replace(tmp, target)
@@ -270,15 +363,17 @@ def _refuse_foreign_directory(out: Path) -> None:
 
 
 def replace_directory(tmp: Path, out: Path) -> None:
-    """Put directory `tmp` at `out` by renames; an old `out` is restored if the swap fails, else deleted."""
+    """Put directory `tmp` at `out` by renames; an old `out` is restored if the swap fails, else deleted.
+    Then the leftovers of killed writers beside `out` (`.OUT.tmp-*`, `.old-*`, `.edit-*`) go."""
     if not out.exists():
         os.replace(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    else:
+        old = out.parent / leftover_name(out.name, "old")
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    clean_leftovers(out)

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 from index.errors import IndexStoreError
+from index.integrity import is_abandoned, leftover_name
 from index.manifest import MANIFEST_FILE
 
 CURRENT = "current"
@@ -67,7 +68,7 @@ def staging_dir(root: Path) -> Path:
     """A fresh hidden directory under root/versions to build a version in (renamed when complete)."""
     folder = Path(root) / VERSIONS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f".build-{uuid.uuid4().hex[:8]}"
+    return folder / f".build-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def publish(root: Path, version_dir: Path, keep: int) -> list[Path]:
@@ -79,7 +80,7 @@ def publish(root: Path, version_dir: Path, keep: int) -> list[Path]:
     if version_dir.parent != root / VERSIONS_DIR or not (version_dir / MANIFEST_FILE).is_file():
         raise IndexStoreError(f"{version_dir} is not a complete version under {root / VERSIONS_DIR}")
     link = root / CURRENT
-    tmp = root / f".{CURRENT}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = root / leftover_name(CURRENT, "tmp")
     os.symlink(Path(VERSIONS_DIR) / version_dir.name, tmp)  # relative: the root can move
     try:
         os.replace(tmp, link)  # rename(2): atomic
@@ -102,10 +103,20 @@ def prune(root: Path, keep: int) -> list[Path]:
         if current is None or old.resolve() != current:
             shutil.rmtree(old, ignore_errors=True)
             removed.append(old)
-    folder = root / VERSIONS_DIR
-    for leftover in folder.glob(".build-*") if folder.is_dir() else ():
-        shutil.rmtree(leftover, ignore_errors=True)
+    clean_builds(root)
     return removed
+
+
+def clean_builds(root: Path) -> None:
+    """Remove unfinished builds (versions/.build-*, ..build-*) and stray link temps of a root. Call it
+    holding the root's writer lock (engine.reindex.root_lock): then no build in progress is another's."""
+    root = Path(root)
+    folder = root / VERSIONS_DIR
+    for leftover in [*folder.glob(".build-*"), *folder.glob("..build-*")] if folder.is_dir() else ():
+        shutil.rmtree(leftover, ignore_errors=True)
+    for link in root.glob(f".{CURRENT}.tmp-*") if root.is_dir() else ():
+        if is_abandoned(link):
+            link.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

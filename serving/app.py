@@ -215,6 +215,15 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     async def index_problem(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(OSError)
+    async def storage_problem(request: Request, exc: OSError) -> JSONResponse:
+        """A full, read-only or failing disk: 503 with the reason, never the server's paths (those go to the log)."""
+        log.error("%s %s failed on the index files: %s", request.method, request.url.path, exc)
+        why = exc.strerror or type(exc).__name__
+        return JSONResponse({"detail": f"the server could not read or write its index files ({why}); "
+                                       "nothing was changed, try again later"}, status_code=503,
+                            headers={"Retry-After": "60"})
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]

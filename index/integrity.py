@@ -1,0 +1,172 @@
+"""File integrity: sha256 checksums of model files, private copies (reflink when the filesystem can),
+and the temporary names writers use, so leftovers of killed writers can be told from live ones.
+
+Encoder files are copied, never hard-linked: a hard link shares one inode, so overwriting the file in
+one index (read-only bits do not stop root) changed every index and the ONNX cache that linked it. A
+reflink (FICLONE) shares blocks copy-on-write instead: free in space and time, yet private.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+CHECKSUM_FILE = "vitrina_files.sha256"  # `sha256sum -c` format: "<hex>  <relative path>" per file
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+LEFTOVER_KINDS = ("tmp", "old", "edit")  # .NAME.KIND-... beside a target; versions/.build-... (index.versions)
+LEFTOVER_AGE_S = 3600.0  # a leftover naming no process counts as abandoned after this long untouched
+_CHUNK = 1 << 20
+
+
+def digest_file(path: Path) -> str:
+    """The sha256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_tree(directory: Path) -> dict[str, str]:
+    """relative path -> sha256 of every regular file under `directory` (the checksum file excepted)."""
+    directory = Path(directory)
+    return {
+        p.relative_to(directory).as_posix(): digest_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.name != CHECKSUM_FILE
+    }
+
+
+def write_checksums(directory: Path, digests: dict[str, str] | None = None) -> dict[str, str]:
+    """Record the sha256 of each file of `directory` in its checksum file; returns what was recorded."""
+    digests = digest_tree(directory) if digests is None else digests
+    (Path(directory) / CHECKSUM_FILE).write_text("".join(f"{h}  {name}\n" for name, h in sorted(digests.items())))
+    return digests
+
+
+def read_checksums(directory: Path) -> dict[str, str] | None:
+    """The checksums recorded in `directory`'s checksum file, or None when it has none (or it is unreadable)."""
+    path = Path(directory) / CHECKSUM_FILE
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    out: dict[str, str] = {}
+    for line in lines:
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            return None
+        out[name] = digest
+    return out
+
+
+def mismatches(directory: Path, recorded: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(relative path, recorded sha256, found sha256 or "missing") of each recorded file that differs."""
+    out = []
+    for name, expected in sorted(recorded.items()):
+        path = Path(directory) / name
+        try:
+            found = digest_file(path)
+        except FileNotFoundError:
+            found = "missing"
+        if found != expected:
+            out.append((name, expected, found))
+    return out
+
+
+def copy_file(source: str | Path, target: str | Path) -> None:
+    """A private copy of `source` at `target`: a reflink where the filesystem supports it, else an
+    in-kernel copy (copy_file_range), else a plain one. Never a hard link."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        try:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+            return
+        except OSError:
+            pass
+        size = os.fstat(src.fileno()).st_size
+        try:
+            copied = 0
+            while copied < size:
+                n = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
+                if n == 0:
+                    break
+                copied += n
+            if copied == size:
+                return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF):
+                raise
+        src.seek(0)
+        dst.seek(0)
+        dst.truncate()
+        shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy a directory with `copy_file` (private copies, never links)."""
+    shutil.copytree(source, target, copy_function=copy_file)
+
+
+def leftover_name(base: str, kind: str) -> str:
+    """A hidden temporary name beside `base` that names this process: `.BASE.KIND-PID-RANDOM`."""
+    return f".{base}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _owner_alive(pid: int, since: float) -> bool:
+    """Whether process `pid` runs and started before `since` (a later start is another process reusing the pid)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() <= since + 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True  # cannot tell: assume a live writer
+
+
+def is_abandoned(path: Path) -> bool:
+    """Whether a writer's leftover at `path` belongs to no live writer: the process its name records is
+    gone (or is another one that reused the pid), or, for names that record none, it is over an hour old."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    tail = path.name.rsplit("-", 2)
+    if len(tail) == 3 and tail[1].isdigit():
+        return not _owner_alive(int(tail[1]), st.st_ctime)
+    return time.time() - st.st_mtime > LEFTOVER_AGE_S
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or directory tree, whichever `path` is; quietly."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def clean_leftovers(target: Path) -> list[Path]:
+    """Remove the abandoned temporary siblings of `target` (`.NAME.tmp-*`, `.NAME.old-*`, `.NAME.edit-*`)
+    left by killed writers; never `target` itself nor a live writer's. Returns what was removed."""
+    target = Path(target)
+    folder = target.parent
+    prefixes = tuple(f".{target.name}.{kind}-" for kind in LEFTOVER_KINDS)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(prefixes) and is_abandoned(entry):
+            remove_path(entry)
+            removed.append(entry)
+    return removed
