@@ -16,6 +16,7 @@ from engine import __version__
 from engine.catalog import CatalogFields, resolve_image_source
 from engine.config import RecommendSettings, VitrinaConfig
 from engine.errors import USER_ERRORS, QueryError
+from engine.events import MissingColumnError
 from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
 from engine.reindex import ENGINES, ReindexSettings, reindex
@@ -787,6 +788,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except MissingColumnError as exc:  # the events file's columns are chosen by flags: name the flag
+        print(f"vitrina: error: {exc}; name the column with --{exc.setting.replace('_', '-')}", file=sys.stderr)
+        return 1
     except USER_ERRORS as exc:
         print(f"vitrina: error: {exc}", file=sys.stderr)
         return 1

@@ -125,5 +125,6 @@ def personalise(session: SearchSession, model: BehaviourModel, scores: np.ndarra
         return session.hits(scores, rows, k=k), False
     affinity = np.where(model.has_vector[rows], model.item_vectors(rows) @ vector, np.nan)
     total = (1.0 - weight) * min_max_scaled(scores) + weight * min_max_scaled(affinity)
+    total = np.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)  # no NaN can reach an answer
     order = np.lexsort((rows, -total))[:k]
     return session.hits(total[order], rows[order]), True
