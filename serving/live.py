@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.behaviour import BehaviourModel, load_index_behaviour
+from engine.behaviour import BehaviourModel
 from engine.config import VitrinaConfig
+from engine.events import EventLog
+from engine.fusion import FUSION_DIR
 from engine.recommend import popularity
 from engine.search import SearchSession
+from engine.shoppers import Recorded, ShopperState
 from serving.batching import MicroBatcher, QueryCache
 from serving.config import ServingConfig
 from serving.metrics import ServiceMetrics
@@ -37,6 +40,7 @@ class LiveIndex:
 
     def __init__(self, path: Path, config: VitrinaConfig, serving: ServingConfig, metrics: ServiceMetrics) -> None:
         self.path = Path(path)  # as given: an index directory, or a versioned root
+        self.config = config
         self.session = SearchSession(self.path, config)
         self.directory = self.session.path  # the index directory loaded (a root's current version)
         self.version = self.session.manifest.version
@@ -50,13 +54,45 @@ class LiveIndex:
         self.behaviour: BehaviourModel | None = None
         self.behaviour_why = ""
         self.popular: np.ndarray | None = None
+        self.shoppers: ShopperState | None = None
+        self.fused_stale = False  # events came since the fused vectors were last computed
         self.load_behaviour()
 
     def load_behaviour(self) -> None:
-        """(Re)read the behaviour model from disk, with its popularity; None and why when there is none."""
-        model, why = load_index_behaviour(self.directory, self.session.products.ids)
-        self.behaviour, self.behaviour_why = model, why
+        """(Re)read the behaviour state (snapshot + log tail), with its popularity; None and why when there is none."""
+        self.shoppers = ShopperState.of_index(self.directory, self.session.products.ids, self.config.shoppers)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Point readers at the state's current model (one attribute swap each)."""
+        model = self.shoppers.model
         self.popular = popularity(model) if model is not None else None
+        self.behaviour, self.behaviour_why = model, self.shoppers.why
+
+    @property
+    def trained(self) -> bool:
+        return (self.directory / FUSION_DIR).is_dir()
+
+    def record(self, log: EventLog) -> Recorded:
+        """Apply events in memory: logged (fsync'd) and folded in, no index reload, no file rewritten."""
+        recorded = self.shoppers.record(log)
+        self._publish()
+        self.fused_stale = self.fused_stale or recorded.report.events > 0
+        return recorded
+
+    def catch_up(self) -> int:
+        """Apply events other workers (or the CLI) logged, or reload after a forget or retention rewrite."""
+        applied = self.shoppers.catch_up()
+        if applied or self.shoppers.model is not self.behaviour:  # new events, or reloaded after a rewrite
+            self._publish()
+            self.fused_stale = True
+        return applied
+
+    def snapshot(self) -> bool:
+        """Write the behaviour snapshot (retention applied); whether the fused vectors should be refreshed."""
+        rewritten = self.shoppers.snapshot(self.config)
+        self._publish()
+        return self.trained and (self.fused_stale or rewritten)
 
     def warm_up(self) -> None:
         """Load the encoders and run each once, so the first real query is not the slow one."""
@@ -153,6 +189,36 @@ class IndexHolder:
             swap = Swap(live.version, previous.version if previous else None, str(target), time.perf_counter() - started)
             log.info("serving index version %s from %s (loaded in %.1f s)", swap.index_version, target, swap.seconds)
             return swap
+
+    async def keep_shoppers_current(self) -> None:
+        """For the life of the server: apply others' events every second, snapshot the behaviour state
+        every `snapshot_every_s` (or `snapshot_every_events` events), refresh a trained index's fused
+        vectors at snapshot time (a reload, at most once per interval)."""
+        settings = self.config.shoppers
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, settings.snapshot_every_s))
+            live = self.current
+            if live is None or live.shoppers is None:
+                continue
+            try:
+                await asyncio.to_thread(live.catch_up)
+                pending = live.shoppers.pending
+                if pending >= settings.snapshot_every_events or (
+                        (pending or settings.max_age_days) and time.monotonic() - last >= settings.snapshot_every_s):
+                    last = time.monotonic()
+                    await self.snapshot(live)
+            except Exception as exc:  # the events stay in the log; the next round tries again
+                log.error("could not snapshot the behaviour state of %s: %s", live.directory, exc)
+
+    async def snapshot(self, live: LiveIndex) -> None:
+        """Snapshot one live index's behaviour; refresh its fused vectors and reload when they are stale."""
+        if await asyncio.to_thread(live.snapshot):
+            from engine.shared_space import refresh_shared_space
+
+            await asyncio.to_thread(refresh_shared_space, live.directory, self.config)
+            live.fused_stale = False
+            await self.reload(live.path)
 
     def _load(self, path: Path) -> LiveIndex:
         live = LiveIndex(path, self.config, self.serving, self.metrics)
