@@ -250,21 +250,22 @@ class BehaviourModel:
             self._refit(show_progress=False)
         elif len(log):
             alpha = self.settings.alpha
-            with threadpool_limits(1, "blas"):
-                als = self._cpu_solver()
-                if len(als.user_factors) < n_users:
-                    als.user_factors = np.vstack([als.user_factors, np.zeros(
-                        (n_users - len(als.user_factors), self.settings.factors), np.float32)])
-                gram = als.XtX
-                before = als.user_factors[touched_users].copy()
-                als.partial_fit_users(touched_users, (interactions[touched_users] * alpha).tocsr())
-                after = als.user_factors[touched_users]
-                als._XtX = gram - before.T @ before + after.T @ after
-                gram = als.YtY
-                before = als.item_factors[touched_items].copy()
-                als.partial_fit_items(touched_items, (interactions[:, touched_items].T * alpha).tocsr())
-                after = als.item_factors[touched_items]
-                als._YtY = gram - before.T @ before + after.T @ after
+            # no threadpool_limits here: it scans the loaded libraries on every call (~2 ms a request), and
+            # these are small solves (num_threads=1, factors x factors systems) that BLAS runs on one thread
+            als = self._cpu_solver()
+            if len(als.user_factors) < n_users:
+                als.user_factors = np.vstack([als.user_factors, np.zeros(
+                    (n_users - len(als.user_factors), self.settings.factors), np.float32)])
+            gram = als.XtX
+            before = als.user_factors[touched_users].copy()
+            als.partial_fit_users(touched_users, (interactions[touched_users] * alpha).tocsr())
+            after = als.user_factors[touched_users]
+            als._XtX = gram - before.T @ before + after.T @ after
+            gram = als.YtY
+            before = als.item_factors[touched_items].copy()
+            als.partial_fit_items(touched_items, (interactions[:, touched_items].T * alpha).tocsr())
+            after = als.item_factors[touched_items]
+            als._YtY = gram - before.T @ before + after.T @ after
             self.user_factors, self.item_factors = als.user_factors, als.item_factors
             self.interactions, self.last_seen = interactions, last_seen
             self.users.extend(fresh)

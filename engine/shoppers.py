@@ -20,6 +20,7 @@ and batching of the events).
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -87,6 +88,7 @@ class ShopperState:
         self.model: BehaviourModel | None = None
         self.offset, self.generation = 0, ""
         self.pending = 0  # events applied since the last snapshot
+        self._refit = False  # a refit since the last snapshot (the model changed without new events)
         self._seen: IdSet | None = None  # ids of applied events, read on the first write
         self._lock = threading.RLock()
         self.load()
@@ -203,6 +205,7 @@ class ShopperState:
             applied = self._as_log(new)
             users_before = 0 if self.model is None else len(self.model.users)
             if self.model is None or refit:
+                self._refit = True
                 settings = self.behaviour if self.model is None else self.model.settings
                 self.model = self._fit(self.store.read(0)[0], settings) if (len(applied) or refit) else self.model
                 model = self.model
@@ -289,15 +292,25 @@ class ShopperState:
                     rebuild_from_log(self.root, events.take(~old), config or VitrinaConfig(progress=False))
                     self.load()  # every version refit; this one (maybe without a snapshot yet) too
                     rewritten = True
-            if self.model is not None and self.snapshot_dir is not None:
+            if self.model is not None and self.snapshot_dir is not None and (
+                    self.pending or self._refit or rewritten or not self._covered()):
                 self.model.log_generation, self.model.log_offset = self.generation, self.offset
                 write_snapshot(self.snapshot_dir, self.model)
             elif self.model is None and self.snapshot_dir is not None:
                 _remove_snapshot(self.snapshot_dir)  # retention left no event of this index
-            self.pending = 0
+            self.pending, self._refit = 0, False
             if self._seen is not None:
                 self._seen.compact()
             return rewritten
+
+
+    def _covered(self) -> bool:
+        """Whether the snapshot on disk already covers this state's log position."""
+        path = self.snapshot_dir / BEHAVIOUR_DIR / STATE_FILE
+        if not path.is_file():
+            return False
+        position = json.loads(path.read_text()).get("log") or {}
+        return position.get("generation") == self.generation and position.get("offset") == self.offset
 
 
 def as_event_log(events: StoredEvents, rows_by_id: dict[str, int]) -> EventLog:

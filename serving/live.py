@@ -31,6 +31,7 @@ from serving.config import ServingConfig
 from serving.metrics import ServiceMetrics
 
 log = logging.getLogger("vitrina.serving")
+RETENTION_CHECK_S = 3600.0  # with --events-max-age and no new events, retention is applied this often
 RETIRE_AFTER_S = 60.0  # an old version's encoders stay up this long for requests still using them
 WARM_UP_IMAGE = Image.new("RGB", (64, 64), (128, 128, 128))
 
@@ -195,7 +196,7 @@ class IndexHolder:
         every `snapshot_every_s` (or `snapshot_every_events` events), refresh a trained index's fused
         vectors at snapshot time (a reload, at most once per interval)."""
         settings = self.config.shoppers
-        last = time.monotonic()
+        last = retained = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, settings.snapshot_every_s))
             live = self.current
@@ -203,10 +204,12 @@ class IndexHolder:
                 continue
             try:
                 await asyncio.to_thread(live.catch_up)
-                pending = live.shoppers.pending
-                if pending >= settings.snapshot_every_events or (
-                        (pending or settings.max_age_days) and time.monotonic() - last >= settings.snapshot_every_s):
-                    last = time.monotonic()
+                pending, now = live.shoppers.pending, time.monotonic()
+                retention_due = settings.max_age_days is not None and now - retained >= RETENTION_CHECK_S
+                if pending >= settings.snapshot_every_events or retention_due or (
+                        pending and now - last >= settings.snapshot_every_s):
+                    last = now
+                    retained = now if retention_due else retained
                     await self.snapshot(live)
             except Exception as exc:  # the events stay in the log; the next round tries again
                 log.error("could not snapshot the behaviour state of %s: %s", live.directory, exc)
