@@ -174,8 +174,8 @@ def main() -> None:
             result["end"] = process_stats(process.pid)
             result["rss_growth_mib"] = round(max(s["rss_mib"] for s in samples + [result["end"]]) - start["rss_mib"], 1)
             result["index_version_after"] = client.get("/readyz").json().get("index_version")
-            logged = (index / "events" / "log.jsonl").read_text().count("\n") - 1
-            result["logged_events"] = logged  # warm-up + measured, every acknowledged one
+            log = index / "events" / "log.jsonl"
+            result["logged_events"] = log.read_text().count("\n") - 1 if log.is_file() else None  # every acknowledged one
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(120)

@@ -221,8 +221,9 @@ class BehaviourModel:
         """The fold-in solver: a single-threaded CPU ALS sharing this model's factor arrays."""
         if self._solver is None:
             s = self.settings
-            self._solver = CpuALS(factors=s.factors, regularization=s.regularization, iterations=s.iterations,
-                                  random_state=s.seed, num_threads=1)
+            with threadpool_limits(1, "blas"):  # (implicit warns about a multi-threaded BLAS when built)
+                self._solver = CpuALS(factors=s.factors, regularization=s.regularization, iterations=s.iterations,
+                                      random_state=s.seed, num_threads=1)
             self._solver.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
             self._solver.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
         return self._solver

@@ -15,7 +15,6 @@ over, and gives it a new generation, so a snapshot of an older generation is kno
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import uuid
@@ -27,10 +26,10 @@ from typing import Iterator
 import numpy as np
 
 from engine.errors import QueryError
+from index.locks import LOCK_FILE, folder_lock  # noqa: F401  (LOCK_FILE: the lock's name in the folder)
 
 EVENTS_DIR = "events"
 LOG_FILE = "log.jsonl"
-LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -77,14 +76,10 @@ class EventStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the folder's writer lock (blocking): appends, snapshots and rewrites never interleave."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / LOCK_FILE, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """Hold the folder's writer lock (blocking, re-entrant in a thread): appends, snapshots, rewrites and
+        edits of a plain index directory holding this folder (index.store.editing) never interleave."""
+        with folder_lock(self.folder):
+            yield
 
     def generation(self) -> str:
         """The log's generation (changes on every rewrite); "" when there is no log yet."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,12 +28,14 @@ from index.config import IndexConfig
 from index.content import CONTENT_FILE, ProductContent
 from index.errors import IndexStoreError
 from index.lexical import LexicalIndex
+from index.locks import folder_lock
 from index.manifest import MANIFEST_FILE, IndexManifest
 from index.product_index import ProductIndex
 from index.products import ProductTable
 from index.versions import resolve_index_path
 
 PRODUCTS_FILE = "products.parquet"
+EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
 EXACT_FILTER_MAX = 2048  # a filter allowing at most this many products is searched exactly on ANN indexes
@@ -218,13 +220,17 @@ def editing(path: Path) -> Iterator[Path]:
     """
     path = resolve_index_path(path)  # a versioned root: its current version
     IndexManifest.load(path)  # refuse anything that is not an index
-    tmp = path.parent / f".{path.name}.edit-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(path, tmp, copy_function=_link_or_copy)
-    try:
-        yield tmp
-        replace_directory(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # A plain index keeps its shoppers' event log in DIR/events (engine.event_store): hold the log's lock
+    # from the copy to the swap, so no event is appended into the gap and no rewrite is undone by the swap.
+    guard = folder_lock(path / EVENTS_DIR) if (path / EVENTS_DIR).is_dir() else nullcontext()
+    with guard:
+        tmp = path.parent / f".{path.name}.edit-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(path, tmp, copy_function=_link_or_copy)
+        try:
+            yield tmp
+            replace_directory(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace_file(target: Path, write) -> None:

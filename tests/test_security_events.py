@@ -447,3 +447,50 @@ def test_access_logs_never_print_shopper_ids(tiny_bert_dir, tmp_path, caplog):
     access = "\n".join(r.getMessage() for r in caplog.records if r.name == "uvicorn.access")  # the server's log only
     assert "/users/<redacted>/recommendations" in access and "user=<redacted>" in access
     assert "DELETE /users/<redacted>" in access and "Zq81x" not in access
+
+
+def test_events_posted_while_a_trained_plain_index_refreshes_its_fused_vectors_are_all_kept(tiny_bert_dir, tmp_path,
+                                                                                          monkeypatch):
+    """Snapshots refresh the fused vectors by swapping the index directory, which holds the event log:
+    no acknowledged event may fall into the swap (the log's lock is held from the copy to the swap).
+    The swap is slowed down here, so that events arrive while the directory is away."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import index.store as store
+    from tests.serving_util import KEY
+
+    def slow_swap(tmp: Path, out: Path) -> None:
+        old = out.parent / f".{out.name}.old-slow"
+        os.replace(out, old)
+        time.sleep(0.2)
+        os.replace(tmp, out)
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+
+
+    index, ids = plain_index(tiny_bert_dir, tmp_path)
+    write_csv(tmp_path / "events.csv", events_for(ids))
+    seeded = add(index, tmp_path / "events.csv")["events"]
+    assert run_cli("train", index, "--epochs", "1", "--dim", "8", "-q")[0] == 0
+    monkeypatch.setattr(store, "replace_directory", slow_swap)  # the swaps of index.store.editing
+    client = _client(index, tiny_bert_dir, snapshot_every_s=0.05, snapshot_every_events=1)
+    rng = np.random.default_rng(1)
+    try:
+        def post(i: int) -> int:
+            e = {"user_id": f"later{i % 17}", "product_id": ids[int(rng.integers(len(ids)))], "event": "view",
+                 "timestamp": 1_700_000_000 + i}
+            return client.post("/events", json={"events": [e]}, headers={"X-API-Key": KEY}).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(post, range(300)))
+        assert statuses == [200] * 300
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        client.__exit__(None, None, None)
+    assert (index / EVENTS_DIR / LOG_FILE).read_text().count("\n") - 1 == seeded + 300
+    assert not [p.name for p in tmp_path.iterdir() if ".old-" in p.name or ".edit-" in p.name]
+    assert behaviour_of(index).interactions.sum() > 0
