@@ -176,6 +176,7 @@ def main() -> None:
             result["index_version_after"] = client.get("/readyz").json().get("index_version")
             log = index / "events" / "log.jsonl"
             result["logged_events"] = log.read_text().count("\n") - 1 if log.is_file() else None  # every acknowledged one
+            result["acknowledged_events"] = (5_000 if args.trained else 0) + 50 + statuses.get(200, 0)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(120)

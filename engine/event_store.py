@@ -15,6 +15,7 @@ over, and gives it a new generation, so a snapshot of an older generation is kno
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -30,6 +31,10 @@ from index.locks import LOCK_FILE, folder_lock  # noqa: F401  (LOCK_FILE: the lo
 
 EVENTS_DIR = "events"
 LOG_FILE = "log.jsonl"
+
+
+class EventLogError(QueryError):
+    """The event log cannot be written (a full disk, no permission): nothing was applied."""
 
 
 @dataclass
@@ -111,6 +116,13 @@ class EventStore:
 
     def append(self, events: StoredEvents) -> int:
         """Append events, fsync'd before returning (call under `locked`); the log's new end offset."""
+        try:
+            return self._append(events)
+        except OSError as exc:  # the torn end, if any, is cut by the next append
+            raise EventLogError(f"the event log {self.path} cannot be written ({exc.strerror or exc}); "
+                                "no event was applied") from None
+
+    def _append(self, events: StoredEvents) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self.exists:
             self._write_new(StoredEvents.empty())
@@ -123,16 +135,27 @@ class EventStore:
                 if cut != size:  # a torn line from a crash mid-append: never acknowledged, so drop it
                     f.truncate(cut)
                 f.seek(cut)
+            start = f.tell()
             if len(events):
-                f.write(events.lines())
-                f.flush()
-                os.fsync(f.fileno())
+                try:
+                    f.write(events.lines())
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    with contextlib.suppress(OSError):  # not acknowledged, so not kept (best effort)
+                        f.truncate(start)
+                        os.fsync(f.fileno())
+                    raise
             return f.tell()
 
     def rewrite(self, events: StoredEvents) -> tuple[int, str]:
         """Replace the whole log by `events` under a new generation (beside and renamed, fsync'd; call
-        under `locked`); the new end offset and generation."""
-        return self._write_new(events)
+        under `locked`); the new end offset and generation. The old log stays whole when this fails."""
+        try:
+            return self._write_new(events)
+        except OSError as exc:
+            raise EventLogError(f"the event log {self.path} cannot be rewritten ({exc.strerror or exc}); "
+                                "it is unchanged") from None
 
     def _write_new(self, events: StoredEvents) -> tuple[int, str]:
         self.folder.mkdir(parents=True, exist_ok=True)

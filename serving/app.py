@@ -32,6 +32,7 @@ from encoders.image_io import decode_image, is_url
 from engine.catalog import CatalogError
 from engine.config import RecommendSettings, VitrinaConfig
 from engine.errors import QueryError
+from engine.event_store import EventLogError
 from engine.events import events_from_records
 from engine.feedback import PERSONAL_DEPTH, personalise
 from engine.recommend import recommend
@@ -185,6 +186,10 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     async def bad_input(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(EventLogError)
+    async def log_unwritable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)  # the server's disk, not the request
+
     @app.exception_handler(IndexStoreError)
     @app.exception_handler(EncoderError)
     async def index_problem(request: Request, exc: Exception) -> JSONResponse:
@@ -323,7 +328,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         await run_in_threadpool(index.load_behaviour)
         current = index
         if gone.found and index.trained:  # the fused vectors were recomputed: a new index version
-            await holder.reload(index.path)
+            await holder.refresh_fused(index)
             current = holder.current or index
         return {**gone.to_json(), "index_version": current.version}
 

@@ -89,6 +89,31 @@ class LiveIndex:
             self.fused_stale = True
         return applied
 
+    def refresh_shared_spaces(self) -> bool:
+        """Serve the fused spaces a snapshot (or a forget) rewrote, in place: only those spaces are read
+        again, not the encoders or the other spaces (a reload would load everything beside the old copy).
+        False when the trained spaces changed shape (a space appeared or went): then reload instead."""
+        from engine.shared_space import SHARED_SPACES
+        from index import IndexManifest, ProductIndex, VectorSpace
+        from index.store import read_vectors
+
+        manifest = IndexManifest.load(self.directory)
+        served = self.session.directory
+        if {n for n in SHARED_SPACES if n in manifest.spaces} != {n for n in SHARED_SPACES if n in served.spaces}:
+            return False
+        for name in SHARED_SPACES:
+            info = manifest.spaces.get(name)
+            if info is None:
+                continue
+            index = ProductIndex.load(self.directory / f"{name}.faiss", info.factory, self.config.index,
+                                      tuned=info.tuned_parameters())
+            vectors, rows = read_vectors(self.directory, name)
+            served.spaces[name] = VectorSpace(index, vectors, rows)  # one dict item swap per space
+            served.manifest.spaces[name] = info
+        served.manifest.version = self.version = manifest.version
+        self.fused_stale = False
+        return True
+
     def snapshot(self) -> bool:
         """Write the behaviour snapshot (retention applied); whether the fused vectors should be refreshed."""
         rewritten = self.shoppers.snapshot(self.config)
@@ -220,7 +245,13 @@ class IndexHolder:
             from engine.shared_space import refresh_shared_space
 
             await asyncio.to_thread(refresh_shared_space, live.directory, self.config)
-            live.fused_stale = False
+            await self.refresh_fused(live)
+
+    async def refresh_fused(self, live: LiveIndex) -> None:
+        """Serve a live index's rewritten fused vectors: swapped in place, or by a reload when they changed shape."""
+        if await asyncio.to_thread(live.refresh_shared_spaces):
+            self.metrics.serving(live.version, len(live.session.products))
+        else:
             await self.reload(live.path)
 
     def _load(self, path: Path) -> LiveIndex:

@@ -478,6 +478,9 @@ def test_events_posted_while_a_trained_plain_index_refreshes_its_fused_vectors_a
     client = _client(index, tiny_bert_dir, snapshot_every_s=0.05, snapshot_every_events=1)
     rng = np.random.default_rng(1)
     try:
+        first = client.get("/readyz").json()["index_version"]
+        served = client.app.state.holder.current
+
         def post(i: int) -> int:
             e = {"user_id": f"later{i % 17}", "product_id": ids[int(rng.integers(len(ids)))], "event": "view",
                  "timestamp": 1_700_000_000 + i}
@@ -487,10 +490,47 @@ def test_events_posted_while_a_trained_plain_index_refreshes_its_fused_vectors_a
             statuses = list(pool.map(post, range(300)))
         assert statuses == [200] * 300
         deadline = time.monotonic() + 30
-        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        while client.get("/readyz").json()["index_version"] == first and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert client.get("/readyz").json()["index_version"] != first  # fused vectors refreshed ...
+        assert client.app.state.holder.current is served  # ... in place: no reload of the whole index
+        assert client.get("/search", params={"q": "shirt", "space": "fused"}).json()["results"]
     finally:
         client.__exit__(None, None, None)
     assert (index / EVENTS_DIR / LOG_FILE).read_text().count("\n") - 1 == seeded + 300
     assert not [p.name for p in tmp_path.iterdir() if ".old-" in p.name or ".edit-" in p.name]
     assert behaviour_of(index).interactions.sum() > 0
+
+
+def test_a_full_disk_answers_503_applies_nothing_and_a_retry_is_counted_once(tiny_bert_dir, tmp_path, monkeypatch):
+    import errno
+
+    import engine.event_store as event_store
+    from tests.serving_util import KEY
+
+    index, ids = plain_index(tiny_bert_dir, tmp_path)
+    write_csv(tmp_path / "events.csv", events_for(ids))
+    add(index, tmp_path / "events.csv")
+    client = _client(index, tiny_bert_dir, snapshot_every_s=3600)
+    try:
+        before = client.get("/users/newcomer/recommendations").json()["personalised"]
+        body = {"events": [{"user_id": "newcomer", "product_id": ids[2], "event": "cart", "timestamp": "2024-05-01"}]}
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(event_store.os, "fsync", full)
+        refused = client.post("/events", json=body, headers={"X-API-Key": KEY})
+        assert refused.status_code == 503 and "No space left on device" in refused.json()["detail"]
+        assert client.get("/users/newcomer/recommendations").json()["personalised"] is before is False
+        monkeypatch.undo()
+        retried = client.post("/events", json=body, headers={"X-API-Key": KEY}).json()
+        assert retried["accepted"] == 1 and retried["duplicates"] == 0  # the refused event was not kept
+        assert client.get("/users/newcomer/recommendations").json()["personalised"] is True
+    finally:
+        client.__exit__(None, None, None)
+    newcomer = [line for line in (index / EVENTS_DIR / LOG_FILE).read_text().splitlines() if f'"product":"{ids[2]}"' in line
+                and '"weight":4.0' in line and "1714521600" in line]
+    assert len(newcomer) == 1  # counted once
+    code, _, err = run_cli("events", "forget", tmp_path / "nowhere", "--user", "x")
+    assert code == 1 and err.startswith("vitrina: error:")
