@@ -415,7 +415,7 @@ def test_a_server_picks_up_events_and_forgets_made_by_the_cli_while_it_runs(tiny
     assert files_containing(index, key.user(SHOPPER)) == []
 
 
-def test_access_logs_never_print_shopper_ids(tiny_bert_dir, tmp_path, caplog):
+def test_access_logs_never_print_shopper_ids(tiny_bert_dir, tmp_path, caplog, monkeypatch):
     import logging
     import threading
 
@@ -432,7 +432,8 @@ def test_access_logs_never_print_shopper_ids(tiny_bert_dir, tmp_path, caplog):
                      ServingConfig(api_key=KEY))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=True))
     thread = threading.Thread(target=server.run, daemon=True)
-    with caplog.at_level(logging.INFO):
+    monkeypatch.setattr(logging.getLogger("uvicorn.access"), "propagate", True)  # another server may have set False
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="uvicorn.access"):
         thread.start()
         base = f"http://127.0.0.1:{server.config.port}"
         try:
