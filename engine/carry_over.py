@@ -46,7 +46,7 @@ def carry_over(root: Path, live_dir: Path | None, directory: IndexDirectory, con
     state = ShopperState(root, live_dir, list(directory.products.ids), config.shoppers)
     if state.model is not None and not state.model.keyed:  # raw ids: never into a new version
         with state.store.locked():
-            state._ready_to_write()
+            state.ready_to_write()
     carried.behaviour = state.model
     if carried.behaviour is not None:
         carried.behaviour.log_generation, carried.behaviour.log_offset = state.generation, state.offset

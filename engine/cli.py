@@ -23,7 +23,7 @@ from engine.reindex import ENGINES, ReindexSettings, reindex
 from engine.search import MODES, SPACES, SearchSession
 from engine.updates import delete, upsert
 from index import IndexConfig, IndexManifest, LexicalSettings
-from index.versions import resolve_index_path
+from index.versions import is_versioned_root, resolve_index_path
 
 DEFAULT_BACKEND = EncoderConfig().backend
 
@@ -671,7 +671,7 @@ def cmd_events_add(args: argparse.Namespace) -> int:
 def cmd_events_forget(args: argparse.Namespace) -> int:
     from engine.shoppers import forget
 
-    if not (Path(args.dir) / "current").is_symlink():
+    if not is_versioned_root(Path(args.dir)):
         IndexManifest.load(Path(args.dir))  # a clear error for something that is not an index
     gone = forget(Path(args.dir), args.user, _config(args))
     if args.json:

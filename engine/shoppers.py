@@ -188,7 +188,7 @@ class ShopperState:
     def record(self, log: EventLog, refit: bool = False) -> Recorded:
         """Apply new events: skip those already in the log, append the rest (fsync'd), fold them in."""
         with self._lock, self.store.locked():
-            self._ready_to_write()
+            self.ready_to_write()
             stored = self._keyed(log)
             fresh = np.zeros(len(stored), dtype=bool)
             batch: set[str] = set()
@@ -218,9 +218,9 @@ class ShopperState:
             return Recorded(report, int((~fresh).sum()), len(model.users) if model else 0,
                             int(model.has_vector.sum()) if model else 0)
 
-    def _ready_to_write(self) -> None:
-        """Under the log lock: the secret exists, a raw-id model is migrated, others' appends applied,
-        and the applied ids are known."""
+    def ready_to_write(self) -> None:
+        """Call under `store.locked()` before writing: the secret exists, a raw-id model is migrated (its
+        events logged, its users keyed, in every version), others' appends applied, applied ids known."""
         self.pseudonyms = Pseudonyms.of(self.store.folder, self.settings.user_key, create=True)  # key and its check
         if self.model is not None:
             self.model.pseudonyms = self.pseudonyms
@@ -415,7 +415,7 @@ def forget(path: Path, user: str, config: VitrinaConfig) -> Forgotten:
         if (live / BEHAVIOUR_DIR / STATE_FILE).is_file() and not BehaviourModel.load(live / BEHAVIOUR_DIR).keyed:
             state = ShopperState.of_index(live, _product_ids(live), config.shoppers)
             with state.store.locked():
-                state._ready_to_write()  # a raw-id model: migrate it first, so it can be forgotten like any
+                state.ready_to_write()  # a raw-id model: migrate it first, so it can be forgotten like any
         with store.locked():
             pseudonyms = Pseudonyms.of(store.folder, config.shoppers.user_key, create=False)
             if pseudonyms is None:

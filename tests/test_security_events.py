@@ -535,3 +535,48 @@ def test_a_full_disk_answers_503_applies_nothing_and_a_retry_is_counted_once(tin
     assert len(newcomer) == 1  # counted once
     code, _, err = run_cli("events", "forget", tmp_path / "nowhere", "--user", "x")
     assert code == 1 and err.startswith("vitrina: error:")
+
+
+def test_two_workers_share_the_log_and_follow_each_others_events_and_forgets(tiny_bert_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.serving_util import KEY, free_port, wait_ready
+
+    index, ids = plain_index(tiny_bert_dir, tmp_path)
+    port = free_port()
+    env = {**os.environ, "VITRINA_API_KEY": KEY, "VITRINA_USER_KEY": "two-workers-user-key-0123"}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "vitrina"), "serve", str(index), "--port", str(port),
+                                "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    close = {"Connection": "close"}  # a new connection per request: the kernel spreads them over the workers
+    events = events_for(ids)
+    try:
+        wait_ready(base, timeout_s=180)
+        for _ in range(20):
+            wait_ready(base)
+        for e in events:
+            r = httpx.post(f"{base}/events", json={"events": [e]}, headers={"X-API-Key": KEY, **close})
+            assert r.status_code == 200, r.text
+
+        def all_answer(personalised: bool) -> bool:
+            deadline, streak = time.monotonic() + 30, 0
+            while streak < 20 and time.monotonic() < deadline:
+                r = httpx.get(f"{base}/users/{SHOPPER}/recommendations", headers=close)
+                streak = streak + 1 if r.status_code == 200 and r.json()["personalised"] is personalised else 0
+            return streak == 20
+
+        assert all_answer(True)  # each worker applied the events the other one logged
+        gone = httpx.delete(f"{base}/users/{SHOPPER}", headers={"X-API-Key": KEY, **close})
+        assert gone.status_code == 200 and gone.json()["events_removed"] == 3
+        assert all_answer(False)  # and the other worker reloaded after the log was rewritten
+        time.sleep(1.5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    assert (index / EVENTS_DIR / LOG_FILE).read_text().count("\n") - 1 == len(events) - 3
+    assert files_containing(index, SHOPPER) == []
+    assert files_containing(index, Pseudonyms(b"two-workers-user-key-0123").user(SHOPPER)) == []
