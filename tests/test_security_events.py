@@ -580,3 +580,24 @@ def test_two_workers_share_the_log_and_follow_each_others_events_and_forgets(tin
     assert (index / EVENTS_DIR / LOG_FILE).read_text().count("\n") - 1 == len(events) - 3
     assert files_containing(index, SHOPPER) == []
     assert files_containing(index, Pseudonyms(b"two-workers-user-key-0123").user(SHOPPER)) == []
+
+
+def test_a_server_applies_retention_at_snapshot_time(tiny_bert_dir, tmp_path):
+    from tests.serving_util import KEY
+
+    index, ids = plain_index(tiny_bert_dir, tmp_path)
+    client = _client(index, tiny_bert_dir, max_age_days=30, snapshot_every_s=0.2)
+    now = time.time()
+    try:
+        old = [{"user_id": "old-timer", "product_id": ids[1], "event": "purchase", "timestamp": now - 86_400 * 45}]
+        new = [{"user_id": "regular", "product_id": ids[2], "event": "purchase", "timestamp": now - 3_600}]
+        assert client.post("/events", json={"events": old + new}, headers={"X-API-Key": KEY}).status_code == 200
+        deadline = time.monotonic() + 20
+        while client.get("/users/old-timer/recommendations").json()["personalised"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/users/old-timer/recommendations").json()["personalised"] is False
+        assert client.get("/users/regular/recommendations").json()["personalised"] is True
+    finally:
+        client.__exit__(None, None, None)
+    assert (index / EVENTS_DIR / LOG_FILE).read_text().count("\n") - 1 == 1
+    assert len(behaviour_of(index).users) == 1
