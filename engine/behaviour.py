@@ -202,7 +202,8 @@ class BehaviourModel:
         pick = order[last]
         stamps = sp.csr_matrix((log.timestamps[pick].astype(np.float64), (rows[pick], log.product_rows[pick])), shape=shape)
         seen = self.last_seen if self.last_seen is not None else sp.csr_matrix(self.interactions.shape, dtype=np.float64)
-        return (_grow(self.interactions, shape) + added).tocsr().astype(np.float32), _grow(seen, shape).maximum(stamps).tocsr()
+        merged = (_grow(self.interactions, shape) + added).tocsr().astype(np.float32, copy=False)
+        return merged, _grow(seen, shape).maximum(stamps).tocsr()
 
     def _refit(self, show_progress: bool, item_order: np.ndarray | None = None) -> None:
         """Fit every factor. The ALS sees only the products with events, in `item_order` (default: by row),
@@ -264,7 +265,7 @@ class BehaviourModel:
             als._XtX = gram - before.T @ before + after.T @ after
             gram = als.YtY
             before = als.item_factors[touched_items].copy()
-            als.partial_fit_items(touched_items, (interactions[:, touched_items].T * alpha).tocsr())
+            als.partial_fit_items(touched_items, _columns(interactions, touched_items) * alpha)
             after = als.item_factors[touched_items]
             als._YtY = gram - before.T @ before + after.T @ after
             self.user_factors, self.item_factors = als.user_factors, als.item_factors
@@ -332,6 +333,15 @@ class BehaviourModel:
         log = state.get("log") or {}
         model.log_generation, model.log_offset = str(log.get("generation", "")), int(log.get("offset", 0))
         return model
+
+
+def _columns(matrix: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
+    """The given (sorted, unique) columns of a csr matrix as rows of a new csr matrix (its transpose),
+    by one vectorised pass over the stored entries (cheaper than scipy's column slicing)."""
+    positions = np.flatnonzero(np.isin(matrix.indices, columns))
+    rows = np.searchsorted(matrix.indptr, positions, side="right") - 1
+    which = np.searchsorted(columns, matrix.indices[positions])
+    return sp.csr_matrix((matrix.data[positions], (which, rows)), shape=(len(columns), matrix.shape[0]))
 
 
 def _grow(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:
