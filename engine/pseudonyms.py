@@ -32,11 +32,12 @@ class Pseudonyms:
 
     def user(self, raw: str) -> str:
         """The stored form of a raw user id: HMAC-SHA256 in hex (64 characters)."""
-        return hmac.new(self._secret, str(raw).encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac.new(self._secret, str(raw).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
     def event(self, raw: str) -> str:
         """The stored form of an event identity (a file's event_id or a digest of the raw event): 32 hex."""
-        return hmac.new(self._secret, b"event\x1f" + str(raw).encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+        data = b"event\x1f" + str(raw).encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()[:32]
 
     @property
     def fingerprint(self) -> str:
