@@ -9,19 +9,26 @@ events so far; `refit=True` retrains everything.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import implicit.gpu
 import numpy as np
 import scipy.sparse as sp
 from implicit.als import AlternatingLeastSquares  # imported before threadpool_limits, so its BLAS is limited too
+from implicit.cpu.als import AlternatingLeastSquares as CpuALS
 from threadpoolctl import threadpool_limits
 
 from encoders.base import l2_normalize
 from engine.errors import QueryError
 from engine.events import EventLog
+from engine.pseudonyms import Pseudonyms
+
+if TYPE_CHECKING:
+    from engine.config import ShopperSettings
 
 BEHAVIOUR_DIR = "behaviour"  # inside an index directory
 STATE_FILE = "behaviour.json"
@@ -61,15 +68,50 @@ def _cpu(array) -> np.ndarray:
     return np.asarray(array.to_numpy() if hasattr(array, "to_numpy") else array, dtype=np.float32)
 
 
+class UserLookup:
+    """The users of a model by raw id: each lookup hashes the id with the model's pseudonyms (when the
+    model's users are keyed), so callers keep passing raw ids."""
+
+    def __init__(self, rows: dict[str, int], pseudonyms: "Pseudonyms | None", keyed: bool) -> None:
+        self._rows, self._pseudonyms, self._keyed = rows, pseudonyms, keyed
+
+    def key(self, user: str) -> str | None:
+        """The stored form of a raw id; None when the model is keyed but its secret is unknown."""
+        if not self._keyed:
+            return str(user)
+        return None if self._pseudonyms is None else self._pseudonyms.user(str(user))
+
+    def get(self, user: str, default: int | None = None) -> int | None:
+        key = self.key(user)
+        return default if key is None else self._rows.get(key, default)
+
+    def __contains__(self, user: object) -> bool:
+        return self.get(str(user)) is not None
+
+    def __getitem__(self, user: str) -> int:
+        row = self.get(user)
+        if row is None:
+            raise KeyError(user)
+        return row
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 class BehaviourModel:
-    """Users, their summed event weights per product (users x products), and the ALS factors."""
+    """Users, their summed event weights per product (users x products), and the ALS factors.
+
+    `users` holds the stored form of each user id: keyed hashes (`keyed`, see engine.pseudonyms) for
+    every model the event store writes, raw ids in models fitted directly or saved before keying.
+    Lookups (`user_index`, `history`, `user_vector`) take raw ids either way.
+    """
 
     def __init__(self, users: list[str], interactions: sp.csr_matrix, user_factors: np.ndarray,
                  item_factors: np.ndarray, settings: BehaviourSettings, product_ids: list[str] | None = None,
                  last_seen: sp.csr_matrix | None = None) -> None:
         self.users = users
         self.product_ids = product_ids  # the index's product ids, row by row, when the model was trained
-        self.user_index = {u: i for i, u in enumerate(users)}
+        self.rows = {u: i for i, u in enumerate(users)}  # stored user id -> row
         self.interactions = interactions.tocsr()
         # users x products: the time (epoch seconds) of each pair's latest event; None in models saved before it
         self.last_seen = None if last_seen is None else last_seen.tocsr()
@@ -77,6 +119,16 @@ class BehaviourModel:
         self.item_factors = item_factors
         self.settings = settings
         self.fit_id = ""  # changes on every full fit: factors of two fits live in different bases
+        self.keyed = False  # users are keyed hashes (engine.pseudonyms)
+        self.pseudonyms = None  # hashes raw ids for lookups in a keyed model
+        self.log_generation = ""  # the event log generation and byte offset this state covers
+        self.log_offset = 0
+        self._solver = None  # a CPU ALS kept between fold-ins (its Gram matrices updated, not recomputed)
+
+    @property
+    def user_index(self) -> UserLookup:
+        """Raw user id -> row (hashed on lookup when the model is keyed)."""
+        return UserLookup(self.rows, self.pseudonyms, self.keyed)
 
     @property
     def n_products(self) -> int:
@@ -90,6 +142,8 @@ class BehaviourModel:
     def history(self, user: str) -> tuple[np.ndarray, np.ndarray]:
         """A known user's product rows and the age of each in days before `latest` (0 where unknown)."""
         i = self.user_index[str(user)]
+        if i >= self.interactions.shape[0]:
+            return np.zeros(0, np.int64), np.zeros(0)
         rows = self.interactions.indices[self.interactions.indptr[i] : self.interactions.indptr[i + 1]].astype(np.int64)
         if self.last_seen is None:
             return rows, np.zeros(len(rows))
@@ -114,7 +168,7 @@ class BehaviourModel:
     def user_vector(self, user: str) -> np.ndarray | None:
         """The user's unit-length factor vector, or None for a user with no events."""
         i = self.user_index.get(str(user))
-        if i is None:
+        if i is None or i >= len(self.user_factors):
             return None
         v = self.user_factors[i]
         norm = float(np.linalg.norm(v))
@@ -123,24 +177,23 @@ class BehaviourModel:
     @classmethod
     def fit(cls, log: EventLog, n_products: int, settings: BehaviourSettings = BehaviourSettings(),
             show_progress: bool = False) -> "BehaviourModel":
+        """A full fit; users and products enter the ALS in order of first appearance in `log`, so the same
+        events in the same order give the same factors (the ALS is seeded) whatever else the catalog
+        holds: the guarantee behind forgetting a shopper."""
         if not len(log):
             raise QueryError("no usable events to learn behaviour vectors from")
         users = list(dict.fromkeys(log.users.tolist()))
         model = cls(users, sp.csr_matrix((len(users), n_products), dtype=np.float32),
                     np.zeros((0, settings.factors), np.float32), np.zeros((n_products, settings.factors), np.float32),
                     settings)
-        model.interactions, model.last_seen = model._merge(log)
-        model._refit(show_progress)
+        rows = np.fromiter((model.rows[u] for u in log.users.tolist()), dtype=np.int64, count=len(log))
+        model.interactions, model.last_seen = model._merged(rows, log, len(users))
+        model._refit(show_progress, np.asarray(list(dict.fromkeys(log.product_rows.tolist())), dtype=np.int64))
         return model
 
-    def _merge(self, log: EventLog) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        """The interaction and last-seen matrices with `log` added; new users get new rows (self.users grows)."""
-        for user in log.users.tolist():
-            if user not in self.user_index:
-                self.user_index[user] = len(self.users)
-                self.users.append(user)
-        rows = np.fromiter((self.user_index[u] for u in log.users.tolist()), dtype=np.int64, count=len(log))
-        shape = (len(self.users), self.n_products)
+    def _merged(self, rows: np.ndarray, log: EventLog, n_users: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        """The interaction and last-seen matrices with `log` (its events at user `rows`) added, `n_users` tall."""
+        shape = (n_users, self.n_products)
         added = sp.csr_matrix((log.weights, (rows, log.product_rows)), shape=shape)
         # the latest time per pair: duplicates are summed by csr, so keep the max by hand
         order = np.lexsort((log.timestamps, log.product_rows, rows))
@@ -149,34 +202,99 @@ class BehaviourModel:
         pick = order[last]
         stamps = sp.csr_matrix((log.timestamps[pick].astype(np.float64), (rows[pick], log.product_rows[pick])), shape=shape)
         seen = self.last_seen if self.last_seen is not None else sp.csr_matrix(self.interactions.shape, dtype=np.float64)
-        return (_grow(self.interactions, shape) + added).tocsr().astype(np.float32), _grow(seen, shape).maximum(stamps).tocsr()
+        merged = (_grow(self.interactions, shape) + added).tocsr().astype(np.float32, copy=False)
+        return merged, _grow(seen, shape).maximum(stamps).tocsr()
 
-    def _refit(self, show_progress: bool) -> None:
+    def _refit(self, show_progress: bool, item_order: np.ndarray | None = None) -> None:
+        """Fit every factor. The ALS sees only the products with events, in `item_order` (default: by row),
+        so a fit does not depend on the products nobody touched (another version's catalog fits alike)."""
+        touched = np.flatnonzero(self.has_vector) if item_order is None else np.asarray(item_order, dtype=np.int64)
         with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS threads slow it down
             als = _als(self.settings)
-            als.fit((self.interactions * self.settings.alpha).tocsr(), show_progress=show_progress)
-        self.user_factors, self.item_factors = _cpu(als.user_factors), _cpu(als.item_factors)
+            als.fit((self.interactions[:, touched] * self.settings.alpha).tocsr(), show_progress=show_progress)
+        items = np.zeros((self.n_products, self.settings.factors), np.float32)
+        items[touched] = _cpu(als.item_factors)
+        self.user_factors, self.item_factors = _cpu(als.user_factors), items
         self.fit_id = uuid.uuid4().hex[:12]
+        self._solver = None
+
+    def _cpu_solver(self) -> CpuALS:
+        """The fold-in solver: a single-threaded CPU ALS sharing this model's factor arrays."""
+        if self._solver is None:
+            s = self.settings
+            with threadpool_limits(1, "blas"):  # (implicit warns about a multi-threaded BLAS when built)
+                self._solver = CpuALS(factors=s.factors, regularization=s.regularization, iterations=s.iterations,
+                                      random_state=s.seed, num_threads=1)
+            self._solver.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
+            self._solver.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
+        return self._solver
 
     def add(self, log: EventLog, refit: bool = False) -> FoldInReport:
-        """Fold new events in: re-solve the users and items they touch (or everything with `refit`)."""
+        """Fold new events in: re-solve only the users and items they touch (or everything with `refit`).
+
+        The touched users are solved against the current item factors, then the touched items against
+        the updated user factors (implicit's exact least squares, the Gram matrices updated by the rows
+        that changed). Readers in other threads see either the old or the new state of each array: new
+        rows are published last, after their factors exist.
+        """
         known_before = len(self.users)
-        self.interactions, self.last_seen = self._merge(log)
-        touched_users = np.unique([self.user_index[u] for u in log.users.tolist()]) if len(log) else np.zeros(0, int)
-        touched_items = np.unique(log.product_rows)
+        fresh = [u for u in dict.fromkeys(log.users.tolist()) if u not in self.rows]
+        new_rows = {u: known_before + k for k, u in enumerate(fresh)}
+        rows = np.fromiter((self.rows.get(u, new_rows.get(u, -1)) for u in log.users.tolist()), dtype=np.int64,
+                           count=len(log))
+        n_users = known_before + len(fresh)
+        interactions, last_seen = self._merged(rows, log, n_users)
+        touched_users, touched_items = np.unique(rows), np.unique(log.product_rows)
         if refit:
+            self.interactions, self.last_seen = interactions, last_seen
+            self.users.extend(fresh)
+            self.rows.update(new_rows)
             self._refit(show_progress=False)
         elif len(log):
-            weighted = (self.interactions * self.settings.alpha).tocsr()
-            with threadpool_limits(1, "blas"):
-                als = _als(self.settings)
-                als.user_factors = np.vstack([self.user_factors, np.zeros(
-                    (len(self.users) - len(self.user_factors), self.settings.factors), np.float32)])
-                als.item_factors = self.item_factors.copy()
-                als.partial_fit_users(touched_users, weighted[touched_users])
-                als.partial_fit_items(touched_items, weighted.T.tocsr()[touched_items])
-            self.user_factors, self.item_factors = _cpu(als.user_factors), _cpu(als.item_factors)
-        return FoldInReport(len(log), len(self.users) - known_before, len(touched_users), len(touched_items), refit)
+            alpha = self.settings.alpha
+            # no threadpool_limits here: it scans the loaded libraries on every call (~2 ms a request), and
+            # these are small solves (num_threads=1, factors x factors systems) that BLAS runs on one thread
+            als = self._cpu_solver()
+            if len(als.user_factors) < n_users:
+                als.user_factors = np.vstack([als.user_factors, np.zeros(
+                    (n_users - len(als.user_factors), self.settings.factors), np.float32)])
+            gram = als.XtX
+            before = als.user_factors[touched_users].copy()
+            als.partial_fit_users(touched_users, (interactions[touched_users] * alpha).tocsr())
+            after = als.user_factors[touched_users]
+            als._XtX = gram - before.T @ before + after.T @ after
+            gram = als.YtY
+            before = als.item_factors[touched_items].copy()
+            als.partial_fit_items(touched_items, _columns(interactions, touched_items) * alpha)
+            after = als.item_factors[touched_items]
+            als._YtY = gram - before.T @ before + after.T @ after
+            self.user_factors, self.item_factors = als.user_factors, als.item_factors
+            self.interactions, self.last_seen = interactions, last_seen
+            self.users.extend(fresh)
+            self.rows.update(new_rows)
+        return FoldInReport(len(log), len(fresh), len(touched_users), len(touched_items), refit)
+
+    def remapped(self, product_ids: list[str]) -> "BehaviourModel":
+        """This model over another product list (a new index version): products matched by id keep their
+        vector and events; products it does not know get none; its own removed products drop out."""
+        old = {pid: i for i, pid in enumerate(self.product_ids or [])}
+        target = np.asarray([old.get(pid, -1) for pid in product_ids], dtype=np.int64)
+        column = np.full(self.n_products, -1, dtype=np.int64)
+        column[target[target >= 0]] = np.flatnonzero(target >= 0)
+        shape = (len(self.users), len(product_ids))
+
+        def moved(matrix: sp.csr_matrix) -> sp.csr_matrix:
+            coo = matrix.tocoo()
+            keep = column[coo.col] >= 0
+            return sp.csr_matrix((coo.data[keep], (coo.row[keep], column[coo.col[keep]])), shape=shape)
+
+        items = np.zeros((len(product_ids), self.settings.factors), np.float32)
+        items[target >= 0] = self.item_factors[target[target >= 0]]
+        model = BehaviourModel(list(self.users), moved(self.interactions), self.user_factors.copy(), items,
+                               self.settings, list(product_ids), None if self.last_seen is None else moved(self.last_seen))
+        model.fit_id, model.keyed, model.pseudonyms = self.fit_id, self.keyed, self.pseudonyms
+        model.log_generation, model.log_offset = self.log_generation, self.log_offset
+        return model
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -184,11 +302,18 @@ class BehaviourModel:
         m = self.interactions
         seen = {} if self.last_seen is None else {
             "seen_data": self.last_seen.data, "seen_indices": self.last_seen.indices, "seen_indptr": self.last_seen.indptr}
-        np.savez(directory / ARRAYS_FILE, user_factors=self.user_factors, item_factors=self.item_factors,
-                 data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape), **seen)
+        with (directory / ARRAYS_FILE).open("wb") as f:
+            np.savez(f, user_factors=self.user_factors[: len(self.users)], item_factors=self.item_factors,
+                     data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape), **seen)
+            f.flush()
+            os.fsync(f.fileno())
         state = {"settings": asdict(self.settings), "users": self.users, "product_ids": self.product_ids,
-                 "fit_id": self.fit_id}
-        (directory / STATE_FILE).write_text(json.dumps(state) + "\n")
+                 "fit_id": self.fit_id, "users_keyed": self.keyed,
+                 "log": {"generation": self.log_generation, "offset": self.log_offset}}
+        with (directory / STATE_FILE).open("w") as f:
+            f.write(json.dumps(state) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     @classmethod
     def load(cls, directory: str | Path) -> "BehaviourModel":
@@ -204,7 +329,19 @@ class BehaviourModel:
         model = cls(list(state["users"]), matrix, arrays["user_factors"], arrays["item_factors"],
                     BehaviourSettings(**state["settings"]), state.get("product_ids"), seen)
         model.fit_id = str(state.get("fit_id", ""))
+        model.keyed = bool(state.get("users_keyed", False))
+        log = state.get("log") or {}
+        model.log_generation, model.log_offset = str(log.get("generation", "")), int(log.get("offset", 0))
         return model
+
+
+def _columns(matrix: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
+    """The given (sorted, unique) columns of a csr matrix as rows of a new csr matrix (its transpose),
+    by one vectorised pass over the stored entries (cheaper than scipy's column slicing)."""
+    positions = np.flatnonzero(np.isin(matrix.indices, columns))
+    rows = np.searchsorted(matrix.indptr, positions, side="right") - 1
+    which = np.searchsorted(columns, matrix.indices[positions])
+    return sp.csr_matrix((matrix.data[positions], (which, rows)), shape=(len(columns), matrix.shape[0]))
 
 
 def _grow(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -214,11 +351,12 @@ def _grow(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:
     return sp.vstack([matrix, sp.csr_matrix((shape[0] - matrix.shape[0], shape[1]), dtype=matrix.dtype)]).tocsr()
 
 
-def load_index_behaviour(index_path: Path, product_ids: list[str]) -> tuple[BehaviourModel | None, str]:
-    """An index directory's behaviour model when it matches the index's products; else None and why."""
-    if not (Path(index_path) / BEHAVIOUR_DIR / STATE_FILE).is_file():
-        return None, f"{index_path} has no behaviour vectors yet; add events first (`vitrina events add`)"
-    model = BehaviourModel.load(Path(index_path) / BEHAVIOUR_DIR)
-    if model.product_ids is not None and model.product_ids != product_ids:
-        return None, f"{index_path} was re-indexed after its events were added; add the events again"
-    return model, ""
+def load_index_behaviour(index_path: Path, product_ids: list[str], settings: "ShopperSettings | None" = None
+                         ) -> tuple[BehaviourModel | None, str]:
+    """An index directory's behaviour model (its snapshot, moved onto the index's products when they
+    changed, plus the root's events logged after it); else None and why."""
+    from engine.config import ShopperSettings
+    from engine.shoppers import ShopperState
+
+    state = ShopperState.of_index(Path(index_path), list(product_ids), settings or ShopperSettings())
+    return state.model, state.why

@@ -15,15 +15,16 @@ from encoders.image_io import load_image
 from encoders.image_policy import ImagePolicy
 from engine import __version__
 from engine.catalog import CatalogFields, resolve_image_source
-from engine.config import RecommendSettings, VitrinaConfig
+from engine.config import RecommendSettings, ShopperSettings, VitrinaConfig
 from engine.errors import USER_ERRORS, QueryError
+from engine.events import MissingColumnError
 from engine.indexing import build_index
 from engine.output import console, hits_json, print_json, results_table
 from engine.reindex import ENGINES, ReindexSettings, reindex
 from engine.search import MODES, SPACES, SearchSession
 from engine.updates import delete, upsert
 from index import IndexConfig, IndexManifest, LexicalSettings
-from index.versions import resolve_index_path
+from index.versions import is_versioned_root, resolve_index_path
 
 DEFAULT_BACKEND = EncoderConfig().backend
 
@@ -49,6 +50,7 @@ def _config(args: argparse.Namespace) -> VitrinaConfig:
         index=IndexConfig(factory=get("index_factory"), lexical=_lexical_settings(args)),
         images=ImagePolicy.from_flags(get("image_root") or (), get("allow_url_network") or (),
                                       get("allow_private_urls", False)),
+        shoppers=ShopperSettings.with_environment_key(max_age_days=get("events_max_age")),
         progress=not get("quiet", False),
     )
 
@@ -129,7 +131,8 @@ def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
-    report = reindex(args.catalog, args.out, _config(args), _reindex_settings(args), resume=args.resume)
+    report = reindex(args.catalog, args.out, _config(args), _reindex_settings(args), resume=args.resume,
+                     retrain=args.retrain)
     if args.json:
         print_json(report.to_json())
         return 0
@@ -147,6 +150,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     lines.append("  seconds: " + ", ".join(f"{stage} {s:.1f}" for stage, s in report.seconds.items()))
     if report.removed_versions:
         lines.append(f"  removed old versions: {', '.join(report.removed_versions)}")
+    lines += [f"  note: {note}" for note in report.notes]
     print("\n".join(lines))
     return 0
 
@@ -164,17 +168,19 @@ def _print_update(args: argparse.Namespace, report) -> None:
     if report.images_failed:
         lines.append(f"  images failed: {report.images_failed} (indexed by text only)")
     if report.dropped_spaces:
-        lines.append(f"  note: dropped {', '.join(report.dropped_spaces)}; run `vitrina train {report.root}` to make them again")
+        lines.append(f"  note: dropped {', '.join(report.dropped_spaces)}; run again with --retrain, or "
+                     f"`vitrina train {report.root}`, to make them again")
+    lines += [f"  note: {note}" for note in report.notes]
     print("\n".join(lines))
 
 
 def cmd_upsert(args: argparse.Namespace) -> int:
-    _print_update(args, upsert(args.dir, args.catalog, _config(args), _reindex_settings(args)))
+    _print_update(args, upsert(args.dir, args.catalog, _config(args), _reindex_settings(args), retrain=args.retrain))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    _print_update(args, delete(args.dir, args.ids, _config(args), _reindex_settings(args)))
+    _print_update(args, delete(args.dir, args.ids, _config(args), _reindex_settings(args), retrain=args.retrain))
     return 0
 
 
@@ -526,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-actors", type=int, default=None, metavar="N", help="encoder actors on Ray (default: one per GPU, else 2)")
     p.add_argument("--target-recall", type=float, default=0.95, metavar="R",
                    help="recall@10 against exact search that IVF nprobe / HNSW efSearch are tuned to (default 0.95)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain the shared-space heads for the new version (else they are reused when its encoders "
+                        "match, and the fused space is left out with a note when they do not)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     _add_catalog_flags(p)
     p.set_defaults(func=cmd_reindex)
@@ -534,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="versioned root made by `vitrina reindex`")
     p.add_argument("catalog", metavar="CATALOG", help="the products to add or replace (same format as a catalog)")
     p.add_argument("--keep", type=int, default=3, metavar="N", help="versions kept after publishing (default 3)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain the shared-space heads for the new version (else they are reused when its encoders "
+                        "match, and the fused space is left out with a note when they do not)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     _add_catalog_flags(p, models=False)
     p.set_defaults(func=cmd_upsert)
@@ -543,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", required=True, metavar="FILE", help="product ids to remove, one per line")
     p.add_argument("--keep", type=int, default=3, metavar="N", help="versions kept after publishing (default 3)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain the shared-space heads for the new version (else they are reused when its encoders "
+                        "match, and the fused space is left out with a note when they do not)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_delete)
 
@@ -648,11 +663,14 @@ def cmd_events_add(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"events": r.events, "bad_rows": problems.total, "bad_rows_by_reason": dict(problems.counts),
                     "new_users": r.new_users, "users": added.users, "products_with_vectors": added.products_with_vectors,
-                    "refit": r.refit, "fused_refreshed": added.fused_refreshed, "notes": added.notes})
+                    "refit": r.refit, "fused_refreshed": added.fused_refreshed, "notes": added.notes,
+                    "duplicates": added.duplicates})
     else:
         print(f"Added {r.events} events ({r.new_users} new users; {r.users_updated} users and {r.items_updated} "
               f"products updated{', full refit' if r.refit else ''}); {added.users} users, "
               f"{added.products_with_vectors} products with behaviour vectors")
+        if added.duplicates:
+            print(f"  skipped {added.duplicates} events already applied (same event id)")
         if added.fused_refreshed:
             print("  fused product vectors refreshed with the new behaviour vectors")
         for note in added.notes:
@@ -660,6 +678,32 @@ def cmd_events_add(args: argparse.Namespace) -> int:
     if problems.total:
         print(f"vitrina: warning: {problems.summary()}", file=sys.stderr)
     return 0
+
+
+def cmd_events_forget(args: argparse.Namespace) -> int:
+    from engine.shoppers import forget
+
+    if not is_versioned_root(Path(args.dir)):
+        IndexManifest.load(Path(args.dir))  # a clear error for something that is not an index
+    gone = forget(Path(args.dir), args.user, _config(args))
+    if args.json:
+        print_json(gone.to_json())
+        return 0
+    if not gone.found:
+        print(f"vitrina: note: no events or behaviour vector of that user under {args.dir}; nothing to remove",
+              file=sys.stderr)
+        return 0
+    print(f"Forgot the user: {gone.events_removed} events removed from the log; behaviour vectors refit without "
+          f"them in {', '.join(gone.versions_refit) or 'no version'}")
+    for note in gone.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _add_max_age_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events-max-age", type=float, default=None, metavar="DAYS",
+                   help="retention: events older than this leave the event log and the behaviour vectors "
+                        "(applied when the model is snapshotted)")
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -694,7 +738,15 @@ def _add_feedback_parsers(sub) -> None:
     q.add_argument("--default-event", choices=("view", "click", "cart", "purchase"), default=None,
                    help="the kind of every row of a file with no event or weight column (e.g. a purchase log)")
     q.add_argument("--json", action="store_true")
+    _add_max_age_flag(q)
     q.set_defaults(func=cmd_events_add, text_model=None, image_model=None)
+
+    q = actions.add_parser("forget", help="remove a shopper: their events, their vector and their part in product "
+                                          "vectors, in every kept version")
+    q.add_argument("dir", metavar="ROOT", help="an index root (or a plain index directory)")
+    q.add_argument("--user", required=True, metavar="U", help="the shopper's id as the events named it")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_events_forget, text_model=None, image_model=None)
 
     p = sub.add_parser("recommend", help="products for a shopper: like what they bought, and what sells")
     p.add_argument("dir", metavar="DIR")
@@ -824,6 +876,7 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--reload-root", action="append", default=[], metavar="DIR",
                    help="a folder POST /admin/reload may load indexes from; repeatable "
                         "(default: the folder holding DIR)")
+    _add_max_age_flag(p)
     _add_model_flags(p, search=True)
     p.set_defaults(func=cmd_serve)
 
@@ -844,6 +897,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
+    except MissingColumnError as exc:  # the events file's columns are chosen by flags: name the flag
+        print(f"vitrina: error: {exc}; name the column with --{exc.setting.replace('_', '-')}", file=sys.stderr)
+        return 1
     except USER_ERRORS as exc:
         print(f"vitrina: error: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from encoders.config import EncoderConfig
@@ -12,6 +13,38 @@ from engine.errors import QueryError
 from index.config import IndexConfig
 from index.filters import FilterFields
 from index.rank_fusion import HybridSettings
+
+
+USER_KEY_ENV = "VITRINA_USER_KEY"
+
+
+@dataclass(frozen=True)
+class ShopperSettings:
+    """Shoppers' data: the secret that pseudonymises user ids, event retention and snapshot cadence.
+
+    user_key: the HMAC secret (from VITRINA_USER_KEY); None: the root's own events/user.key, created at
+    first use. max_age_days: events older than this leave the log and the model at snapshot time.
+    """
+
+    user_key: str | None = field(default=None, repr=False)  # never printed or logged
+    max_age_days: float | None = None
+    snapshot_every_s: float = 30.0  # a server snapshots its behaviour state this often (when events came)
+    snapshot_every_events: int = 5_000  # ... or after this many events, whichever comes first
+
+    def __post_init__(self) -> None:
+        if self.user_key is not None and len(self.user_key) < 16:
+            raise QueryError(f"{USER_KEY_ENV} must be at least 16 characters long")
+        if self.max_age_days is not None and not 0 < self.max_age_days < float("inf"):
+            raise QueryError(f"--events-max-age must be a positive number of days, got {self.max_age_days}")
+        if self.snapshot_every_s <= 0 or self.snapshot_every_events < 1:
+            raise QueryError("the snapshot interval and event count must be positive")
+
+    @classmethod
+    def with_environment_key(cls, **settings: object) -> "ShopperSettings":
+        """Settings with the user key taken from VITRINA_USER_KEY when none is given (the one place it is read)."""
+        if settings.get("user_key") is None:
+            settings["user_key"] = os.environ.get(USER_KEY_ENV) or None
+        return cls(**settings)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -29,6 +62,7 @@ class VitrinaConfig:
     hybrid: HybridSettings = field(default_factory=HybridSettings)
     filters: FilterFields = field(default_factory=FilterFields)
     images: ImagePolicy = field(default_factory=ImagePolicy)
+    shoppers: ShopperSettings = field(default_factory=ShopperSettings)
     progress: bool = True
 
 

@@ -1,12 +1,17 @@
 """Shopper events (views, clicks, add-to-carts, purchases) read from CSV or Parquet into weighted interactions.
 
 A bad row never stops the batch and is never dropped silently: it is counted by reason
-(unknown product, unknown event, bad timestamp, ...) with its line number, and the rest is used.
+(unknown product, unknown event, bad timestamp, a time in the future, a return, ...) with its line
+number, and the rest is used. Every usable event gets an identity (the file's `event_id`, else a
+digest of user, product, event and time), so an event seen twice can be applied once.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +26,9 @@ import pyarrow.parquet as pq
 from engine.errors import CatalogError
 
 MAX_EXAMPLES = 5
+EARLIEST_EVENT = datetime(1990, 1, 1, tzinfo=timezone.utc).timestamp()  # older times are data errors
+FUTURE_SKEW_S = 86_400.0  # how far past the wall clock an event may be dated (clock and time-zone slack)
+MAX_WEIGHT = 1e6  # a larger weight column value is a data error (and would swamp every other event)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,34 @@ class EventFields:
     timestamp_field: str = "timestamp"
     weight_field: str = "weight"
     default_event: str | None = None
+    id_field: str = "event_id"  # optional: the event's own id (else a digest of user, product, event, time)
+    quantity_field: str = "quantity"  # optional: rows with a quantity <= 0 (returns) are counted and skipped
+
+
+@dataclass(frozen=True)
+class EventTimes:
+    """The window of believable event times (epoch seconds): from `earliest` to the wall clock plus
+    `future_skew_s` (`now`: the clock to compare with; None reads the wall clock when events are read)."""
+
+    earliest: float = EARLIEST_EVENT
+    future_skew_s: float = FUTURE_SKEW_S
+    now: float | None = None
+
+    def problem(self, stamp: float) -> str | None:
+        """Why a time is refused (a bad-row reason), or None when it is believable."""
+        if stamp < self.earliest:
+            return "timestamp before 1990" if self.earliest == EARLIEST_EVENT else "timestamp too old"
+        if stamp > (time.time() if self.now is None else self.now) + self.future_skew_s:
+            return "timestamp in the future"
+        return None
+
+
+class MissingColumnError(CatalogError):
+    """An events file lacks a column; `setting` names the EventFields field that chose the column."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass
@@ -74,16 +110,25 @@ class EventProblems:
 
 @dataclass
 class EventLog:
-    """Usable events as parallel arrays: who, which product row, how much it counts, when (UTC seconds)."""
+    """Usable events as parallel arrays: who, which product row, how much it counts, when (UTC seconds),
+    each event's identity and its product id."""
 
     users: np.ndarray  # object array of user id strings
     product_rows: np.ndarray  # int64
     weights: np.ndarray  # float32
     timestamps: np.ndarray  # float64 seconds since the epoch
     problems: EventProblems
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # str identity per event
+    product_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # str, row-aligned
 
     def __len__(self) -> int:
         return len(self.users)
+
+
+def event_identity(user: str, product: str, kind: str, stamp: float) -> str:
+    """The identity of an event without an id of its own: a digest of who, what, which event and when."""
+    text = "\x1f".join((user, product, kind, repr(float(stamp))))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def parse_timestamp(value: str) -> float | None:
@@ -104,18 +149,27 @@ def _iso_seconds(text: str) -> float:
     return moment.timestamp()
 
 
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
 def _read_table(path: Path) -> pa.Table:
+    """An events file as a table of text columns: CSV (optionally .gz, read by pyarrow) or Parquet."""
     if not path.is_file():
         raise CatalogError(f"events file not found: {path}")
     try:
-        if path.suffix.lower() == ".parquet":
+        if _is_parquet(path):
             return pq.read_table(path)
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
         # every column as text, so ids such as 0493995001 keep their leading zeros
         options = pacsv.ConvertOptions(column_types={name: pa.string() for name in header})
-        return pacsv.read_csv(path, convert_options=options)
-    except (pa.ArrowInvalid, OSError) as exc:
+        return pacsv.read_csv(path, convert_options=options)  # decompresses .gz itself
+    except UnicodeDecodeError:
+        raise CatalogError(f"{path} cannot be read as events: it is not UTF-8 text (CSV, optionally gzipped) "
+                           "or Parquet") from None
+    except (pa.ArrowInvalid, OSError, EOFError, csv.Error) as exc:
         raise CatalogError(f"{path} cannot be read as events: {exc}") from None
 
 
@@ -124,23 +178,24 @@ def read_events(
     product_rows: Mapping[str, int],
     weights: EventWeights = EventWeights(),
     fields: EventFields = EventFields(),
+    times: EventTimes = EventTimes(),
 ) -> EventLog:
-    """Read an events file; `product_rows` maps the index's product ids to their rows.
+    """Read an events file (CSV, CSV.gz or Parquet); `product_rows` maps the index's product ids to their rows.
 
     Needs user, product and timestamp columns, plus an event column (view, click, cart, purchase),
     a weight column, or `fields.default_event`. Missing columns are an error; bad rows are counted.
     """
     path = Path(path)
     table = _read_table(path)
-    first_line = 2 if path.suffix.lower() != ".parquet" else 1  # CSV: after the header; Parquet: row numbers
+    first_line = 1 if _is_parquet(path) else 2  # CSV: after the header; Parquet: row numbers
     unit = "line" if first_line == 2 else "row"
     return events_from_table(table, str(path), lambda i: f"{path.name}, {unit} {i + first_line}",
-                             product_rows, weights, fields)
+                             product_rows, weights, fields, times)
 
 
 def events_from_records(records: Sequence[Mapping[str, object]], product_rows: Mapping[str, int],
                         weights: EventWeights = EventWeights(), fields: EventFields = EventFields(),
-                        source: str = "events") -> EventLog:
+                        source: str = "events", times: EventTimes = EventTimes()) -> EventLog:
     """Events given as records (one dict per event, e.g. a JSON request body); bad ones are counted
     with their position, as `events[3]`."""
     names: list[str] = []
@@ -148,17 +203,19 @@ def events_from_records(records: Sequence[Mapping[str, object]], product_rows: M
         names.extend(k for k in record if k not in names)
     table = pa.table({name: pa.array([None if r.get(name) is None else str(r.get(name)) for r in records],
                                      type=pa.string()) for name in names})
-    return events_from_table(table, source, lambda i: f"{source}[{i}]", product_rows, weights, fields)
+    return events_from_table(table, source, lambda i: f"{source}[{i}]", product_rows, weights, fields, times)
 
 
 def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], str], product_rows: Mapping[str, int],
-                      weights: EventWeights = EventWeights(), fields: EventFields = EventFields()) -> EventLog:
+                      weights: EventWeights = EventWeights(), fields: EventFields = EventFields(),
+                      times: EventTimes = EventTimes()) -> EventLog:
     """The checks and conversion behind `read_events`; `where_of(i)` names row i in problem reports."""
     columns = set(table.column_names)
-    required = [fields.user_field, fields.product_field, fields.timestamp_field]
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise CatalogError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(table.column_names)})")
+    for setting in ("user_field", "product_field", "timestamp_field"):
+        name = getattr(fields, setting)
+        if name not in columns:
+            raise MissingColumnError(
+                f"{source}: missing column {name!r} (columns: {', '.join(table.column_names)})", setting)
     has_weight, has_event = fields.weight_field in columns, fields.event_field in columns
     if not (has_weight or has_event or fields.default_event):
         raise CatalogError(f"{source}: needs an {fields.event_field!r} or a {fields.weight_field!r} column "
@@ -171,8 +228,9 @@ def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], st
 
     users, products, stamps = column(fields.user_field), column(fields.product_field), column(fields.timestamp_field)
     events, raw_weights = column(fields.event_field), column(fields.weight_field)
+    own_ids, quantities = column(fields.id_field), column(fields.quantity_field)
     problems = EventProblems()
-    keep_users, keep_rows, keep_weights, keep_stamps = [], [], [], []
+    keep_users, keep_rows, keep_weights, keep_stamps, keep_ids, keep_products = [], [], [], [], [], []
     for i in range(table.num_rows):
         where = where_of(i)
         user, product = users[i].strip(), products[i].strip()
@@ -184,28 +242,54 @@ def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], st
             problems.add("unknown product", where)
             continue
         stamp = parse_timestamp(stamps[i])
-        if stamp is None:
+        if stamp is None or not np.isfinite(stamp):
             problems.add("bad timestamp", where)
             continue
+        too_early_or_late = times.problem(stamp)
+        if too_early_or_late:
+            problems.add(too_early_or_late, where)
+            continue
+        if quantities and quantities[i].strip():
+            quantity = _number(quantities[i])
+            if quantity is None:
+                problems.add(f"bad {fields.quantity_field}", where)
+                continue
+            if quantity <= 0:
+                problems.add(f"return ({fields.quantity_field} <= 0)", where)
+                continue
         if has_weight and raw_weights[i].strip():
-            try:
-                weight = float(raw_weights[i])
-            except ValueError:
-                weight = float("nan")
-            if not np.isfinite(weight) or weight <= 0:
+            weight = _number(raw_weights[i])
+            if weight is not None and weight <= 0:
+                problems.add("negative or zero weight (a return)", where)
+                continue
+            if weight is None or weight > MAX_WEIGHT:
                 problems.add("bad weight", where)
                 continue
+            kind = f"weight={weight!r}"
         else:
             kind = events[i].strip().lower() if has_event and events[i].strip() else fields.default_event
             weight = weights.of(kind or "")
             if weight is None:
                 problems.add("unknown event", where)
                 continue
+        own = own_ids[i].strip() if own_ids else ""
+        keep_ids.append(own or event_identity(user, product, kind or "", stamp))
         keep_users.append(user)
         keep_rows.append(row)
+        keep_products.append(product)
         keep_weights.append(weight)
         keep_stamps.append(stamp)
     return EventLog(
         np.asarray(keep_users, dtype=object), np.asarray(keep_rows, dtype=np.int64),
         np.asarray(keep_weights, dtype=np.float32), np.asarray(keep_stamps, dtype=np.float64), problems,
+        np.asarray(keep_ids, dtype=object), np.asarray(keep_products, dtype=object),
     )
+
+
+def _number(text: str) -> float | None:
+    """A finite number, or None for text that is not one (NaN and infinities included)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None

@@ -1,33 +1,27 @@
 """The feedback loop on an index directory: `vitrina events add` and `vitrina search --user`.
 
-On an index with a shared space (`vitrina train`), added events also refresh the fused product vectors.
-Behaviour vectors live in DIR/behaviour/ and are replaced whole (written beside, then renamed), so
-a failed update leaves the previous ones. They are tied to the index's product rows: after a full
-re-index, events must be added again.
+Events go to the root's event log (engine.event_store: pseudonymised, fsync'd, each applied once by
+its identity) and are folded into the behaviour model, whose snapshot is then written into the index
+directory (engine.shoppers). On an index with a shared space (`vitrina train`), added events also
+refresh the fused product vectors. The log belongs to the root, so re-indexing, upserts and deletes
+carry the behaviour vectors over (engine.carry_over).
 """
 
 from __future__ import annotations
 
-import fcntl
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from engine.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport, load_index_behaviour
+from engine.behaviour import BehaviourModel, BehaviourSettings, FoldInReport, load_index_behaviour
 from engine.errors import QueryError
 from engine.events import EventFields, EventLog, EventProblems, EventWeights, read_events
 from engine.fusion import FUSION_DIR
 from engine.shared_space import refresh_shared_space
 from engine.search import SearchHit, SearchSession, check_k
+from engine.shoppers import ShopperState
 from index.rank_fusion import min_max_scaled
-from index.integrity import leftover_name
-from index.store import replace_directory
-
-LOCK_FILE = ".events.lock"  # held while behaviour vectors are rewritten
 
 
 @dataclass
@@ -38,11 +32,12 @@ class EventsAdded:
     products_with_vectors: int
     fused_refreshed: bool = False  # a trained index's fused vectors were recomputed with the new vectors
     notes: list[str] = field(default_factory=list)
+    duplicates: int = 0  # events already in the log (applied before), skipped
 
 
 def load_behaviour(session: SearchSession) -> BehaviourModel:
-    """The index's behaviour model; a clear error when there is none or the index was rebuilt since."""
-    model, why = load_index_behaviour(session.path, session.products.ids)
+    """The index's behaviour model; a clear error when there is none."""
+    model, why = load_index_behaviour(session.path, session.products.ids, session.config.shoppers)
     if model is None:
         raise QueryError(why)
     return model
@@ -52,45 +47,23 @@ def add_events(
     session: SearchSession, events_file: str | Path, weights: EventWeights = EventWeights(),
     fields: EventFields = EventFields(), refit: bool = False, settings: BehaviourSettings = BehaviourSettings(),
 ) -> EventsAdded:
-    """Read events, fold them into the index's behaviour vectors (or fit them the first time), save."""
+    """Read events, apply the new ones (log, fold-in or first fit), snapshot the model."""
     return fold_in(session, read_events(events_file, session.products.rows_by_id, weights, fields), refit, settings)
 
 
 def fold_in(session: SearchSession, log: EventLog, refit: bool = False,
             settings: BehaviourSettings = BehaviourSettings()) -> EventsAdded:
-    """Fold an event log into the index's behaviour vectors (fit them the first time) and save them;
-    one writer at a time per index directory (a lock file), so a server and the CLI can both add."""
-    with _writer_lock(session.path):
-        return _fold_in_locked(session, log, refit, settings)
-
-
-@contextmanager
-def _writer_lock(index_path: Path) -> Iterator[None]:
-    with open(index_path / LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _fold_in_locked(session: SearchSession, log: EventLog, refit: bool, settings: BehaviourSettings) -> EventsAdded:
-    target = session.path / BEHAVIOUR_DIR
-    if (target / STATE_FILE).is_file():
-        model = load_behaviour(session)
-        report = model.add(log, refit=refit) if len(log) else FoldInReport(0, 0, 0, 0, refit)
-    else:
-        model = BehaviourModel.fit(log, len(session.products), settings)
-        model.product_ids = list(session.products.ids)
-        report = FoldInReport(len(log), len(model.users), len(model.users), int(model.has_vector.sum()), True)
-    tmp = session.path / leftover_name(BEHAVIOUR_DIR, "tmp")
-    try:
-        model.save(tmp)
-        replace_directory(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    added = EventsAdded(report, log.problems, len(model.users), int(model.has_vector.sum()))
-    if (session.path / FUSION_DIR).is_dir() and len(log):
+    """Apply an event log to the index: events not yet in the root's log are appended (fsync'd) and folded
+    into the behaviour model (fit the first time); the model's snapshot is written, retention applied.
+    One writer at a time per root (the log's lock), so a server and the CLI can both add."""
+    state = ShopperState.of_index(session.path, session.products.ids, session.config.shoppers, settings)
+    recorded = state.record(log, refit)
+    rewritten = state.snapshot(session.config)
+    if state.model is None:
+        raise QueryError("no usable events to learn behaviour vectors from")
+    added = EventsAdded(recorded.report, log.problems, len(state.model.users), int(state.model.has_vector.sum()),
+                        duplicates=recorded.duplicates)
+    if (session.path / FUSION_DIR).is_dir() and (recorded.report.events or refit or rewritten):
         added.notes = refresh_shared_space(session.path, session.config)
         added.fused_refreshed = True
     return added
@@ -125,5 +98,6 @@ def personalise(session: SearchSession, model: BehaviourModel, scores: np.ndarra
         return session.hits(scores, rows, k=k), False
     affinity = np.where(model.has_vector[rows], model.item_vectors(rows) @ vector, np.nan)
     total = (1.0 - weight) * min_max_scaled(scores) + weight * min_max_scaled(affinity)
+    total = np.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)  # no NaN can reach an answer
     order = np.lexsort((rows, -total))[:k]
     return session.hits(total[order], rows[order]), True

@@ -30,6 +30,18 @@ def popularity(model: BehaviourModel) -> np.ndarray:
     return counts / counts.max() if counts.max() > 0 else counts
 
 
+def recency_weights(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    """Each past product's weight by its age: 1 for the newest, halving every `half_life_days` after it.
+
+    Ages count from the shopper's own newest product, so the weights never all underflow to zero
+    (an old history, or one event dated far after the rest, still leaves the newest product at 1).
+    """
+    age = np.nan_to_num(np.asarray(age_days, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if half_life_days is None or not len(age):
+        return np.ones(len(age))
+    return 0.5 ** ((age - age.min()) / half_life_days)
+
+
 def best_sellers(popular: np.ndarray, n: int) -> np.ndarray:
     """The n most popular product rows, ties by row."""
     return np.argsort(-popular, kind="stable")[:n]
@@ -62,7 +74,7 @@ def score_for_user(session: SearchSession, model: BehaviourModel, user: str, set
     history, age = model.history(user)
     recent = np.argsort(age, kind="stable")[: settings.history]
     rows, age = history[recent], age[recent]
-    weights = np.ones(len(rows)) if settings.half_life_days is None else 0.5 ** (age / settings.half_life_days)
+    weights = recency_weights(age, settings.half_life_days)
     space = session.directory.spaces[session.default_space()]
     past, found = space.vectors_of_rows(rows)
     weights = weights[found]
@@ -86,6 +98,7 @@ def score_for_user(session: SearchSession, model: BehaviourModel, user: str, set
         content /= content.max() if content.max() > 0 else 1.0
     scores = ((1.0 - settings.behaviour_weight) * content + settings.behaviour_weight * behaviour[candidates]
               + settings.popularity_weight * popular[candidates])
+    scores = np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)  # no NaN can reach an answer
     if include_seen:
         return candidates, scores
     unseen = ~np.isin(candidates, history)  # left out after scaling, so the scale is that of all candidates

@@ -94,6 +94,7 @@ class ReindexReport:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
     tuning: dict[str, dict] = field(default_factory=dict)  # space -> index.tuning.Tuning
     removed_versions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # behaviour and trained heads carried over, or why not
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -284,8 +285,10 @@ def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexSettings
 
 
 def reindex(catalog_path: str | Path, root: str | Path, config: VitrinaConfig | None = None,
-            settings: ReindexSettings | None = None, resume: bool = False, on_stage: StageHook | None = None) -> ReindexReport:
-    """Re-embed and re-index a catalog into a new version under `root`, then make it the current one."""
+            settings: ReindexSettings | None = None, resume: bool = False, on_stage: StageHook | None = None,
+            retrain: bool = False) -> ReindexReport:
+    """Re-embed and re-index a catalog into a new version under `root`, then make it the current one; the
+    live version's behaviour vectors and trained heads are carried over (engine.carry_over)."""
     config = config or VitrinaConfig()
     settings = settings or ReindexSettings()
     root = Path(root)
@@ -293,11 +296,11 @@ def reindex(catalog_path: str | Path, root: str | Path, config: VitrinaConfig | 
     check_root(root)
     hook = on_stage or (lambda stage, shard: None)
     with root_lock(root):
-        return _reindex(catalog_path, root, config, settings, resume, hook)
+        return _reindex(catalog_path, root, config, settings, resume, hook, retrain)
 
 
 def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: ReindexSettings, resume: bool,
-             hook: StageHook) -> ReindexReport:
+             hook: StageHook, retrain: bool = False) -> ReindexReport:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     stream = stream_catalog(catalog_path, config.catalog)
@@ -357,7 +360,11 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     hook("index", -1)
 
     t0 = time.perf_counter()
+    from engine.carry_over import carry_over
+
+    carried = carry_over(root, resolve_index_path(root) if is_versioned_root(root) else None, directory, config, retrain)
     version_dir = save_version(root, directory)
+    carried.write(version_dir)
     hook("save", -1)
     removed = publish(root, version_dir, settings.keep)
     hook("publish", -1)
@@ -366,7 +373,7 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     seconds["total"] = time.perf_counter() - started
     return ReindexReport(root, directory.manifest.version, version_dir, len(products), shard_count, len(done),
                          encoded, reused, len(failures), failures, {k: round(v, 3) for k, v in seconds.items()},
-                         tuning, sorted(p.name for p in removed))
+                         tuning, sorted(p.name for p in removed), carried.notes)
 
 
 def _encode_shard(encoder: ShardEncoder, settings: ReindexSettings, config: VitrinaConfig, specs: dict,

@@ -282,7 +282,7 @@ def train_shared_space(path: str | Path, settings: TrainSettings = TrainSettings
     config = config or VitrinaConfig()
     path = Path(path)
     directory = IndexDirectory.load(path, config.index)
-    behaviour, why = load_index_behaviour(path, directory.products.ids)
+    behaviour, why = load_index_behaviour(path, directory.products.ids, config.shoppers)
     notes = [] if behaviour is not None else [f"no behaviour vectors ({why})"]
     inputs, sources = modality_inputs(directory, behaviour)
     model, report = train_heads(inputs, sources, directory.products.ids, settings,
@@ -295,7 +295,7 @@ def refresh_shared_space(path: Path, config: VitrinaConfig) -> list[str]:
     """Recompute the fused vectors of a trained index (after its behaviour vectors changed)."""
     directory = IndexDirectory.load(path, config.index)
     model = FusionModel.load(path / FUSION_DIR)
-    behaviour, _ = load_index_behaviour(path, directory.products.ids)
+    behaviour, _ = load_index_behaviour(path, directory.products.ids, config.shoppers)
     return write_shared_space(path, directory, model, config, behaviour)
 
 

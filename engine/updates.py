@@ -28,7 +28,7 @@ from index.content import CONTENT_FILE, ProductContent
 from index.errors import IndexStoreError
 from index.versions import is_versioned_root, publish
 
-CARRIED_SPACES = ("text", "image")  # trained spaces (fused, shared) are made again by `vitrina train`
+CARRIED_SPACES = ("text", "image")  # trained spaces (fused, shared-image) are recomputed by engine.carry_over
 
 
 @dataclass
@@ -44,8 +44,9 @@ class UpdateReport:
     not_found: list[str] = field(default_factory=list)  # delete: ids the index did not have
     encoded: dict[str, int] = field(default_factory=dict)
     images_failed: int = 0
-    dropped_spaces: list[str] = field(default_factory=list)
+    dropped_spaces: list[str] = field(default_factory=list)  # empty when the trained spaces were carried over
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # behaviour and trained heads carried over, or why not
 
     def to_json(self) -> dict:
         out = dict(self.__dict__)
@@ -66,7 +67,7 @@ def _live(root: Path, config: VitrinaConfig) -> IndexDirectory:
 
 
 def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | None = None,
-           settings: ReindexSettings | None = None) -> UpdateReport:
+           settings: ReindexSettings | None = None, retrain: bool = False) -> UpdateReport:
     """Add the catalog's products to the live version, or replace those with the same id."""
     config = config or VitrinaConfig()
     settings = settings or ReindexSettings()
@@ -103,16 +104,17 @@ def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | N
         )
         existing = sum(1 for p in catalog.products if p.id in known)
         keep = [row for row, pid in enumerate(known.ids) if pid not in given]
-        version_dir, directory, dropped = _publish_version(root, live, keep, catalog.products, shard, settings.keep)
+        version_dir, directory, dropped, notes = _publish_version(root, live, keep, catalog.products, shard, settings.keep,
+                                                                  config, retrain)
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products),
                         added=len(catalog.products) - existing, updated=changed, unchanged=existing - changed, deleted=0,
                         encoded={"text": shard.encoded_text, "image": shard.encoded_images},
                         images_failed=len(shard.failures), dropped_spaces=dropped,
-                        seconds=round(time.perf_counter() - started, 3))
+                        seconds=round(time.perf_counter() - started, 3), notes=notes)
 
 
 def delete(root: str | Path, ids_file: str | Path, config: VitrinaConfig | None = None,
-           settings: ReindexSettings | None = None) -> UpdateReport:
+           settings: ReindexSettings | None = None, retrain: bool = False) -> UpdateReport:
     """Remove the products listed in `ids_file` (one id per line) from the live version."""
     config = config or VitrinaConfig()
     settings = settings or ReindexSettings()
@@ -130,10 +132,10 @@ def delete(root: str | Path, ids_file: str | Path, config: VitrinaConfig | None 
         if len(doomed) == len(known):
             raise CatalogError(f"{ids_file}: deleting every product would leave an empty index; re-index instead")
         keep = [row for row, pid in enumerate(known.ids) if pid not in doomed]
-        version_dir, directory, dropped = _publish_version(root, live, keep, [], None, settings.keep)
+        version_dir, directory, dropped, notes = _publish_version(root, live, keep, [], None, settings.keep, config, retrain)
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products), added=0, updated=0,
                         unchanged=0, deleted=len(doomed), not_found=not_found, dropped_spaces=dropped,
-                        seconds=round(time.perf_counter() - started, 3))
+                        seconds=round(time.perf_counter() - started, 3), notes=notes)
 
 
 def read_ids(path: Path) -> list[str]:
@@ -164,9 +166,11 @@ def _added_vectors(name: str, shard: Shard | None, dim: int, base: int) -> tuple
 
 
 def _publish_version(root: Path, live: IndexDirectory, keep: list[int], added: Sequence[Product], shard: Shard | None,
-                     keep_versions: int) -> tuple[Path, IndexDirectory, list[str]]:
+                     keep_versions: int, config: VitrinaConfig, retrain: bool = False
+                     ) -> tuple[Path, IndexDirectory, list[str], list[str]]:
     """Write and publish a new version: the live products at rows `keep` (renumbered in order), then the
-    `added` products, whose vectors and hashes are in `shard` (None when nothing is added)."""
+    `added` products, whose vectors and hashes are in `shard` (None when nothing is added); behaviour and
+    trained spaces carried over. Returns the version, its directory, the spaces dropped and notes."""
     keep_rows = np.asarray(keep, dtype=np.int64)
     renumber = np.full(len(live.products), -1, dtype=np.int64)
     renumber[keep_rows] = np.arange(len(keep_rows))
@@ -187,7 +191,6 @@ def _publish_version(root: Path, live: IndexDirectory, keep: list[int], added: S
         spaces[name] = VectorSpace(old.index.refilled(vectors, rows), vectors, rows)
         infos[name] = live.manifest.spaces[name]
         infos[name].count = len(rows)
-    dropped = sorted(set(live.spaces) - set(spaces))
     new_content = ProductContent([p.id for p in added], [p.text for p in added],
                                  shard.text_hashes if shard else [], shard.image_hashes if shard else [])
     content = live.content.take(keep) + new_content
@@ -199,9 +202,14 @@ def _publish_version(root: Path, live: IndexDirectory, keep: list[int], added: S
     manifest.spaces = infos
     manifest.product_count = len(content)
     directory = IndexDirectory(manifest, table, spaces, lexical, dict(live.encoder_dirs), content=content)
+    from engine.carry_over import carry_over
+
+    carried = carry_over(root, live.path, directory, config, retrain)
+    dropped = sorted(set(live.spaces) - set(directory.spaces))
     version_dir = save_version(root, directory)
+    carried.write(version_dir)
     publish(root, version_dir, keep_versions)
-    return version_dir, directory, dropped
+    return version_dir, directory, dropped, carried.notes
 
 
 def _table(products: ProductTable, keep: list[int], ids: list[str], metadata: list[dict]) -> ProductTable:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,12 +30,14 @@ from index.errors import IndexStoreError
 from index.integrity import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree, digest_file, digest_tree,
                              leftover_name, mismatches, read_checksums, write_checksums)
 from index.lexical import LexicalIndex
+from index.locks import folder_lock
 from index.manifest import MANIFEST_FILE, IndexManifest
 from index.product_index import ProductIndex
 from index.products import ProductTable
 from index.versions import resolve_index_path
 
 PRODUCTS_FILE = "products.parquet"
+EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
 EXACT_FILTER_MAX = 2048  # a filter allowing at most this many products is searched exactly on ANN indexes
@@ -310,13 +312,17 @@ def editing(path: Path) -> Iterator[Path]:
     path = resolve_index_path(path)  # a versioned root: its current version
     IndexManifest.load(path)  # refuse anything that is not an index
     clean_leftovers(path)
-    tmp = path.parent / leftover_name(path.name, "edit")
-    shutil.copytree(path, tmp, copy_function=_link_or_copy)
-    try:
-        yield tmp
-        replace_directory(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # A plain index keeps its shoppers' event log in DIR/events (engine.event_store): hold the log's lock
+    # from the copy to the swap, so no event is appended into the gap and no rewrite is undone by the swap.
+    guard = folder_lock(path / EVENTS_DIR) if (path / EVENTS_DIR).is_dir() else nullcontext()
+    with guard:
+        tmp = path.parent / leftover_name(path.name, "edit")
+        shutil.copytree(path, tmp, copy_function=_link_or_copy)
+        try:
+            yield tmp
+            replace_directory(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace_file(target: Path, write) -> None:

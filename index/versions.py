@@ -5,6 +5,7 @@ Layout of a root made by `vitrina reindex`:
                                   version or the new one, never a mix and never nothing
   versions/<version>/             complete index directories (see index.store); the newest `keep` stay
   .reindex/                       the shards and checkpoint of a re-index in progress (engine.reindex)
+  events/                         the shoppers' event log of every version (engine.event_store)
 
 Every command that takes an index directory accepts a root too and uses its current version.
 """
@@ -22,7 +23,8 @@ from index.manifest import MANIFEST_FILE
 
 CURRENT = "current"
 VERSIONS_DIR = "versions"
-ROOT_ENTRIES = {CURRENT, VERSIONS_DIR, ".reindex", ".lock"}  # what a root holds (the last two: engine.reindex)
+ROOT_ENTRIES = {CURRENT, VERSIONS_DIR, ".reindex", ".lock", "events"}  # what a root holds (.reindex and .lock:
+# engine.reindex; events: the root's event log, engine.event_store)
 
 
 def is_versioned_root(path: Path) -> bool:

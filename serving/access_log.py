@@ -38,6 +38,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+ACCESS_LOGGER = "uvicorn.access"
+
+
+def redact_access_log() -> None:
+    """Put the redacting filter on uvicorn's access logger itself (once per process), so an app served by
+    any uvicorn setup, not only `vitrina serve`'s log_config, never logs shopper ids."""
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())
+
+
 def log_config(level: str = "WARNING") -> dict[str, Any]:
     """uvicorn's logging configuration with the redacting filter on its access handler (applies in every worker).
 

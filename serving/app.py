@@ -37,8 +37,9 @@ from encoders.image_io import decode_image, is_url
 from engine.catalog import CatalogError, metadata_key
 from engine.config import RecommendSettings, VitrinaConfig
 from engine.errors import QueryError
+from engine.event_store import EventLogError
 from engine.events import events_from_records
-from engine.feedback import PERSONAL_DEPTH, fold_in, personalise
+from engine.feedback import PERSONAL_DEPTH, personalise
 from engine.recommend import recommend
 from engine.search import SearchHit, clean_query
 from index.errors import IndexStoreError
@@ -47,6 +48,7 @@ from index.product_index import set_search_threads
 from serving.config import ServingConfig
 from serving.images import ImageRefused, served_image
 from serving.live import IndexHolder, LiveIndex
+from serving.access_log import redact_access_log
 from serving.metrics import RequestMetrics, ServiceMetrics
 from serving.paths import EncodedProductPaths, decoded_product_id
 from serving.ratelimit import RateLimiter, RateLimitMiddleware, too_many
@@ -90,6 +92,15 @@ class EventsOut(BaseModel):
     users: int
     products_with_vectors: int
     index_version: str
+    duplicates: int = Field(0, description="events already applied before (same event id), skipped")
+
+
+class ForgetOut(BaseModel):
+    user_found: bool
+    events_removed: int
+    versions_refit: list[str]
+    notes: list[str]
+    index_version: str
 
 
 class ReloadIn(BaseModel):
@@ -110,6 +121,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     serving = serving or ServingConfig()
     config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, spin=serving.spin))
     set_search_threads(serving.search_threads)
+    redact_access_log()  # access logs never print shopper ids
     metrics = ServiceMetrics(serving.metrics_dir)
     holder = IndexHolder(Path(index_path), config, serving, metrics)
 
@@ -122,11 +134,20 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
                 holder.load_error = str(exc)
                 log.error("could not load the index %s: %s", index_path, exc)
 
-        tasks = [asyncio.create_task(first_load()), asyncio.create_task(holder.follow_signal())]
+        tasks = [asyncio.create_task(first_load()), asyncio.create_task(holder.follow_signal()),
+                 asyncio.create_task(holder.keep_shoppers_current())]
         yield
         for task in tasks:
             task.cancel()
         if holder.current is not None:
+            if holder.current.shoppers is not None and holder.current.shoppers.pending:
+                try:  # the log already holds every event; the snapshot only shortens the next start
+                    if await asyncio.to_thread(holder.current.snapshot):
+                        from engine.shared_space import refresh_shared_space
+
+                        await asyncio.to_thread(refresh_shared_space, holder.current.directory, config)
+                except Exception as exc:
+                    log.error("could not snapshot the behaviour state at shutdown: %s", exc)
             holder.current.close()
 
     limiter = RateLimiter(serving.rate_limit, serving.key_rate_limit, serving.wrong_key_limit, serving.api_key,
@@ -209,6 +230,10 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     @app.exception_handler(CatalogError)
     async def bad_input(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(EventLogError)
+    async def log_unwritable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)  # the server's disk, not the request
 
     @app.exception_handler(IndexStoreError)
     @app.exception_handler(EncoderError)
@@ -340,19 +365,30 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
             raise QueryError(f"{len(body.events)} events in one request; send at most {serving.max_events}")
         records = [e.model_dump(exclude_none=True) for e in body.events]
         log_ = events_from_records(records, index.session.products.rows_by_id)
-        added = await run_in_threadpool(fold_in, index.session, log_)
+        # In memory: logged (fsync'd before this answer) and folded in; snapshots and fused vectors
+        # are refreshed in the background (IndexHolder.keep_shoppers_current), never per request.
+        added = await run_in_threadpool(index.record, log_)
         metrics.events.labels("accepted").inc(len(log_))
         metrics.events.labels("rejected").inc(log_.problems.total)
-        if added.fused_refreshed:
-            await holder.reload(index.path)  # the fused vectors changed: a new index version
-        else:
-            await run_in_threadpool(index.load_behaviour)
-        current = holder.current or index
         return {
             "accepted": len(log_), "rejected": log_.problems.total, "problems": dict(log_.problems.counts),
             "examples": log_.problems.examples, "users": added.users,
-            "products_with_vectors": added.products_with_vectors, "index_version": current.version,
+            "products_with_vectors": added.products_with_vectors, "index_version": index.version,
+            "duplicates": added.duplicates,
         }
+
+    @app.delete("/users/{user_id}", response_model=ForgetOut, dependencies=[Depends(write_access)],
+                summary="Forget a shopper: their events, their vector and their part in product vectors, in every kept version")
+    async def forget_user(index: Live, user_id: Annotated[str, PathParam(min_length=1, max_length=256)]) -> dict[str, Any]:
+        from engine.shoppers import forget
+
+        gone = await run_in_threadpool(forget, index.path, user_id, config)
+        await run_in_threadpool(index.load_behaviour)
+        current = index
+        if gone.found and index.trained:  # the fused vectors were recomputed: a new index version
+            await holder.refresh_fused(index)
+            current = holder.current or index
+        return {**gone.to_json(), "index_version": current.version}
 
     @app.post("/admin/reload", response_model=ReloadOut, dependencies=[Depends(write_access)],
               summary="Load an index version and swap it in atomically while serving")

@@ -19,15 +19,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.behaviour import BehaviourModel, load_index_behaviour
+from engine.behaviour import BehaviourModel
 from engine.config import VitrinaConfig
+from engine.events import EventLog
+from engine.fusion import FUSION_DIR
 from engine.recommend import popularity
 from engine.search import SearchSession
+from engine.shoppers import Recorded, ShopperState
 from serving.batching import MicroBatcher, QueryCache
 from serving.config import ServingConfig
 from serving.metrics import ServiceMetrics
 
 log = logging.getLogger("vitrina.serving")
+RETENTION_CHECK_S = 3600.0  # with --events-max-age and no new events, retention is applied this often
 RETIRE_AFTER_S = 60.0  # an old version's encoders stay up this long for requests still using them
 WARM_UP_IMAGE = Image.new("RGB", (64, 64), (128, 128, 128))
 
@@ -37,6 +41,7 @@ class LiveIndex:
 
     def __init__(self, path: Path, config: VitrinaConfig, serving: ServingConfig, metrics: ServiceMetrics) -> None:
         self.path = Path(path)  # as given: an index directory, or a versioned root
+        self.config = config
         self.session = SearchSession(self.path, config)
         self.directory = self.session.path  # the index directory loaded (a root's current version)
         self.version = self.session.manifest.version
@@ -50,13 +55,70 @@ class LiveIndex:
         self.behaviour: BehaviourModel | None = None
         self.behaviour_why = ""
         self.popular: np.ndarray | None = None
+        self.shoppers: ShopperState | None = None
+        self.fused_stale = False  # events came since the fused vectors were last computed
         self.load_behaviour()
 
     def load_behaviour(self) -> None:
-        """(Re)read the behaviour model from disk, with its popularity; None and why when there is none."""
-        model, why = load_index_behaviour(self.directory, self.session.products.ids)
-        self.behaviour, self.behaviour_why = model, why
+        """(Re)read the behaviour state (snapshot + log tail), with its popularity; None and why when there is none."""
+        self.shoppers = ShopperState.of_index(self.directory, self.session.products.ids, self.config.shoppers)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Point readers at the state's current model (one attribute swap each)."""
+        model = self.shoppers.model
         self.popular = popularity(model) if model is not None else None
+        self.behaviour, self.behaviour_why = model, self.shoppers.why
+
+    @property
+    def trained(self) -> bool:
+        return (self.directory / FUSION_DIR).is_dir()
+
+    def record(self, log: EventLog) -> Recorded:
+        """Apply events in memory: logged (fsync'd) and folded in, no index reload, no file rewritten."""
+        recorded = self.shoppers.record(log)
+        self._publish()
+        self.fused_stale = self.fused_stale or recorded.report.events > 0
+        return recorded
+
+    def catch_up(self) -> int:
+        """Apply events other workers (or the CLI) logged, or reload after a forget or retention rewrite."""
+        applied = self.shoppers.catch_up()
+        if applied or self.shoppers.model is not self.behaviour:  # new events, or reloaded after a rewrite
+            self._publish()
+            self.fused_stale = True
+        return applied
+
+    def refresh_shared_spaces(self) -> bool:
+        """Serve the fused spaces a snapshot (or a forget) rewrote, in place: only those spaces are read
+        again, not the encoders or the other spaces (a reload would load everything beside the old copy).
+        False when the trained spaces changed shape (a space appeared or went): then reload instead."""
+        from engine.shared_space import SHARED_SPACES
+        from index import IndexManifest, ProductIndex, VectorSpace
+        from index.store import read_vectors
+
+        manifest = IndexManifest.load(self.directory)
+        served = self.session.directory
+        if {n for n in SHARED_SPACES if n in manifest.spaces} != {n for n in SHARED_SPACES if n in served.spaces}:
+            return False
+        for name in SHARED_SPACES:
+            info = manifest.spaces.get(name)
+            if info is None:
+                continue
+            index = ProductIndex.load(self.directory / f"{name}.faiss", info.factory, self.config.index,
+                                      tuned=info.tuned_parameters())
+            vectors, rows = read_vectors(self.directory, name)
+            served.spaces[name] = VectorSpace(index, vectors, rows)  # one dict item swap per space
+            served.manifest.spaces[name] = info
+        served.manifest.version = self.version = manifest.version
+        self.fused_stale = False
+        return True
+
+    def snapshot(self) -> bool:
+        """Write the behaviour snapshot (retention applied); whether the fused vectors should be refreshed."""
+        rewritten = self.shoppers.snapshot(self.config)
+        self._publish()
+        return self.trained and (self.fused_stale or rewritten)
 
     def warm_up(self) -> None:
         """Load the encoders and run each once, so the first real query is not the slow one."""
@@ -153,6 +215,44 @@ class IndexHolder:
             swap = Swap(live.version, previous.version if previous else None, str(target), time.perf_counter() - started)
             log.info("serving index version %s from %s (loaded in %.1f s)", swap.index_version, target, swap.seconds)
             return swap
+
+    async def keep_shoppers_current(self) -> None:
+        """For the life of the server: apply others' events every second, snapshot the behaviour state
+        every `snapshot_every_s` (or `snapshot_every_events` events), refresh a trained index's fused
+        vectors at snapshot time (a reload, at most once per interval)."""
+        settings = self.config.shoppers
+        last = retained = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, settings.snapshot_every_s))
+            live = self.current
+            if live is None or live.shoppers is None:
+                continue
+            try:
+                await asyncio.to_thread(live.catch_up)
+                pending, now = live.shoppers.pending, time.monotonic()
+                retention_due = settings.max_age_days is not None and now - retained >= RETENTION_CHECK_S
+                if pending >= settings.snapshot_every_events or retention_due or (
+                        pending and now - last >= settings.snapshot_every_s):
+                    last = now
+                    retained = now if retention_due else retained
+                    await self.snapshot(live)
+            except Exception as exc:  # the events stay in the log; the next round tries again
+                log.error("could not snapshot the behaviour state of %s: %s", live.directory, exc)
+
+    async def snapshot(self, live: LiveIndex) -> None:
+        """Snapshot one live index's behaviour; refresh its fused vectors and reload when they are stale."""
+        if await asyncio.to_thread(live.snapshot):
+            from engine.shared_space import refresh_shared_space
+
+            await asyncio.to_thread(refresh_shared_space, live.directory, self.config)
+            await self.refresh_fused(live)
+
+    async def refresh_fused(self, live: LiveIndex) -> None:
+        """Serve a live index's rewritten fused vectors: swapped in place, or by a reload when they changed shape."""
+        if await asyncio.to_thread(live.refresh_shared_spaces):
+            self.metrics.serving(live.version, len(live.session.products))
+        else:
+            await self.reload(live.path)
 
     def _load(self, path: Path) -> LiveIndex:
         live = LiveIndex(path, self.config, self.serving, self.metrics)

@@ -55,7 +55,7 @@ def test_weight_column_parquet_and_missing_columns(tmp_path):
                       "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"]})
     pq.write_table(table, tmp_path / "e.parquet")
     log = read_events(tmp_path / "e.parquet", PRODUCTS)
-    assert log.weights.tolist() == [2.5] and log.problems.counts == {"bad weight": 2}
+    assert log.weights.tolist() == [2.5] and log.problems.counts == {"bad weight": 1, "negative or zero weight (a return)": 1}
     write_csv(tmp_path / "no-kind.csv", [{"user_id": "u", "product_id": "p1", "timestamp": "2024-01-01"}])
     with pytest.raises(CatalogError, match="needs an 'event' or a 'weight' column"):
         read_events(tmp_path / "no-kind.csv", PRODUCTS)
