@@ -19,6 +19,9 @@ from engine.events import read_events
 from engine.pseudonyms import KEY_FILE, Pseudonyms
 from index.versions import resolve_index_path, versions
 from tests.conftest import demo_rows, run_cli, write_csv
+from tests.serving_util import KEY
+
+KEYED = {"X-API-Key": KEY}  # per-shopper reads need the key
 
 SHOPPER = "shopper-Zq81x@example.org"  # distinctive, so a byte search cannot hit it by chance
 FACTORS = ("--factors", "4", "--iterations", "10")
@@ -243,14 +246,14 @@ def test_delete_user_over_http_needs_the_key_and_forgets_the_shopper(tiny_bert_d
             time.sleep(0.1)
         posted = client.post("/events", json={"events": events_for(ids)}, headers={"X-API-Key": KEY})
         assert posted.status_code == 200, posted.text
-        assert client.get(f"/users/{SHOPPER}/recommendations").json()["personalised"] is True
+        assert client.get(f"/users/{SHOPPER}/recommendations", headers=KEYED).json()["personalised"] is True
         assert client.delete(f"/users/{SHOPPER}").status_code == 401
         gone = client.delete(f"/users/{SHOPPER}", headers={"X-API-Key": KEY})
         assert gone.status_code == 200, gone.text
         body = gone.json()
         assert body["user_found"] is True and body["events_removed"] == 3 and body["index_version"]
-        assert client.get(f"/users/{SHOPPER}/recommendations").json()["personalised"] is False
-        assert client.get("/users/user3/recommendations").json()["personalised"] is True
+        assert client.get(f"/users/{SHOPPER}/recommendations", headers=KEYED).json()["personalised"] is False
+        assert client.get("/users/user3/recommendations", headers=KEYED).json()["personalised"] is True
     hashed = Pseudonyms(bytes.fromhex((index / EVENTS_DIR / KEY_FILE).read_text().strip())).user(SHOPPER)
     assert files_containing(index, SHOPPER) == [] and files_containing(index, hashed) == []
 
@@ -376,7 +379,7 @@ def test_post_events_updates_memory_logs_durably_and_snapshots_later_without_a_r
             assert logged == i + 1  # on disk (fsync'd) before the answer
         assert not (index / BEHAVIOUR_DIR).exists()  # no file rewritten per request: snapshots come later
         assert client.get("/readyz").json()["index_version"] == version  # and no reload
-        assert client.get(f"/users/{SHOPPER}/recommendations").json()["personalised"] is True
+        assert client.get(f"/users/{SHOPPER}/recommendations", headers=KEYED).json()["personalised"] is True
         again = client.post("/events", json={"events": events[:5]}, headers={"X-API-Key": KEY}).json()
         assert again["accepted"] == 5 and again["duplicates"] == 5
     finally:
@@ -391,11 +394,11 @@ def test_a_server_picks_up_events_and_forgets_made_by_the_cli_while_it_runs(tiny
     write_csv(tmp_path / "events.csv", events_for(ids))
     client = _client(index, tiny_bert_dir, snapshot_every_s=0.5)
     try:
-        assert client.get(f"/users/{SHOPPER}/recommendations").status_code == 404  # no events yet
+        assert client.get(f"/users/{SHOPPER}/recommendations", headers=KEYED).status_code == 404  # no events yet
         add(index, tmp_path / "events.csv")  # another process (a second worker, the CLI) logs events
 
         def answer() -> dict:
-            r = client.get(f"/users/{SHOPPER}/recommendations")
+            r = client.get(f"/users/{SHOPPER}/recommendations", headers=KEYED)
             return r.json() if r.status_code == 200 else {}
 
         deadline = time.monotonic() + 20
@@ -514,7 +517,7 @@ def test_a_full_disk_answers_503_applies_nothing_and_a_retry_is_counted_once(tin
     add(index, tmp_path / "events.csv")
     client = _client(index, tiny_bert_dir, snapshot_every_s=3600)
     try:
-        before = client.get("/users/newcomer/recommendations").json()["personalised"]
+        before = client.get("/users/newcomer/recommendations", headers=KEYED).json()["personalised"]
         body = {"events": [{"user_id": "newcomer", "product_id": ids[2], "event": "cart", "timestamp": "2024-05-01"}]}
 
         def full(fd: int) -> None:
@@ -523,11 +526,11 @@ def test_a_full_disk_answers_503_applies_nothing_and_a_retry_is_counted_once(tin
         monkeypatch.setattr(event_store.os, "fsync", full)
         refused = client.post("/events", json=body, headers={"X-API-Key": KEY})
         assert refused.status_code == 503 and "No space left on device" in refused.json()["detail"]
-        assert client.get("/users/newcomer/recommendations").json()["personalised"] is before is False
+        assert client.get("/users/newcomer/recommendations", headers=KEYED).json()["personalised"] is before is False
         monkeypatch.undo()
         retried = client.post("/events", json=body, headers={"X-API-Key": KEY}).json()
         assert retried["accepted"] == 1 and retried["duplicates"] == 0  # the refused event was not kept
-        assert client.get("/users/newcomer/recommendations").json()["personalised"] is True
+        assert client.get("/users/newcomer/recommendations", headers=KEYED).json()["personalised"] is True
     finally:
         client.__exit__(None, None, None)
     newcomer = [line for line in (index / EVENTS_DIR / LOG_FILE).read_text().splitlines() if f'"product":"{ids[2]}"' in line
@@ -565,7 +568,7 @@ def test_two_workers_share_the_log_and_follow_each_others_events_and_forgets(tin
         def all_answer(personalised: bool) -> bool:
             deadline, streak = time.monotonic() + 30, 0
             while streak < 20 and time.monotonic() < deadline:
-                r = httpx.get(f"{base}/users/{SHOPPER}/recommendations", headers=close)
+                r = httpx.get(f"{base}/users/{SHOPPER}/recommendations", headers={**close, **KEYED})
                 streak = streak + 1 if r.status_code == 200 and r.json()["personalised"] is personalised else 0
             return streak == 20
 
@@ -593,10 +596,10 @@ def test_a_server_applies_retention_at_snapshot_time(tiny_bert_dir, tmp_path):
         new = [{"user_id": "regular", "product_id": ids[2], "event": "purchase", "timestamp": now - 3_600}]
         assert client.post("/events", json={"events": old + new}, headers={"X-API-Key": KEY}).status_code == 200
         deadline = time.monotonic() + 20
-        while client.get("/users/old-timer/recommendations").json()["personalised"] and time.monotonic() < deadline:
+        while client.get("/users/old-timer/recommendations", headers=KEYED).json()["personalised"] and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert client.get("/users/old-timer/recommendations").json()["personalised"] is False
-        assert client.get("/users/regular/recommendations").json()["personalised"] is True
+        assert client.get("/users/old-timer/recommendations", headers=KEYED).json()["personalised"] is False
+        assert client.get("/users/regular/recommendations", headers=KEYED).json()["personalised"] is True
     finally:
         client.__exit__(None, None, None)
     assert (index / EVENTS_DIR / LOG_FILE).read_text().count("\n") - 1 == 1
