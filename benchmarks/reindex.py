@@ -26,6 +26,8 @@ import benchutil  # noqa: F401  (first: fixes sys.path)
 import argparse
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -93,7 +95,7 @@ def _vitrina(args: list[str], home: Path) -> subprocess.Popen:
     """`vitrina ARGS` in a process of its own (the project first on sys.path), exports cached under `home`."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(home)}
     return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
 def _finish(process: subprocess.Popen) -> dict:
@@ -103,8 +105,23 @@ def _finish(process: subprocess.Popen) -> dict:
     return json.loads(out)
 
 
+def _cpu_children() -> float:
+    """CPU seconds (user + system) of the waited-for child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(run) -> tuple[object, float, float]:
+    """run()'s result, its wall seconds and the CPU seconds of the one child process it waited for."""
+    cpu, t0 = _cpu_children(), time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - t0, _cpu_children() - cpu
+
+
 def resume(out: Path, shard_sizes: list[str]) -> list[dict]:
-    """Full re-index vs killed at half time + --resume, per shard size ("auto" or a number)."""
+    """Full re-index vs killed at half time + --resume, per shard size ("auto" or a number). CPU seconds
+    besides wall ones: the other processes on a shared machine move wall times by 2x, CPU times much less.
+    redone = CPU of the killed run + CPU of the resume - CPU of a full run: the work the kill cost."""
     catalog = DATA / "fashion" / "products.csv"
     home = out / "resume-home"
     warm = out / "resume-warm"
@@ -118,23 +135,35 @@ def resume(out: Path, shard_sizes: list[str]) -> list[dict]:
         full_root, resumed_root = out / "resume-full", out / "resume-resumed"
         for root in (full_root, resumed_root):
             shutil.rmtree(root, ignore_errors=True)
-        t0 = time.perf_counter()
-        full = _finish(_vitrina(["reindex", str(catalog), "--out", str(full_root), "-q", "--json", *flags], home))
-        full_s = time.perf_counter() - t0
-        process = _vitrina(["reindex", str(catalog), "--out", str(resumed_root), "-q", "--json", *flags], home)
-        time.sleep(full_s / 2)
-        process.send_signal(signal.SIGKILL)
-        process.communicate()
-        shards_done = len(list((resumed_root / ".reindex").glob("shard-*.npz")))
-        t0 = time.perf_counter()
-        resumed = _finish(_vitrina(["reindex", str(catalog), "--out", str(resumed_root), "-q", "--json", "--resume",
-                                    *flags], home))
-        resumed_s = time.perf_counter() - t0
-        same = np.array_equal(np.load(Path(full["path"]) / "text.vectors.npy"), np.load(Path(resumed["path"]) / "text.vectors.npy")) \
-            and np.array_equal(np.load(Path(full["path"]) / "image.vectors.npy"), np.load(Path(resumed["path"]) / "image.vectors.npy"))
+        full, full_s, full_cpu = _timed(lambda: _finish(
+            _vitrina(["reindex", str(catalog), "--out", str(full_root), "-q", "--json", *flags], home)))
+
+        def killed() -> int:
+            """Runs with progress bars on stderr; returns the photos decoded when killed (the encoder is at
+            most a 128-photo window behind: what the killed run had encoded, within that)."""
+            process = _vitrina(["reindex", str(catalog), "--out", str(resumed_root), "--json", *flags], home)
+            time.sleep(full_s / 2)
+            process.send_signal(signal.SIGKILL)
+            _, err = process.communicate()
+            counts = re.findall(r"decode: (\d+)image", err)
+            return int(counts[-1]) if counts else 0
+
+        decoded, _, killed_cpu = _timed(killed)
+        resumed, resumed_s, resumed_cpu = _timed(lambda: _finish(_vitrina(
+            ["reindex", str(catalog), "--out", str(resumed_root), "-q", "--json", "--resume", *flags], home)))
+        size_used = -(-full["products"] // full["shards"])  # products per shard (the last one may be short)
+        resumed_kept = min(full["products"], resumed["resumed_shards"] * size_used)
+        same = all(np.array_equal(np.load(Path(full["path"]) / f"{space}.vectors.npy"),
+                                  np.load(Path(resumed["path"]) / f"{space}.vectors.npy")) for space in ("text", "image"))
         results.append({"shard_size": size, "shards": full["shards"], "full_s": round(full_s, 1),
-                        "killed_at_s": round(full_s / 2, 1), "shards_done_when_killed": shards_done,
+                        "killed_at_s": round(full_s / 2, 1), "resumed_shards": resumed["resumed_shards"],
                         "resumed_s": round(resumed_s, 1), "ratio": round(resumed_s / full_s, 3),
+                        "full_cpu_s": round(full_cpu, 1), "killed_cpu_s": round(killed_cpu, 1),
+                        "resumed_cpu_s": round(resumed_cpu, 1), "cpu_ratio": round(resumed_cpu / full_cpu, 3),
+                        "redone_share": round((killed_cpu + resumed_cpu - full_cpu) / full_cpu, 3),
+                        "encoded_when_killed": decoded, "kept_products": min(decoded, resumed_kept),
+                        "redone_products": max(0, decoded - resumed_kept),
+                        "redone_products_share": round(max(0, decoded - resumed_kept) / full["products"], 3),
                         "identical_vectors": bool(same)})
         print(json.dumps(results[-1]), flush=True)
         for root in (full_root, resumed_root):
@@ -222,10 +251,14 @@ def main() -> None:
                              [[p["products"], p["pure_encoder"]["total_s"], p["reindex_without_setup_s"], p["ratio"],
                                p["products_per_s"], p["unchanged_rerun_s"]]]))
     if "resume" in results:
-        print(markdown_table(["--shard-size", "shards", "full run s", "killed at s", "shards done", "resumed s",
-                              "resumed / full", "identical vectors"],
-                             [[r["shard_size"], r["shards"], r["full_s"], r["killed_at_s"], r["shards_done_when_killed"],
-                               r["resumed_s"], r["ratio"], r["identical_vectors"]] for r in results["resume"]]))
+        print(markdown_table(["--shard-size", "shards", "full s (CPU s)", "killed at s", "encoded when killed",
+                              "kept by checkpoints", "redone", "resumed s (CPU s)", "resumed / full: wall, CPU",
+                              "identical vectors"],
+                             [[r["shard_size"], r["shards"], f"{r['full_s']} ({r['full_cpu_s']})", r["killed_at_s"],
+                               r["encoded_when_killed"], r["kept_products"],
+                               f"{r['redone_products']} ({r['redone_products_share']:.0%})",
+                               f"{r['resumed_s']} ({r['resumed_cpu_s']})", f"{r['ratio']}, {r['cpu_ratio']}",
+                               r["identical_vectors"]] for r in results["resume"]]))
     if "ann" in results:
         a = results["ann"]
         print(markdown_table(["index", "vectors", "build s", "tuned", "recall@10", "QPS (1 thread)", "bytes/vector"],

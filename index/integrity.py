@@ -82,7 +82,16 @@ def mismatches(directory: Path, recorded: dict[str, str]) -> list[tuple[str, str
 
 def copy_file(source: str | Path, target: str | Path) -> None:
     """A private copy of `source` at `target`: a reflink where the filesystem supports it, else an
-    in-kernel copy (copy_file_range), else a plain one. Never a hard link."""
+    in-kernel copy (copy_file_range), else a plain one. Never a hard link. An OSError names `target`."""
+    try:
+        _copy_file(source, target)
+    except OSError as exc:
+        if exc.filename or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
+
+
+def _copy_file(source: str | Path, target: str | Path) -> None:
     with open(source, "rb") as src, open(target, "wb") as dst:
         try:
             fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
@@ -109,8 +118,16 @@ def copy_file(source: str | Path, target: str | Path) -> None:
 
 
 def copy_tree(source: Path, target: Path) -> None:
-    """Copy a directory with `copy_file` (private copies, never links)."""
-    shutil.copytree(source, target, copy_function=copy_file)
+    """Copy a directory with `copy_file` (private copies, never links); the first failure raises its own
+    OSError (shutil.copytree would gather them into one message of tuples)."""
+    source, target = Path(source), Path(target)
+    target.mkdir(parents=True)
+    for path in sorted(source.rglob("*")):
+        dest = target / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(exist_ok=True)
+        elif path.is_file():
+            copy_file(path, dest)
 
 
 def leftover_name(base: str, kind: str) -> str:

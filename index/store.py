@@ -197,6 +197,11 @@ class IndexDirectory:
             replace_directory(tmp, out)
             self.path = out
             self.encoder_dirs = {role: out / ENCODERS_DIR / role for role in self.encoder_dirs}
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno is None or (exc.filename and not str(exc.filename).startswith(str(tmp))):
+                raise
+            raise OSError(exc.errno, exc.strerror, str(out)) from exc  # the index being written, not its temp name
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

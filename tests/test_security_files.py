@@ -210,6 +210,8 @@ def test_a_full_disk_during_index_is_a_clear_error_and_keeps_the_old_index(built
         code, out, err = run_cli("index", catalog, "--out", disk / "idx", *flags)
         assert code == 1, out + err
         assert err.startswith("vitrina: error: ") and "No space left on device" in err and "Traceback" not in err
+        assert err.count("No space left") == 1 and "[Errno" not in err  # one reason, said plainly
+        assert f"({disk}" in err  # and where
         assert sorted(p.name for p in disk.iterdir()) == ["filler", "idx"]  # nothing half-written beside it
         assert len(IndexDirectory.load(disk / "idx").products) == 5  # the old index is intact
 
