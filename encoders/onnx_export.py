@@ -22,7 +22,7 @@ from encoders.errors import EncoderError
 from encoders.onnx_runtime import (  # noqa: F401 - SMOOTH_ALPHA, default_cache_dir: public here too
     OUTPUT_NAME, SMOOTH_ALPHA, OnnxModelInfo, cache_entry, check_export, default_cache_dir, is_onnx_dir,
 )
-from index.integrity import clean_leftovers, leftover_name, write_checksums
+from encoders.files import clean_leftovers, leftover_name, write_checksums
 
 OPSET = 17
 PRECISIONS = ("fp32", "int8", "fp16")

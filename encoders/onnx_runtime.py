@@ -28,7 +28,7 @@ from encoders.base import l2_normalize
 from encoders.config import EncoderConfig
 from encoders.errors import EncoderError
 from encoders.image_io import fit_square
-from index.integrity import mismatches, read_checksums
+from encoders.files import mismatches, read_checksums
 
 META_FILE = "vitrina_onnx.json"
 EXPORT_FORMAT = 1

@@ -422,7 +422,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           + (f" (validation recall@10 {val:.3f})" if val is not None else ""))
     for note in notes:
         print(f"  note: {note}")
-    print(f"  search and similar now use the fused space by default (--space text|image to choose)")
+    print("  search and similar now use the fused space by default (--space text|image to choose)")
     return 0
 
 

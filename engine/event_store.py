@@ -28,6 +28,7 @@ import numpy as np
 
 from engine.errors import QueryError
 from index.locks import LOCK_FILE, folder_lock  # noqa: F401  (LOCK_FILE: the lock's name in the folder)
+from encoders.files import leftover_name
 
 EVENTS_DIR = "events"
 LOG_FILE = "log.jsonl"
@@ -160,7 +161,7 @@ class EventStore:
     def _write_new(self, events: StoredEvents) -> tuple[int, str]:
         self.folder.mkdir(parents=True, exist_ok=True)
         generation = uuid.uuid4().hex
-        tmp = self.folder / f".{LOG_FILE}.tmp-{generation[:8]}"
+        tmp = self.folder / leftover_name(LOG_FILE, "tmp")
         try:
             with tmp.open("wb") as f:
                 f.write(json.dumps({"vitrina_events": 1, "generation": generation}).encode() + b"\n")

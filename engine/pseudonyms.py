@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 
 from engine.errors import QueryError
+from encoders.files import leftover_name
 
 KEY_FILE = "user.key"
 CHECK_FILE = "user.key.check"
@@ -71,7 +72,7 @@ class Pseudonyms:
 def _write_private(path: Path, text: str) -> None:
     """Write a small file readable by its owner only (0600), beside and renamed, fsync'd."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+    tmp = path.parent / leftover_name(path.name, "tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, text.encode("utf-8"))

@@ -281,7 +281,16 @@ def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexSettings
         "encoders": {"backend": enc.backend, "precision": enc.precision, "batch_size": enc.batch_size,
                      "max_text_length": enc.max_text_length},
         "shard_size": shard_size, "engine": settings.engine, "vitrina_version": __version__,
+        "images": _image_policy_job(config),  # shards hold the refusals of this policy
     }
+
+
+def _image_policy_job(config: VitrinaConfig) -> dict:
+    """The image policy as job.json records it: a resume under other image flags would reuse other refusals."""
+    policy = config.images
+    return {"roots": sorted(str(Path(r).resolve()) for r in policy.roots),
+            "allow_private_urls": policy.allow_private_urls,
+            "allowed_networks": sorted(str(n) for n in policy.allowed_networks), "max_bytes": policy.max_bytes}
 
 
 def reindex(catalog_path: str | Path, root: str | Path, config: VitrinaConfig | None = None,

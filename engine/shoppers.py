@@ -24,7 +24,6 @@ import json
 import shutil
 import threading
 import time
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from engine.events import EventLog, EventProblems
 from engine.pseudonyms import Pseudonyms
 from index.store import replace_directory
 from index.versions import is_versioned_root, resolve_index_path, versions
+from encoders.files import leftover_name
 
 DAY_S = 86_400.0
 
@@ -337,7 +337,7 @@ def write_snapshot(index_dir: Path, model: BehaviourModel) -> None:
     """Save a model as DIR/behaviour: written beside, fsync'd, renamed over the old one."""
     index_dir = Path(index_dir)
     target = index_dir / BEHAVIOUR_DIR
-    tmp = index_dir / f".{BEHAVIOUR_DIR}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = index_dir / leftover_name(BEHAVIOUR_DIR, "tmp")
     try:
         model.save(tmp)
         replace_directory(tmp, target)
@@ -349,7 +349,7 @@ def write_snapshot(index_dir: Path, model: BehaviourModel) -> None:
 def _remove_snapshot(index_dir: Path) -> None:
     target = Path(index_dir) / BEHAVIOUR_DIR
     if target.exists():
-        gone = Path(index_dir) / f".{BEHAVIOUR_DIR}.old-{uuid.uuid4().hex[:8]}"
+        gone = Path(index_dir) / leftover_name(BEHAVIOUR_DIR, "old")
         target.rename(gone)
         shutil.rmtree(gone, ignore_errors=True)
 

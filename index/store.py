@@ -27,7 +27,7 @@ import numpy as np
 from index.config import IndexConfig
 from index.content import CONTENT_FILE, ProductContent
 from index.errors import IndexStoreError
-from index.integrity import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree, digest_file, digest_tree,
+from encoders.files import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree, digest_file, digest_tree,
                              leftover_name, mismatches, read_checksums, write_checksums)
 from index.lexical import LexicalIndex
 from index.locks import folder_lock

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from index.errors import IndexStoreError
-from index.integrity import is_abandoned, leftover_name
+from encoders.files import is_abandoned, leftover_name
 from index.manifest import MANIFEST_FILE
 
 CURRENT = "current"

@@ -3,6 +3,8 @@ upsert and delete, tuned ANN indexes, and the Ray engine. Real packaged encoders
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import signal
@@ -18,7 +20,7 @@ from engine.config import VitrinaConfig
 from engine.errors import CatalogError
 from engine.reindex import WORK_DIR, ReindexSettings, reindex
 from engine.search import SearchSession
-from engine.updates import delete, upsert
+from engine.updates import upsert
 from index import IndexDirectory
 from index.errors import IndexStoreError
 from index.versions import CURRENT, resolve_index_path, versions
@@ -133,6 +135,9 @@ def test_resume_refuses_a_changed_catalog(catalog, tmp_path):
         reindex(other, root, CONFIG, ReindexSettings(shard_size=8), resume=True)
     with pytest.raises(CatalogError, match="cannot resume.*shard_size"):
         reindex(catalog, root, CONFIG, ReindexSettings(shard_size=9), resume=True)
+    private = dataclasses.replace(CONFIG, images=dataclasses.replace(CONFIG.images, allow_private_urls=True))
+    with pytest.raises(CatalogError, match="cannot resume.*images"):  # the shards hold the other policy's refusals
+        reindex(catalog, root, private, ReindexSettings(shard_size=8), resume=True)
 
 
 CRASH_SCRIPT = """

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from engine.behaviour import BEHAVIOUR_DIR, BehaviourModel, BehaviourSettings
 from engine.event_store import EVENTS_DIR, LOG_FILE

@@ -24,8 +24,8 @@ from engine.reindex import WORK_DIR, ReindexSettings, reindex
 from engine.search import SearchSession
 from index import IndexDirectory, IndexManifest
 from index.errors import IndexStoreError
-from index.integrity import CHECKSUM_FILE, digest_file
-from index.versions import VERSIONS_DIR, resolve_index_path
+from encoders.files import CHECKSUM_FILE, digest_file
+from index.versions import VERSIONS_DIR
 from tests.conftest import REPO, WORDS, run_cli, write_csv
 
 QUERIES = ["red running shoes", "leather wallet", "waterproof hiking boots", "cotton summer dress"]
@@ -159,7 +159,7 @@ DAMAGES = {
     "text.vectors.npy truncated": lambda d: (_truncate(d / "text.vectors.npy"), "text.vectors.npy")[1],
     "text.rows.npy missing": lambda d: ((d / "text.rows.npy").unlink(), "text.rows.npy")[1],
     "text.faiss truncated": lambda d: (_truncate(d / "text.faiss"), "text.faiss")[1],
-    "lexical file truncated": lambda d: (_truncate(f := _lexical_file(d)), "lexical")[1],
+    "lexical file truncated": lambda d: (_truncate(_lexical_file(d)), "lexical")[1],
 }
 
 

@@ -158,7 +158,7 @@ def test_the_image_endpoint_serves_only_images_inside_the_recorded_folders(clien
 
 
 def test_the_image_endpoint_checks_again_at_serve_time(client, hostile, tmp_path):
-    shop, outside = hostile[0], hostile[1]
+    shop = hostile[0]
     target = shop / "images" / "disguised.jpg"
     saved = target.read_bytes()
     try:
@@ -215,7 +215,7 @@ def test_older_indexes_fall_back_to_the_catalog_folder_else_refuse(hostile, tiny
 # ---------------------------------------------------------------- --image-root on index, reindex and upsert
 
 def test_image_root_flag_admits_a_folder_on_index_reindex_and_upsert(hostile, tiny_bert_dir, tiny_resnet_weights, tmp_path):
-    shop, outside = hostile[0], hostile[1]
+    outside = hostile[1]
     rows = [dict(r) for r in demo_rows()[:3]]
     catalog = demo_catalog(tmp_path / "cat", rows)
     rows[1]["image"] = str(outside / "real.jpg")

@@ -4,6 +4,9 @@ and the temporary names writers use, so leftovers of killed writers can be told 
 Encoder files are copied, never hard-linked: a hard link shares one inode, so overwriting the file in
 one index (read-only bits do not stop root) changed every index and the ONNX cache that linked it. A
 reflink (FICLONE) shares blocks copy-on-write instead: free in space and time, yet private.
+
+It sits in encoders/, the lowest package, because every layer writes files this way: encoders (the
+ONNX cache), index (index directories and versions) and engine (event logs and snapshots).
 """
 
 from __future__ import annotations
