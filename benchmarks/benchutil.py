@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,3 +76,21 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def start_server(index: Path, port: int, flags: Sequence[str] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`vitrina serve INDEX --port PORT FLAGS` of this venv, returned once /readyz says ready (exits if never)."""
+    import httpx
+
+    command = [str(Path(sys.executable).parent / "vitrina"), "serve", str(index), "--port", str(port), *flags]
+    process = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit("the server did not become ready")

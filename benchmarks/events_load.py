@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchutil import DATA, DEFAULT_OUT, REPO, ensure_index
+from benchutil import DATA, DEFAULT_OUT, REPO, ensure_index, start_server
 from engine.config import VitrinaConfig
 
 KEY = "load-test-key-0123"
@@ -65,17 +65,7 @@ def process_stats(pid: int) -> dict:
 
 
 def serve(index: Path, port: int, *extra: str) -> subprocess.Popen:
-    process = subprocess.Popen([str(BIN / "vitrina"), "serve", str(index), "--port", str(port), *extra], env=ENV)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not become ready")
+    return start_server(index, port, extra, ENV)
 
 
 def percentiles(seconds: list[float]) -> dict:

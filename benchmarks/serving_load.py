@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from benchutil import DATA, DEFAULT_OUT, ensure_index, markdown_table
+from benchutil import DATA, DEFAULT_OUT, ensure_index, markdown_table, start_server
 from engine.config import VitrinaConfig
 from index.manifest import IndexManifest
 from index.store import write_manifest
@@ -89,20 +89,8 @@ def second_version(index: Path) -> Path:
 
 
 def serve(index: Path, port: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "VITRINA_API_KEY": KEY}
     # --rate-limit off: the load comes from one loopback address, far above what one shopper ever sends
-    process = subprocess.Popen([str(BIN / "vitrina"), "serve", str(index), "--port", str(port), "--rate-limit", "off",
-                                *extra], env=env)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not become ready")
+    return start_server(index, port, ("--rate-limit", "off", *extra), {**os.environ, "VITRINA_API_KEY": KEY})
 
 
 def metric(text: str, name: str) -> float:

@@ -190,3 +190,12 @@ def clean_leftovers(target: Path) -> list[Path]:
             remove_path(entry)
             removed.append(entry)
     return removed
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -28,7 +28,7 @@ import numpy as np
 
 from engine.errors import QueryError
 from index.locks import LOCK_FILE, folder_lock  # noqa: F401  (LOCK_FILE: the lock's name in the folder)
-from encoders.files import leftover_name
+from encoders.files import fsync_dir, leftover_name
 
 EVENTS_DIR = "events"
 LOG_FILE = "log.jsonl"
@@ -195,13 +195,6 @@ def _events(records: list[dict]) -> StoredEvents:
     )
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IdSet:

@@ -32,12 +32,12 @@ import numpy as np
 
 from engine.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport
 from engine.config import ShopperSettings, VitrinaConfig
-from engine.event_store import EVENTS_DIR, EventStore, IdSet, StoredEvents, fsync_dir
+from engine.event_store import EVENTS_DIR, EventStore, IdSet, StoredEvents
 from engine.events import EventLog, EventProblems
 from engine.pseudonyms import Pseudonyms
 from index.store import replace_directory
 from index.versions import is_versioned_root, resolve_index_path, versions
-from encoders.files import leftover_name
+from encoders.files import fsync_dir, leftover_name
 
 DAY_S = 86_400.0
 

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 from index.errors import IndexStoreError
-from encoders.files import is_abandoned, leftover_name
+from encoders.files import fsync_dir, is_abandoned, leftover_name
 from index.manifest import MANIFEST_FILE
 
 CURRENT = "current"
@@ -89,7 +89,7 @@ def publish(root: Path, version_dir: Path, keep: int) -> list[Path]:
     finally:
         if tmp.is_symlink():
             tmp.unlink()
-    _fsync_dir(root)
+    fsync_dir(root)
     return prune(root, keep)
 
 
@@ -119,11 +119,3 @@ def clean_builds(root: Path) -> None:
     for link in root.glob(f".{CURRENT}.tmp-*") if root.is_dir() else ():
         if is_abandoned(link):
             link.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

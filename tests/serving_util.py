@@ -11,6 +11,7 @@ from typing import Iterator
 
 import httpx
 import uvicorn
+from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.config import ServingConfig
@@ -66,3 +67,14 @@ def wait_ready(base: str, timeout_s: float = 120.0) -> dict:
             pass
         time.sleep(0.2)
     raise AssertionError(f"{base} not ready: {last.text if last is not None else 'no answer'}")
+
+
+def ready_client(index_dir: Path, serving: ServingConfig | None = None) -> TestClient:
+    """A started TestClient over the app of `index_dir`, once its index is loaded (the caller exits it)."""
+    client = TestClient(create_app(index_dir, serving=serving or ServingConfig(api_key=KEY)))
+    client.__enter__()
+    for _ in range(600):
+        if client.get("/readyz").status_code == 200:
+            return client
+        time.sleep(0.1)
+    raise AssertionError(client.get("/readyz").json())

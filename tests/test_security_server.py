@@ -32,7 +32,7 @@ from serving.app import create_app
 from serving.config import ServingConfig, ServingConfigError
 from serving.timeouts import uvicorn_timeouts
 from tests.conftest import demo_catalog, demo_rows
-from tests.serving_util import KEY, free_port, running_server, wait_ready
+from tests.serving_util import KEY, free_port, running_server, wait_ready, ready_client
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +49,6 @@ def shop(tmp_path_factory):
     build_index(demo_catalog(root, rows), root / "idx", VitrinaConfig(progress=False))
     return root / "idx", rows
 
-
-def ready_client(index_dir: Path, serving: ServingConfig) -> TestClient:
-    client = TestClient(create_app(index_dir, serving=serving))
-    client.__enter__()
-    for _ in range(600):
-        if client.get("/readyz").status_code == 200:
-            return client
-        time.sleep(0.1)
-    raise AssertionError(client.get("/readyz").json())
 
 
 @pytest.fixture

@@ -13,17 +13,15 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from engine.config import VitrinaConfig
 from engine.indexing import build_index
 from index import IndexManifest
-from serving.app import create_app
 from serving.batching import MicroBatcher
 from serving.config import ServingConfig
 from tests.conftest import DEMO_DATA, write_csv
-from tests.serving_util import KEY, TYPES, running_server, shop_catalog
+from tests.serving_util import KEY, TYPES, running_server, shop_catalog, ready_client
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +34,6 @@ def shop(tmp_path_factory):
     build_index(catalog, root / "idx", VitrinaConfig(progress=False))
     return catalog, root / "idx", rows
 
-
-def ready_client(index_dir, serving: ServingConfig | None = None) -> TestClient:
-    client = TestClient(create_app(index_dir, serving=serving or ServingConfig(api_key=KEY)))
-    client.__enter__()
-    for _ in range(600):
-        if client.get("/readyz").status_code == 200:
-            return client
-        time.sleep(0.1)
-    raise AssertionError(client.get("/readyz").json())
 
 
 @pytest.fixture(scope="module")
