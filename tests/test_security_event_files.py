@@ -142,6 +142,19 @@ def test_cli_events_gzip_missing_column_flag_and_finite_scores(text_index, tmp_p
         assert all(math.isfinite(h["score"]) for h in answer["results"]), answer
     code, out, err = run_cli("search", index, "shirt", "--user", "old", "--json")
     assert code == 0 and all(math.isfinite(h["score"]) for h in json.loads(out)["results"])
+    # over HTTP a NaN score was a 500 for every known shopper
+    from serving.config import ServingConfig
+    from tests.serving_util import KEY, ready_client
+
+    client = ready_client(index, ServingConfig(api_key=KEY))
+    try:
+        for user in ("old", "new"):
+            answer = client.get(f"/users/{user}/recommendations", params={"include_seen": "true"},
+                                headers={"X-API-Key": KEY})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["results"] and all(math.isfinite(h["score"]) for h in answer.json()["results"])
+    finally:
+        client.__exit__(None, None, None)
 
     write_csv(tmp_path / "renamed.csv", [{"customer": "u", "product_id": ids[0], "event": "view", "timestamp": new}])
     code, _, err = run_cli("events", "add", index, tmp_path / "renamed.csv")
