@@ -164,7 +164,8 @@ def startup(work: Path) -> tuple[list[list], dict]:
     catalog = subset_catalog(DATA / "fashion" / "products.csv", 100, work, image_field="image")
     index = work / "startup-index"
     vitrina = str(REPO / ".venv" / "bin" / "vitrina")
-    subprocess.run([vitrina, "index", str(catalog), "--out", str(index), "--backend", "onnx", "-q"], check=True,
+    subprocess.run([vitrina, "index", str(catalog), "--out", str(index), "--backend", "onnx", "-q",
+                    "--image-root", str(DATA)], check=True,
                    capture_output=True)
     rows, figures = [], {}
     for backend in ("onnx", "torch"):

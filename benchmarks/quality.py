@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import bm25s
 
-from benchutil import DATA, DEFAULT_OUT, ensure_index, index_path, markdown_table, subset_catalog, timed
+from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, ensure_index, index_path, markdown_table, subset_catalog, timed
 from engine.catalog import CatalogFields
 from engine.config import VitrinaConfig
 from engine.metrics import mean, ndcg_at_k, precision_at_k
@@ -124,7 +124,7 @@ def shares_attributes(products: ProductTable, row: int, keys: tuple[str, ...]) -
 
 
 def fashion(args: argparse.Namespace) -> str:
-    config = VitrinaConfig(index=IndexConfig(factory="Flat"), progress=sys.stderr.isatty())
+    config = VitrinaConfig(index=IndexConfig(factory="Flat"), progress=sys.stderr.isatty(), images=DATA_IMAGES)
     target = index_path(args.out, "quality-fashion-image", args.limit)
     ensure_index(subset_catalog(FASHION_CSV, args.limit, args.out, image_field="image"), target, config, args.reuse)
     session = SearchSession(target, config)

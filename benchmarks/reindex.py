@@ -127,7 +127,7 @@ def resume(out: Path, shard_sizes: list[str]) -> list[dict]:
     warm = out / "resume-warm"
     shutil.rmtree(warm, ignore_errors=True)  # first: exports the models into home's cache (off the clock)
     small = subset_catalog(catalog, 50, out / "resume-subset", image_field="image")
-    _finish(_vitrina(["reindex", str(small), "--out", str(warm), "-q", "--json"], home))
+    _finish(_vitrina(["reindex", str(small), "--out", str(warm), "-q", "--json", "--image-root", str(DATA)], home))
     shutil.rmtree(warm, ignore_errors=True)
     results = []
     for size in shard_sizes:

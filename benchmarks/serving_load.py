@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from benchutil import DATA, DEFAULT_OUT, ensure_index, markdown_table, start_server
+from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, ensure_index, markdown_table, start_server
 from engine.config import VitrinaConfig
 from index.manifest import IndexManifest
 from index.store import write_manifest
@@ -153,7 +153,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     catalog = shop_catalog(args.out)
     index = args.out / "shop10k"
-    ensure_index(catalog, index, VitrinaConfig(), args.reuse)
+    ensure_index(catalog, index, VitrinaConfig(images=DATA_IMAGES), args.reuse)
     files = queries_and_photos(catalog, args.out)
     other = second_version(index)
     wanted = args.only or ["text", "text-nocache", "image", "swap"]

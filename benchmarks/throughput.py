@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from benchutil import DATA, DEFAULT_OUT, index_path, markdown_table, subset_catalog, timed
+from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, index_path, markdown_table, subset_catalog, timed
 from encoders import load_image_encoder, load_text_encoder
 from encoders.image_io import load_image
 from engine.config import VitrinaConfig
@@ -80,7 +80,7 @@ def query_images(session: SearchSession, count: int, rng: random.Random) -> list
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    config = VitrinaConfig(progress=sys.stderr.isatty())
+    config = VitrinaConfig(progress=sys.stderr.isatty(), images=DATA_IMAGES)
     catalog = subset_catalog(FASHION_CSV, args.limit, args.out, image_field="image")
     target = index_path(args.out, "throughput-fashion", args.limit)
     load_s = {

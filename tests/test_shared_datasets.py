@@ -27,8 +27,10 @@ def test_hm_articles_keep_leading_zero_ids_and_absolute_image_paths(tmp_path):
     for row in rows:
         row["image"] = str(SHARED / "hm" / row["image"])  # absolute paths work as well as relative ones
     catalog = write_csv(tmp_path / "hm.csv", rows)
-    code, out, err = run_cli("index", catalog, "--out", tmp_path / "idx", "-q",
-                             "--id-field", "article_id", "--text-fields", "prod_name,detail_desc")
+    flags = ("--id-field", "article_id", "--text-fields", "prod_name,detail_desc")
+    code, out, err = run_cli("index", catalog, "--out", tmp_path / "idx", "-q", *flags)
+    assert code == 0 and "image: 24 vectors" not in out and "outside the catalog's folder" in out  # not its folder
+    code, out, err = run_cli("index", catalog, "--out", tmp_path / "idx", "-q", *flags, "--image-root", SHARED / "hm")
     assert code == 0, err
     assert "Indexed 24 products" in out and "image: 24 vectors" in out
     code, out, _ = run_cli("search", tmp_path / "idx", "black tights", "-k", "3", "--json")
@@ -66,7 +68,7 @@ def test_fashion_image_batch_with_paths_relative_to_the_query_file(tmp_path):
     for row in rows:
         row["image"] = str(SHARED / "fashion" / row["image"])
     catalog = write_csv(tmp_path / "fashion.csv", rows)
-    assert run_cli("index", catalog, "--out", tmp_path / "idx", "-q")[0] == 0
+    assert run_cli("index", catalog, "--out", tmp_path / "idx", "-q", "--image-root", SHARED / "fashion")[0] == 0
     queries_dir = tmp_path / "queries"
     queries_dir.mkdir()
     for row in rows[:2]:
