@@ -41,6 +41,20 @@ def fetch_url(url: str, policy: ImagePolicy, timeout_s: float) -> bytes:
     raise ImageLoadError(f"could not download {url}: more than {policy.max_redirects} redirects")
 
 
+def check_url(url: str, policy: ImagePolicy) -> None:
+    """Refuse (ImageLoadError) a URL that is not http(s) with a host, or whose host resolves to an address
+    the policy refuses; what `fetch_url` checks before each hop, without fetching."""
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ImageLoadError(f"refused {url}: only http and https URLs with a host are fetched")
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise ImageLoadError(f"refused {url}: invalid port") from None
+    for address in _resolve(parts.hostname, port, url):
+        policy.check_address(url, parts.hostname, address)
+
+
 def _get(url: str, policy: ImagePolicy, timeout_s: float) -> tuple[int, str | None, bytes]:
     """One GET: (status, Location header, body when 200)."""
     parts = urlsplit(url)

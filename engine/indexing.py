@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
+from encoders import Encoder, ImageLoadError, ImagePolicy, load_image_encoder, load_text_encoder
 from encoders.factory import NO_IMAGE_MODEL, is_builtin_name
 from encoders.image_io import load_images
 from engine import __version__
@@ -117,6 +117,22 @@ def image_roots(config: VitrinaConfig, recorded: Sequence[str] = ()) -> list[str
     return list(dict.fromkeys([*recorded, *(str(root) for root in config.images.roots)]))
 
 
+def image_url_rules(config: VitrinaConfig, recorded: dict | None = None) -> dict:
+    """The URL rules images were fetched under, for the manifest (the server redirects to image URLs
+    only under the same rules); an upsert keeps what was allowed before."""
+    recorded = recorded or {}
+    networks = [*recorded.get("allowed_networks", ()), *(str(n) for n in config.images.allowed_networks)]
+    return {"allow_private_urls": bool(recorded.get("allow_private_urls")) or config.images.allow_private_urls,
+            "allowed_networks": list(dict.fromkeys(networks))}
+
+
+def recorded_url_policy(catalog: dict) -> ImagePolicy:
+    """The URL rules a manifest's catalog record names (before they were recorded: public addresses only)."""
+    rules = catalog.get("image_urls") or {}
+    return ImagePolicy.from_flags(networks=rules.get("allowed_networks", ()),
+                                  allow_private_urls=bool(rules.get("allow_private_urls")))
+
+
 def absolute_spec(spec: str) -> str:
     """Model specs that name local paths are stored absolute, so the index loads from anywhere."""
     prefix = "clip:" if spec.startswith("clip:") else ""
@@ -176,6 +192,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
             "text_fields": list(catalog.fields.text_fields or ()),
             "image_field": catalog.fields.image_field,
             "image_roots": image_roots(config),
+            "image_urls": image_url_rules(config),
         },
         spaces=infos,
         images_failed=len(failures),

@@ -33,7 +33,7 @@ from engine import __version__
 from engine.catalog import Product, count_records, stream_catalog
 from engine.config import VitrinaConfig
 from engine.errors import CatalogError
-from engine.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs, image_roots
+from engine.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs, image_roots, image_url_rules
 from engine.shards import Shard, ShardStore
 from index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
 from index.content import CONTENT_FILE, ProductContent, content_hash
@@ -439,7 +439,7 @@ def _assemble(store: ShardStore, shard_count: int, products: list[Product], stre
         product_count=len(products),
         catalog={"source": str(stream.source.resolve()), "id_field": stream.fields.id_field,
                  "text_fields": list(stream.fields.text_fields or ()), "image_field": stream.fields.image_field,
-                 "image_roots": image_roots(config)},
+                 "image_roots": image_roots(config), "image_urls": image_url_rules(config)},
         spaces=infos, images_failed=len(failures), vitrina_version=__version__,
     )
     table = ProductTable.from_records(ids, [p.metadata for p in products])

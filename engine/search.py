@@ -11,10 +11,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from encoders import Encoder, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
+from encoders import Encoder, EncoderError, ImagePolicy, load_image_encoder, load_image_space_text_encoder, load_text_encoder
 from encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
 from engine.catalog import resolve_image_source
-from engine.indexing import recorded_image_roots
+from engine.indexing import recorded_image_roots, recorded_url_policy
 from engine.config import VitrinaConfig
 from engine.errors import QueryError
 from engine.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
@@ -290,6 +290,10 @@ class SearchSession:
         """The folders this index's local images may be served from (recorded at indexing; older indexes:
         the catalog's folder; none known: nothing is served)."""
         return tuple(Path(root) for root in recorded_image_roots(self.manifest.catalog))
+
+    def image_url_policy(self) -> ImagePolicy:
+        """The URL rules this index's images were fetched under (older indexes: public addresses only)."""
+        return recorded_url_policy(self.manifest.catalog)
 
     def image_source(self, product_id: str) -> str | None:
         """Where a product's image lives (absolute path or URL), from the catalog it was indexed from."""

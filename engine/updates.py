@@ -20,7 +20,7 @@ from encoders import load_image_encoder, load_text_encoder
 from engine.catalog import Product, read_catalog
 from engine.config import VitrinaConfig
 from engine.errors import CatalogError
-from engine.indexing import image_roots, recorded_image_roots
+from engine.indexing import image_roots, image_url_rules, recorded_image_roots
 from engine.reindex import Previous, ReindexSettings, ShardEncoder, root_lock, save_version
 from engine.shards import Shard
 from index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
@@ -79,6 +79,7 @@ def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | N
         config = replace(config, images=config.images.for_catalog(catalog.source.resolve().parent))
         manifest = live.manifest
         manifest.catalog["image_roots"] = image_roots(config, recorded_image_roots(manifest.catalog))
+        manifest.catalog["image_urls"] = image_url_rules(config, manifest.catalog.get("image_urls"))
         text_info = manifest.space("text")
         text_encoder = load_text_encoder(text_info.model, config.encoders.for_catalog())
         manifest.check_encoder("text", text_encoder.name, text_encoder.dim)

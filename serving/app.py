@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from encoders.errors import EncoderError, ImageLoadError
 from encoders.image_io import decode_image, is_url
+from encoders.url_fetch import check_url
 from engine.catalog import CatalogError, metadata_key
 from engine.config import RecommendSettings, VitrinaConfig
 from engine.errors import QueryError
@@ -327,7 +328,12 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         source = index.session.image_source(product_id)
         if source is None:
             raise HTTPException(404, f"product {product_id!r} has no image")
-        if is_url(source):
+        if is_url(source):  # a redirect only where indexing could fetch: never to the server's own network
+            try:
+                await run_in_threadpool(check_url, source, index.session.image_url_policy())
+            except ImageLoadError:
+                raise HTTPException(404, f"the image of product {product_id!r} is not served: its URL is not on a "
+                                         "public address") from None
             return RedirectResponse(source)
         try:
             data, media_type = await run_in_threadpool(served_image, source, index.session.image_roots(),

@@ -154,7 +154,9 @@ def test_the_image_endpoint_serves_only_images_inside_the_recorded_folders(clien
     assert Image.open(io.BytesIO(good.content)).format == "JPEG"
     disguised = client.get("/products/disguised/image")  # the type of the decoded format, not of the name
     assert disguised.status_code == 200 and disguised.headers["content-type"] == "image/png"
-    assert client.get("/products/loop/image", follow_redirects=False).headers["location"] == "http://127.0.0.1:9/a.jpg"
+    # an image URL the indexer refused is no redirect to the server's own network either
+    loop = client.get("/products/loop/image", follow_redirects=False)
+    assert loop.status_code == 404 and "location" not in loop.headers and "public address" in loop.json()["detail"]
 
 
 def test_the_image_endpoint_checks_again_at_serve_time(client, hostile, tmp_path):
@@ -383,6 +385,14 @@ def test_index_refuses_loopback_urls_by_default_and_takes_them_with_the_flags(tm
         for extra in (("--allow-private-urls",), ("--allow-url-network", "127.0.0.2/32")):
             code, out, err = run_cli("index", catalog, "--out", tmp_path / "b", *extra, *flags)
             assert code == 0 and "images failed" not in out and "image: 2 vectors" in out, out + err
+            # the server redirects to image URLs under the rules the index was built with, and only those
+            for index, redirects in ((tmp_path / "a", False), (tmp_path / "b", True)):
+                with TestClient(create_app(index, serving=ServingConfig(api_key="k" * 16))) as c:
+                    while c.get("/readyz").status_code != 200:
+                        time.sleep(0.1)
+                    answer = c.get("/products/1/image", follow_redirects=False)
+                assert (answer.status_code == 307) is redirects, (extra, index, answer.status_code)
+                assert (answer.headers.get("location") == f"{cdn}/a.jpg") is redirects
 
 
 # ---------------------------------------------------------------- item 11: no object reprs in errors
