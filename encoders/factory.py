@@ -73,8 +73,8 @@ def packaged_minilm_dir() -> Path:
 def _on_backend(load_torch, spec: str, config: EncoderConfig, modality: str) -> Encoder:
     """An exported directory runs on ONNX Runtime; other specs on the configured backend."""
     if is_onnx_dir(spec):
-        problem = check_export(Path(spec).expanduser())
-        if problem is not None and "no checksums" not in problem:  # exports of older Vitrinas have none
+        problem = check_export(Path(spec).expanduser(), unchecked_ok=True)  # exports of older Vitrinas have none
+        if problem is not None:
             raise EncoderError(f"the exported model {spec} cannot be used: {problem}; export it again")
         return load_onnx_encoder(spec, config, modality)
     encoder = load_torch(spec, config)

@@ -104,33 +104,35 @@ def _decode_errors(label: str, exc: Exception) -> ImageLoadError:
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
-def decode_image(data: bytes, label: str, max_pixels: int, max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image:
-    """Decode bytes fully into an RGB image, refusing truncated files, pixel bombs and absurd aspect ratios."""
+def _decoded(data: bytes, label: str, max_pixels: int, max_aspect: float, draft: bool = False) -> Image.Image:
+    """The image fully decoded after its size checks (draft: JPEGs at 1/8 scale); raises ImageLoadError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = _opened(data, label, max_pixels, max_aspect)
+            if draft:
+                img.draft("RGB", (64, 64))
             img.load()
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
+        return img
     except ImageLoadError:
         raise
+    except _DECODE_ERRORS as exc:
+        raise _decode_errors(label, exc) from exc
+
+
+def decode_image(data: bytes, label: str, max_pixels: int, max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """Decode bytes fully into an RGB image, refusing truncated files, pixel bombs and absurd aspect ratios."""
+    img = _decoded(data, label, max_pixels, max_aspect)
+    try:
+        return ImageOps.exif_transpose(img).convert("RGB")
     except _DECODE_ERRORS as exc:
         raise _decode_errors(label, exc) from exc
 
 
 def image_type(data: bytes, label: str, max_pixels: int, max_aspect: float = MAX_ASPECT_RATIO) -> str:
-    """The MIME type of bytes that decode as an image (JPEGs decoded at reduced scale); raises ImageLoadError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _opened(data, label, max_pixels, max_aspect)
-            img.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, enough to prove the whole file decodes
-            img.load()
-    except ImageLoadError:
-        raise
-    except _DECODE_ERRORS as exc:
-        raise _decode_errors(label, exc) from exc
+    """The MIME type of bytes that decode as an image (JPEGs decoded at reduced scale, enough to prove the
+    whole file decodes); raises ImageLoadError."""
+    img = _decoded(data, label, max_pixels, max_aspect, draft=True)
     return _MIME.get(img.format or "", None) or Image.MIME.get(img.format or "", "application/octet-stream")
 
 

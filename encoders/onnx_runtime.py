@@ -80,11 +80,12 @@ class OnnxModelInfo:
         return info
 
 
-def check_export(path: Path) -> str | None:
-    """Why the export at `path` cannot be trusted (no checksums, or a file that differs from them), or None."""
+def check_export(path: Path, unchecked_ok: bool = False) -> str | None:
+    """Why the export at `path` cannot be trusted (no checksums, or a file that differs from them), or None.
+    unchecked_ok: an export without checksums (made by an older Vitrina) passes."""
     recorded = read_checksums(path)
     if not recorded:
-        return "it has no checksums (exported by an older Vitrina)"
+        return None if unchecked_ok else "it has no checksums (exported by an older Vitrina)"
     bad = mismatches(path, recorded)
     if bad:
         name, _, found = bad[0]

@@ -11,7 +11,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from encoders.errors import ImageLoadError
 from encoders.image_policy import IPAddress, ImagePolicy
@@ -44,6 +44,11 @@ def fetch_url(url: str, policy: ImagePolicy, timeout_s: float) -> bytes:
 def check_url(url: str, policy: ImagePolicy) -> None:
     """Refuse (ImageLoadError) a URL that is not http(s) with a host, or whose host resolves to an address
     the policy refuses; what `fetch_url` checks before each hop, without fetching."""
+    _checked_target(url, policy)
+
+
+def _checked_target(url: str, policy: ImagePolicy) -> tuple[SplitResult, str, int, list[IPAddress]]:
+    """(URL parts, host, port, addresses) of an http(s) URL whose every address the policy allows."""
     parts = urlsplit(url)
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise ImageLoadError(f"refused {url}: only http and https URLs with a host are fetched")
@@ -51,23 +56,15 @@ def check_url(url: str, policy: ImagePolicy) -> None:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError:
         raise ImageLoadError(f"refused {url}: invalid port") from None
-    for address in _resolve(parts.hostname, port, url):
+    addresses = _resolve(parts.hostname, port, url)
+    for address in addresses:
         policy.check_address(url, parts.hostname, address)
+    return parts, parts.hostname, port, addresses
 
 
 def _get(url: str, policy: ImagePolicy, timeout_s: float) -> tuple[int, str | None, bytes]:
     """One GET: (status, Location header, body when 200)."""
-    parts = urlsplit(url)
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ImageLoadError(f"refused {url}: only http and https URLs with a host are fetched")
-    host = parts.hostname
-    try:
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
-    except ValueError:
-        raise ImageLoadError(f"refused {url}: invalid port") from None
-    addresses = _resolve(host, port, url)
-    for address in addresses:
-        policy.check_address(url, host, address)
+    parts, host, port, addresses = _checked_target(url, policy)
     conn = _connection(parts.scheme, host, port, addresses[0], timeout_s)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:

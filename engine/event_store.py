@@ -28,9 +28,9 @@ import numpy as np
 
 from engine.errors import QueryError
 from index.locks import LOCK_FILE, folder_lock  # noqa: F401  (LOCK_FILE: the lock's name in the folder)
-from encoders.files import fsync_dir, leftover_name
+from index.store import EVENTS_DIR  # noqa: F401  (re-exported: where the log lives in an index or root)
+from encoders.files import write_file_durably
 
-EVENTS_DIR = "events"
 LOG_FILE = "log.jsonl"
 
 
@@ -159,21 +159,10 @@ class EventStore:
                                 "it is unchanged") from None
 
     def _write_new(self, events: StoredEvents) -> tuple[int, str]:
-        self.folder.mkdir(parents=True, exist_ok=True)
         generation = uuid.uuid4().hex
-        tmp = self.folder / leftover_name(LOG_FILE, "tmp")
-        try:
-            with tmp.open("wb") as f:
-                f.write(json.dumps({"vitrina_events": 1, "generation": generation}).encode() + b"\n")
-                f.write(events.lines())
-                f.flush()
-                os.fsync(f.fileno())
-                end = f.tell()
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(self.folder)
-        return end, generation
+        data = json.dumps({"vitrina_events": 1, "generation": generation}).encode() + b"\n" + events.lines()
+        write_file_durably(self.path, data)
+        return len(data), generation
 
 
 def _header(line: bytes, path: Path) -> str:
@@ -193,8 +182,6 @@ def _events(records: list[dict]) -> StoredEvents:
         np.asarray([r["weight"] for r in records], dtype=np.float32),
         np.asarray([r["ts"] for r in records], dtype=np.float64),
     )
-
-
 
 
 class IdSet:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
 from engine.errors import QueryError
-from encoders.files import leftover_name
+from encoders.files import write_file_durably
 
 KEY_FILE = "user.key"
 CHECK_FILE = "user.key.check"
@@ -70,13 +69,5 @@ class Pseudonyms:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write a small file readable by its owner only (0600), beside and renamed, fsync'd."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / leftover_name(path.name, "tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Write a small file readable by its owner only (0600), whole or not at all."""
+    write_file_durably(path, text.encode("utf-8"), 0o600)

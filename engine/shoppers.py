@@ -33,7 +33,7 @@ import numpy as np
 from engine.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport
 from engine.config import ShopperSettings, VitrinaConfig
 from engine.event_store import EVENTS_DIR, EventStore, IdSet, StoredEvents
-from engine.events import EventLog, EventProblems
+from engine.events import EventLog, EventProblems, event_identity
 from engine.pseudonyms import Pseudonyms
 from index.store import replace_directory
 from index.versions import is_versioned_root, resolve_index_path, versions
@@ -114,16 +114,16 @@ class ShopperState:
         """(Re)read the snapshot and replay the log after it (refit from the log when it is stale)."""
         with self._lock:
             self._find_key()
-            model = self._read_snapshot()
+            model, newcomers = self._read_snapshot()
             generation = self.store.generation()
             if model is not None and not model.keyed:  # saved before keying: no log behind it yet
                 self.model, self.offset, self.generation, self.pending = model, 0, generation, 0
                 return
             if model is not None and model.log_generation != generation:
                 model = None  # the log was rewritten since (forget, retention): refit from it
-            if model is not None and self._newcomers:  # products the snapshot did not have: their logged events count
+            if model is not None and newcomers:  # products the snapshot did not have: their logged events count
                 before = self.store.read(0)[0]
-                before = before.take(np.asarray([p in self._newcomers for p in before.products.tolist()], dtype=bool))
+                before = before.take(np.asarray([p in newcomers for p in before.products.tolist()], dtype=bool))
                 if len(before):
                     model.add(self._as_log(before))  # (the tail is read from the snapshot's offset on, below)
             events, end, generation = self.store.read(model.log_offset if model is not None else 0)
@@ -142,18 +142,18 @@ class ShopperState:
             if self.model is not None:
                 self.model.pseudonyms = self.pseudonyms
 
-    def _read_snapshot(self) -> BehaviourModel | None:
-        self._newcomers = set()
+    def _read_snapshot(self) -> tuple[BehaviourModel | None, set[str]]:
+        """The snapshot's model moved onto this state's products, and the product ids it did not have."""
         if self.snapshot_dir is None or not (self.snapshot_dir / BEHAVIOUR_DIR / STATE_FILE).is_file():
-            return None
+            return None, set()
         model = BehaviourModel.load(self.snapshot_dir / BEHAVIOUR_DIR)
-        self._newcomers: set[str] = set()
+        newcomers: set[str] = set()
         if model.product_ids is not None and model.product_ids != self.product_ids:
-            self._newcomers = set(self.product_ids) - set(model.product_ids)
+            newcomers = set(self.product_ids) - set(model.product_ids)
             model = model.remapped(self.product_ids)  # another version's products: matched by id
         model.product_ids = self.product_ids
         model.pseudonyms = self.pseudonyms
-        return model
+        return model, newcomers
 
     def _as_log(self, events: StoredEvents) -> EventLog:
         return as_event_log(events, self.rows_by_id)
@@ -164,10 +164,11 @@ class ShopperState:
     def catch_up(self) -> int:
         """Apply what other processes appended to the log since (reload when it was rewritten); events applied."""
         with self._lock:
-            if self.store.size() == self.offset and self.store.generation() == self.generation:
+            generation = self.store.generation()
+            if self.store.size() == self.offset and generation == self.generation:
                 return 0
             self._find_key()
-            if self.store.generation() != self.generation or (self.model is not None and not self.model.keyed):
+            if generation != self.generation or (self.model is not None and not self.model.keyed):
                 self.load()
                 return self.pending
             events, end, _ = self.store.read(self.offset)
@@ -234,11 +235,12 @@ class ShopperState:
 
     def _keyed(self, log: EventLog) -> StoredEvents:
         p = self.pseudonyms
-        ids = log.ids if len(log.ids) == len(log) else np.asarray(
-            [f"{u}\x1f{pid}\x1f{w}\x1f{t}" for u, pid, w, t in zip(log.users, log.product_rows, log.weights, log.timestamps)],
-            dtype=object)
         products = log.product_ids if len(log.product_ids) == len(log) else np.asarray(
             [self.product_ids[r] for r in log.product_rows.tolist()], dtype=object)
+        ids = log.ids if len(log.ids) == len(log) else np.asarray(  # a log built without ids: the reader's digest
+            [event_identity(u, pid, f"weight={float(w)!r}", t)
+             for u, pid, w, t in zip(log.users.tolist(), products.tolist(), log.weights.tolist(), log.timestamps.tolist())],
+            dtype=object)
         return StoredEvents(np.asarray([p.event(i) for i in ids.tolist()], dtype=object),
                             np.asarray([p.user(u) for u in log.users.tolist()], dtype=object),
                             np.asarray(products, dtype=object), np.asarray(log.weights, dtype=np.float32),
@@ -302,7 +304,6 @@ class ShopperState:
             if self._seen is not None:
                 self._seen.compact()
             return rewritten
-
 
     def _covered(self) -> bool:
         """Whether the snapshot on disk already covers this state's log position."""
