@@ -31,7 +31,7 @@ from encoders.files import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree
                              leftover_name, mismatches, read_checksums, write_checksums)
 from index.lexical import LexicalIndex
 from index.locks import folder_lock
-from index.manifest import MANIFEST_FILE, IndexManifest
+from index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
 from index.product_index import ProductIndex
 from index.products import ProductTable
 from index.versions import resolve_index_path
@@ -213,21 +213,7 @@ class IndexDirectory:
             raise IndexStoreError(f"index directory not found: {path}")
         manifest = IndexManifest.load(path)
         products = ProductTable.load(path / PRODUCTS_FILE)
-        spaces = {}
-        for name, info in manifest.spaces.items():
-            index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
-            vectors, rows = read_vectors(path, name)
-            if vectors.shape != (info.count, info.dim):
-                raise IndexStoreError(
-                    f"{path / f'{name}.vectors.npy'} holds {vectors.shape[0]} {vectors.shape[1] if vectors.ndim == 2 else '?'}-d "
-                    f"vectors but the manifest says {info.count} {info.dim}-d; the directory is damaged, re-index it"
-                )
-            if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
-                raise IndexStoreError(
-                    f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
-                    f"says {info.count} {info.dim}-d; the directory is damaged, re-index it"
-                )
-            spaces[name] = VectorSpace(index, vectors, rows)
+        spaces = {name: load_space(path, name, info, config, mmap) for name, info in manifest.spaces.items()}
         if len(products) != manifest.product_count:
             raise IndexStoreError(f"{path}: product table and manifest disagree; the directory is damaged")
         lexical = LexicalIndex.load(path / LEXICAL_DIR, manifest.lexical) if manifest.lexical else None
@@ -239,6 +225,24 @@ class IndexDirectory:
         if content is not None and content.ids != products.ids:
             raise IndexStoreError(f"{path}: {CONTENT_FILE} and {PRODUCTS_FILE} list different products; re-index it")
         return cls(manifest, products, spaces, lexical, encoder_dirs, path, content)
+
+
+def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | None = None,
+               mmap: bool | None = None) -> VectorSpace:
+    """One space of an index directory (FAISS index, vectors, rows), checked against its manifest record."""
+    index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
+    vectors, rows = read_vectors(path, name)
+    if vectors.shape != (info.count, info.dim):
+        raise IndexStoreError(
+            f"{path / f'{name}.vectors.npy'} holds {vectors.shape[0]} {vectors.shape[1] if vectors.ndim == 2 else '?'}-d "
+            f"vectors but the manifest says {info.count} {info.dim}-d; the directory is damaged, re-index it"
+        )
+    if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
+        raise IndexStoreError(
+            f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
+            f"says {info.count} {info.dim}-d; the directory is damaged, re-index it"
+        )
+    return VectorSpace(index, vectors, rows)
 
 
 def read_vectors(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:

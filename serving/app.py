@@ -143,10 +143,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         if holder.current is not None:
             if holder.current.shoppers is not None and holder.current.shoppers.pending:
                 try:  # the log already holds every event; the snapshot only shortens the next start
-                    if await asyncio.to_thread(holder.current.snapshot):
-                        from engine.shared_space import refresh_shared_space
-
-                        await asyncio.to_thread(refresh_shared_space, holder.current.directory, config)
+                    await holder.snapshot(holder.current, serve_refreshed=False)
                 except Exception as exc:
                     log.error("could not snapshot the behaviour state at shutdown: %s", exc)
             holder.current.close()

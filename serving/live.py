@@ -94,8 +94,8 @@ class LiveIndex:
         again, not the encoders or the other spaces (a reload would load everything beside the old copy).
         False when the trained spaces changed shape (a space appeared or went): then reload instead."""
         from engine.shared_space import SHARED_SPACES
-        from index import IndexManifest, ProductIndex, VectorSpace
-        from index.store import read_vectors
+        from index import IndexManifest
+        from index.store import load_space
 
         manifest = IndexManifest.load(self.directory)
         served = self.session.directory
@@ -105,10 +105,7 @@ class LiveIndex:
             info = manifest.spaces.get(name)
             if info is None:
                 continue
-            index = ProductIndex.load(self.directory / f"{name}.faiss", info.factory, self.config.index,
-                                      tuned=info.tuned_parameters())
-            vectors, rows = read_vectors(self.directory, name)
-            served.spaces[name] = VectorSpace(index, vectors, rows)  # one dict item swap per space
+            served.spaces[name] = load_space(self.directory, name, info, self.config.index)  # one dict item swap per space
             served.manifest.spaces[name] = info
         served.manifest.version = self.version = manifest.version
         self.fused_stale = False
@@ -239,13 +236,15 @@ class IndexHolder:
             except Exception as exc:  # the events stay in the log; the next round tries again
                 log.error("could not snapshot the behaviour state of %s: %s", live.directory, exc)
 
-    async def snapshot(self, live: LiveIndex) -> None:
-        """Snapshot one live index's behaviour; refresh its fused vectors and reload when they are stale."""
+    async def snapshot(self, live: LiveIndex, serve_refreshed: bool = True) -> None:
+        """Snapshot one live index's behaviour; when its fused vectors are stale, recompute them on disk and
+        (serve_refreshed: not at shutdown) serve them."""
         if await asyncio.to_thread(live.snapshot):
             from engine.shared_space import refresh_shared_space
 
             await asyncio.to_thread(refresh_shared_space, live.directory, self.config)
-            await self.refresh_fused(live)
+            if serve_refreshed:
+                await self.refresh_fused(live)
 
     async def refresh_fused(self, live: LiveIndex) -> None:
         """Serve a live index's rewritten fused vectors: swapped in place, or by a reload when they changed shape."""
