@@ -15,16 +15,16 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 from typing import Callable, Sequence, TypeVar
 
-from encoders import ImagePolicy
-from engine.config import VitrinaConfig
-from engine.indexing import build_index
-from index.manifest import MANIFEST_FILE
+from vitrina.encoders import ImageConfig
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import build_index
+from vitrina.index.manifest import MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"  # the read-only datasets beside the project
 DEFAULT_OUT = REPO / "benchmarks" / "out"
 # subset catalogs live under benchmarks/out but name photos in the datasets: allow that folder for images
-DATA_IMAGES = ImagePolicy(roots=(DATA,))
+DATA_IMAGES = ImageConfig(roots=(DATA,))
 T = TypeVar("T")
 
 

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from benchutil import DATA, DEFAULT_OUT, REPO, markdown_table
-from encoders import EncoderConfig, load_image_encoder, load_text_encoder
-from encoders.factory import packaged_minilm_dir
-from encoders.onnx_export import export_encoder
-from encoders.onnx_runtime import load_onnx_encoder
+from vitrina.encoders import EncoderConfig, load_image_encoder, load_text_encoder
+from vitrina.encoders.factory import packaged_minilm_dir
+from vitrina.encoders.onnx_export import export_encoder
+from vitrina.encoders.onnx_runtime import load_onnx_encoder
 
 TEXT_BATCH, IMAGE_BATCH, IMAGE_SIZE = 64, 16, 224
 
@@ -120,9 +120,9 @@ def random_weight_specs(work: Path) -> dict[str, str]:
 
 
 def image_throughput(threads: int, rounds: int, work: Path) -> tuple[list[list], dict]:
-    from encoders.clip import ClipImageEncoder
-    from encoders.onnx_export import clip_geometry
-    from encoders.image import NormalizedFeatures
+    from vitrina.encoders.clip import ClipImageEncoder
+    from vitrina.encoders.onnx_export import clip_geometry
+    from vitrina.encoders.image import NormalizedFeatures
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (IMAGE_BATCH, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -185,17 +185,17 @@ def startup(work: Path) -> tuple[list[list], dict]:
 
 def ranking_parity(out: Path) -> tuple[list[list], dict]:
     """Dense nDCG@10 and top-10 overlap on every Home Depot dev query, PyTorch fp32 vs ONNX int8 indexes."""
-    from engine.catalog import CatalogFields
-    from engine.config import VitrinaConfig
-    from engine.evaluation import evaluate_text, read_qrels
-    from engine.indexing import build_index
-    from engine.search import SearchSession
-    from index import IndexConfig
+    from vitrina.engine.data.catalog import CatalogConfig
+    from vitrina.engine.config import VitrinaConfig
+    from vitrina.engine.evaluate.evaluation import evaluate_text, read_qrels
+    from vitrina.engine.build.indexing import build_index
+    from vitrina.engine.query.search import SearchSession
+    from vitrina.index import IndexConfig
 
     sessions = {}
     for backend in ("torch", "onnx"):
         target = out / f"hd-dense-{backend}"
-        config = VitrinaConfig(image_model=None, catalog=CatalogFields(id_field="product_id"),
+        config = VitrinaConfig(image_model=None, catalog=CatalogConfig(id_field="product_id"),
                                encoders=EncoderConfig(backend=backend, batch_size=TEXT_BATCH),
                                index=IndexConfig(lexical=None), progress=False)
         if not (target / "manifest.json").is_file():

@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 
 from benchutil import DATA, DEFAULT_OUT, REPO, ensure_index, start_server
-from engine.config import VitrinaConfig
+from vitrina.engine.config import VitrinaConfig
 
 KEY = "load-test-key-0123"
 USER_KEY = "load-test-user-key-0123456789"

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import benchutil  # noqa: F401  (first: fixes sys.path)
 from benchutil import DEFAULT_OUT, REPO, ensure_index, markdown_table
-from engine.config import VitrinaConfig
+from vitrina.engine.config import VitrinaConfig
 
 ONE_UPLOAD = """
 import io, json, resource, sys, time
 from PIL import Image
 from fastapi.testclient import TestClient
-from serving.app import create_app
-from serving.config import ServingConfig
+from vitrina.serving.app import create_app
+from vitrina.serving.config import ServingConfig
 
 w, h = map(int, sys.argv[2].split("x"))
 buffer = io.BytesIO()

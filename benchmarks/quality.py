@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 import bm25s
 
 from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, ensure_index, index_path, markdown_table, subset_catalog, timed
-from engine.catalog import CatalogFields
-from engine.config import VitrinaConfig
-from engine.metrics import mean, ndcg_at_k, precision_at_k
-from engine.search import SearchSession
-from index import IndexConfig, ProductTable
+from vitrina.engine.data.catalog import CatalogConfig
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.evaluate.relevance import mean, ndcg_at_k, precision_at_k
+from vitrina.engine.query.search import SearchSession
+from vitrina.index import IndexConfig, ProductTable
 
 HOMEDEPOT = DATA / "homedepot"
 FASHION_CSV = DATA / "fashion" / "products.csv"
@@ -81,7 +81,7 @@ def dense_rankings(session: SearchSession, queries: Sequence[str], k: int) -> li
 def homedepot(args: argparse.Namespace) -> str:
     config = VitrinaConfig(
         image_model=None,
-        catalog=CatalogFields(id_field="product_id", text_fields=("title",), image_field=None),
+        catalog=CatalogConfig(id_field="product_id", text_fields=("title",), image_field=None),
         index=IndexConfig(factory="Flat"),
         progress=sys.stderr.isatty(),
     )

@@ -32,15 +32,15 @@ import numpy as np
 import pandas as pd
 
 from benchutil import DATA, DEFAULT_OUT, markdown_table
-from engine.config import RecommendSettings, VitrinaConfig
-from engine.feedback import load_behaviour
-from engine.recommend import best_sellers, popularity, score_for_user
-from engine.search import SearchSession
+from vitrina.engine.config import RecommendConfig, VitrinaConfig
+from vitrina.engine.learn.feedback import load_behaviour
+from vitrina.engine.query.recommend import best_sellers, popularity, score_for_user
+from vitrina.engine.query.search import SearchSession
 
 WINDOW_DAYS = 14
 K = 20
 HM_TEXT = "prod_name,product_type_name,colour_group_name,department_name,detail_desc"
-GRID = [RecommendSettings(behaviour_weight=b, popularity_weight=p, half_life_days=h)
+GRID = [RecommendConfig(behaviour_weight=b, popularity_weight=p, half_life_days=h)
         for b, p, h in itertools.product((0.0, 0.3), (0.0, 0.15, 0.3), (None, 60.0))]
 VITRINA = str(Path(sys.executable).parent / "vitrina")
 
@@ -52,12 +52,12 @@ def run(*args: str) -> tuple[float, float]:
     return time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def label(s: RecommendSettings) -> str:
+def label(s: RecommendConfig) -> str:
     half = "none" if s.half_life_days is None else f"{s.half_life_days:g}d"
     return f"behaviour {s.behaviour_weight:g}, popularity {s.popularity_weight:g}, half-life {half}"
 
 
-def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: list[RecommendSettings]) -> pd.DataFrame:
+def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: list[RecommendConfig]) -> pd.DataFrame:
     """Per window shopper: recall@K of popularity, ALS alone, and each settings (unknown shoppers get best sellers)."""
     session = SearchSession(index, VitrinaConfig(progress=False))
     model = load_behaviour(session)
@@ -69,7 +69,7 @@ def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: li
     best = best_sellers(popular, K)  # what `recommend` gives an unknown shopper
     before = log[(log.t <= cut) & log["product"].isin(rows_by_id.keys())]
     by_purchases = before["product"].value_counts(sort=True).index[:K].map(rows_by_id).to_numpy()
-    als_only = RecommendSettings(behaviour_weight=1.0, popularity_weight=0.0)
+    als_only = RecommendConfig(behaviour_weight=1.0, popularity_weight=0.0)
     records = []
     for user, bought in truth.items():
         record = {"user": user, "known": user in model.user_index, "popularity": len(set(best) & bought) / len(bought),
@@ -121,7 +121,7 @@ def hm_windows(args: argparse.Namespace, results: dict) -> None:
     val, test = known[known.window > 0], known[known.window == 0]
     val_mean = val[methods].mean()
     chosen = max(map(label, GRID), key=lambda m: val_mean[m])
-    default = label(RecommendSettings())
+    default = label(RecommendConfig())
     rows = []
     for m in methods:
         per_window = val.groupby("window")[m].mean() / val.groupby("window")["popularity"].mean().clip(lower=1e-9)
@@ -155,7 +155,7 @@ def online_retail(args: argparse.Namespace, results: dict) -> None:
     run("events", "add", str(index), str(events), "--user-field", "user", "--product-field", "product",
         "--timestamp-field", "InvoiceDate", "--default-event", "purchase")
     events.unlink()
-    settings = [RecommendSettings(), replace(RecommendSettings(), behaviour_weight=0.3)]
+    settings = [RecommendConfig(), replace(RecommendConfig(), behaviour_weight=0.3)]
     frame = score_window(index, log, cut, settings)
     known = frame[frame.known]
     methods = ["popularity", "best sellers by purchases", "ALS only", *map(label, settings)]

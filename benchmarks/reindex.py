@@ -39,14 +39,14 @@ import faiss
 import numpy as np
 
 from benchutil import DATA, DEFAULT_OUT, REPO, markdown_table, subset_catalog
-from encoders import load_image_encoder, load_text_encoder
-from encoders.image_io import load_images
-from engine.catalog import read_catalog
-from engine.config import VitrinaConfig
-from engine.indexing import absolute_spec, encode_texts
-from engine.reindex import ReindexSettings, reindex
-from index.product_index import ProductIndex
-from index.tuning import exact_neighbours, recall_at_k, sample_queries, tune_search
+from vitrina.encoders import load_image_encoder, load_text_encoder
+from vitrina.encoders.image_io import load_images
+from vitrina.engine.data.catalog import read_catalog
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import absolute_spec, encode_texts
+from vitrina.engine.build.reindex import ReindexConfig, reindex
+from vitrina.index.product_index import ProductIndex
+from vitrina.index.tuning import exact_neighbours, recall_at_k, sample_queries, tune_search
 
 FACTORIES = ("IVF4096,SQ8", "HNSW32")  # "IVF4096,PQ96x4fs,RFlat" measured recall 0.50 here (RESULTS.md)
 
@@ -79,10 +79,10 @@ def pipeline(out: Path) -> dict:
     root = out / "reindex-fashion"
     shutil.rmtree(root, ignore_errors=True)
     pure = pure_encoder_seconds(catalog, config)
-    report = reindex(catalog, root, config, ReindexSettings(shard_size=2000))
+    report = reindex(catalog, root, config, ReindexConfig(shard_size=2000))
     s = report.seconds
     pipeline_s = s["total"] - s["setup"]
-    again = reindex(catalog, root, config, ReindexSettings(shard_size=2000))  # nothing changed: all reused
+    again = reindex(catalog, root, config, ReindexConfig(shard_size=2000))  # nothing changed: all reused
     return {
         "products": report.products, "images_failed": report.images_failed, "pure_encoder": pure,
         "reindex_seconds": s, "reindex_without_setup_s": round(pipeline_s, 2),
@@ -94,7 +94,7 @@ def pipeline(out: Path) -> dict:
 def _vitrina(args: list[str], home: Path) -> subprocess.Popen:
     """`vitrina ARGS` in a process of its own (the project first on sys.path), exports cached under `home`."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "vitrina", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 

@@ -24,20 +24,20 @@ from pathlib import Path
 import numpy as np
 
 from benchutil import DATA, DEFAULT_OUT, markdown_table
-from engine.config import VitrinaConfig
-from engine.evaluation import Qrels, evaluate_text, read_qrels
-from engine.finetune import heldout_bucket
-from engine.search import SearchSession
-from index import IndexConfig, ProductIndex
-from index.rank_fusion import HybridSettings
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.evaluate.evaluation import Qrels, evaluate_text, read_qrels
+from vitrina.engine.learn.finetune import heldout_bucket
+from vitrina.engine.query.search import SearchSession
+from vitrina.index import IndexConfig, ProductIndex
+from vitrina.index.hybrid import HybridConfig
 
 QRELS = DATA / "homedepot" / "qrels_dev.csv"
 K = 10
 TUNE, HELDOUT = 0.1, 0.3
-CANDIDATE_SETTINGS = [HybridSettings(method="blend", dense_weight=w / 10) for w in range(1, 10)] + [
-    HybridSettings(method="blend", dense_weight=w / 10, coverage_weight=c)
+CANDIDATE_SETTINGS = [HybridConfig(method="blend", dense_weight=w / 10) for w in range(1, 10)] + [
+    HybridConfig(method="blend", dense_weight=w / 10, coverage_weight=c)
     for w in range(3, 9) for c in (0.5, 1.0, 1.5, 2.0)] + [
-    HybridSettings(method="rrf", dense_weight=w, rrf_k=rrf_k) for w in (0.3, 0.5, 0.7) for rrf_k in (10, 60)
+    HybridConfig(method="rrf", dense_weight=w, rrf_k=rrf_k) for w in (0.3, 0.5, 0.7) for rrf_k in (10, 60)
 ]
 
 
@@ -49,14 +49,14 @@ def split(qrels: Qrels) -> dict[str, Qrels]:
     return {name: qrels.subset(q) for name, q in ids.items()}
 
 
-def describe(settings: HybridSettings) -> str:
+def describe(settings: HybridConfig) -> str:
     if settings.method == "rrf":
         return f"RRF k={settings.rrf_k}, dense weight {settings.dense_weight}"
     coverage = f", coverage weight {settings.coverage_weight}" if settings.coverage_weight else ""
     return f"blend, dense weight {settings.dense_weight}{coverage}"
 
 
-def tune(session: SearchSession, qrels: Qrels) -> tuple[HybridSettings, list[tuple[str, float]]]:
+def tune(session: SearchSession, qrels: Qrels) -> tuple[HybridConfig, list[tuple[str, float]]]:
     """nDCG@10 of each candidate fusion setting on the tune split; the best one."""
     rows = []
     for settings in CANDIDATE_SETTINGS:
@@ -65,7 +65,7 @@ def tune(session: SearchSession, qrels: Qrels) -> tuple[HybridSettings, list[tup
         rows.append((settings, ev.method("hybrid").mean(f"ndcg@{K}")))
         print(f"  tune: {describe(settings):40s} nDCG@10 {rows[-1][1]:.4f}", flush=True)
     best = max(rows, key=lambda r: r[1])[0]
-    session.config = replace(session.config, hybrid=HybridSettings())
+    session.config = replace(session.config, hybrid=HybridConfig())
     return best, [(describe(s), v) for s, v in rows]
 
 
@@ -105,8 +105,8 @@ def main() -> None:
     base = SearchSession(args.base, config)
 
     best, sweep = tune(trained, splits["tune"])
-    results["tuning"] = {"sweep": sweep, "best": asdict(best), "default": asdict(HybridSettings())}
-    print(f"best on tune: {describe(best)}; code default: {describe(HybridSettings())}")
+    results["tuning"] = {"sweep": sweep, "best": asdict(best), "default": asdict(HybridConfig())}
+    print(f"best on tune: {describe(best)}; code default: {describe(HybridConfig())}")
 
     table = []
     for name, session in (("base model", base), ("fine-tuned", trained)):

@@ -31,9 +31,9 @@ from pathlib import Path
 import httpx
 
 from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, ensure_index, markdown_table, start_server
-from engine.config import VitrinaConfig
-from index.manifest import IndexManifest
-from index.store import write_manifest
+from vitrina.engine.config import VitrinaConfig
+from vitrina.index.manifest import IndexManifest
+from vitrina.index.store import write_manifest
 
 KEY = "load-test-key-0123"
 BIN = Path(sys.executable).parent

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from benchutil import DEFAULT_OUT, markdown_table
-from engine.config import VitrinaConfig
-from engine.evaluation import evaluate_cross_modal, evaluate_image, evaluate_text, read_qrels
-from engine.fusion import FUSION_DIR, FusionModel
-from engine.search import SearchSession
-from engine.shared_space import apply_shared_space
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.evaluate.evaluation import evaluate_cross_modal, evaluate_image, evaluate_text, read_qrels
+from vitrina.engine.learn.fusion import FUSION_DIR, FusionModel
+from vitrina.engine.query.search import SearchSession
+from vitrina.engine.learn.shared_space import apply_shared_space
 from relevance import QRELS, split
 
 HELDOUT = 0.2

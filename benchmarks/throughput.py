@@ -20,11 +20,11 @@ import numpy as np
 from PIL import Image
 
 from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, index_path, markdown_table, subset_catalog, timed
-from encoders import load_image_encoder, load_text_encoder
-from encoders.image_io import load_image
-from engine.config import VitrinaConfig
-from engine.indexing import IndexReport, build_index
-from engine.search import SearchSession
+from vitrina.encoders import load_image_encoder, load_text_encoder
+from vitrina.encoders.image_io import load_image
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import IndexReport, build_index
+from vitrina.engine.query.search import SearchSession
 
 FASHION_CSV = DATA / "fashion" / "products.csv"
 WARMUP = 5

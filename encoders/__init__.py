@@ -1,10 +1,10 @@
 """Text and image encoders that embed products and queries as L2-normalised float32 vectors."""
 
-from encoders.base import Encoder, l2_normalize
-from encoders.config import EncoderConfig
-from encoders.errors import EncoderError, ImageLoadError
-from encoders.image_policy import ImagePolicy
-from encoders.factory import (
+from vitrina.encoders.base import Encoder, l2_normalize
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.errors import EncoderError, ImageLoadError
+from vitrina.encoders.image_policy import ImageConfig
+from vitrina.encoders.factory import (
     DEFAULT_IMAGE_MODEL,
     DEFAULT_TEXT_MODEL,
     load_image_encoder,
@@ -19,7 +19,7 @@ __all__ = [
     "EncoderConfig",
     "EncoderError",
     "ImageLoadError",
-    "ImagePolicy",
+    "ImageConfig",
     "l2_normalize",
     "load_image_encoder",
     "load_image_space_text_encoder",

@@ -10,10 +10,10 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from encoders.base import file_fingerprint
-from encoders.torch_encoder import TorchEncoder
-from encoders.config import EncoderConfig
-from encoders.errors import EncoderError
+from vitrina.encoders.base import file_fingerprint
+from vitrina.encoders.torch_encoder import TorchEncoder
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.errors import EncoderError
 
 
 class OpenClipModel:

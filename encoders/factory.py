@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from encoders.base import Encoder
-from encoders.config import EncoderConfig
-from encoders.errors import EncoderError
-from encoders.onnx_runtime import check_export, is_onnx_dir, load_onnx_encoder
+from vitrina.encoders.base import Encoder
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.errors import EncoderError
+from vitrina.encoders.onnx_runtime import check_export, is_onnx_dir, load_onnx_encoder
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
@@ -37,7 +37,7 @@ _clip_cache: dict[tuple[str, str | None, EncoderConfig], object] = {}
 
 def is_builtin_name(name: str) -> bool:
     """Names the factory resolves itself (packaged models, torchvision archs), never file paths."""
-    from encoders.image import RESNET_ARCHS
+    from vitrina.encoders.image import RESNET_ARCHS
 
     lowered = name.lower()
     return lowered in _PACKAGED_TEXT_ALIASES or lowered in RESNET_ARCHS or lowered in (DEFAULT_IMAGE_MODEL, NO_IMAGE_MODEL)
@@ -49,7 +49,7 @@ def _split_weights(spec: str) -> tuple[str, str | None]:
 
 
 def _load_clip(spec: str, config: EncoderConfig):
-    from encoders.clip import OpenClipModel
+    from vitrina.encoders.clip import OpenClipModel
 
     arch, weights = _split_weights(spec[len("clip:") :])
     key = (arch, weights, config)
@@ -80,7 +80,7 @@ def _on_backend(load_torch, spec: str, config: EncoderConfig, modality: str) -> 
     encoder = load_torch(spec, config)
     if config.backend != "onnx":
         return encoder
-    from encoders.onnx_export import cached_export
+    from vitrina.encoders.onnx_export import cached_export
 
     return load_onnx_encoder(cached_export(encoder, spec, config), config, modality)
 
@@ -98,7 +98,7 @@ def load_image_encoder(spec: str, config: EncoderConfig) -> Encoder:
 def _load_torch_text(spec: str, config: EncoderConfig) -> Encoder:
     if is_clip_spec(spec):
         return _load_clip(spec, config).text_encoder()
-    from encoders.text import TransformersTextEncoder
+    from vitrina.encoders.text import TransformersTextEncoder
 
     if spec.lower() in _PACKAGED_TEXT_ALIASES:
         return TransformersTextEncoder(
@@ -110,7 +110,7 @@ def _load_torch_text(spec: str, config: EncoderConfig) -> Encoder:
 def _load_torch_image(spec: str, config: EncoderConfig) -> Encoder:
     if is_clip_spec(spec):
         return _load_clip(spec, config).image_encoder()
-    from encoders.image import RESNET_ARCHS, EfficientNetLiteImageEncoder, ResNetImageEncoder
+    from vitrina.encoders.image import RESNET_ARCHS, EfficientNetLiteImageEncoder, ResNetImageEncoder
 
     name, weights = _split_weights(spec)
     if name.lower() == DEFAULT_IMAGE_MODEL:

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from encoders.base import file_fingerprint
-from encoders.torch_encoder import TorchEncoder
-from encoders.config import EncoderConfig
-from encoders.errors import EncoderError
-from encoders.image_io import fit_square
+from vitrina.encoders.base import file_fingerprint
+from vitrina.encoders.torch_encoder import TorchEncoder
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.errors import EncoderError
+from vitrina.encoders.image_io import fit_square
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

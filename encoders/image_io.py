@@ -1,4 +1,4 @@
-"""Reading product images from paths or http(s) URLs into RGB PIL images, within an ImagePolicy's limits."""
+"""Reading product images from paths or http(s) URLs into RGB PIL images, within an ImageConfig's limits."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Sequence
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from encoders.errors import ImageLoadError
-from encoders.image_policy import MAX_IMAGE_BYTES, ImagePolicy
-from encoders.url_fetch import fetch_url
+from vitrina.encoders.errors import ImageLoadError
+from vitrina.encoders.image_policy import MAX_IMAGE_BYTES, ImageConfig
+from vitrina.encoders.url_fetch import fetch_url
 
 MAX_DOWNLOAD_BYTES = MAX_IMAGE_BYTES  # kept for callers of the old name
 MAX_ASPECT_RATIO = 20.0  # longer side / shorter side; beyond it an image is refused (a 1x20000 strip is no photo)
@@ -30,7 +30,7 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def read_local_image(source: str, policy: ImagePolicy) -> bytes:
+def read_local_image(source: str, policy: ImageConfig) -> bytes:
     """The bytes of a regular file inside the policy's roots, at most policy.max_bytes; raises ImageLoadError.
 
     Opened non-blocking (a FIFO cannot hang the reader) and checked on the open descriptor (a device such
@@ -75,10 +75,10 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:g} MiB"
 
 
-def read_image_bytes(source: str, timeout_s: float, policy: ImagePolicy | None = None) -> bytes:
+def read_image_bytes(source: str, timeout_s: float, policy: ImageConfig | None = None) -> bytes:
     """The bytes of an image file or http(s) URL, as the policy allows (default: any local file, public
     URLs only); raises ImageLoadError."""
-    policy = policy or ImagePolicy()
+    policy = policy or ImageConfig()
     if is_url(source):
         return fetch_url(source, policy, timeout_s)
     return read_local_image(source, policy)
@@ -137,14 +137,14 @@ def image_type(data: bytes, label: str, max_pixels: int, max_aspect: float = MAX
 
 
 def load_image(source: str, timeout_s: float = 10.0, max_pixels: int = 40_000_000,
-               policy: ImagePolicy | None = None, max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image:
+               policy: ImageConfig | None = None, max_aspect: float = MAX_ASPECT_RATIO) -> Image.Image:
     """Load one image from a path or an http(s) URL; raises ImageLoadError."""
     return decode_image(read_image_bytes(source, timeout_s, policy), source, max_pixels, max_aspect)
 
 
 def load_images(
     sources: Sequence[str], timeout_s: float = 10.0, max_pixels: int = 40_000_000, threads: int = 4,
-    policy: ImagePolicy | None = None, max_aspect: float = MAX_ASPECT_RATIO,
+    policy: ImageConfig | None = None, max_aspect: float = MAX_ASPECT_RATIO,
 ) -> list[Image.Image | ImageLoadError]:
     """Load many images in parallel; each slot holds the image or the error that stopped it."""
 

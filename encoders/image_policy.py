@@ -1,4 +1,4 @@
-"""ImagePolicy: where product images may be read from (local folders, URL networks) and how many bytes."""
+"""ImageConfig: where product images may be read from (local folders, URL networks) and how many bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from encoders.errors import EncoderError, ImageLoadError
+from vitrina.encoders.errors import EncoderError, ImageLoadError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -20,7 +20,7 @@ class ImagePolicyError(EncoderError):
 
 
 @dataclass(frozen=True)
-class ImagePolicy:
+class ImageConfig:
     """Where images may come from.
 
     roots: folders local images may resolve into (symlinks followed); `for_catalog` adds the catalog's
@@ -45,7 +45,7 @@ class ImagePolicy:
             raise ImagePolicyError("max_bytes must be at least 1 and max_redirects at least 0")
 
     @classmethod
-    def from_flags(cls, roots: Sequence[str] = (), networks: Sequence[str] = (), allow_private_urls: bool = False) -> "ImagePolicy":
+    def from_flags(cls, roots: Sequence[str] = (), networks: Sequence[str] = (), allow_private_urls: bool = False) -> "ImageConfig":
         """A policy from command-line values (--image-root, --allow-url-network, --allow-private-urls)."""
         folders = []
         for root in roots:
@@ -61,11 +61,11 @@ class ImagePolicy:
                 raise ImagePolicyError(f"--allow-url-network {cidr!r}: not a network such as 10.0.0.0/8 or fd00::/8") from None
         return cls(roots=tuple(folders), allow_private_urls=allow_private_urls, allowed_networks=tuple(parsed))
 
-    def for_catalog(self, folder: Path) -> "ImagePolicy":
+    def for_catalog(self, folder: Path) -> "ImageConfig":
         """This policy confined to the catalog's folder and the extra roots, all resolved."""
         return replace(self, roots=_unique_real((folder, *self.roots)), confined=True)
 
-    def confined_to(self, roots: Iterable[Path]) -> "ImagePolicy":
+    def confined_to(self, roots: Iterable[Path]) -> "ImageConfig":
         """This policy confined to exactly `roots` (the folders recorded for an index, at serve time)."""
         return replace(self, roots=_unique_real(roots), confined=True)
 

@@ -16,13 +16,13 @@ from typing import Sequence
 
 import torch
 
-from encoders.base import Encoder
-from encoders.config import EncoderConfig
-from encoders.errors import EncoderError
-from encoders.onnx_runtime import (  # noqa: F401 - SMOOTH_ALPHA, default_cache_dir: public here too
+from vitrina.encoders.base import Encoder
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.errors import EncoderError
+from vitrina.encoders.onnx_runtime import (  # noqa: F401 - SMOOTH_ALPHA, default_cache_dir: public here too
     OUTPUT_NAME, SMOOTH_ALPHA, OnnxModelInfo, cache_entry, check_export, default_cache_dir, is_onnx_dir,
 )
-from encoders.files import clean_leftovers, leftover_name, write_checksums
+from vitrina.encoders.files import clean_leftovers, leftover_name, write_checksums
 
 OPSET = 17
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -41,7 +41,7 @@ class PooledText(torch.nn.Module):
         self.model, self.pooling, self.input_names = model, pooling, list(input_names)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        from encoders.text import pool
+        from vitrina.encoders.text import pool
 
         named = dict(zip(self.input_names, inputs))
         hidden = self.model(**named).last_hidden_state
@@ -74,9 +74,9 @@ def export_encoder(encoder: Encoder, out: str | Path, precisions: Sequence[str] 
 
     precisions: fp32 is always written; int8 (dynamic quantisation, text only) and fp16 on request.
     """
-    from encoders.clip import ClipImageEncoder, ClipTextEncoder
-    from encoders.image import CnnImageEncoder
-    from encoders.text import TransformersTextEncoder
+    from vitrina.encoders.clip import ClipImageEncoder, ClipTextEncoder
+    from vitrina.encoders.image import CnnImageEncoder
+    from vitrina.encoders.text import TransformersTextEncoder
 
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
@@ -235,7 +235,7 @@ def clip_geometry(preprocess) -> tuple[int, tuple, tuple]:
 
 
 def _export_clip_image(encoder, out: Path) -> OnnxModelInfo:
-    from encoders.image import NormalizedFeatures
+    from vitrina.encoders.image import NormalizedFeatures
 
     size, mean, std = clip_geometry(encoder.clip.preprocess)
     network = NormalizedFeatures(encoder.clip.model.visual, mean, std).to(encoder.device)

@@ -24,11 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from encoders.base import l2_normalize
-from encoders.config import EncoderConfig
-from encoders.errors import EncoderError
-from encoders.image_io import fit_square
-from encoders.files import mismatches, read_checksums
+from vitrina.encoders.base import l2_normalize
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.errors import EncoderError
+from vitrina.encoders.image_io import fit_square
+from vitrina.encoders.files import mismatches, read_checksums
 
 META_FILE = "vitrina_onnx.json"
 EXPORT_FORMAT = 1

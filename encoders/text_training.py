@@ -20,8 +20,8 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from encoders.errors import EncoderError
-from encoders.text import TransformersTextEncoder
+from vitrina.encoders.errors import EncoderError
+from vitrina.encoders.text import TransformersTextEncoder
 
 TRAINING_FILE = "vitrina_training.json"
 

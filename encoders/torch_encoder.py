@@ -7,8 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from encoders.base import l2_normalize
-from encoders.config import EncoderConfig
+from vitrina.encoders.base import l2_normalize
+from vitrina.encoders.config import EncoderConfig
 
 
 def select_device(requested: str | None) -> torch.device:

@@ -1,4 +1,4 @@
-"""Downloading an image URL safely: every hop's addresses checked by the ImagePolicy, the connection
+"""Downloading an image URL safely: every hop's addresses checked by the ImageConfig, the connection
 made to the address that was checked (no second DNS lookup to rebind), redirects followed by hand.
 
 Errors say what was refused or that the download failed, never the socket's own message (which would
@@ -13,14 +13,14 @@ import socket
 import ssl
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from encoders.errors import ImageLoadError
-from encoders.image_policy import IPAddress, ImagePolicy
+from vitrina.encoders.errors import ImageLoadError
+from vitrina.encoders.image_policy import IPAddress, ImageConfig
 
 REDIRECTS = (301, 302, 303, 307, 308)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def fetch_url(url: str, policy: ImagePolicy, timeout_s: float) -> bytes:
+def fetch_url(url: str, policy: ImageConfig, timeout_s: float) -> bytes:
     """The body of an http(s) URL, at most policy.max_bytes; raises ImageLoadError."""
     current = url
     for _ in range(policy.max_redirects + 1):
@@ -41,13 +41,13 @@ def fetch_url(url: str, policy: ImagePolicy, timeout_s: float) -> bytes:
     raise ImageLoadError(f"could not download {url}: more than {policy.max_redirects} redirects")
 
 
-def check_url(url: str, policy: ImagePolicy) -> None:
+def check_url(url: str, policy: ImageConfig) -> None:
     """Refuse (ImageLoadError) a URL that is not http(s) with a host, or whose host resolves to an address
     the policy refuses; what `fetch_url` checks before each hop, without fetching."""
     _checked_target(url, policy)
 
 
-def _checked_target(url: str, policy: ImagePolicy) -> tuple[SplitResult, str, int, list[IPAddress]]:
+def _checked_target(url: str, policy: ImageConfig) -> tuple[SplitResult, str, int, list[IPAddress]]:
     """(URL parts, host, port, addresses) of an http(s) URL whose every address the policy allows."""
     parts = urlsplit(url)
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
@@ -62,7 +62,7 @@ def _checked_target(url: str, policy: ImagePolicy) -> tuple[SplitResult, str, in
     return parts, parts.hostname, port, addresses
 
 
-def _get(url: str, policy: ImagePolicy, timeout_s: float) -> tuple[int, str | None, bytes]:
+def _get(url: str, policy: ImageConfig, timeout_s: float) -> tuple[int, str | None, bytes]:
     """One GET: (status, Location header, body when 200)."""
     parts, host, port, addresses = _checked_target(url, policy)
     conn = _connection(parts.scheme, host, port, addresses[0], timeout_s)

@@ -1,3 +1,5 @@
-"""Orchestration: catalogs, the indexing pipeline, search sessions, configuration and the CLI."""
+"""Orchestration: catalogs, the build pipeline, queries, what is learned, and evaluation."""
 
-__version__ = "0.1.0"
+from vitrina import __version__
+
+__all__ = ["__version__"]

@@ -5,21 +5,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from encoders.config import EncoderConfig
-from encoders.image_policy import ImagePolicy
-from encoders.factory import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
-from engine.catalog import CatalogFields
-from engine.errors import QueryError
-from index.config import IndexConfig
-from index.filters import FilterFields
-from index.rank_fusion import HybridSettings
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.image_policy import ImageConfig
+from vitrina.encoders.factory import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
+from vitrina.engine.data.catalog import CatalogConfig
+from vitrina.engine.errors import QueryError
+from vitrina.index.config import IndexConfig
+from vitrina.index.filters import FilterConfig
+from vitrina.index.hybrid import HybridConfig
 
 
 USER_KEY_ENV = "VITRINA_USER_KEY"
 
 
 @dataclass(frozen=True)
-class ShopperSettings:
+class ShopperConfig:
     """Shoppers' data: the secret that pseudonymises user ids, event retention and snapshot cadence.
 
     user_key: the HMAC secret (from VITRINA_USER_KEY); None: the root's own events/user.key, created at
@@ -40,7 +40,7 @@ class ShopperSettings:
             raise QueryError("the snapshot interval and event count must be positive")
 
     @classmethod
-    def with_environment_key(cls, **settings: object) -> "ShopperSettings":
+    def with_environment_key(cls, **settings: object) -> "ShopperConfig":
         """Settings with the user key taken from VITRINA_USER_KEY when none is given (the one place it is read)."""
         if settings.get("user_key") is None:
             settings["user_key"] = os.environ.get(USER_KEY_ENV) or None
@@ -56,18 +56,18 @@ class VitrinaConfig:
 
     text_model: str = DEFAULT_TEXT_MODEL
     image_model: str | None = DEFAULT_IMAGE_MODEL
-    catalog: CatalogFields = field(default_factory=CatalogFields)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
     encoders: EncoderConfig = field(default_factory=EncoderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
-    hybrid: HybridSettings = field(default_factory=HybridSettings)
-    filters: FilterFields = field(default_factory=FilterFields)
-    images: ImagePolicy = field(default_factory=ImagePolicy)
-    shoppers: ShopperSettings = field(default_factory=ShopperSettings)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    images: ImageConfig = field(default_factory=ImageConfig)
+    shoppers: ShopperConfig = field(default_factory=ShopperConfig)
     progress: bool = True
 
 
 @dataclass(frozen=True)
-class RecommendSettings:
+class RecommendConfig:
     """How a known shopper's products are scored (defaults measured on H&M, benchmarks/RESULTS.md)."""
 
     behaviour_weight: float = 0.0  # share of the ALS affinity; the rest is content affinity

@@ -1,7 +1,7 @@
 """Exceptions raised by the engine, and the set of errors the CLI reports without a traceback."""
 
-from encoders.errors import EncoderError
-from index.errors import IndexStoreError
+from vitrina.encoders.errors import EncoderError
+from vitrina.index.errors import IndexStoreError
 
 
 class CatalogError(Exception):

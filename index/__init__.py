@@ -1,12 +1,12 @@
 """FAISS-backed product indexes and the directories that persist them."""
 
-from index.config import IndexConfig
-from index.errors import IndexStoreError
-from index.lexical import Analyzer, LexicalIndex, LexicalSettings
-from index.manifest import FORMAT_VERSION, IndexManifest, SpaceInfo
-from index.product_index import ProductIndex, default_factory
-from index.products import ProductTable
-from index.store import IndexDirectory, VectorSpace
+from vitrina.index.config import IndexConfig
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.lexical import Analyzer, LexicalIndex, LexicalConfig
+from vitrina.index.manifest import FORMAT_VERSION, IndexManifest, SpaceInfo
+from vitrina.index.product_index import ProductIndex, default_factory
+from vitrina.index.products import ProductTable
+from vitrina.index.store import IndexDirectory, VectorSpace
 
 __all__ = [
     "FORMAT_VERSION",
@@ -16,7 +16,7 @@ __all__ = [
     "IndexStoreError",
     "Analyzer",
     "LexicalIndex",
-    "LexicalSettings",
+    "LexicalConfig",
     "ProductIndex",
     "ProductTable",
     "SpaceInfo",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from index.lexical import LexicalSettings
+from vitrina.index.lexical import LexicalConfig
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class IndexConfig:
     use_gpu: bool | None = None
     hnsw_ef_search: int | None = None
     ivf_nprobe: int | None = None
-    lexical: LexicalSettings | None = field(default_factory=LexicalSettings)
+    lexical: LexicalConfig | None = field(default_factory=LexicalConfig)
     gpu_shard: bool = False  # several GPUs: split the index among them (IndexShards) instead of copying it (IndexReplicas)
     gpu_float16: bool = False  # store vectors on the GPU in float16 (half the GPU memory)
     mmap: bool | None = None  # memory-map FAISS files on load; None: those bigger than half the RAM

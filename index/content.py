@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from index.errors import IndexStoreError
+from vitrina.index.errors import IndexStoreError
 
 CONTENT_FILE = "content.parquet"
 

@@ -13,8 +13,8 @@ from functools import cached_property
 
 import numpy as np
 
-from index.errors import IndexStoreError
-from index.products import ProductTable
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.products import ProductTable
 
 CATEGORY_COLUMNS = ("category", "articleType", "product_type_name", "subCategory", "masterCategory")
 BRAND_COLUMNS = ("brand", "brand_name", "manufacturer")
@@ -26,7 +26,7 @@ class FilterError(IndexStoreError):
 
 
 @dataclass(frozen=True)
-class FilterFields:
+class FilterConfig:
     """Which product columns the category, brand and price filters read; None picks the first of the
     usual names present in the catalog (category: category, articleType, product_type_name, ...)."""
 
@@ -60,7 +60,7 @@ class ProductFilter:
 class FilterColumns:
     """The filterable columns of one product table, read once; `mask` answers a `ProductFilter`."""
 
-    def __init__(self, products: ProductTable, fields: FilterFields = FilterFields()) -> None:
+    def __init__(self, products: ProductTable, fields: FilterConfig = FilterConfig()) -> None:
         self.products = products
         names = products.table.column_names
         self.columns = {

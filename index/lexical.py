@@ -17,7 +17,7 @@ from typing import Sequence
 import bm25s
 import numpy as np
 
-from index.errors import IndexStoreError
+from vitrina.index.errors import IndexStoreError
 
 ANALYZER = "vitrina-units-1"
 
@@ -53,7 +53,7 @@ _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2033": '"', "\u2018": 
 
 
 @dataclass(frozen=True)
-class LexicalSettings:
+class LexicalConfig:
     """How text becomes tokens and how BM25 scores them; stored in the manifest with the index."""
 
     analyzer: str = ANALYZER
@@ -74,7 +74,7 @@ def fold(text: str) -> str:
 class Analyzer:
     """Text -> BM25 tokens: folding, numbers with units, stopwords, stemming."""
 
-    def __init__(self, settings: LexicalSettings) -> None:
+    def __init__(self, settings: LexicalConfig) -> None:
         if settings.analyzer != ANALYZER:
             raise IndexStoreError(f"unknown lexical analyser {settings.analyzer!r}; this Vitrina has {ANALYZER!r}")
         self.settings = settings
@@ -113,15 +113,15 @@ class Analyzer:
 class LexicalIndex:
     """BM25 over one text per product row."""
 
-    def __init__(self, retriever: bm25s.BM25, settings: LexicalSettings, count: int) -> None:
+    def __init__(self, retriever: bm25s.BM25, settings: LexicalConfig, count: int) -> None:
         self.retriever = retriever
         self.settings = settings
         self.count = count
         self.analyzer = Analyzer(settings)
 
     @classmethod
-    def build(cls, texts: Sequence[str], settings: LexicalSettings | None = None) -> "LexicalIndex":
-        settings = settings or LexicalSettings()
+    def build(cls, texts: Sequence[str], settings: LexicalConfig | None = None) -> "LexicalIndex":
+        settings = settings or LexicalConfig()
         index = cls(bm25s.BM25(method=settings.method, k1=settings.k1, b=settings.b), settings, len(texts))
         index.retriever.index([index.analyzer.tokens(t) for t in texts], show_progress=False)
         return index
@@ -193,7 +193,7 @@ class LexicalIndex:
         if not directory.is_dir():
             raise IndexStoreError(f"lexical index missing: {directory}; the directory is damaged, re-index it")
         try:
-            settings = LexicalSettings(**described["settings"])
+            settings = LexicalConfig(**described["settings"])
             count = int(described["count"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexStoreError(f"the manifest's lexical record is damaged: {exc}") from None

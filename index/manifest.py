@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from index.errors import IndexStoreError
+from vitrina.index.errors import IndexStoreError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"

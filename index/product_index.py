@@ -11,8 +11,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index.config import IndexConfig
-from index.errors import IndexStoreError
+from vitrina.index.config import IndexConfig
+from vitrina.index.errors import IndexStoreError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from index.errors import IndexStoreError
+from vitrina.index.errors import IndexStoreError
 
 ID_COLUMN = "id"
 

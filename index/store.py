@@ -24,17 +24,17 @@ from typing import Iterator
 
 import numpy as np
 
-from index.config import IndexConfig
-from index.content import CONTENT_FILE, ProductContent
-from index.errors import IndexStoreError
-from encoders.files import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree, digest_file, digest_tree,
+from vitrina.index.config import IndexConfig
+from vitrina.index.content import CONTENT_FILE, ProductContent
+from vitrina.index.errors import IndexStoreError
+from vitrina.encoders.files import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree, digest_file, digest_tree,
                              leftover_name, mismatches, read_checksums, write_checksums)
-from index.lexical import LexicalIndex
-from index.locks import folder_lock
-from index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
-from index.product_index import ProductIndex
-from index.products import ProductTable
-from index.versions import resolve_index_path
+from vitrina.index.lexical import LexicalIndex
+from vitrina.index.locks import folder_lock
+from vitrina.index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
+from vitrina.index.product_index import ProductIndex
+from vitrina.index.products import ProductTable
+from vitrina.index.versions import resolve_index_path
 
 PRODUCTS_FILE = "products.parquet"
 EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-from index.errors import IndexStoreError
-from index.product_index import ProductIndex
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.product_index import ProductIndex
 
 LADDERS = {
     "nprobe": (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096),

@@ -17,9 +17,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-from index.errors import IndexStoreError
-from encoders.files import fsync_dir, is_abandoned, leftover_name
-from index.manifest import MANIFEST_FILE
+from vitrina.index.errors import IndexStoreError
+from vitrina.encoders.files import fsync_dir, is_abandoned, leftover_name
+from vitrina.index.manifest import MANIFEST_FILE
 
 CURRENT = "current"
 VERSIONS_DIR = "versions"

@@ -32,27 +32,27 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from encoders.errors import EncoderError, ImageLoadError
-from encoders.image_io import decode_image, is_url
-from encoders.url_fetch import check_url
-from engine.catalog import CatalogError, metadata_key
-from engine.config import RecommendSettings, VitrinaConfig
-from engine.errors import QueryError
-from engine.event_store import EventLogError
-from engine.events import events_from_records
-from engine.feedback import PERSONAL_DEPTH, personalise
-from engine.recommend import recommend
-from engine.search import SearchHit, clean_query
-from index.errors import IndexStoreError
-from index.filters import ProductFilter
-from index.product_index import set_search_threads
-from serving.config import ServingConfig
-from serving.images import ImageRefused, served_image
-from serving.live import IndexHolder, LiveIndex
-from serving.access_log import redact_access_log
-from serving.metrics import RequestMetrics, ServiceMetrics
-from serving.paths import EncodedProductPaths, decoded_product_id
-from serving.ratelimit import RateLimiter, RateLimitMiddleware, too_many
+from vitrina.encoders.errors import EncoderError, ImageLoadError
+from vitrina.encoders.image_io import decode_image, is_url
+from vitrina.encoders.url_fetch import check_url
+from vitrina.engine.data.catalog import CatalogError, metadata_key
+from vitrina.engine.config import RecommendConfig, VitrinaConfig
+from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.event_store import EventLogError
+from vitrina.engine.data.events import events_from_records
+from vitrina.engine.learn.feedback import PERSONAL_DEPTH, personalise
+from vitrina.engine.query.recommend import recommend
+from vitrina.engine.query.search import SearchHit, clean_query
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.filters import ProductFilter
+from vitrina.index.product_index import set_search_threads
+from vitrina.serving.config import ServingConfig
+from vitrina.serving.images import ImageRefused, served_image
+from vitrina.serving.live import IndexHolder, LiveIndex
+from vitrina.serving.access_log import redact_access_log
+from vitrina.serving.metrics import RequestMetrics, ServiceMetrics
+from vitrina.serving.paths import EncodedProductPaths, decoded_product_id
+from vitrina.serving.ratelimit import RateLimiter, RateLimitMiddleware, too_many
 
 log = logging.getLogger("vitrina.serving")
 STATIC = Path(__file__).parent / "static"
@@ -348,7 +348,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
         if index.behaviour is None:
             raise HTTPException(404, f"no recommendations yet: {index.behaviour_why} (or POST /events)")
         hits, personalised = await run_in_threadpool(
-            recommend, index.session, user_id, k, include_seen, RecommendSettings(), index.behaviour, index.popular)
+            recommend, index.session, user_id, k, include_seen, RecommendConfig(), index.behaviour, index.popular)
         return _results(index, hits, personalised)
 
     @app.get("/filters", dependencies=read, summary="What the category and brand filters can take, and the price range")
@@ -383,7 +383,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     @app.delete("/users/{user_id}", response_model=ForgetOut, dependencies=[Depends(write_access)],
                 summary="Forget a shopper: their events, their vector and their part in product vectors, in every kept version")
     async def forget_user(index: Live, user_id: Annotated[str, PathParam(min_length=1, max_length=256)]) -> dict[str, Any]:
-        from engine.shoppers import forget
+        from vitrina.engine.learn.shoppers import forget
 
         gone = await run_in_threadpool(forget, index.path, user_id, config)
         await run_in_threadpool(index.load_behaviour)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from engine.errors import QueryError
+from vitrina.engine.errors import QueryError
 from dataclasses import dataclass, field
 
-from serving.ratelimit import RateLimitError, parse_limits
+from vitrina.serving.ratelimit import RateLimitError, parse_limits
 
 API_KEY_ENV = "VITRINA_API_KEY"
 

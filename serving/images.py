@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from encoders.errors import ImageLoadError
-from encoders.image_io import image_type, read_local_image
-from encoders.image_policy import ImagePolicy
+from vitrina.encoders.errors import ImageLoadError
+from vitrina.encoders.image_io import image_type, read_local_image
+from vitrina.encoders.image_policy import ImageConfig
 
 
 @dataclass
@@ -24,7 +24,7 @@ def served_image(source: str, roots: Sequence[Path], max_pixels: int, max_aspect
     """(bytes, MIME type) of a product's local image, re-checked at serve time; raises ImageRefused."""
     if not roots:
         raise ImageRefused(403, "this index records no image folders to serve from; re-index it")
-    policy = ImagePolicy().confined_to(roots)
+    policy = ImageConfig().confined_to(roots)
     try:
         path = policy.check_local(source)
     except ImageLoadError:

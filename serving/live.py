@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.behaviour import BehaviourModel
-from engine.config import VitrinaConfig
-from engine.events import EventLog
-from engine.fusion import FUSION_DIR
-from engine.recommend import popularity
-from engine.search import SearchSession
-from engine.shoppers import Recorded, ShopperState
-from serving.batching import MicroBatcher, QueryCache
-from serving.config import ServingConfig
-from serving.metrics import ServiceMetrics
+from vitrina.engine.learn.behaviour import BehaviourModel
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.data.events import EventLog
+from vitrina.engine.learn.fusion import FUSION_DIR
+from vitrina.engine.query.recommend import popularity
+from vitrina.engine.query.search import SearchSession
+from vitrina.engine.learn.shoppers import Recorded, ShopperState
+from vitrina.serving.batching import MicroBatcher, QueryCache
+from vitrina.serving.config import ServingConfig
+from vitrina.serving.metrics import ServiceMetrics
 
 log = logging.getLogger("vitrina.serving")
 RETENTION_CHECK_S = 3600.0  # with --events-max-age and no new events, retention is applied this often
@@ -93,9 +93,9 @@ class LiveIndex:
         """Serve the fused spaces a snapshot (or a forget) rewrote, in place: only those spaces are read
         again, not the encoders or the other spaces (a reload would load everything beside the old copy).
         False when the trained spaces changed shape (a space appeared or went): then reload instead."""
-        from engine.shared_space import SHARED_SPACES
-        from index import IndexManifest
-        from index.store import load_space
+        from vitrina.engine.learn.shared_space import SHARED_SPACES
+        from vitrina.index import IndexManifest
+        from vitrina.index.store import load_space
 
         manifest = IndexManifest.load(self.directory)
         served = self.session.directory
@@ -240,7 +240,7 @@ class IndexHolder:
         """Snapshot one live index's behaviour; when its fused vectors are stale, recompute them on disk and
         (serve_refreshed: not at shutdown) serve them."""
         if await asyncio.to_thread(live.snapshot):
-            from engine.shared_space import refresh_shared_space
+            from vitrina.engine.learn.shared_space import refresh_shared_space
 
             await asyncio.to_thread(refresh_shared_space, live.directory, self.config)
             if serve_refreshed:

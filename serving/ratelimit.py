@@ -25,7 +25,7 @@ from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.concurrency import run_in_threadpool
 
-from engine.errors import QueryError
+from vitrina.engine.errors import QueryError
 
 UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
                              "/openapi.json", "/favicon.ico"})

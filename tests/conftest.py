@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main as cli_main
+from vitrina.cli.main import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "engine" / "demo_data"

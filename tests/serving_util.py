@@ -13,8 +13,8 @@ import httpx
 import uvicorn
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.config import ServingConfig
+from vitrina.serving.app import create_app
+from vitrina.serving.config import ServingConfig
 from tests.conftest import demo_catalog, demo_rows
 
 KEY = "test-key-0123456789"

@@ -7,13 +7,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.behaviour import BehaviourModel, BehaviourSettings
-from engine.errors import CatalogError, QueryError
-from engine.events import EventFields, EventWeights, parse_timestamp, read_events
+from vitrina.engine.learn.behaviour import BehaviourModel, BehaviourConfig
+from vitrina.engine.errors import CatalogError, QueryError
+from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig, parse_timestamp, read_events
 from tests.conftest import SHARED, write_csv
 
 PRODUCTS = {f"p{i}": i for i in range(12)}  # p0-p4: cluster A, p5-p9: cluster B, p10-p11: never touched
-SETTINGS = BehaviourSettings(factors=2, iterations=20, regularization=0.01)  # two clusters: rank 2
+SETTINGS = BehaviourConfig(factors=2, iterations=20, regularization=0.01)  # two clusters: rank 2
 
 
 def clustered_events(users_per_cluster: int = 20, seed: int = 0) -> list[dict]:
@@ -43,7 +43,7 @@ def test_bad_rows_are_counted_with_lines_and_the_rest_is_used(tmp_path):
     ]
     log = read_events(write_csv(tmp_path / "events.csv", rows), PRODUCTS)
     assert log.users.tolist() == ["u1", "u3"] and log.product_rows.tolist() == [1, 3]
-    assert log.weights.tolist() == [EventWeights().purchase, EventWeights().cart]
+    assert log.weights.tolist() == [EventWeightConfig().purchase, EventWeightConfig().cart]
     assert log.timestamps.tolist() == [parse_timestamp("2024-03-01T12:00:00+00:00"), 1709294400.0]
     assert log.problems.counts == {"unknown product": 1, "unknown event": 1, "bad timestamp": 1, "empty user_id": 1}
     summary = log.problems.summary()
@@ -59,7 +59,7 @@ def test_weight_column_parquet_and_missing_columns(tmp_path):
     write_csv(tmp_path / "no-kind.csv", [{"user_id": "u", "product_id": "p1", "timestamp": "2024-01-01"}])
     with pytest.raises(CatalogError, match="needs an 'event' or a 'weight' column"):
         read_events(tmp_path / "no-kind.csv", PRODUCTS)
-    purchases = read_events(tmp_path / "no-kind.csv", PRODUCTS, fields=EventFields(default_event="purchase"))
+    purchases = read_events(tmp_path / "no-kind.csv", PRODUCTS, fields=EventFieldConfig(default_event="purchase"))
     assert purchases.weights.tolist() == [8.0]
     write_csv(tmp_path / "bad.csv", [{"customer": "u", "product_id": "p1", "timestamp": "2024-01-01"}])
     with pytest.raises(CatalogError, match="missing column 'user_id'"):
@@ -118,14 +118,14 @@ def test_hm_purchases_keep_leading_zero_ids():
 
     with (SHARED / "hm" / "articles.csv").open(newline="") as f:
         rows = {r["article_id"]: i for i, r in enumerate(csv.DictReader(f))}
-    fields = EventFields(user_field="customer_id", product_field="article_id", timestamp_field="t_dat",
+    fields = EventFieldConfig(user_field="customer_id", product_field="article_id", timestamp_field="t_dat",
                          default_event="purchase")
     log = read_events(SHARED / "hm" / "transactions.csv", rows, fields=fields)
     with (SHARED / "hm" / "transactions.csv").open(newline="") as f:
         known = sum(r["article_id"] in rows for r in csv.DictReader(f))  # the sample's articles miss many bought ones
     assert len(log) == known > 5_000
     assert log.problems.counts == {"unknown product": 31_187 - known}
-    model = BehaviourModel.fit(log, len(rows), BehaviourSettings(factors=16, iterations=5))
+    model = BehaviourModel.fit(log, len(rows), BehaviourConfig(factors=16, iterations=5))
     assert np.isfinite(model.item_vectors()).all() and model.has_vector.sum() > 1000
 
 
@@ -216,9 +216,9 @@ def test_last_seen_keeps_each_pairs_latest_event_across_adds(tmp_path):
 @pytest.mark.slow
 def test_recommend_reaches_unbought_products_like_the_shoppers_own(tmp_path):
     """With the packaged text model (a random tiny one puts every title at cosine ~1)."""
-    from engine.config import RecommendSettings, VitrinaConfig
-    from engine.recommend import recommend
-    from engine.search import SearchSession
+    from vitrina.engine.config import RecommendConfig, VitrinaConfig
+    from vitrina.engine.query.recommend import recommend
+    from vitrina.engine.query.search import SearchSession
     from tests.conftest import run_cli
 
     titles = ["red leather boots women", "red leather boots men", "red leather boots kids", "steel watch strap",
@@ -233,16 +233,16 @@ def test_recommend_reaches_unbought_products_like_the_shoppers_own(tmp_path):
     assert run_cli("events", "add", index, tmp_path / "events.csv", "--factors", "2")[0] == 0
     session = SearchSession(index, VitrinaConfig(image_model=None, progress=False))
 
-    hits, personalised = recommend(session, "boots", k=3, settings=RecommendSettings(popularity_weight=0.0))
+    hits, personalised = recommend(session, "boots", k=3, settings=RecommendConfig(popularity_weight=0.0))
     ids = [h.id for h in hits]
     assert personalised and {"q1", "q2"} == set(ids[:2])  # nobody bought them: likeness to q0 finds them
     assert not {"q0", "q3"} & set(ids)
     assert "q1" in {h.id for h in recommend(session, "boots", k=3)[0]}  # still, beside the best seller
     # recency: the year-old watch strap matters less than the new boots, and alike without a half-life
     scores = {h.id: h.score for h in recommend(session, "boots", k=7)[0]}
-    flat = {h.id: h.score for h in recommend(session, "boots", k=7, settings=RecommendSettings(half_life_days=None))[0]}
+    flat = {h.id: h.score for h in recommend(session, "boots", k=7, settings=RecommendConfig(half_life_days=None))[0]}
     assert flat["q4"] - flat["q1"] > scores["q4"] - scores["q1"]
     # a heavy popularity weight puts the best seller first; a stranger gets the best sellers
-    assert recommend(session, "boots", k=1, settings=RecommendSettings(popularity_weight=100.0))[0][0].id == "q5"
+    assert recommend(session, "boots", k=1, settings=RecommendConfig(popularity_weight=100.0))[0][0].id == "q5"
     assert recommend(session, "stranger", k=1)[0][0].id == "q5" and not recommend(session, "stranger")[1]
     assert {"q0", "q3"} <= {h.id for h in recommend(session, "boots", k=8, include_seen=True)[0]}

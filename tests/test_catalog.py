@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.catalog import CatalogFields, read_catalog
-from engine.errors import CatalogError
+from vitrina.engine.data.catalog import CatalogConfig, read_catalog
+from vitrina.engine.errors import CatalogError
 from tests.conftest import write_csv
 
 ROWS = [
@@ -44,7 +44,7 @@ def test_jsonl_and_parquet_read_the_same_products(tmp_path):
 
 def test_field_mapping_flags(tmp_path):
     rows = [{"sku": "A1", "name": "Blue jeans", "notes": "slim", "photo": "https://example.com/a.jpg"}]
-    fields = CatalogFields(id_field="sku", text_fields=("name", "notes"), image_field="photo", image_field_required=True)
+    fields = CatalogConfig(id_field="sku", text_fields=("name", "notes"), image_field="photo", image_field_required=True)
     product = read_catalog(write_csv(tmp_path / "c.csv", rows), fields).products[0]
     assert (product.id, product.text, product.image) == ("A1", "Blue jeans\nslim", "https://example.com/a.jpg")
 
@@ -54,7 +54,7 @@ def test_catalog_without_image_column_is_text_only(tmp_path):
     assert catalog.fields.image_field is None and catalog.products[0].image is None
 
 
-def _error(path: Path, fields: CatalogFields | None = None) -> str:
+def _error(path: Path, fields: CatalogConfig | None = None) -> str:
     with pytest.raises(CatalogError) as info:
         read_catalog(path, fields)
     return str(info.value)
@@ -80,7 +80,7 @@ def test_duplicate_id_names_both_lines(tmp_path):
 def test_missing_text_fields(tmp_path):
     no_default = write_csv(tmp_path / "a.csv", [{"id": "1", "name": "Hat"}])
     assert "--text-fields" in _error(no_default) and "title, description" in _error(no_default)
-    unknown = _error(write_csv(tmp_path / "b.csv", [{"id": "1", "title": "Hat"}]), CatalogFields(text_fields=("name",)))
+    unknown = _error(write_csv(tmp_path / "b.csv", [{"id": "1", "title": "Hat"}]), CatalogConfig(text_fields=("name",)))
     assert "text field 'name' is not a column" in unknown
 
 
@@ -126,7 +126,7 @@ def test_parquet_errors_name_the_row(tmp_path):
 
 def test_explicit_image_field_must_exist(tmp_path):
     path = write_csv(tmp_path / "c.csv", [{"id": "1", "title": "Hat"}])
-    msg = _error(path, CatalogFields(image_field="photo", image_field_required=True))
+    msg = _error(path, CatalogConfig(image_field="photo", image_field_required=True))
     assert "image field 'photo' is not a column" in msg
 
 
@@ -142,5 +142,5 @@ def test_missing_file_empty_file_and_unknown_format(tmp_path):
 
 def test_reserved_metadata_names_are_renamed(tmp_path):
     rows = [{"sku": "1", "title": "Hat", "id": "legacy-9", "score": "5"}]
-    product = read_catalog(write_csv(tmp_path / "c.csv", rows), CatalogFields(id_field="sku")).products[0]
+    product = read_catalog(write_csv(tmp_path / "c.csv", rows), CatalogConfig(id_field="sku")).products[0]
     assert product.metadata["catalog_id"] == "legacy-9" and product.metadata["catalog_score"] == "5"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from index import IndexDirectory
+from vitrina.index import IndexDirectory
 from tests.conftest import demo_catalog, demo_rows, run_cli, write_csv
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from encoders import Encoder, EncoderConfig, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
-from encoders.image import IMAGENET_MEAN, IMAGENET_STD
-from encoders.text import pool
+from vitrina.encoders import Encoder, EncoderConfig, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
+from vitrina.encoders.image import IMAGENET_MEAN, IMAGENET_STD
+from vitrina.encoders.text import pool
 from tests.conftest import DEMO_DATA
 
 TEXTS = ["red running shoes", "steel watch with a black strap for men", "wallet", "blue denim jeans for kids"]
@@ -157,7 +157,7 @@ def test_packaged_minilm_matches_sentence_transformers():
 
 @pytest.mark.slow
 def test_packaged_efficientnet_groups_look_alikes():
-    from encoders.image_io import load_image
+    from vitrina.encoders.image_io import load_image
 
     encoder = load_image_encoder("efficientnet-lite0", EncoderConfig(backend="torch"))
     assert encoder.dim == 1280

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import VitrinaConfig
-from engine.errors import QueryError
-from engine.evaluation import DEPTH, evaluate_text, read_qrels, score_query
-from engine.finetune import heldout_bucket
-from engine.search import SearchSession
-from index import IndexManifest
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import QueryError
+from vitrina.engine.evaluate.evaluation import DEPTH, evaluate_text, read_qrels, score_query
+from vitrina.engine.learn.finetune import heldout_bucket
+from vitrina.engine.query.search import SearchSession
+from vitrina.index import IndexManifest
 from tests.conftest import demo_catalog, demo_rows, run_cli, write_csv
 
 TYPES = ("Watches", "Wallets", "Sports Shoes", "Handbags")

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from index import LexicalIndex, ProductIndex, ProductTable, VectorSpace
-from index.filters import FilterColumns, FilterError, FilterFields, ProductFilter
-from index.store import EXACT_FILTER_MAX
+from vitrina.index import LexicalIndex, ProductIndex, ProductTable, VectorSpace
+from vitrina.index.filters import FilterColumns, FilterError, FilterConfig, ProductFilter
+from vitrina.index.store import EXACT_FILTER_MAX
 
 
 def normalised(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -106,4 +106,4 @@ def test_filter_errors_name_the_problem():
     with pytest.raises(FilterError, match="no brand column"):
         FilterColumns(table).mask(ProductFilter(brand=("nike",)))
     with pytest.raises(FilterError, match="'maker' is not in this catalog"):
-        FilterColumns(table, FilterFields(brand="maker"))
+        FilterColumns(table, FilterConfig(brand="maker"))

@@ -10,11 +10,11 @@ import threading
 import pytest
 from PIL import Image
 
-from encoders.errors import ImageLoadError
-from encoders.image_io import fit_square, load_image, load_images
-from encoders.image_policy import ImagePolicy
+from vitrina.encoders.errors import ImageLoadError
+from vitrina.encoders.image_io import fit_square, load_image, load_images
+from vitrina.encoders.image_policy import ImageConfig
 
-LOOPBACK_OK = ImagePolicy(allow_private_urls=True)  # the test server listens on 127.0.0.1
+LOOPBACK_OK = ImageConfig(allow_private_urls=True)  # the test server listens on 127.0.0.1
 
 
 def jpeg_bytes(size=(30, 20), colour=(200, 10, 10)) -> bytes:

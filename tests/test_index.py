@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index import (
+from vitrina.index import (
     IndexConfig,
     IndexDirectory,
     IndexManifest,
@@ -141,7 +141,7 @@ def test_save_replaces_an_index_but_never_a_foreign_directory(tmp_path):
 
 
 def test_model_specs_with_local_paths_are_stored_absolute(tmp_path, monkeypatch):
-    from engine.indexing import absolute_spec
+    from vitrina.engine.build.indexing import absolute_spec
 
     (tmp_path / "clipdir").mkdir()
     (tmp_path / "resnet50").mkdir()  # a folder named like a built-in model does not shadow it
@@ -161,7 +161,7 @@ def test_search_threads_apply_in_every_thread():
 
     import faiss
 
-    from index.product_index import set_search_threads
+    from vitrina.index.product_index import set_search_threads
 
     before = faiss.omp_get_max_threads()
     index = ProductIndex.build(unit_vectors(200, 16), np.arange(200, dtype=np.int64), "Flat")
@@ -191,7 +191,7 @@ def clustered_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("factory, parameter", [("IVF64,Flat", "nprobe"), ("HNSW16", "efSearch")])
 def test_search_effort_is_tuned_to_the_target_recall_and_kept_in_the_manifest(tmp_path, factory, parameter):
-    from index.tuning import exact_neighbours, recall_at_k, sample_queries, tune_search
+    from vitrina.index.tuning import exact_neighbours, recall_at_k, sample_queries, tune_search
 
     x = clustered_vectors(6000, 32)
     rows = np.arange(len(x), dtype=np.int64)
@@ -202,7 +202,7 @@ def test_search_effort_is_tuned_to_the_target_recall_and_kept_in_the_manifest(tm
     queries = sample_queries(x, 300, seed=7)
     assert recall_at_k(index.search(queries, 10)[1], exact_neighbours(queries, x, rows, 10)) >= 0.85
     # the smallest setting that reaches the target: one step down misses it (unless it is the first)
-    from index.tuning import LADDERS
+    from vitrina.index.tuning import LADDERS
 
     ladder = LADDERS[parameter]
     if tuned.value != ladder[0]:
@@ -225,7 +225,7 @@ def test_search_effort_is_tuned_to_the_target_recall_and_kept_in_the_manifest(tm
 
 
 def test_exact_indexes_need_no_tuning():
-    from index.tuning import tune_search
+    from vitrina.index.tuning import tune_search
 
     x = clustered_vectors(500, 16)
     assert tune_search(ProductIndex.build(x, np.arange(500, dtype=np.int64), "Flat"), x, np.arange(500)) is None

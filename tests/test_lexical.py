@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from engine.errors import QueryError
-from engine.search import MAX_QUERY_CHARS, clean_query
-from index import Analyzer, IndexStoreError, LexicalIndex, LexicalSettings
-from index.rank_fusion import HybridSettings, fuse, reciprocal_rank_fusion, score_blend
+from vitrina.engine.errors import QueryError
+from vitrina.engine.query.search import MAX_QUERY_CHARS, clean_query
+from vitrina.index import Analyzer, IndexStoreError, LexicalIndex, LexicalConfig
+from vitrina.index.hybrid import HybridConfig, fuse, reciprocal_rank_fusion, score_blend
 
 TITLES = [
     "Everbilt 1/2 in. x 10 ft. Copper Pipe",
@@ -24,7 +24,7 @@ TITLES = [
 
 @pytest.fixture(scope="module")
 def analyzer() -> Analyzer:
-    return Analyzer(LexicalSettings())
+    return Analyzer(LexicalConfig())
 
 
 class TestAnalyzer:
@@ -57,13 +57,13 @@ class TestAnalyzer:
         assert analyzer.tokens("运动鞋") == ["运动鞋"]
 
     def test_no_stemmer(self):
-        assert Analyzer(LexicalSettings(stemmer=None)).tokens("running shoes") == ["running", "shoes"]
+        assert Analyzer(LexicalConfig(stemmer=None)).tokens("running shoes") == ["running", "shoes"]
 
     def test_unknown_settings_are_refused(self):
         with pytest.raises(IndexStoreError, match="stemmer language"):
-            Analyzer(LexicalSettings(stemmer="klingon"))
+            Analyzer(LexicalConfig(stemmer="klingon"))
         with pytest.raises(IndexStoreError, match="analyser"):
-            Analyzer(LexicalSettings(analyzer="other-9"))
+            Analyzer(LexicalConfig(analyzer="other-9"))
 
 
 @pytest.fixture(scope="module")
@@ -178,17 +178,17 @@ class TestRankFusion:
         assert rows.tolist() == [[3, 7]]
 
     def test_fewer_candidates_than_k_pads_with_minus_one(self):
-        scores, rows = fuse(result([[1]], [[2.0]]), result([[1]], [[0.5]]), 4, HybridSettings())
+        scores, rows = fuse(result([[1]], [[2.0]]), result([[1]], [[0.5]]), 4, HybridConfig())
         assert rows.tolist() == [[1, -1, -1, -1]]
 
     def test_settings_are_checked(self):
         with pytest.raises(ValueError, match="fusion method"):
-            HybridSettings(method="max")
+            HybridConfig(method="max")
         with pytest.raises(ValueError, match="dense_weight"):
-            HybridSettings(dense_weight=1.5)
+            HybridConfig(dense_weight=1.5)
         for bad in (-0.1, float("nan"), float("inf")):
             with pytest.raises(ValueError, match="coverage_weight"):
-                HybridSettings(coverage_weight=bad)
+                HybridConfig(coverage_weight=bad)
 
 
 class TestCleanQuery:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from engine.metrics import (
+from vitrina.engine.evaluate.relevance import (
     average_precision_at_k,
     dcg_at_k,
     mean,

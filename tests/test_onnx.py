@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from encoders import EncoderConfig, EncoderError, load_image_encoder, load_text_encoder
-from encoders.factory import load_image_space_text_encoder
-from encoders.onnx_export import export_encoder
-from encoders.onnx_runtime import META_FILE, OnnxImageEncoder, OnnxTextEncoder, load_onnx_encoder
-from engine.search import SearchSession
+from vitrina.encoders import EncoderConfig, EncoderError, load_image_encoder, load_text_encoder
+from vitrina.encoders.factory import load_image_space_text_encoder
+from vitrina.encoders.onnx_export import export_encoder
+from vitrina.encoders.onnx_runtime import META_FILE, OnnxImageEncoder, OnnxTextEncoder, load_onnx_encoder
+from vitrina.engine.query.search import SearchSession
 from tests.conftest import DEMO_DATA, REPO, SHARED, WORDS, demo_catalog, demo_rows, run_cli
 
 TORCH = EncoderConfig(backend="torch", device="cpu")
@@ -228,8 +228,8 @@ def test_search_on_onnx_imports_no_pytorch(tmp_path):
 @pytest.mark.skipif(not (SHARED / "homedepot").is_dir(), reason="../shared/data/homedepot is absent")
 def test_int8_ranking_parity_on_home_depot(tmp_path):
     """Dense retrieval with int8 ONNX vs PyTorch fp32 on judged Home Depot queries: same top 10, same nDCG."""
-    from engine.evaluation import evaluate_text, read_qrels
-    from engine.config import VitrinaConfig
+    from vitrina.engine.evaluate.evaluation import evaluate_text, read_qrels
+    from vitrina.engine.config import VitrinaConfig
     from tests.conftest import write_csv
 
     qrels = read_qrels(SHARED / "homedepot" / "qrels_dev.csv")
@@ -271,7 +271,7 @@ def test_default_backend_is_onnx_and_int8_batches_stay_close(tiny_bert_dir, tmp_
 def test_providers_follow_the_device(tiny_clip_dir, tmp_path):
     import onnxruntime as ort
 
-    from encoders.onnx_runtime import execution_providers
+    from vitrina.encoders.onnx_runtime import execution_providers
 
     assert execution_providers(EncoderConfig(device="cpu")) == ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():

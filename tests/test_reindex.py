@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import VitrinaConfig
-from engine.errors import CatalogError
-from engine.reindex import WORK_DIR, ReindexSettings, reindex
-from engine.search import SearchSession
-from engine.updates import upsert
-from index import IndexDirectory
-from index.errors import IndexStoreError
-from index.versions import CURRENT, resolve_index_path, versions
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import CatalogError
+from vitrina.engine.build.reindex import WORK_DIR, ReindexConfig, reindex
+from vitrina.engine.query.search import SearchSession
+from vitrina.engine.build.updates import upsert
+from vitrina.index import IndexDirectory
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.versions import CURRENT, resolve_index_path, versions
 from tests.conftest import REPO, demo_catalog, demo_rows, run_cli, write_csv
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def catalog(tmp_path_factory) -> Path:
 def baseline(catalog, tmp_path_factory) -> Path:
     """An uninterrupted re-index of `catalog` in shards of 8 (the reference for resumed runs)."""
     root = tmp_path_factory.mktemp("baseline") / "root"
-    reindex(catalog, root, CONFIG, ReindexSettings(shard_size=8))
+    reindex(catalog, root, CONFIG, ReindexConfig(shard_size=8))
     return root
 
 
@@ -74,15 +74,15 @@ def test_reindex_publishes_a_versioned_root_that_every_command_reads(baseline, c
 
 def test_second_run_reuses_every_unchanged_vector_and_reencodes_changed_ones(baseline, catalog, tmp_path):
     root = tmp_path / "root"
-    first = reindex(catalog, root, CONFIG, ReindexSettings(shard_size=8))
+    first = reindex(catalog, root, CONFIG, ReindexConfig(shard_size=8))
     assert first.encoded == {"text": 60, "image": 60} and first.reused == {"text": 0, "image": 0}
-    again = reindex(catalog, root, CONFIG, ReindexSettings(shard_size=8))
+    again = reindex(catalog, root, CONFIG, ReindexConfig(shard_size=8))
     assert again.encoded == {"text": 0, "image": 0} and again.reused == {"text": 60, "image": 60}
     same_index(first.path, again.path)
     rows = demo_rows()[:60]
     rows[3]["title"] = "Completely different waterproof hiking boots"
     changed = write_csv(catalog.parent / "changed.csv", rows)
-    third = reindex(changed, root, CONFIG, ReindexSettings(shard_size=8))
+    third = reindex(changed, root, CONFIG, ReindexConfig(shard_size=8))
     assert third.encoded == {"text": 1, "image": 0} and third.reused == {"text": 59, "image": 60}
     hits = SearchSession(root, CONFIG).search(["waterproof hiking boots"], k=1)[0]
     assert hits[0].id == rows[3]["id"]
@@ -90,7 +90,7 @@ def test_second_run_reuses_every_unchanged_vector_and_reencodes_changed_ones(bas
 
 def test_old_versions_are_pruned_to_keep(catalog, tmp_path):
     root = tmp_path / "root"
-    made = [reindex(catalog, root, CONFIG, ReindexSettings(shard_size=30, keep=2)).path for _ in range(3)]
+    made = [reindex(catalog, root, CONFIG, ReindexConfig(shard_size=30, keep=2)).path for _ in range(3)]
     assert [p.name for p in versions(root)] == [p.name for p in made[1:]]
     assert resolve_index_path(root) == made[-1].resolve()
 
@@ -128,35 +128,35 @@ def test_resume_refuses_a_changed_catalog(catalog, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        reindex(catalog, root, CONFIG, ReindexSettings(shard_size=8), on_stage=stop)
+        reindex(catalog, root, CONFIG, ReindexConfig(shard_size=8), on_stage=stop)
     rows = demo_rows()[:61]
     other = write_csv(catalog.parent / "other.csv", rows)
     with pytest.raises(CatalogError, match="cannot resume.*catalog"):
-        reindex(other, root, CONFIG, ReindexSettings(shard_size=8), resume=True)
+        reindex(other, root, CONFIG, ReindexConfig(shard_size=8), resume=True)
     with pytest.raises(CatalogError, match="cannot resume.*shard_size"):
-        reindex(catalog, root, CONFIG, ReindexSettings(shard_size=9), resume=True)
+        reindex(catalog, root, CONFIG, ReindexConfig(shard_size=9), resume=True)
     private = dataclasses.replace(CONFIG, images=dataclasses.replace(CONFIG.images, allow_private_urls=True))
     with pytest.raises(CatalogError, match="cannot resume.*images"):  # the shards hold the other policy's refusals
-        reindex(catalog, root, private, ReindexSettings(shard_size=8), resume=True)
+        reindex(catalog, root, private, ReindexConfig(shard_size=8), resume=True)
 
 
 CRASH_SCRIPT = """
 import os, sys
 sys.path.insert(0, {repo!r})
-from engine.config import VitrinaConfig
-from engine.reindex import ReindexSettings, reindex
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.reindex import ReindexConfig, reindex
 stage = sys.argv[3]
 def crash(at, shard):
     if at == stage and shard in (-1, 1):
         os._exit(9)  # like kill -9: no cleanup, no finally blocks
-reindex(sys.argv[1], sys.argv[2], VitrinaConfig(progress=False), ReindexSettings(shard_size=20), on_stage=crash)
+reindex(sys.argv[1], sys.argv[2], VitrinaConfig(progress=False), ReindexConfig(shard_size=20), on_stage=crash)
 """
 
 
 @pytest.mark.parametrize("stage", ["read", "encode", "index", "save", "publish"])
 def test_a_crash_at_any_stage_leaves_a_loadable_live_index(baseline, catalog, tmp_path, stage):
     root = tmp_path / "root"
-    reindex(catalog, root, CONFIG, ReindexSettings(shard_size=20))
+    reindex(catalog, root, CONFIG, ReindexConfig(shard_size=20))
     live_before = resolve_index_path(root)
     rows = demo_rows()[:60]
     rows[0]["title"] = "A brand new title for the first product"
@@ -174,14 +174,14 @@ def test_a_crash_at_any_stage_leaves_a_loadable_live_index(baseline, catalog, tm
     else:
         assert live_after == live_before and (live_before / "manifest.json").is_file()
         assert session.directory.content.texts[0] != "A brand new title for the first product"
-    finished = reindex(changed, root, CONFIG, ReindexSettings(shard_size=20), resume=True)
+    finished = reindex(changed, root, CONFIG, ReindexConfig(shard_size=20), resume=True)
     assert SearchSession(root, CONFIG).directory.content.texts[0] == "A brand new title for the first product"
     assert finished.path == resolve_index_path(root)
 
 
 def test_a_second_writer_is_refused_while_one_runs(catalog, tmp_path):
     root = tmp_path / "root"
-    reindex(catalog, root, CONFIG, ReindexSettings(shard_size=30))
+    reindex(catalog, root, CONFIG, ReindexConfig(shard_size=30))
     seen = []
 
     def nested(stage: str, shard: int) -> None:
@@ -190,7 +190,7 @@ def test_a_second_writer_is_refused_while_one_runs(catalog, tmp_path):
                 upsert(root, catalog, CONFIG)
             seen.append(True)
 
-    reindex(catalog, root, CONFIG, ReindexSettings(shard_size=30), on_stage=nested)
+    reindex(catalog, root, CONFIG, ReindexConfig(shard_size=30), on_stage=nested)
     assert seen
 
 
@@ -204,7 +204,7 @@ def test_reindex_refuses_a_plain_index_directory(catalog, tmp_path):
 
 def test_upsert_and_delete_change_single_products(catalog, tmp_path):
     root = tmp_path / "root"
-    reindex(catalog, root, CONFIG, ReindexSettings(shard_size=30))
+    reindex(catalog, root, CONFIG, ReindexConfig(shard_size=30))
     rows = demo_rows()
     changed = [dict(rows[0]), dict(rows[1]), dict(rows[100])]  # two known (one edited), one new
     changed[0]["title"] = "Waterproof hiking boots for women, brand new"
@@ -240,7 +240,7 @@ def test_update_errors_name_the_problem(catalog, tmp_path):
     code, _, err = run_cli("delete", tmp_path / "nowhere", "--ids", catalog)
     assert code != 0 and "not a versioned index root" in err
     root = tmp_path / "root"
-    reindex(catalog, root, CONFIG, ReindexSettings(shard_size=60))
+    reindex(catalog, root, CONFIG, ReindexConfig(shard_size=60))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n# nothing\n")
     code, _, err = run_cli("delete", root, "--ids", empty)
@@ -257,8 +257,8 @@ def test_ray_engine_writes_the_same_index(catalog, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
-        local = reindex(catalog, tmp_path / "local", CONFIG, ReindexSettings(shard_size=30))
-        remote = reindex(catalog, tmp_path / "ray", CONFIG, ReindexSettings(shard_size=30, engine="ray", ray_actors=2))
+        local = reindex(catalog, tmp_path / "local", CONFIG, ReindexConfig(shard_size=30))
+        remote = reindex(catalog, tmp_path / "ray", CONFIG, ReindexConfig(shard_size=30, engine="ray", ray_actors=2))
     finally:
         ray.shutdown()
     assert remote.encoded == {"text": 60, "image": 60}
@@ -276,12 +276,12 @@ def test_a_running_server_switches_to_the_new_current_version_on_reload(catalog,
     from tests.serving_util import KEY, running_server
 
     root = tmp_path / "root"
-    first = reindex(catalog, root, CONFIG, ReindexSettings(shard_size=60))
+    first = reindex(catalog, root, CONFIG, ReindexConfig(shard_size=60))
     with running_server(root) as base:
         assert httpx.get(f"{base}/search", params={"q": "shoes"}).json()["index_version"] == first.version
         rows = demo_rows()[:60]
         rows[0]["title"] = "Waterproof hiking boots for women"
-        second = reindex(write_csv(catalog.parent / "served.csv", rows), root, CONFIG, ReindexSettings(shard_size=60))
+        second = reindex(write_csv(catalog.parent / "served.csv", rows), root, CONFIG, ReindexConfig(shard_size=60))
         still = httpx.get(f"{base}/search", params={"q": "shoes"}).json()
         assert still["index_version"] == first.version  # nothing changes under a running server by itself
         swap = httpx.post(f"{base}/admin/reload", headers={"X-API-Key": KEY}, timeout=120)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from encoders.config import EncoderConfig
-from engine.config import VitrinaConfig
-from engine.evaluation import evaluate_image, evaluate_text, read_qrels
-from engine.indexing import build_index
-from engine.report import format_metric, worst_queries, write_report
-from engine.search import SearchSession
+from vitrina.encoders.config import EncoderConfig
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.evaluate.evaluation import evaluate_image, evaluate_text, read_qrels
+from vitrina.engine.build.indexing import build_index
+from vitrina.engine.evaluate.report import format_metric, worst_queries, write_report
+from vitrina.engine.query.search import SearchSession
 from tests.conftest import demo_catalog, demo_rows, write_csv
 
 EVIL = "<script>alert('x')</script> Evil & Co"

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from engine.events import EventFields, EventTimes, MissingColumnError, event_identity, read_events
-from engine.recommend import recency_weights
+from vitrina.engine.data.events import EventFieldConfig, EventTimeConfig, MissingColumnError, event_identity, read_events
+from vitrina.engine.query.recommend import recency_weights
 from tests.conftest import demo_rows, run_cli, write_csv
 
 PRODUCTS = {f"p{i}": i for i in range(6)}
@@ -33,7 +33,7 @@ def test_times_in_the_future_or_before_1990_are_bad_rows(tmp_path):
     assert log.problems.counts == {"timestamp in the future": 2, "timestamp before 1990": 1}
     assert "e.csv, line 2: timestamp in the future" in log.problems.summary()
     # the window is a setting: a fixed clock accepts what it says is the past
-    fixed = read_events(tmp_path / "e.csv", PRODUCTS, times=EventTimes(now=now.timestamp() + 10 * 86_400))
+    fixed = read_events(tmp_path / "e.csv", PRODUCTS, times=EventTimeConfig(now=now.timestamp() + 10 * 86_400))
     assert fixed.problems.counts == {"timestamp in the future": 1, "timestamp before 1990": 1}
 
 
@@ -92,11 +92,11 @@ def test_gzipped_csv_events_are_read(tmp_path):
 
 
 def test_missing_column_names_the_setting():
-    from engine.events import events_from_records
+    from vitrina.engine.data.events import events_from_records
 
     with pytest.raises(MissingColumnError) as caught:
         events_from_records([{"customer": "u", "product_id": "p1", "timestamp": "2024-01-01", "event": "view"}],
-                            PRODUCTS, fields=EventFields())
+                            PRODUCTS, fields=EventFieldConfig())
     assert caught.value.setting == "user_field" and "missing column 'user_id'" in str(caught.value)
 
 
@@ -143,7 +143,7 @@ def test_cli_events_gzip_missing_column_flag_and_finite_scores(text_index, tmp_p
     code, out, err = run_cli("search", index, "shirt", "--user", "old", "--json")
     assert code == 0 and all(math.isfinite(h["score"]) for h in json.loads(out)["results"])
     # over HTTP a NaN score was a 500 for every known shopper
-    from serving.config import ServingConfig
+    from vitrina.serving.config import ServingConfig
     from tests.serving_util import KEY, ready_client
 
     client = ready_client(index, ServingConfig(api_key=KEY))

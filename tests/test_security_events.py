@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.behaviour import BEHAVIOUR_DIR, BehaviourModel, BehaviourSettings
-from engine.event_store import EVENTS_DIR, LOG_FILE
-from engine.events import read_events
-from engine.pseudonyms import KEY_FILE, Pseudonyms
-from index.versions import resolve_index_path, versions
+from vitrina.engine.learn.behaviour import BEHAVIOUR_DIR, BehaviourModel, BehaviourConfig
+from vitrina.engine.learn.event_store import EVENTS_DIR, LOG_FILE
+from vitrina.engine.data.events import read_events
+from vitrina.engine.learn.pseudonyms import KEY_FILE, Pseudonyms
+from vitrina.index.versions import resolve_index_path, versions
 from tests.conftest import demo_rows, run_cli, write_csv
 from tests.serving_util import KEY
 
@@ -115,7 +115,7 @@ def test_a_model_saved_with_raw_ids_is_read_then_migrated_on_the_first_write(tin
     index, ids = plain_index(tiny_bert_dir, tmp_path)
     write_csv(tmp_path / "events.csv", events_for(ids))
     legacy = BehaviourModel.fit(read_events(tmp_path / "events.csv", {p: i for i, p in enumerate(ids)}), len(ids),
-                                BehaviourSettings(factors=4, iterations=10))
+                                BehaviourConfig(factors=4, iterations=10))
     legacy.product_ids = ids
     legacy.save(index / BEHAVIOUR_DIR)  # the format written before issue 15: raw ids, no log
     assert files_containing(index, SHOPPER)
@@ -134,7 +134,7 @@ def test_a_model_saved_with_raw_ids_is_read_then_migrated_on_the_first_write(tin
 
 
 def test_events_add_rerun_adds_nothing_even_after_a_kill_right_after_the_commit(tiny_bert_dir, tmp_path, monkeypatch):
-    from engine.shoppers import ShopperState
+    from vitrina.engine.learn.shoppers import ShopperState
 
     index, ids = plain_index(tiny_bert_dir, tmp_path)
     events = events_for(ids)
@@ -230,9 +230,9 @@ def test_forget_removes_the_shopper_everywhere_and_equals_an_index_that_never_sa
 def test_delete_user_over_http_needs_the_key_and_forgets_the_shopper(tiny_bert_dir, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from engine.config import VitrinaConfig
-    from serving.app import create_app
-    from serving.config import ServingConfig
+    from vitrina.engine.config import VitrinaConfig
+    from vitrina.serving.app import create_app
+    from vitrina.serving.config import ServingConfig
     from tests.serving_util import KEY
 
     monkeypatch.delenv("VITRINA_USER_KEY", raising=False)
@@ -347,13 +347,13 @@ def test_changed_encoders_leave_the_fused_space_out_with_a_note_and_retrain_make
 def _client(index: Path, tiny_bert_dir, **shoppers):
     from fastapi.testclient import TestClient
 
-    from engine.config import ShopperSettings, VitrinaConfig
-    from serving.app import create_app
-    from serving.config import ServingConfig
+    from vitrina.engine.config import ShopperConfig, VitrinaConfig
+    from vitrina.serving.app import create_app
+    from vitrina.serving.config import ServingConfig
     from tests.serving_util import KEY
 
     config = VitrinaConfig(text_model=str(tiny_bert_dir), image_model=None, progress=False,
-                           shoppers=ShopperSettings(**shoppers))
+                           shoppers=ShopperConfig(**shoppers))
     client = TestClient(create_app(index, config, ServingConfig(api_key=KEY)))
     client.__enter__()
     for _ in range(600):
@@ -424,9 +424,9 @@ def test_access_logs_never_print_shopper_ids(tiny_bert_dir, tmp_path, caplog, mo
     import httpx
     import uvicorn
 
-    from engine.config import VitrinaConfig
-    from serving.app import create_app
-    from serving.config import ServingConfig
+    from vitrina.engine.config import VitrinaConfig
+    from vitrina.serving.app import create_app
+    from vitrina.serving.config import ServingConfig
     from tests.serving_util import KEY, free_port, wait_ready
 
     index, ids = plain_index(tiny_bert_dir, tmp_path)
@@ -460,7 +460,7 @@ def test_events_posted_while_a_trained_plain_index_refreshes_its_fused_vectors_a
     import os
     from concurrent.futures import ThreadPoolExecutor
 
-    import index.store as store
+    import vitrina.index.store as store
     from tests.serving_util import KEY
 
     def slow_swap(tmp: Path, out: Path) -> None:
@@ -508,7 +508,7 @@ def test_events_posted_while_a_trained_plain_index_refreshes_its_fused_vectors_a
 def test_a_full_disk_answers_503_applies_nothing_and_a_retry_is_counted_once(tiny_bert_dir, tmp_path, monkeypatch):
     import errno
 
-    import engine.event_store as event_store
+    import vitrina.engine.learn.event_store as event_store
     from tests.serving_util import KEY
 
     index, ids = plain_index(tiny_bert_dir, tmp_path)

@@ -16,16 +16,16 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from encoders import EncoderConfig
-from encoders.onnx_runtime import cache_entry, check_export
-from engine.config import VitrinaConfig
-from engine.indexing import build_index
-from engine.reindex import WORK_DIR, ReindexSettings, reindex
-from engine.search import SearchSession
-from index import IndexDirectory, IndexManifest
-from index.errors import IndexStoreError
-from encoders.files import CHECKSUM_FILE, digest_file
-from index.versions import VERSIONS_DIR
+from vitrina.encoders import EncoderConfig
+from vitrina.encoders.onnx_runtime import cache_entry, check_export
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import build_index
+from vitrina.engine.build.reindex import WORK_DIR, ReindexConfig, reindex
+from vitrina.engine.query.search import SearchSession
+from vitrina.index import IndexDirectory, IndexManifest
+from vitrina.index.errors import IndexStoreError
+from vitrina.encoders.files import CHECKSUM_FILE, digest_file
+from vitrina.index.versions import VERSIONS_DIR
 from tests.conftest import REPO, WORDS, run_cli, write_csv
 
 QUERIES = ["red running shoes", "leather wallet", "waterproof hiking boots", "cotton summer dress"]
@@ -237,8 +237,8 @@ def test_a_full_disk_during_events_add_is_a_clear_error(built, catalog, tmp_path
 def test_a_full_disk_during_post_events_is_a_json_503_without_paths(built, tmp_path):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.config import ServingConfig
+    from vitrina.serving.app import create_app
+    from vitrina.serving.config import ServingConfig
     from tests.serving_util import KEY
 
     rows = text_rows(60)
@@ -261,8 +261,8 @@ KILLED_WRITER = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import shutil
-import index.store as store
-from index import IndexDirectory
+import vitrina.index.store as store
+from vitrina.index import IndexDirectory
 where, how = sys.argv[1], sys.argv[2]
 store.clean_leftovers = lambda target: []  # let the leftovers of the three killed writers pile up
 directory = IndexDirectory.load(where)
@@ -312,10 +312,10 @@ def test_unfinished_builds_of_a_killed_reindex_go_at_the_next_write(catalog, tin
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-import index.store as store
-from encoders import EncoderConfig
-from engine.config import VitrinaConfig
-from engine.reindex import reindex
+import vitrina.index.store as store
+from vitrina.encoders import EncoderConfig
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.reindex import reindex
 store.replace_directory = lambda tmp, out: os._exit(9)  # killed with the new version written, before its rename
 reindex({str(catalog)!r}, {str(root)!r}, VitrinaConfig(text_model={str(tiny_bert_dir)!r}, image_model=None,
         progress=False, encoders=EncoderConfig(onnx_cache=Path({str(tmp_path / 'cache')!r}))))
@@ -347,6 +347,6 @@ def test_reindex_checkpoints_a_twentieth_of_the_catalog_and_resumes_identically(
     assert resumed.resumed_shards == 11 and resumed.shards == 20  # only 9 of 20 shards were encoded again
     a, b = IndexDirectory.load(full.path), IndexDirectory.load(resumed.path)
     assert np.asarray(a.spaces["text"].vectors).tobytes() == np.asarray(b.spaces["text"].vectors).tobytes()
-    assert reindex(catalog, tmp_path / "explicit", config, ReindexSettings(shard_size=1000)).shards == 5  # N wins
+    assert reindex(catalog, tmp_path / "explicit", config, ReindexConfig(shard_size=1000)).shards == 5  # N wins
     code, out, _ = run_cli("reindex", "--help")
     assert "automatic" in out

@@ -24,20 +24,20 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from encoders.config import EncoderConfig
-from encoders.errors import ImageLoadError
-from encoders.image_io import decode_image, load_image, read_image_bytes
-from encoders.image_policy import ImagePolicy
-from engine.config import VitrinaConfig
-from engine.indexing import build_index
-from index import IndexManifest
-from serving.app import create_app
-from serving.config import ServingConfig
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.errors import ImageLoadError
+from vitrina.encoders.image_io import decode_image, load_image, read_image_bytes
+from vitrina.encoders.image_policy import ImageConfig
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import build_index
+from vitrina.index import IndexManifest
+from vitrina.serving.app import create_app
+from vitrina.serving.config import ServingConfig
 from tests.conftest import REPO, demo_catalog, demo_rows, run_cli, write_csv
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-0123456789"
-LOOPBACK_OK = ImagePolicy(allow_private_urls=True)
+LOOPBACK_OK = ImageConfig(allow_private_urls=True)
 
 
 def png(size: tuple[int, int]) -> bytes:
@@ -52,9 +52,9 @@ def jpeg(size: tuple[int, int] = (40, 30)) -> bytes:
     return buf.getvalue()
 
 
-def tiny_config(text_dir: Path, resnet: Path, images: ImagePolicy | None = None) -> VitrinaConfig:
+def tiny_config(text_dir: Path, resnet: Path, images: ImageConfig | None = None) -> VitrinaConfig:
     return VitrinaConfig(text_model=str(text_dir), image_model=f"resnet18={resnet}", progress=False,
-                         encoders=EncoderConfig(backend="torch"), images=images or ImagePolicy())
+                         encoders=EncoderConfig(backend="torch"), images=images or ImageConfig())
 
 
 @contextlib.contextmanager
@@ -269,7 +269,7 @@ def test_an_absurd_aspect_ratio_upload_is_a_422(client):
 PEAK_SCRIPT = """
 import resource, sys
 from PIL import Image
-from encoders import EncoderConfig, load_image_encoder
+from vitrina.encoders import EncoderConfig, load_image_encoder
 encoder = load_image_encoder(sys.argv[1], EncoderConfig(backend="torch", device="cpu"))
 encoder.encode([Image.new("RGB", (300, 200))])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -292,8 +292,8 @@ def test_encoding_a_long_strip_takes_memory_bounded_by_the_model_input(tiny_resn
 def test_local_files_are_capped_and_must_be_regular(tmp_path):
     (tmp_path / "big.jpg").write_bytes(jpeg((200, 200)) + b"\0" * 5000)
     with pytest.raises(ImageLoadError, match=r"big.jpg is larger than 0.00\d+ MiB"):
-        read_image_bytes(str(tmp_path / "big.jpg"), 5, ImagePolicy(max_bytes=4000))
-    assert read_image_bytes(str(tmp_path / "big.jpg"), 5, ImagePolicy(max_bytes=100_000))
+        read_image_bytes(str(tmp_path / "big.jpg"), 5, ImageConfig(max_bytes=4000))
+    assert read_image_bytes(str(tmp_path / "big.jpg"), 5, ImageConfig(max_bytes=100_000))
     os.mkfifo(tmp_path / "pipe.jpg")
     outcome: list[BaseException] = []
     reader = threading.Thread(target=lambda: _capture(outcome, read_image_bytes, str(tmp_path / "pipe.jpg"), 5), daemon=True)
@@ -305,7 +305,7 @@ def test_local_files_are_capped_and_must_be_regular(tmp_path):
         with pytest.raises(ImageLoadError, match="not a regular file"):
             read_image_bytes(special, 5)
     with pytest.raises(ImageLoadError, match="refused image /dev/zero: it lies outside"):
-        read_image_bytes("/dev/zero", 5, ImagePolicy().for_catalog(tmp_path))
+        read_image_bytes("/dev/zero", 5, ImageConfig().for_catalog(tmp_path))
 
 
 def _capture(into: list, fn, *args) -> None:
@@ -339,7 +339,7 @@ def test_download_errors_do_not_echo_socket_details():
 
 def test_every_redirect_hop_is_checked(tmp_path):
     (tmp_path / "a.jpg").write_bytes(jpeg())
-    cdn_only = ImagePolicy.from_flags(networks=["127.0.0.2/32"])
+    cdn_only = ImageConfig.from_flags(networks=["127.0.0.2/32"])
     with serving_files(tmp_path, "127.0.0.1") as inner:
         with serving_files(tmp_path, "127.0.0.2", {"/moved.jpg": f"{inner}/a.jpg", "/here.jpg": "/a.jpg"}) as cdn:
             assert load_image(f"{cdn}/a.jpg", timeout_s=5, policy=cdn_only).size == (40, 30)
@@ -369,7 +369,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(tmp_path, monkeypat
         url = cdn.replace("127.0.0.2", "cdn.shop.test") + "/a.jpg"
         with pytest.raises(ImageLoadError, match="cdn.shop.test resolves to a loopback address"):
             load_image(url, timeout_s=5)
-        assert load_image(url, timeout_s=5, policy=ImagePolicy.from_flags(networks=["127.0.0.2/32"])).size == (40, 30)
+        assert load_image(url, timeout_s=5, policy=ImageConfig.from_flags(networks=["127.0.0.2/32"])).size == (40, 30)
     assert lookups == ["cdn.shop.test", "cdn.shop.test"]  # one lookup per download, none by the connection
 
 

@@ -23,14 +23,14 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from engine.catalog import read_catalog
-from engine.config import VitrinaConfig
-from engine.errors import CatalogError
-from engine.indexing import build_index
-from serving.access_log import redact_path
-from serving.app import create_app
-from serving.config import ServingConfig, ServingConfigError
-from serving.timeouts import uvicorn_timeouts
+from vitrina.engine.data.catalog import read_catalog
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import CatalogError
+from vitrina.engine.build.indexing import build_index
+from vitrina.serving.access_log import redact_path
+from vitrina.serving.app import create_app
+from vitrina.serving.config import ServingConfig, ServingConfigError
+from vitrina.serving.timeouts import uvicorn_timeouts
 from tests.conftest import demo_catalog, demo_rows
 from tests.serving_util import KEY, free_port, running_server, wait_ready, ready_client
 
@@ -359,7 +359,7 @@ def test_a_jsonl_field_over_the_csv_limit_is_refused_naming_file_line_and_field(
 def test_an_ipv6_client_is_counted_by_its_64_network_and_expired_counters_are_swept():
     import asyncio
 
-    from serving.ratelimit import RateLimiter, client_id
+    from vitrina.serving.ratelimit import RateLimiter, client_id
 
     assert client_id("2001:db8::1") == client_id("2001:db8::ffff:1") == "2001:db8::/64"
     assert client_id("::ffff:10.0.0.7") == "10.0.0.7" and client_id("10.0.0.7") == "10.0.0.7"
@@ -381,7 +381,7 @@ def test_an_ipv6_client_is_counted_by_its_64_network_and_expired_counters_are_sw
     (["--rate-limit-storage", "nowhere://x"], "rate limit storage"),
 ])
 def test_vitrina_serve_refuses_bad_security_settings_clearly(shop, capsys, flags, complaint):
-    from engine.cli import main
+    from vitrina.cli.main import main
 
     assert main(["serve", str(shop[0]), *flags]) == 1
     error = capsys.readouterr().err

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config import VitrinaConfig
-from engine.indexing import build_index
-from index import IndexManifest
-from serving.batching import MicroBatcher
-from serving.config import ServingConfig
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import build_index
+from vitrina.index import IndexManifest
+from vitrina.serving.batching import MicroBatcher
+from vitrina.serving.config import ServingConfig
 from tests.conftest import DEMO_DATA, write_csv
 from tests.serving_util import KEY, TYPES, running_server, shop_catalog, ready_client
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.config import VitrinaConfig
-from engine.indexing import build_index
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import build_index
 from tests.serving_util import KEY, running_server, shop_catalog
 
 pytestmark = pytest.mark.slow

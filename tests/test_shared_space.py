@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from engine.errors import QueryError
-from engine.fusion import FusionModel, FusionWeights, shared_vectors
-from engine.shared_space import TrainSettings, train_heads
-from index import IndexManifest
+from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.fusion import FusionModel, FusionWeights, shared_vectors
+from vitrina.engine.learn.shared_space import TrainConfig, train_heads
+from vitrina.index import IndexManifest
 from tests.conftest import demo_catalog, demo_rows, run_cli, write_csv
 
 
@@ -35,9 +35,9 @@ def text_to_image_recall(model: FusionModel, inputs, rows: np.ndarray, k: int = 
 
 def test_heads_learn_to_align_text_and_image_on_products_never_trained_on():
     inputs, ids = aligned_modalities()
-    settings = TrainSettings(dim=16, epochs=30, batch_size=64, heldout=0.25, validation=0.1)
+    settings = TrainConfig(dim=16, epochs=30, batch_size=64, heldout=0.25, validation=0.1)
     model, report = train_heads(inputs, {"text": "t", "image": "i"}, ids, settings, progress=False)
-    from engine.splits import heldout_bucket
+    from vitrina.engine.data.splits import heldout_bucket
 
     held = np.array([i for i, p in enumerate(ids) if heldout_bucket(p) < 0.25])
     assert report.heldout == len(held) > 100 and report.trained_on < len(ids) - len(held)
@@ -78,7 +78,7 @@ def test_fused_vectors_blend_what_a_product_has_and_are_never_nan():
 
 def test_save_load_round_trip_and_damage(tmp_path):
     inputs, ids = aligned_modalities(80)
-    model, _ = train_heads(inputs, {"text": "t", "image": "i"}, ids, TrainSettings(dim=8, epochs=2), progress=False)
+    model, _ = train_heads(inputs, {"text": "t", "image": "i"}, ids, TrainConfig(dim=8, epochs=2), progress=False)
     model.save(tmp_path / "fusion")
     loaded = FusionModel.load(tmp_path / "fusion")
     assert loaded.fingerprint == model.fingerprint and loaded.inputs == model.inputs

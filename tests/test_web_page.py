@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config import VitrinaConfig
-from engine.indexing import build_index
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import build_index
 from tests.conftest import DEMO_DATA
 from tests.serving_util import running_server, shop_catalog
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from engine.errors import CatalogError
+from vitrina.engine.errors import CatalogError
 
 DEFAULT_TEXT_FIELDS = ("title", "description")
 RESERVED_KEYS = ("id", "score")  # result keys that catalog columns may not overwrite
@@ -21,7 +21,7 @@ _CURRENCY = re.compile(r"^\s*[$€£¥]\s*|\s*(USD|EUR|GBP)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class CatalogFields:
+class CatalogConfig:
     """Which catalog columns hold the id, the text to embed, the image, and the price.
 
     text_fields None means title and description, where present. image_field_required is set when
@@ -46,7 +46,7 @@ class Product:
 @dataclass
 class Catalog:
     source: Path
-    fields: CatalogFields  # resolved: text_fields concrete, image_field None when absent
+    fields: CatalogConfig  # resolved: text_fields concrete, image_field None when absent
     products: list[Product]
 
     def __len__(self) -> int:
@@ -227,7 +227,7 @@ def parse_price(value: Any, where: str, field_name: str) -> float | None:
     return price
 
 
-def resolve_fields(path: Path, columns: list[str], fields: CatalogFields) -> CatalogFields:
+def resolve_fields(path: Path, columns: list[str], fields: CatalogConfig) -> CatalogConfig:
     """Check the requested fields against the file's columns and fill in defaults."""
     listing = ", ".join(columns) if columns else "none"
     if fields.id_field not in columns:
@@ -252,7 +252,7 @@ def resolve_fields(path: Path, columns: list[str], fields: CatalogFields) -> Cat
     return replace(fields, text_fields=text_fields, image_field=image_field)
 
 
-def read_catalog(path: str | Path, fields: CatalogFields | None = None) -> Catalog:
+def read_catalog(path: str | Path, fields: CatalogConfig | None = None) -> Catalog:
     """Read and validate a whole catalog; any bad row raises CatalogError naming file, line/row and field."""
     stream = stream_catalog(path, fields)
     products = list(stream.products)
@@ -286,21 +286,21 @@ class CatalogStream:
     """A catalog read lazily: products are validated as they stream (a bad row raises when reached)."""
 
     source: Path
-    fields: CatalogFields  # resolved, as in Catalog
+    fields: CatalogConfig  # resolved, as in Catalog
     products: Iterator[Product]
 
 
-def stream_catalog(path: str | Path, fields: CatalogFields | None = None) -> CatalogStream:
+def stream_catalog(path: str | Path, fields: CatalogConfig | None = None) -> CatalogStream:
     """Open a catalog for streaming: CSV/TSV row by row, Parquet in pyarrow record batches."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CatalogError(f"catalog file not found: {path}")
     columns, records = _stream_records(path)
-    fields = resolve_fields(path, columns, fields or CatalogFields())
+    fields = resolve_fields(path, columns, fields or CatalogConfig())
     return CatalogStream(path, fields, _products(path, fields, records))
 
 
-def _products(path: Path, fields: CatalogFields, records: Iterator[tuple[str, dict]]) -> Iterator[Product]:
+def _products(path: Path, fields: CatalogConfig, records: Iterator[tuple[str, dict]]) -> Iterator[Product]:
     base_dir = path.resolve().parent
     seen: dict[str, str] = {}
     for where, record in records:

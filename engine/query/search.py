@@ -11,18 +11,18 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from encoders import Encoder, EncoderError, ImagePolicy, load_image_encoder, load_image_space_text_encoder, load_text_encoder
-from encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
-from engine.catalog import resolve_image_source
-from engine.indexing import recorded_image_roots, recorded_url_policy
-from engine.config import VitrinaConfig
-from engine.errors import QueryError
-from engine.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
-from index import IndexDirectory
-from index.errors import IndexStoreError
-from index.versions import resolve_index_path
-from index.filters import FilterColumns, ProductFilter
-from index.rank_fusion import fuse
+from vitrina.encoders import Encoder, EncoderError, ImageConfig, load_image_encoder, load_image_space_text_encoder, load_text_encoder
+from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
+from vitrina.engine.data.catalog import resolve_image_source
+from vitrina.engine.build.indexing import recorded_image_roots, recorded_url_policy
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
+from vitrina.index import IndexDirectory
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.versions import resolve_index_path
+from vitrina.index.filters import FilterColumns, ProductFilter
+from vitrina.index.hybrid import fuse
 
 SPACES = ("text", "image", "fused")
 MODES = ("lexical", "dense", "hybrid")
@@ -291,7 +291,7 @@ class SearchSession:
         the catalog's folder; none known: nothing is served)."""
         return tuple(Path(root) for root in recorded_image_roots(self.manifest.catalog))
 
-    def image_url_policy(self) -> ImagePolicy:
+    def image_url_policy(self) -> ImageConfig:
         """The URL rules this index's images were fetched under (older indexes: public addresses only)."""
         return recorded_url_policy(self.manifest.catalog)
 

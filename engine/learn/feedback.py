@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.behaviour import BehaviourModel, BehaviourSettings, FoldInReport, load_index_behaviour
-from engine.errors import QueryError
-from engine.events import EventFields, EventLog, EventProblems, EventWeights, read_events
-from engine.fusion import FUSION_DIR
-from engine.shared_space import refresh_shared_space
-from engine.search import SearchHit, SearchSession, check_k
-from engine.shoppers import ShopperState
-from index.rank_fusion import min_max_scaled
+from vitrina.engine.learn.behaviour import BehaviourModel, BehaviourConfig, FoldInReport, load_index_behaviour
+from vitrina.engine.errors import QueryError
+from vitrina.engine.data.events import EventFieldConfig, EventLog, EventProblems, EventWeightConfig, read_events
+from vitrina.engine.learn.fusion import FUSION_DIR
+from vitrina.engine.learn.shared_space import refresh_shared_space
+from vitrina.engine.query.search import SearchHit, SearchSession, check_k
+from vitrina.engine.learn.shoppers import ShopperState
+from vitrina.index.hybrid import min_max_scaled
 
 
 @dataclass
@@ -44,15 +44,15 @@ def load_behaviour(session: SearchSession) -> BehaviourModel:
 
 
 def add_events(
-    session: SearchSession, events_file: str | Path, weights: EventWeights = EventWeights(),
-    fields: EventFields = EventFields(), refit: bool = False, settings: BehaviourSettings = BehaviourSettings(),
+    session: SearchSession, events_file: str | Path, weights: EventWeightConfig = EventWeightConfig(),
+    fields: EventFieldConfig = EventFieldConfig(), refit: bool = False, settings: BehaviourConfig = BehaviourConfig(),
 ) -> EventsAdded:
     """Read events, apply the new ones (log, fold-in or first fit), snapshot the model."""
     return fold_in(session, read_events(events_file, session.products.rows_by_id, weights, fields), refit, settings)
 
 
 def fold_in(session: SearchSession, log: EventLog, refit: bool = False,
-            settings: BehaviourSettings = BehaviourSettings()) -> EventsAdded:
+            settings: BehaviourConfig = BehaviourConfig()) -> EventsAdded:
     """Apply an event log to the index: events not yet in the root's log are appended (fsync'd) and folded
     into the behaviour model (fit the first time); the model's snapshot is written, retention applied.
     One writer at a time per root (the log's lock), so a server and the CLI can both add."""

@@ -9,7 +9,7 @@ from typing import Any, Sequence, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from engine.search import SearchHit
+from vitrina.engine.query.search import SearchHit
 
 MAX_EXTRA_COLUMNS = 3
 MAX_CELL = 60

@@ -9,10 +9,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from encoders import Encoder, EncoderConfig, EncoderError, load_image_encoder, load_text_encoder
-from encoders.factory import is_clip_spec, load_image_space_text_encoder
-from encoders.onnx_export import export_encoder
-from encoders.onnx_runtime import load_onnx_encoder
+from vitrina.encoders import Encoder, EncoderConfig, EncoderError, load_image_encoder, load_text_encoder
+from vitrina.encoders.factory import is_clip_spec, load_image_space_text_encoder
+from vitrina.encoders.onnx_export import export_encoder
+from vitrina.encoders.onnx_runtime import load_onnx_encoder
 
 CHECK_TEXTS = ["waterproof hiking boots for women", "Stainless steel 36 in. range hood", "a"]
 MIN_CHECK_COSINE = {"fp32": 0.9999, "int8": 0.95, "fp16": 0.99}

@@ -18,20 +18,20 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from encoders.text_training import read_training_record
-from engine.catalog import join_text, metadata_key
-from engine.errors import QueryError
-from engine.metrics import (
+from vitrina.encoders.text_training import read_training_record
+from vitrina.engine.data.catalog import join_text, metadata_key
+from vitrina.engine.errors import QueryError
+from vitrina.engine.evaluate.relevance import (
     average_precision_at_k,
     ndcg_at_k,
     precision_at_k,
     recall_at_k,
     reciprocal_rank_at_k,
 )
-from engine.fusion import FUSED_SPACE, SHARED_IMAGE_SPACE
-from engine.search import SearchSession, check_k
-from engine.splits import heldout_bucket
-from index import IndexConfig, ProductIndex
+from vitrina.engine.learn.fusion import FUSED_SPACE, SHARED_IMAGE_SPACE
+from vitrina.engine.query.search import SearchSession, check_k
+from vitrina.engine.data.splits import heldout_bucket
+from vitrina.index import IndexConfig, ProductIndex
 
 TEXT_METHODS = ("lexical", "dense", "hybrid")
 METHOD_LABELS = {"lexical": "BM25 (lexical)", "dense": "dense", "hybrid": "hybrid", "dense-exact": "dense, exact search",

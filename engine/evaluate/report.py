@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.evaluation import DEPTH, Evaluation, MethodResult
-from engine.search import SearchSession
+from vitrina.engine.evaluate.evaluation import DEPTH, Evaluation, MethodResult
+from vitrina.engine.query.search import SearchSession
 
 THUMB_PX = 96
 JUDGED_SHOWN = 5

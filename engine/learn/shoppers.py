@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourSettings, FoldInReport
-from engine.config import ShopperSettings, VitrinaConfig
-from engine.event_store import EVENTS_DIR, EventStore, IdSet, StoredEvents
-from engine.events import EventLog, EventProblems, event_identity
-from engine.pseudonyms import Pseudonyms
-from index.store import replace_directory
-from index.versions import is_versioned_root, resolve_index_path, versions
-from encoders.files import fsync_dir, leftover_name
+from vitrina.engine.learn.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourConfig, FoldInReport
+from vitrina.engine.config import ShopperConfig, VitrinaConfig
+from vitrina.engine.learn.event_store import EVENTS_DIR, EventStore, IdSet, StoredEvents
+from vitrina.engine.data.events import EventLog, EventProblems, event_identity
+from vitrina.engine.learn.pseudonyms import Pseudonyms
+from vitrina.index.store import replace_directory
+from vitrina.index.versions import is_versioned_root, resolve_index_path, versions
+from vitrina.encoders.files import fsync_dir, leftover_name
 
 DAY_S = 86_400.0
 
@@ -76,7 +76,7 @@ class ShopperState:
     """
 
     def __init__(self, root: Path, snapshot_dir: Path | None, product_ids: list[str],
-                 settings: ShopperSettings = ShopperSettings(), behaviour: BehaviourSettings = BehaviourSettings()) -> None:
+                 settings: ShopperConfig = ShopperConfig(), behaviour: BehaviourConfig = BehaviourConfig()) -> None:
         self.root = Path(root)
         self.snapshot_dir = None if snapshot_dir is None else Path(snapshot_dir)
         self.store = EventStore(self.root / EVENTS_DIR)
@@ -94,8 +94,8 @@ class ShopperState:
         self.load()
 
     @classmethod
-    def of_index(cls, index_dir: Path, product_ids: list[str], settings: ShopperSettings = ShopperSettings(),
-                 behaviour: BehaviourSettings = BehaviourSettings()) -> "ShopperState":
+    def of_index(cls, index_dir: Path, product_ids: list[str], settings: ShopperConfig = ShopperConfig(),
+                 behaviour: BehaviourConfig = BehaviourConfig()) -> "ShopperState":
         """The state of an index directory (a version of a root, or a plain index)."""
         index_dir = resolve_index_path(Path(index_dir))  # a versioned root: its current version
         return cls(events_root(index_dir), index_dir, product_ids, settings, behaviour)
@@ -158,7 +158,7 @@ class ShopperState:
     def _as_log(self, events: StoredEvents) -> EventLog:
         return as_event_log(events, self.rows_by_id)
 
-    def _fit(self, events: StoredEvents, behaviour: BehaviourSettings) -> BehaviourModel | None:
+    def _fit(self, events: StoredEvents, behaviour: BehaviourConfig) -> BehaviourModel | None:
         return fit_stored(events, self.product_ids, behaviour, self.pseudonyms)
 
     def catch_up(self) -> int:
@@ -323,7 +323,7 @@ def as_event_log(events: StoredEvents, rows_by_id: dict[str, int]) -> EventLog:
                     product_ids=events.products[known])
 
 
-def fit_stored(events: StoredEvents, product_ids: list[str], behaviour: BehaviourSettings,
+def fit_stored(events: StoredEvents, product_ids: list[str], behaviour: BehaviourConfig,
                pseudonyms: Pseudonyms | None) -> BehaviourModel | None:
     """A full, deterministic fit from stored events over `product_ids` (None when no event is of one)."""
     log = as_event_log(events, {p: i for i, p in enumerate(product_ids)})
@@ -359,8 +359,8 @@ def rebuild_from_log(root: Path, events: StoredEvents, config: VitrinaConfig) ->
     """Under the log lock: replace the log by `events` (a new generation) and refit every version's model
     from it with the version's own ALS settings; fused vectors of trained versions are recomputed.
     Returns notes (e.g. behaviour left out of fused vectors until `vitrina train` runs again)."""
-    from engine.fusion import FUSION_DIR
-    from engine.shared_space import refresh_shared_space
+    from vitrina.engine.learn.fusion import FUSION_DIR
+    from vitrina.engine.learn.shared_space import refresh_shared_space
 
     store = EventStore(Path(root) / EVENTS_DIR)
     end, generation = store.rewrite(events)
@@ -383,8 +383,8 @@ def rebuild_from_log(root: Path, events: StoredEvents, config: VitrinaConfig) ->
 
 
 def _product_ids(directory: Path) -> list[str]:
-    from index.products import ProductTable
-    from index.store import PRODUCTS_FILE
+    from vitrina.index.products import ProductTable
+    from vitrina.index.store import PRODUCTS_FILE
 
     return list(ProductTable.load(directory / PRODUCTS_FILE).ids)
 
@@ -406,7 +406,7 @@ class Forgotten:
 def forget(path: Path, user: str, config: VitrinaConfig) -> Forgotten:
     """Remove a shopper everywhere under an index root: their events from the log, their vector, and their
     part in every product vector (each version's model refit from the remaining log), fused vectors too."""
-    from engine.reindex import root_lock
+    from vitrina.engine.build.reindex import root_lock
 
     root = events_root(Path(path))
     live = resolve_index_path(root)

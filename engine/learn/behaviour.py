@@ -22,13 +22,13 @@ from implicit.als import AlternatingLeastSquares  # imported before threadpool_l
 from implicit.cpu.als import AlternatingLeastSquares as CpuALS
 from threadpoolctl import threadpool_limits
 
-from encoders.base import l2_normalize
-from engine.errors import QueryError
-from engine.events import EventLog
-from engine.pseudonyms import Pseudonyms
+from vitrina.encoders.base import l2_normalize
+from vitrina.engine.errors import QueryError
+from vitrina.engine.data.events import EventLog
+from vitrina.engine.learn.pseudonyms import Pseudonyms
 
 if TYPE_CHECKING:
-    from engine.config import ShopperSettings
+    from vitrina.engine.config import ShopperConfig
 
 BEHAVIOUR_DIR = "behaviour"  # inside an index directory
 STATE_FILE = "behaviour.json"
@@ -36,7 +36,7 @@ ARRAYS_FILE = "behaviour.npz"
 
 
 @dataclass(frozen=True)
-class BehaviourSettings:
+class BehaviourConfig:
     """ALS settings. Confidence of a (user, product) pair = alpha x the summed weight of its events."""
 
     factors: int = 64
@@ -56,7 +56,7 @@ class FoldInReport:
     refit: bool
 
 
-def _als(settings: BehaviourSettings):
+def _als(settings: BehaviourConfig):
     return AlternatingLeastSquares(
         factors=settings.factors, regularization=settings.regularization, iterations=settings.iterations,
         random_state=settings.seed, use_gpu=implicit.gpu.HAS_CUDA if settings.use_gpu is None else settings.use_gpu,
@@ -107,7 +107,7 @@ class BehaviourModel:
     """
 
     def __init__(self, users: list[str], interactions: sp.csr_matrix, user_factors: np.ndarray,
-                 item_factors: np.ndarray, settings: BehaviourSettings, product_ids: list[str] | None = None,
+                 item_factors: np.ndarray, settings: BehaviourConfig, product_ids: list[str] | None = None,
                  last_seen: sp.csr_matrix | None = None) -> None:
         self.users = users
         self.product_ids = product_ids  # the index's product ids, row by row, when the model was trained
@@ -175,7 +175,7 @@ class BehaviourModel:
         return (v / norm).astype(np.float32) if norm > 0 else None
 
     @classmethod
-    def fit(cls, log: EventLog, n_products: int, settings: BehaviourSettings = BehaviourSettings(),
+    def fit(cls, log: EventLog, n_products: int, settings: BehaviourConfig = BehaviourConfig(),
             show_progress: bool = False) -> "BehaviourModel":
         """A full fit; users and products enter the ALS in order of first appearance in `log`, so the same
         events in the same order give the same factors (the ALS is seeded) whatever else the catalog
@@ -327,7 +327,7 @@ class BehaviourModel:
         seen = (sp.csr_matrix((arrays["seen_data"], arrays["seen_indices"], arrays["seen_indptr"]), shape=shape)
                 if "seen_data" in arrays else None)
         model = cls(list(state["users"]), matrix, arrays["user_factors"], arrays["item_factors"],
-                    BehaviourSettings(**state["settings"]), state.get("product_ids"), seen)
+                    BehaviourConfig(**state["settings"]), state.get("product_ids"), seen)
         model.fit_id = str(state.get("fit_id", ""))
         model.keyed = bool(state.get("users_keyed", False))
         log = state.get("log") or {}
@@ -351,12 +351,12 @@ def _grow(matrix: sp.csr_matrix, shape: tuple[int, int]) -> sp.csr_matrix:
     return sp.vstack([matrix, sp.csr_matrix((shape[0] - matrix.shape[0], shape[1]), dtype=matrix.dtype)]).tocsr()
 
 
-def load_index_behaviour(index_path: Path, product_ids: list[str], settings: "ShopperSettings | None" = None
+def load_index_behaviour(index_path: Path, product_ids: list[str], settings: "ShopperConfig | None" = None
                          ) -> tuple[BehaviourModel | None, str]:
     """An index directory's behaviour model (its snapshot, moved onto the index's products when they
     changed, plus the root's events logged after it); else None and why."""
-    from engine.config import ShopperSettings
-    from engine.shoppers import ShopperState
+    from vitrina.engine.config import ShopperConfig
+    from vitrina.engine.learn.shoppers import ShopperState
 
-    state = ShopperState.of_index(Path(index_path), list(product_ids), settings or ShopperSettings())
+    state = ShopperState.of_index(Path(index_path), list(product_ids), settings or ShopperConfig())
     return state.model, state.why

@@ -26,21 +26,21 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
-from encoders.factory import NO_IMAGE_MODEL
-from encoders.image_io import decode_image, read_image_bytes
-from engine import __version__
-from engine.catalog import Product, count_records, stream_catalog
-from engine.config import VitrinaConfig
-from engine.errors import CatalogError
-from engine.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs, image_roots, image_url_rules
-from engine.shards import Shard, ShardStore
-from index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
-from index.content import CONTENT_FILE, ProductContent, content_hash
-from index.errors import IndexStoreError
-from index.store import read_vectors
-from index.tuning import tune_search
-from index.versions import check_root, clean_builds, is_versioned_root, publish, resolve_index_path, staging_dir
+from vitrina.encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
+from vitrina.encoders.factory import NO_IMAGE_MODEL
+from vitrina.encoders.image_io import decode_image, read_image_bytes
+from vitrina.engine import __version__
+from vitrina.engine.data.catalog import Product, count_records, stream_catalog
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import CatalogError
+from vitrina.engine.build.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs, image_roots, image_url_rules
+from vitrina.engine.build.shards import Shard, ShardStore
+from vitrina.index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
+from vitrina.index.content import CONTENT_FILE, ProductContent, content_hash
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.store import read_vectors
+from vitrina.index.tuning import tune_search
+from vitrina.index.versions import check_root, clean_builds, is_versioned_root, publish, resolve_index_path, staging_dir
 
 WORK_DIR = ".reindex"
 LOCK_FILE = ".lock"
@@ -52,7 +52,7 @@ AUTO_SHARD_MAX = 5_000  # products; about a minute of text and image encoding on
 
 
 @dataclass(frozen=True)
-class ReindexSettings:
+class ReindexConfig:
     """How a re-index runs. keep: versions kept (the current one always stays)."""
 
     shard_size: int | None = None  # products per checkpointed shard; None: automatic (`shard_size_for`)
@@ -181,7 +181,7 @@ class Previous:
 class ShardEncoder:
     """Embeds one shard of products: texts, then images read, hashed and decoded ahead on threads."""
 
-    def __init__(self, text: Encoder, image: Encoder | None, config: VitrinaConfig, settings: ReindexSettings,
+    def __init__(self, text: Encoder, image: Encoder | None, config: VitrinaConfig, settings: ReindexConfig,
                  previous: Previous) -> None:
         self.text, self.image, self.config, self.previous = text, image, config, previous
         self.pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="vitrina-decode")
@@ -270,7 +270,7 @@ def _chunks(products: Iterator[Product], size: int) -> Iterator[list[Product]]:
         yield chunk
 
 
-def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexSettings, specs: dict[str, str | None],
+def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexConfig, specs: dict[str, str | None],
          shard_size: int) -> dict:
     """What the shards are made from; a resume must match it exactly."""
     stat = catalog.stat()
@@ -294,12 +294,12 @@ def _image_policy_job(config: VitrinaConfig) -> dict:
 
 
 def reindex(catalog_path: str | Path, root: str | Path, config: VitrinaConfig | None = None,
-            settings: ReindexSettings | None = None, resume: bool = False, on_stage: StageHook | None = None,
+            settings: ReindexConfig | None = None, resume: bool = False, on_stage: StageHook | None = None,
             retrain: bool = False) -> ReindexReport:
     """Re-embed and re-index a catalog into a new version under `root`, then make it the current one; the
     live version's behaviour vectors and trained heads are carried over (engine.carry_over)."""
     config = config or VitrinaConfig()
-    settings = settings or ReindexSettings()
+    settings = settings or ReindexConfig()
     root = Path(root)
     catalog_path = Path(catalog_path).expanduser()
     check_root(root)
@@ -308,7 +308,7 @@ def reindex(catalog_path: str | Path, root: str | Path, config: VitrinaConfig | 
         return _reindex(catalog_path, root, config, settings, resume, hook, retrain)
 
 
-def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: ReindexSettings, resume: bool,
+def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: ReindexConfig, resume: bool,
              hook: StageHook, retrain: bool = False) -> ReindexReport:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -369,7 +369,7 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
     hook("index", -1)
 
     t0 = time.perf_counter()
-    from engine.carry_over import carry_over
+    from vitrina.engine.build.carry_over import carry_over
 
     carried = carry_over(root, resolve_index_path(root) if is_versioned_root(root) else None, directory, config, retrain)
     version_dir = save_version(root, directory)
@@ -385,17 +385,17 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
                          tuning, sorted(p.name for p in removed), carried.notes)
 
 
-def _encode_shard(encoder: ShardEncoder, settings: ReindexSettings, config: VitrinaConfig, specs: dict,
+def _encode_shard(encoder: ShardEncoder, settings: ReindexConfig, config: VitrinaConfig, specs: dict,
                   number: int, chunk: list[Product], bars: dict[str, tqdm]) -> Shard:
     if settings.engine == "ray":
-        from engine.ray_encode import encode_shard_on_ray
+        from vitrina.engine.build.ray_encode import encode_shard_on_ray
 
         return encode_shard_on_ray(number, chunk, specs, config, settings, encoder.previous, encoder.text.dim, bars)
     return encoder.encode(number, chunk, bars)
 
 
 def _assemble(store: ShardStore, shard_count: int, products: list[Product], stream, config: VitrinaConfig,
-              settings: ReindexSettings, specs: dict, text_encoder: Encoder, image_encoder: Encoder | None):
+              settings: ReindexConfig, specs: dict, text_encoder: Encoder, image_encoder: Encoder | None):
     """The shards joined into one IndexDirectory (FAISS indexes tuned, BM25, tables, manifest)."""
     ids, text_hashes, image_hashes, text_parts, image_parts, image_rows, failures = [], [], [], [], [], [], []
     encoded = {"text": 0, "image": 0}

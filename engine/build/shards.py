@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import CatalogError
+from vitrina.engine.errors import CatalogError
 
 JOB_FILE = "job.json"
 

@@ -24,7 +24,7 @@ FUSION_METHODS = ("blend", "rrf")
 
 
 @dataclass(frozen=True)
-class HybridSettings:
+class HybridConfig:
     """How `--mode hybrid` merges lexical and dense candidates (defaults measured in benchmarks/RESULTS.md)."""
 
     method: str = "blend"
@@ -133,7 +133,7 @@ def fuse(
     lexical: tuple[np.ndarray, np.ndarray],
     dense: tuple[np.ndarray, np.ndarray],
     k: int,
-    settings: HybridSettings,
+    settings: HybridConfig,
     lexical_rescorer: Rescorer | None = None,
     dense_rescorer: Rescorer | None = None,
     coverage: Rescorer | None = None,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.base import l2_normalize
-from engine.errors import QueryError
+from vitrina.encoders.base import l2_normalize
+from vitrina.engine.errors import QueryError
 
 FUSION_DIR = "fusion"
 STATE_FILE = "fusion.json"

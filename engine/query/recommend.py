@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.behaviour import BehaviourModel
-from engine.config import RecommendSettings
-from engine.feedback import load_behaviour
-from engine.search import SearchHit, SearchSession, check_k
+from vitrina.engine.learn.behaviour import BehaviourModel
+from vitrina.engine.config import RecommendConfig
+from vitrina.engine.learn.feedback import load_behaviour
+from vitrina.engine.query.search import SearchHit, SearchSession, check_k
 
 
 def popularity(model: BehaviourModel) -> np.ndarray:
@@ -48,7 +48,7 @@ def best_sellers(popular: np.ndarray, n: int) -> np.ndarray:
 
 
 def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool = False,
-              settings: RecommendSettings = RecommendSettings(), model: BehaviourModel | None = None,
+              settings: RecommendConfig = RecommendConfig(), model: BehaviourModel | None = None,
               popular: np.ndarray | None = None) -> tuple[list[SearchHit], bool]:
     """Top-k products for `user`, and whether they are personalised (an unknown user gets the best sellers).
 
@@ -67,7 +67,7 @@ def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool
     return session.hits(scores[order], rows[order]), True
 
 
-def score_for_user(session: SearchSession, model: BehaviourModel, user: str, settings: RecommendSettings,
+def score_for_user(session: SearchSession, model: BehaviourModel, user: str, settings: RecommendConfig,
                    popular: np.ndarray, include_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(candidate product rows, their blended scores) for a known user; without the user's own products
     unless `include_seen`."""

@@ -26,10 +26,10 @@ from typing import Iterator
 
 import numpy as np
 
-from engine.errors import QueryError
-from index.locks import LOCK_FILE, folder_lock  # noqa: F401  (LOCK_FILE: the lock's name in the folder)
-from index.store import EVENTS_DIR  # noqa: F401  (re-exported: where the log lives in an index or root)
-from encoders.files import write_file_durably
+from vitrina.engine.errors import QueryError
+from vitrina.index.locks import LOCK_FILE, folder_lock  # noqa: F401  (LOCK_FILE: the lock's name in the folder)
+from vitrina.index.store import EVENTS_DIR  # noqa: F401  (re-exported: where the log lives in an index or root)
+from vitrina.encoders.files import write_file_durably
 
 LOG_FILE = "log.jsonl"
 

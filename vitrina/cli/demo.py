@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config import VitrinaConfig
-from engine.indexing import absolute_spec, build_index
-from engine.output import console, results_table
-from engine.search import SearchSession
-from index import IndexManifest, IndexStoreError
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.indexing import absolute_spec, build_index
+from vitrina.cli.output import console, results_table
+from vitrina.engine.query.search import SearchSession
+from vitrina.index import IndexManifest, IndexStoreError
 
-DEMO_CATALOG = Path(__file__).parent / "demo_data" / "products.csv"
+from vitrina.engine.data.demo import DEMO_CATALOG
 DEMO_QUERIES = (
     "red top for women",
     "waterproof sports shoes for running",

@@ -17,12 +17,12 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from encoders import ImageLoadError, load_image_encoder, load_text_encoder
-from encoders.image_io import decode_image, read_image_bytes
-from engine.catalog import Product
-from engine.config import VitrinaConfig
-from engine.shards import Shard
-from index.content import content_hash
+from vitrina.encoders import ImageLoadError, load_image_encoder, load_text_encoder
+from vitrina.encoders.image_io import decode_image, read_image_bytes
+from vitrina.engine.data.catalog import Product
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.build.shards import Shard
+from vitrina.index.content import content_hash
 
 DEFAULT_ACTORS = 2  # without GPUs: two actors share the CPUs
 

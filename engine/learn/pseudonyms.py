@@ -1,6 +1,6 @@
 """Pseudonymised shoppers: user ids (and event ids made from them) are keyed hashes before they touch disk.
 
-A user id is stored as HMAC-SHA256(secret, id) in hex. The secret is ShopperSettings.user_key
+A user id is stored as HMAC-SHA256(secret, id) in hex. The secret is ShopperConfig.user_key
 (VITRINA_USER_KEY) or, when none is given, the root's events/user.key: 32 random bytes created at
 first use with mode 0600. A fingerprint of the secret (events/user.key.check, itself an HMAC, not
 the secret) catches a changed VITRINA_USER_KEY, under which every shopper would silently look new.
@@ -13,8 +13,8 @@ import hmac
 import secrets
 from pathlib import Path
 
-from engine.errors import QueryError
-from encoders.files import write_file_durably
+from vitrina.engine.errors import QueryError
+from vitrina.encoders.files import write_file_durably
 
 KEY_FILE = "user.key"
 CHECK_FILE = "user.key.check"

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from engine.errors import CatalogError
+from vitrina.engine.errors import CatalogError
 
 MAX_EXAMPLES = 5
 EARLIEST_EVENT = datetime(1990, 1, 1, tzinfo=timezone.utc).timestamp()  # older times are data errors
@@ -32,7 +32,7 @@ MAX_WEIGHT = 1e6  # a larger weight column value is a data error (and would swam
 
 
 @dataclass(frozen=True)
-class EventWeights:
+class EventWeightConfig:
     """How much one event of each kind says about a shopper's interest (purchase highest)."""
 
     view: float = 1.0
@@ -45,7 +45,7 @@ class EventWeights:
 
 
 @dataclass(frozen=True)
-class EventFields:
+class EventFieldConfig:
     """Column names of an events file. default_event: the kind of every row of a file with neither an
     event nor a weight column (e.g. a purchase log)."""
 
@@ -60,7 +60,7 @@ class EventFields:
 
 
 @dataclass(frozen=True)
-class EventTimes:
+class EventTimeConfig:
     """The window of believable event times (epoch seconds): from `earliest` to the wall clock plus
     `future_skew_s` (`now`: the clock to compare with; None reads the wall clock when events are read)."""
 
@@ -78,7 +78,7 @@ class EventTimes:
 
 
 class MissingColumnError(CatalogError):
-    """An events file lacks a column; `setting` names the EventFields field that chose the column."""
+    """An events file lacks a column; `setting` names the EventFieldConfig field that chose the column."""
 
     def __init__(self, message: str, setting: str) -> None:
         super().__init__(message)
@@ -176,9 +176,9 @@ def _read_table(path: Path) -> pa.Table:
 def read_events(
     path: str | Path,
     product_rows: Mapping[str, int],
-    weights: EventWeights = EventWeights(),
-    fields: EventFields = EventFields(),
-    times: EventTimes = EventTimes(),
+    weights: EventWeightConfig = EventWeightConfig(),
+    fields: EventFieldConfig = EventFieldConfig(),
+    times: EventTimeConfig = EventTimeConfig(),
 ) -> EventLog:
     """Read an events file (CSV, CSV.gz or Parquet); `product_rows` maps the index's product ids to their rows.
 
@@ -194,8 +194,8 @@ def read_events(
 
 
 def events_from_records(records: Sequence[Mapping[str, object]], product_rows: Mapping[str, int],
-                        weights: EventWeights = EventWeights(), fields: EventFields = EventFields(),
-                        source: str = "events", times: EventTimes = EventTimes()) -> EventLog:
+                        weights: EventWeightConfig = EventWeightConfig(), fields: EventFieldConfig = EventFieldConfig(),
+                        source: str = "events", times: EventTimeConfig = EventTimeConfig()) -> EventLog:
     """Events given as records (one dict per event, e.g. a JSON request body); bad ones are counted
     with their position, as `events[3]`."""
     names: list[str] = []
@@ -207,8 +207,8 @@ def events_from_records(records: Sequence[Mapping[str, object]], product_rows: M
 
 
 def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], str], product_rows: Mapping[str, int],
-                      weights: EventWeights = EventWeights(), fields: EventFields = EventFields(),
-                      times: EventTimes = EventTimes()) -> EventLog:
+                      weights: EventWeightConfig = EventWeightConfig(), fields: EventFieldConfig = EventFieldConfig(),
+                      times: EventTimeConfig = EventTimeConfig()) -> EventLog:
     """The checks and conversion behind `read_events`; `where_of(i)` names row i in problem reports."""
     columns = set(table.column_names)
     for setting in ("user_field", "product_field", "timestamp_field"):

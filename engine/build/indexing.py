@@ -11,13 +11,13 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from encoders import Encoder, ImageLoadError, ImagePolicy, load_image_encoder, load_text_encoder
-from encoders.factory import NO_IMAGE_MODEL, is_builtin_name
-from encoders.image_io import load_images
-from engine import __version__
-from engine.catalog import Catalog, Product, read_catalog
-from engine.config import VitrinaConfig
-from index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
+from vitrina.encoders import Encoder, ImageLoadError, ImageConfig, load_image_encoder, load_text_encoder
+from vitrina.encoders.factory import NO_IMAGE_MODEL, is_builtin_name
+from vitrina.encoders.image_io import load_images
+from vitrina.engine import __version__
+from vitrina.engine.data.catalog import Catalog, Product, read_catalog
+from vitrina.engine.config import VitrinaConfig
+from vitrina.index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
 
 TEXT_CHUNK = 1024  # texts per encode call (sorted by length inside it)
 PREFETCH_BATCHES = 2  # image batches read and decoded ahead of the encoder
@@ -126,10 +126,10 @@ def image_url_rules(config: VitrinaConfig, recorded: dict | None = None) -> dict
             "allowed_networks": list(dict.fromkeys(networks))}
 
 
-def recorded_url_policy(catalog: dict) -> ImagePolicy:
+def recorded_url_policy(catalog: dict) -> ImageConfig:
     """The URL rules a manifest's catalog record names (before they were recorded: public addresses only)."""
     rules = catalog.get("image_urls") or {}
-    return ImagePolicy.from_flags(networks=rules.get("allowed_networks", ()),
+    return ImageConfig.from_flags(networks=rules.get("allowed_networks", ()),
                                   allow_private_urls=bool(rules.get("allow_private_urls")))
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.behaviour import BehaviourModel
-from engine.config import VitrinaConfig
-from engine.fusion import FUSION_DIR, FusionModel
-from engine.shoppers import ShopperState, write_snapshot
-from index import IndexDirectory
-from index.versions import versions
+from vitrina.engine.learn.behaviour import BehaviourModel
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.learn.fusion import FUSION_DIR, FusionModel
+from vitrina.engine.learn.shoppers import ShopperState, write_snapshot
+from vitrina.index import IndexDirectory
+from vitrina.index.versions import versions
 
 
 @dataclass
@@ -58,11 +58,11 @@ def carry_over(root: Path, live_dir: Path | None, directory: IndexDirectory, con
                   for m in ("text", "image") if m in heads.heads and m in directory.manifest.spaces
                   and not heads.usable(m, directory.manifest.spaces[m].encoder)]
     if retrain:
-        from engine.shared_space import TrainSettings, modality_inputs, train_heads
+        from vitrina.engine.learn.shared_space import TrainConfig, modality_inputs, train_heads
 
         inputs, sources = modality_inputs(directory, carried.behaviour)
-        known = TrainSettings.__dataclass_fields__
-        settings = TrainSettings(**{k: v for k, v in heads.training.get("settings", {}).items() if k in known})
+        known = TrainConfig.__dataclass_fields__
+        settings = TrainConfig(**{k: v for k, v in heads.training.get("settings", {}).items() if k in known})
         heads, _ = train_heads(inputs, sources, list(directory.products.ids), settings,
                                None if carried.behaviour is None else carried.behaviour.interactions,
                                heads.weights, progress=config.progress)
@@ -71,7 +71,7 @@ def carry_over(root: Path, live_dir: Path | None, directory: IndexDirectory, con
         carried.notes.append("the trained fused space was not carried over: the encoders changed for "
                              + "; ".join(mismatched) + "; run again with --retrain (or `vitrina train`)")
         return carried
-    from engine.shared_space import shared_spaces
+    from vitrina.engine.learn.shared_space import shared_spaces
 
     infos, spaces, notes = shared_spaces(directory, heads, carried.behaviour, config)
     directory.spaces.update(spaces)

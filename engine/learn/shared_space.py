@@ -26,10 +26,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from engine.behaviour import BehaviourModel, load_index_behaviour
-from engine.config import VitrinaConfig
-from engine.errors import QueryError
-from engine.fusion import (
+from vitrina.engine.learn.behaviour import BehaviourModel, load_index_behaviour
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.fusion import (
     FUSED_SPACE,
     FUSION_DIR,
     SHARED_IMAGE_SPACE,
@@ -38,15 +38,15 @@ from engine.fusion import (
     Inputs,
     shared_vectors,
 )
-from engine.splits import heldout_bucket
-from index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
-from index.store import editing, remove_space, replace_directory, write_manifest, write_space
+from vitrina.engine.data.splits import heldout_bucket
+from vitrina.index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
+from vitrina.index.store import editing, remove_space, replace_directory, write_manifest, write_space
 
 SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE)
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainConfig:
     """How `vitrina train` learns the heads (defaults measured on fashion, benchmarks/RESULTS.md)."""
 
     dim: int = 256
@@ -114,7 +114,7 @@ def _co_purchase_partners(interactions: sp.csr_matrix, rng: np.random.Generator)
 
 
 def train_heads(
-    inputs: Inputs, sources: dict[str, str], product_ids: list[str], settings: TrainSettings = TrainSettings(),
+    inputs: Inputs, sources: dict[str, str], product_ids: list[str], settings: TrainConfig = TrainConfig(),
     interactions: sp.csr_matrix | None = None, weights: FusionWeights = FusionWeights(), progress: bool = True,
 ) -> tuple[FusionModel, TrainReport]:
     """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space."""
@@ -276,7 +276,7 @@ def write_shared_space(path: Path, directory: IndexDirectory, model: FusionModel
     return notes
 
 
-def train_shared_space(path: str | Path, settings: TrainSettings = TrainSettings(),
+def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
                        config: VitrinaConfig | None = None) -> tuple[FusionModel, TrainReport, list[str]]:
     """`vitrina train DIR`: learn the heads on the index's own vectors and write its shared spaces."""
     config = config or VitrinaConfig()

@@ -9,22 +9,22 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig, ImageLoadError
-from encoders.config import BACKENDS, PRECISIONS
-from encoders.image_io import load_image
-from encoders.image_policy import ImagePolicy
-from engine import __version__
-from engine.catalog import CatalogFields, resolve_image_source
-from engine.config import RecommendSettings, ShopperSettings, VitrinaConfig
-from engine.errors import USER_ERRORS, QueryError
-from engine.events import MissingColumnError
-from engine.indexing import build_index
-from engine.output import console, hits_json, print_json, results_table
-from engine.reindex import ENGINES, ReindexSettings, reindex
-from engine.search import MODES, SPACES, SearchSession
-from engine.updates import delete, upsert
-from index import IndexConfig, IndexManifest, LexicalSettings
-from index.versions import is_versioned_root, resolve_index_path
+from vitrina.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig, ImageLoadError
+from vitrina.encoders.config import BACKENDS, PRECISIONS
+from vitrina.encoders.image_io import load_image
+from vitrina.encoders.image_policy import ImageConfig
+from vitrina.engine import __version__
+from vitrina.engine.data.catalog import CatalogConfig, resolve_image_source
+from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
+from vitrina.engine.errors import USER_ERRORS, QueryError
+from vitrina.engine.data.events import MissingColumnError
+from vitrina.engine.build.indexing import build_index
+from vitrina.cli.output import console, hits_json, print_json, results_table
+from vitrina.engine.build.reindex import ENGINES, ReindexConfig, reindex
+from vitrina.engine.query.search import MODES, SPACES, SearchSession
+from vitrina.engine.build.updates import delete, upsert
+from vitrina.index import IndexConfig, IndexManifest, LexicalConfig
+from vitrina.index.versions import is_versioned_root, resolve_index_path
 
 DEFAULT_BACKEND = EncoderConfig().backend
 
@@ -36,7 +36,7 @@ def _config(args: argparse.Namespace) -> VitrinaConfig:
     return VitrinaConfig(
         text_model=get("text_model") or DEFAULT_TEXT_MODEL,
         image_model=get("image_model") or DEFAULT_IMAGE_MODEL,
-        catalog=CatalogFields(
+        catalog=CatalogConfig(
             id_field=get("id_field", "id"),
             text_fields=tuple(f.strip() for f in text_fields.split(",") if f.strip()) if text_fields else None,
             image_field=get("image_field") or "image",
@@ -48,18 +48,18 @@ def _config(args: argparse.Namespace) -> VitrinaConfig:
             precision=get("precision") or "auto", threads=get("threads"), offline=get("offline", False),
         ),
         index=IndexConfig(factory=get("index_factory"), lexical=_lexical_settings(args)),
-        images=ImagePolicy.from_flags(get("image_root") or (), get("allow_url_network") or (),
+        images=ImageConfig.from_flags(get("image_root") or (), get("allow_url_network") or (),
                                       get("allow_private_urls", False)),
-        shoppers=ShopperSettings.with_environment_key(max_age_days=get("events_max_age")),
+        shoppers=ShopperConfig.with_environment_key(max_age_days=get("events_max_age")),
         progress=not get("quiet", False),
     )
 
 
-def _lexical_settings(args: argparse.Namespace) -> LexicalSettings | None:
+def _lexical_settings(args: argparse.Namespace) -> LexicalConfig | None:
     if getattr(args, "no_lexical", False):
         return None
     stemmer = getattr(args, "stemmer", None) or "english"
-    return LexicalSettings(stemmer=None if stemmer.lower() == "none" else stemmer)
+    return LexicalConfig(stemmer=None if stemmer.lower() == "none" else stemmer)
 
 
 def _read_query_file(path: Path, value_column: str) -> list[tuple[str, str]]:
@@ -100,13 +100,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     config = _config(args)
     heads = None
     if args.fusion_from:  # read before indexing: --out may be the same directory
-        from engine.fusion import FUSION_DIR, FusionModel
+        from vitrina.engine.learn.fusion import FUSION_DIR, FusionModel
 
         heads = FusionModel.load(Path(args.fusion_from) / FUSION_DIR)
     report = build_index(args.catalog, args.out, config)
     notes = []
     if heads is not None:
-        from engine.shared_space import apply_shared_space
+        from vitrina.engine.learn.shared_space import apply_shared_space
 
         notes = apply_shared_space(Path(args.out), heads, config)
         report.manifest = IndexManifest.load(Path(args.out))
@@ -124,9 +124,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reindex_settings(args: argparse.Namespace) -> ReindexSettings:
+def _reindex_settings(args: argparse.Namespace) -> ReindexConfig:
     get = lambda name, default: getattr(args, name, default)  # noqa: E731
-    return ReindexSettings(shard_size=get("shard_size", None), keep=get("keep", 3), engine=get("engine", "local"),
+    return ReindexConfig(shard_size=get("shard_size", None), keep=get("keep", 3), engine=get("engine", "local"),
                            target_recall=get("target_recall", 0.95), ray_actors=get("ray_actors", None))
 
 
@@ -207,7 +207,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
     if args.user is not None:
-        from engine.feedback import personalised_search
+        from vitrina.engine.learn.feedback import personalised_search
 
         hits, personal = personalised_search(session, args.query, args.user, _k(args, 10), args.space, args.mode)
         if not personal:
@@ -279,19 +279,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from vitrina.cli.demo import run_demo
 
     run_demo(Path(args.out) if args.out else None, _config(args), rebuild=args.rebuild)
     return 0
 
 
 def _eval_output(args: argparse.Namespace, session: SearchSession, evaluation) -> int:
-    from engine.output import evaluation_table
+    from vitrina.cli.output import evaluation_table
 
     if args.per_query:
         evaluation.write_per_query(args.per_query)
     if getattr(args, "report", None):
-        from engine.report import write_report
+        from vitrina.engine.evaluate.report import write_report
 
         path = write_report(evaluation, session, args.report)
         print(f"vitrina: report written to {path}", file=sys.stderr)
@@ -305,7 +305,7 @@ def _eval_output(args: argparse.Namespace, session: SearchSession, evaluation) -
 
 
 def cmd_eval_text(args: argparse.Namespace) -> int:
-    from engine.evaluation import TEXT_METHODS, evaluate_text, read_qrels
+    from vitrina.engine.evaluate.evaluation import TEXT_METHODS, evaluate_text, read_qrels
 
     session = _session(args)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else list(TEXT_METHODS)
@@ -320,7 +320,7 @@ def cmd_eval_text(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_image(args: argparse.Namespace) -> int:
-    from engine.evaluation import evaluate_image
+    from vitrina.engine.evaluate.evaluation import evaluate_image
 
     session = _session(args)
     evaluation = evaluate_image(session, args.label_field, _k(args, 10), args.queries, args.seed, not args.quiet,
@@ -329,7 +329,7 @@ def cmd_eval_image(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_cross_modal(args: argparse.Namespace) -> int:
-    from engine.evaluation import evaluate_cross_modal
+    from vitrina.engine.evaluate.evaluation import evaluate_cross_modal
 
     session = _session(args)
     evaluation = evaluate_cross_modal(session, _k(args, 10), args.queries, args.seed, not args.quiet)
@@ -383,8 +383,8 @@ def _add_eval_parsers(sub) -> None:
 
 
 def cmd_train_text(args: argparse.Namespace) -> int:
-    from encoders.text_training import TrainingConfig
-    from engine.finetune import train_text
+    from vitrina.encoders.text_training import TrainingConfig
+    from vitrina.engine.learn.finetune import train_text
 
     training = TrainingConfig(epochs=args.epochs, batch_size=args.train_batch_size, learning_rate=args.learning_rate,
                               seed=args.seed)
@@ -401,9 +401,9 @@ def cmd_train_text(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from engine.shared_space import TrainSettings, train_shared_space
+    from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
 
-    settings = TrainSettings(dim=args.dim, epochs=args.epochs, batch_size=args.train_batch_size,
+    settings = TrainConfig(dim=args.dim, epochs=args.epochs, batch_size=args.train_batch_size,
                              learning_rate=args.learning_rate, heldout=args.heldout, seed=args.seed)
     if settings.learning_rate <= 0:
         raise QueryError("--learning-rate must be > 0")
@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from engine.export import export_models
+    from vitrina.engine.build.export import export_models
 
     if not args.text_model and not args.image_model:
         raise QueryError("give --text-model and/or --image-model to export")
@@ -629,10 +629,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _event_weights(text: str | None):
-    from engine.events import EventWeights
+    from vitrina.engine.data.events import EventWeightConfig
 
     if not text:
-        return EventWeights()
+        return EventWeightConfig()
     values = {}
     for part in text.split(","):
         name, _, value = part.partition("=")
@@ -643,21 +643,21 @@ def _event_weights(text: str | None):
     unknown = set(values) - {"view", "click", "cart", "purchase"}
     if unknown:
         raise QueryError(f"--weights: unknown event {sorted(unknown)[0]!r}; use view, click, cart, purchase")
-    return EventWeights(**values)
+    return EventWeightConfig(**values)
 
 
 def cmd_events_add(args: argparse.Namespace) -> int:
-    from engine.events import EventFields
-    from engine.feedback import add_events
+    from vitrina.engine.data.events import EventFieldConfig
+    from vitrina.engine.learn.feedback import add_events
 
-    fields = EventFields(user_field=args.user_field, product_field=args.product_field, event_field=args.event_field,
+    fields = EventFieldConfig(user_field=args.user_field, product_field=args.product_field, event_field=args.event_field,
                          timestamp_field=args.timestamp_field, weight_field=args.weight_field,
                          default_event=args.default_event)
-    from engine.behaviour import BehaviourSettings
+    from vitrina.engine.learn.behaviour import BehaviourConfig
 
     if args.factors < 1 or args.iterations < 1:
         raise QueryError("--factors and --iterations must be at least 1")
-    settings = BehaviourSettings(factors=args.factors, iterations=args.iterations)
+    settings = BehaviourConfig(factors=args.factors, iterations=args.iterations)
     added = add_events(_session(args), args.file, _event_weights(args.weights), fields, refit=args.refit, settings=settings)
     r, problems = added.report, added.problems
     if args.json:
@@ -681,7 +681,7 @@ def cmd_events_add(args: argparse.Namespace) -> int:
 
 
 def cmd_events_forget(args: argparse.Namespace) -> int:
-    from engine.shoppers import forget
+    from vitrina.engine.learn.shoppers import forget
 
     if not is_versioned_root(Path(args.dir)):
         IndexManifest.load(Path(args.dir))  # a clear error for something that is not an index
@@ -707,9 +707,9 @@ def _add_max_age_flag(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from engine.recommend import recommend
+    from vitrina.engine.query.recommend import recommend
 
-    settings = RecommendSettings(behaviour_weight=args.behaviour_weight, popularity_weight=args.popularity_weight,
+    settings = RecommendConfig(behaviour_weight=args.behaviour_weight, popularity_weight=args.popularity_weight,
                                  half_life_days=args.half_life or None)
     session = _session(args)
     hits, personalised = recommend(session, args.user, _k(args, 10), args.include_seen, settings)
@@ -753,7 +753,7 @@ def _add_feedback_parsers(sub) -> None:
     p.add_argument("--user", required=True, metavar="U")
     p.add_argument("-k", type=int, default=None, help="results (default 10)")
     p.add_argument("--include-seen", action="store_true", help="also recommend products the user already interacted with")
-    defaults = RecommendSettings()
+    defaults = RecommendConfig()
     p.add_argument("--behaviour-weight", type=float, default=defaults.behaviour_weight, metavar="W",
                    help=f"share of the ALS behaviour affinity; the rest is likeness to the shopper's products "
                         f"(default {defaults.behaviour_weight})")
@@ -789,19 +789,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from index.filters import FilterFields
-    from serving.access_log import log_config
-    from serving.app import SETTINGS_ENV, create_app, settings_for_workers
-    from serving.config import ServingConfig
-    from serving.ratelimit import RateLimiter
-    from serving.timeouts import uvicorn_timeouts
+    from vitrina.index.filters import FilterConfig
+    from vitrina.serving.access_log import log_config
+    from vitrina.serving.app import SETTINGS_ENV, create_app, settings_for_workers
+    from vitrina.serving.config import ServingConfig
+    from vitrina.serving.ratelimit import RateLimiter
+    from vitrina.serving.timeouts import uvicorn_timeouts
 
     IndexManifest.load(resolve_index_path(args.dir))  # a clear error now, not in a worker
     if args.workers < 1:
         raise QueryError(f"--workers must be at least 1, got {args.workers}")
     config = dataclasses.replace(
         _config(args), progress=False,
-        filters=FilterFields(category=args.category_field, brand=args.brand_field, price=args.price_field),
+        filters=FilterConfig(category=args.category_field, brand=args.brand_field, price=args.price_field),
     )
     serving = ServingConfig.with_environment_key(
         open_reads=not args.keyed_reads, max_k=args.max_k, cache_size=args.cache_size, batch_size=args.max_batch,
@@ -827,7 +827,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = serving.metrics_dir  # prometheus_client's own switch, read in each worker
     os.environ[SETTINGS_ENV] = settings_for_workers(Path(args.dir), config, serving)
     try:
-        uvicorn.run("serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
+        uvicorn.run("vitrina.serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
                     workers=args.workers, **server_options)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)  # the workers' metrics files and the reload signal

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders import load_text_encoder
-from encoders.text import TransformersTextEncoder
-from encoders.text_training import (
+from vitrina.encoders import load_text_encoder
+from vitrina.encoders.text import TransformersTextEncoder
+from vitrina.encoders.text_training import (
     TrainingConfig,
     TrainingExample,
     TrainingReport,
@@ -23,13 +23,13 @@ from encoders.text_training import (
     finetune_text_encoder,
     save_text_model,
 )
-from engine.config import VitrinaConfig
-from engine.errors import QueryError
-from engine.evaluation import Qrels, product_texts, read_qrels
-from engine.indexing import build_space, encode_texts
-from engine.search import SearchSession
-from engine.splits import heldout_bucket
-from index import IndexDirectory
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import QueryError
+from vitrina.engine.evaluate.evaluation import Qrels, product_texts, read_qrels
+from vitrina.engine.build.indexing import build_space, encode_texts
+from vitrina.engine.query.search import SearchSession
+from vitrina.engine.data.splits import heldout_bucket
+from vitrina.index import IndexDirectory
 
 MINING_DEPTH = 20  # hard negatives come from each query's top results that the shop did not judge
 

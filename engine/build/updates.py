@@ -16,17 +16,17 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from encoders import load_image_encoder, load_text_encoder
-from engine.catalog import Product, read_catalog
-from engine.config import VitrinaConfig
-from engine.errors import CatalogError
-from engine.indexing import image_roots, image_url_rules, recorded_image_roots
-from engine.reindex import Previous, ReindexSettings, ShardEncoder, root_lock, save_version
-from engine.shards import Shard
-from index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
-from index.content import CONTENT_FILE, ProductContent
-from index.errors import IndexStoreError
-from index.versions import is_versioned_root, publish
+from vitrina.encoders import load_image_encoder, load_text_encoder
+from vitrina.engine.data.catalog import Product, read_catalog
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.errors import CatalogError
+from vitrina.engine.build.indexing import image_roots, image_url_rules, recorded_image_roots
+from vitrina.engine.build.reindex import Previous, ReindexConfig, ShardEncoder, root_lock, save_version
+from vitrina.engine.build.shards import Shard
+from vitrina.index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
+from vitrina.index.content import CONTENT_FILE, ProductContent
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.versions import is_versioned_root, publish
 
 CARRIED_SPACES = ("text", "image")  # trained spaces (fused, shared-image) are recomputed by engine.carry_over
 
@@ -67,10 +67,10 @@ def _live(root: Path, config: VitrinaConfig) -> IndexDirectory:
 
 
 def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | None = None,
-           settings: ReindexSettings | None = None, retrain: bool = False) -> UpdateReport:
+           settings: ReindexConfig | None = None, retrain: bool = False) -> UpdateReport:
     """Add the catalog's products to the live version, or replace those with the same id."""
     config = config or VitrinaConfig()
-    settings = settings or ReindexSettings()
+    settings = settings or ReindexConfig()
     root = Path(root)
     started = time.perf_counter()
     with root_lock(root):
@@ -115,10 +115,10 @@ def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | N
 
 
 def delete(root: str | Path, ids_file: str | Path, config: VitrinaConfig | None = None,
-           settings: ReindexSettings | None = None, retrain: bool = False) -> UpdateReport:
+           settings: ReindexConfig | None = None, retrain: bool = False) -> UpdateReport:
     """Remove the products listed in `ids_file` (one id per line) from the live version."""
     config = config or VitrinaConfig()
-    settings = settings or ReindexSettings()
+    settings = settings or ReindexConfig()
     root = Path(root)
     started = time.perf_counter()
     ids = read_ids(Path(ids_file))
@@ -203,7 +203,7 @@ def _publish_version(root: Path, live: IndexDirectory, keep: list[int], added: S
     manifest.spaces = infos
     manifest.product_count = len(content)
     directory = IndexDirectory(manifest, table, spaces, lexical, dict(live.encoder_dirs), content=content)
-    from engine.carry_over import carry_over
+    from vitrina.engine.build.carry_over import carry_over
 
     carried = carry_over(root, live.path, directory, config, retrain)
     dropped = sorted(set(live.spaces) - set(directory.spaces))

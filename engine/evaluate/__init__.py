@@ -1,0 +1,1 @@
+"""Offline relevance evaluation: judged queries, relevance metrics and HTML reports."""

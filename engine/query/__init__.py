@@ -1,0 +1,1 @@
+"""Answering queries over an index directory: search sessions and recommendations."""
