@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -76,9 +77,14 @@ def test_two_workers_serve_the_index_and_leave_nothing_behind(tmp_path):
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, timeout_s=240)
         assert len(list(scratch.glob("vitrina-serve-*/metrics"))) == 1
-        for _ in range(6):  # whichever worker answers
-            body = httpx.get(f"{base}/search", params={"q": "watch", "k": 3}, timeout=60).json()
-            assert len(body["results"]) == 3
+        answered, deadline = 0, time.monotonic() + 240
+        while answered < 6:  # whichever worker answers; one may still be loading (503) for a while
+            response = httpx.get(f"{base}/search", params={"q": "watch", "k": 3}, timeout=60)
+            if response.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            assert response.status_code == 200 and len(response.json()["results"]) == 3, response.text
+            answered += 1
         assert "vitrina_requests_total" in httpx.get(f"{base}/metrics", timeout=30).text
     finally:
         server.send_signal(signal.SIGINT)
