@@ -207,8 +207,7 @@ class Index:
         Each hit has `id`, `score` and `product` (the catalog row as a dict).
         """
         queries = _queries(query)
-        hits = self._session.search(queries, _k(k), space=space, mode=mode,
-                                    **_filters(where=where, price=price, user=user))
+        hits = self._session.search(queries, _k(k), space=space, mode=mode, where=where, price=price, user=user)
         return hits[0] if isinstance(query, str) else hits
 
     def similar(self, id: str | None = None, *, image: ImageInput | Sequence[ImageInput] | None = None, k: int = 10,
@@ -230,12 +229,11 @@ class Index:
         if (id is None) == (image is None):
             raise ArgumentError("give {id} or {image}, not both and not neither",
                                 id=Param("id"), image=Param("image"))
-        filters = _filters(where=where, price=price)
         if id is not None:
-            return self._session.similar_to_product(str(id), _k(k), space, **filters)
+            return self._session.similar_to_product(str(id), _k(k), space, where=where, price=price)
         many = isinstance(image, (list, tuple))
         images = [_as_image(item) for item in (image if many else [image])]
-        hits = self._session.similar_to_images(images, _k(k), space, **filters)
+        hits = self._session.similar_to_images(images, _k(k), space, where=where, price=price)
         return hits if many else hits[0]
 
     def recommend(self, user: str, k: int = 10, *, include_seen: bool = False,
@@ -489,11 +487,6 @@ def _k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int):
         raise ArgumentError("{k} must be a whole number, not {kind}", k=Param("k"), kind=type(k).__name__)
     return k
-
-
-def _filters(**given: Any) -> dict[str, Any]:
-    """The filter keywords that were given (the search session takes them keyword-only)."""
-    return {name: value for name, value in given.items() if value is not None}
 
 
 def _as_image(image: Any) -> Image.Image:
