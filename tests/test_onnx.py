@@ -212,7 +212,7 @@ def test_search_on_onnx_imports_no_pytorch(tmp_path):
     image = DEMO_DATA / demo_rows()[0]["image"]
     script = (
         "import sys, json\n"
-        "from engine.cli import main\n"
+        "from vitrina.cli import main\n"
         f"assert main(['search', {str(tmp_path / 'idx')!r}, 'blue shirt', '--backend', 'onnx', '--json']) == 0\n"
         f"assert main(['similar', {str(tmp_path / 'idx')!r}, '--image', {str(image)!r}, '--backend', 'onnx', '--json']) == 0\n"
         "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'torchvision', 'open_clip') if m in sys.modules)))\n"
