@@ -311,6 +311,14 @@ def test_error_messages_are_worded_for_each_front_end():
     assert named.worded(CLI.with_names(id_field="--id-column")) == "/x/{a}.csv: no id field 'sku'; set --id-column"
     assert vitrina.IndexStoreError("a {plain} message").worded(CLI) == "a {plain} message"  # no fields: as written
     assert worded(ValueError("other"), CLI) == "other"
+    # today's CLI messages come out byte for byte once written with placeholders
+    words = vitrina.QueryError("{mode} needs words, and {space} searches pictures; use {dense}",
+                               mode=Param("mode", "lexical"), space=Param("space", "image"), dense=Param("mode", "dense"))
+    assert words.worded(CLI) == "--mode lexical needs words, and --space image searches pictures; use --mode dense"
+    assert str(words) == "mode='lexical' needs words, and space='image' searches pictures; use mode='dense'"
+    where = vitrina.IndexStoreError("{root} is a file, not a directory", root=Param("root", "/srv/idx"))
+    assert where.worded(CLI.with_names(root="--out")) == "--out /srv/idx is a file, not a directory"
+    assert str(where) == "root='/srv/idx' is a file, not a directory"
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is vitrina.QueryError and copy.worded(CLI) == error.worded(CLI) and str(copy) == str(error)
     assert PYTHON(Param("k", 3)) == "k=3" and Wording()(Param("k")) == "k"
