@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vitrina.index import IndexDirectory
-from tests.conftest import demo_catalog, demo_rows, run_cli, write_csv
+from tests.helpers import demo_catalog, demo_rows, run_cli, write_csv
 
 pytestmark = pytest.mark.slow
 
