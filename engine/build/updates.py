@@ -17,17 +17,17 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vitrina.encoders import load_image_encoder, load_text_encoder
 from vitrina.engine.data.catalog import CatalogSource, Product, read_catalog
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import CatalogError
-from vitrina.engine.build.indexing import image_roots, image_url_rules, recorded_image_roots
-from vitrina.engine.build.reindex import Previous, ReindexConfig, ShardEncoder, root_lock, save_version
+from vitrina.engine.build.assemble import image_roots, image_url_rules, recorded_image_roots
+from vitrina.engine.build.encode import Encoders, ModelSpecs, Previous, executor_for
+from vitrina.engine.build.pipeline import ReindexConfig, publish_version, root_lock
 from vitrina.engine.build.shards import Shard
 from vitrina.index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
 from vitrina.index.content import CONTENT_FILE, ProductContent
 from vitrina.index.errors import IndexStoreError
-from vitrina.index.versions import is_versioned_root, publish
+from vitrina.index.versions import is_versioned_root
 
 CARRIED_SPACES = ("text", "image")  # trained spaces (fused, shared-image) are recomputed by engine.carry_over
 
@@ -82,21 +82,19 @@ def upsert(root: str | Path, catalog: CatalogSource, config: VitrinaConfig | Non
         manifest = live.manifest
         manifest.catalog["image_roots"] = image_roots(config, recorded_image_roots(manifest.catalog))
         manifest.catalog["image_urls"] = image_url_rules(config, manifest.catalog.get("image_urls"))
-        text_info = manifest.space("text")
-        text_encoder = load_text_encoder(text_info.model, config.encoders.for_catalog())
-        manifest.check_encoder("text", text_encoder.name, text_encoder.dim)
-        image_encoder = None
-        if "image" in manifest.spaces and catalog.fields.image_field:
-            info = manifest.spaces["image"]
-            image_encoder = load_image_encoder(info.model, config.encoders.for_catalog())
-            manifest.check_encoder("image", image_encoder.name, image_encoder.dim)
-        previous = Previous.of_directory(live, {"text": text_encoder.name, "image": image_encoder.name if image_encoder else ""})
-        encoder = ShardEncoder(text_encoder, image_encoder, config, settings, previous)
+        images = "image" in manifest.spaces and catalog.fields.image_field
+        encoders = Encoders.load(ModelSpecs(manifest.space("text").model,
+                                            manifest.spaces["image"].model if images else None), config)
+        for space, encoder in (("text", encoders.text), ("image", encoders.image)):
+            if encoder is not None:
+                manifest.check_encoder(space, encoder.name, encoder.dim)
+        executor = executor_for(settings.engine, encoders, config, Previous.of_directory(live, encoders.names),
+                                settings.decode_threads, settings.ray_actors)
         bars = {"decode": tqdm(total=None, desc="decode", unit="image", disable=not config.progress)}
         try:
-            shard = encoder.encode(0, catalog.products, bars)
+            shard = executor.encode(0, catalog.products, bars)
         finally:
-            encoder.close()
+            executor.close()
             bars["decode"].close()
         known = live.products
         given = {p.id for p in catalog.products}
@@ -107,8 +105,8 @@ def upsert(root: str | Path, catalog: CatalogSource, config: VitrinaConfig | Non
         )
         existing = sum(1 for p in catalog.products if p.id in known)
         keep = [row for row, pid in enumerate(known.ids) if pid not in given]
-        version_dir, directory, dropped, notes = _publish_version(root, live, keep, catalog.products, shard, settings.keep,
-                                                                  config, retrain)
+        version_dir, directory, dropped, notes = _publish_refilled(root, live, keep, catalog.products, shard, settings.keep,
+                                                                   config, retrain)
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products),
                         added=len(catalog.products) - existing, updated=changed, unchanged=existing - changed, deleted=0,
                         encoded={"text": shard.encoded_text, "image": shard.encoded_images},
@@ -136,7 +134,7 @@ def delete(root: str | Path, ids: str | Path | Iterable[str], config: VitrinaCon
         if len(doomed) == len(known):
             raise CatalogError(f"{source}: deleting every product would leave an empty index; re-index instead")
         keep = [row for row, pid in enumerate(known.ids) if pid not in doomed]
-        version_dir, directory, dropped, notes = _publish_version(root, live, keep, [], None, settings.keep, config, retrain)
+        version_dir, directory, dropped, notes = _publish_refilled(root, live, keep, [], None, settings.keep, config, retrain)
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products), added=0, updated=0,
                         unchanged=0, deleted=len(doomed), not_found=not_found, dropped_spaces=dropped,
                         seconds=round(time.perf_counter() - started, 3), notes=notes)
@@ -185,9 +183,9 @@ def _added_vectors(name: str, shard: Shard | None, dim: int, base: int) -> tuple
     return shard.image, shard.image_positions + base
 
 
-def _publish_version(root: Path, live: IndexDirectory, keep: list[int], added: Sequence[Product], shard: Shard | None,
-                     keep_versions: int, config: VitrinaConfig, retrain: bool = False
-                     ) -> tuple[Path, IndexDirectory, list[str], list[str]]:
+def _publish_refilled(root: Path, live: IndexDirectory, keep: list[int], added: Sequence[Product], shard: Shard | None,
+                      keep_versions: int, config: VitrinaConfig, retrain: bool = False
+                      ) -> tuple[Path, IndexDirectory, list[str], list[str]]:
     """Write and publish a new version: the live products at rows `keep` (renumbered in order), then the
     `added` products, whose vectors and hashes are in `shard` (None when nothing is added); behaviour and
     trained spaces carried over. Returns the version, its directory, the spaces dropped and notes."""
@@ -222,14 +220,9 @@ def _publish_version(root: Path, live: IndexDirectory, keep: list[int], added: S
     manifest.spaces = infos
     manifest.product_count = len(content)
     directory = IndexDirectory(manifest, table, spaces, lexical, dict(live.encoder_dirs), content=content)
-    from vitrina.engine.build.carry_over import carry_over
-
-    carried = carry_over(root, live.path, directory, config, retrain)
+    published = publish_version(root, live.path, directory, config, retrain, keep_versions)
     dropped = sorted(set(live.spaces) - set(directory.spaces))
-    version_dir = save_version(root, directory)
-    carried.write(version_dir)
-    publish(root, version_dir, keep_versions)
-    return version_dir, directory, dropped, carried.notes
+    return published.path, directory, dropped, published.notes
 
 
 def _table(products: ProductTable, keep: list[int], ids: list[str], metadata: list[dict]) -> ProductTable:
