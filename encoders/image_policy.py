@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from vitrina.encoders.errors import EncoderError, ImageLoadError
+from vitrina.errors import Param
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -51,14 +52,15 @@ class ImageConfig:
         for root in roots:
             path = Path(root).expanduser()
             if not path.is_dir():
-                raise ImagePolicyError(f"--image-root {root}: not a folder")
+                raise ImagePolicyError("{root}: not a folder", root=Param("image_root", root))
             folders.append(path)
         parsed = []
         for cidr in networks:
             try:
                 parsed.append(ipaddress.ip_network(cidr.strip(), strict=False))
             except ValueError:
-                raise ImagePolicyError(f"--allow-url-network {cidr!r}: not a network such as 10.0.0.0/8 or fd00::/8") from None
+                raise ImagePolicyError("{param} {cidr!r}: not a network such as 10.0.0.0/8 or fd00::/8",
+                                       param=Param("allow_url_network"), cidr=cidr) from None
         return cls(roots=tuple(folders), allow_private_urls=allow_private_urls, allowed_networks=tuple(parsed))
 
     def for_catalog(self, folder: Path) -> "ImageConfig":

@@ -29,6 +29,7 @@ from vitrina.encoders.config import EncoderConfig
 from vitrina.encoders.errors import EncoderError
 from vitrina.encoders.image_io import fit_square
 from vitrina.encoders.files import mismatches, read_checksums
+from vitrina.errors import Param
 
 META_FILE = "vitrina_onnx.json"
 EXPORT_FORMAT = 1
@@ -133,7 +134,8 @@ def execution_providers(config: EncoderConfig) -> list[Any]:
         if "CUDAExecutionProvider" in available:
             chosen.append(("CUDAExecutionProvider", options))
     if config.device and config.device.startswith("cuda") and not chosen:
-        raise EncoderError("--device cuda was asked for, but this onnxruntime has no CUDA provider; install vitrina[gpu]")
+        raise EncoderError("{device} was asked for, but this onnxruntime has no CUDA provider; install vitrina[gpu]",
+                           device=Param("device", "cuda"))
     return chosen + ["CPUExecutionProvider"]
 
 

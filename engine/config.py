@@ -13,6 +13,7 @@ from vitrina.engine.errors import QueryError
 from vitrina.index.config import IndexConfig
 from vitrina.index.filters import FilterConfig
 from vitrina.index.hybrid import HybridConfig
+from vitrina.errors import Param
 
 
 USER_KEY_ENV = "VITRINA_USER_KEY"
@@ -35,7 +36,8 @@ class ShopperConfig:
         if self.user_key is not None and len(self.user_key) < 16:
             raise QueryError(f"{USER_KEY_ENV} must be at least 16 characters long")
         if self.max_age_days is not None and not 0 < self.max_age_days < float("inf"):
-            raise QueryError(f"--events-max-age must be a positive number of days, got {self.max_age_days}")
+            raise QueryError("{max_age} must be a positive number of days, got {days}",
+                             max_age=Param("events_max_age"), days=self.max_age_days)
         if self.snapshot_every_s <= 0 or self.snapshot_every_events < 1:
             raise QueryError("the snapshot interval and event count must be positive")
 

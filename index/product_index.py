@@ -13,6 +13,7 @@ import numpy as np
 
 from vitrina.index.config import IndexConfig
 from vitrina.index.errors import IndexStoreError
+from vitrina.errors import Param
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,9 @@ class ProductIndex:
             needed = ivf.nlist if ivf is not None else 256
             if n < needed:
                 raise IndexStoreError(
-                    f"index type {factory!r} needs at least {needed} vectors to train; there are {n}. "
-                    "Use --index-factory Flat for a catalog this small."
+                    "index type {factory!r} needs at least {needed} vectors to train; there are {n}. "
+                    "Use {flat} for a catalog this small.", factory=factory, needed=needed, n=n,
+                    flat=Param("index_factory", "Flat")
                 )
             sample_size = min(n, max(needed * TRAIN_SAMPLE_PER_CENTROID, 10_000))
             sample = vectors[np.random.default_rng(0).choice(n, sample_size, replace=False)]

@@ -35,6 +35,7 @@ from vitrina.index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
 from vitrina.index.product_index import ProductIndex
 from vitrina.index.products import ProductTable
 from vitrina.index.versions import resolve_index_path
+from vitrina.errors import Param
 
 PRODUCTS_FILE = "products.parquet"
 EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)
@@ -370,10 +371,11 @@ def write_manifest(directory: Path, manifest: IndexManifest) -> None:
 
 def _refuse_foreign_directory(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise IndexStoreError(f"--out {out} is a file, not a directory")
+        raise IndexStoreError("{out} is a file, not a directory", out=Param("path", out))
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
         raise IndexStoreError(
-            f"--out {out} is a non-empty directory that is not a Vitrina index; refusing to replace it"
+            "{out} is a non-empty directory that is not a Vitrina index; refusing to replace it",
+            out=Param("path", out)
         )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from vitrina.index.errors import IndexStoreError
 from vitrina.encoders.files import fsync_dir, is_abandoned, leftover_name
 from vitrina.index.manifest import MANIFEST_FILE
+from vitrina.errors import Param
 
 CURRENT = "current"
 VERSIONS_DIR = "versions"
@@ -55,15 +56,16 @@ def check_root(root: Path) -> None:
     """Refuse to turn something else into a versioned root."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise IndexStoreError(f"--out {root} is a file, not a directory")
+        raise IndexStoreError("{root} is a file, not a directory", root=Param("path", root))
     if (root / MANIFEST_FILE).is_file():
         raise IndexStoreError(
-            f"--out {root} is a single-version index (made by `vitrina index`); re-index into a new directory, "
-            "which then keeps versions and a `current` link"
+            "{root} is a single-version index (made by `vitrina index`); re-index into a new directory, "
+            "which then keeps versions and a `current` link", root=Param("path", root)
         )
     foreign = [p.name for p in root.iterdir() if p.name not in ROOT_ENTRIES] if root.is_dir() else []
     if foreign and not (root / VERSIONS_DIR).is_dir():
-        raise IndexStoreError(f"--out {root} is a non-empty directory that is not a Vitrina index root; refusing to use it")
+        raise IndexStoreError("{root} is a non-empty directory that is not a Vitrina index root; refusing to use it",
+                              root=Param("path", root))
 
 
 def staging_dir(root: Path) -> Path:

@@ -11,16 +11,18 @@ from vitrina.engine.data.catalog import CatalogError
 from vitrina.engine.errors import QueryError
 from vitrina.engine.learn.event_store import EventLogError
 from vitrina.index.errors import IndexStoreError
+from vitrina.errors import HTTP, worded
 
 log = logging.getLogger("vitrina.serving")
 
 
 async def bad_input(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=422)
+    """422 with the library's message, parameters named as this API names them (`mode=hybrid`, not `--mode`)."""
+    return JSONResponse({"detail": worded(exc, HTTP)}, status_code=422)
 
 
 async def log_unwritable(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503)  # the server's disk, not the request
+    return JSONResponse({"detail": worded(exc, HTTP)}, status_code=503)  # the server's disk, not the request
 
 
 async def storage_problem(request: Request, exc: OSError) -> JSONResponse:

@@ -30,6 +30,7 @@ from vitrina.engine.errors import CatalogError
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import clean_builds, publish, staging_dir
+from vitrina.errors import Param
 
 LOCK_FILE = ".lock"
 ENGINES = ("local", "ray")
@@ -52,11 +53,13 @@ class ReindexConfig:
 
     def __post_init__(self) -> None:
         if self.shard_size is not None and self.shard_size < 1:
-            raise CatalogError(f"--shard-size must be at least 1, got {self.shard_size}")
+            raise CatalogError("{shard_size} must be at least 1, got {value}", shard_size=Param("shard_size"),
+                               value=self.shard_size)
         if self.keep < 1:
-            raise CatalogError(f"--keep must be at least 1, got {self.keep}")
+            raise CatalogError("{keep} must be at least 1, got {value}", keep=Param("keep"), value=self.keep)
         if self.engine not in ENGINES:
-            raise CatalogError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+            raise CatalogError("{engine} must be one of {choices}, got {value!r}", engine=Param("engine"),
+                               choices=", ".join(ENGINES), value=self.engine)
 
     def shard_size_for(self, total: int | None) -> int:
         """The shard size given, else 1/AUTO_SHARDS of `total` products within [AUTO_SHARD_MIN, AUTO_SHARD_MAX]."""
@@ -197,12 +200,13 @@ class _Checkpoint:
         for number in range(self.count):
             shard = self.store.read(number)
             if shard.ids != [p.id for p in self.products[offset : offset + len(shard)]]:
-                raise IndexStoreError(f"{self.store.path(number)} does not match the catalog; run again without --resume")
+                raise IndexStoreError("{shard} does not match the catalog; run again without {resume}",
+                                      shard=self.store.path(number), resume=Param("resume"))
             offset += len(shard)
             yield shard
         if offset != len(self.products):
-            raise IndexStoreError(f"the shards cover {offset} products, the catalog has {len(self.products)}; "
-                                  "run again without --resume")
+            raise IndexStoreError("the shards cover {offset} products, the catalog has {count}; run again without {resume}",
+                                  offset=offset, count=len(self.products), resume=Param("resume"))
 
 
 # --- writing a version of a versioned root -----------------------------------------------------------------------

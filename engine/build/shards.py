@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrina.engine.errors import CatalogError
+from vitrina.errors import Param
 
 JOB_FILE = "job.json"
 
@@ -64,9 +65,9 @@ class ShardStore:
             if previous != job:
                 changed = sorted(k for k in set(job) | set(previous) if job.get(k) != previous.get(k))
                 raise CatalogError(
-                    f"cannot resume the re-index in {self.folder}: {', '.join(changed)} changed since it started "
-                    "(the catalog file or the settings). Run again without --resume to start over."
-                )
+                    "cannot resume the re-index in {folder}: {changed} changed since it started (the catalog file "
+                    "or the settings). Run again without {resume} to start over.", folder=self.folder,
+                    changed=", ".join(changed), resume=Param("resume"))
             return self.done()
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)

@@ -176,7 +176,7 @@ def _hashes_of(content: ProductContent, row: int) -> tuple[str, str]:
 
 def _added_vectors(name: str, shard: Shard | None, dim: int, base: int) -> tuple[np.ndarray, np.ndarray]:
     """The new vectors of space `name` and their product rows (the added products start at row `base`)."""
-    if shard is None:
+    if shard is None or (name == "image" and not len(shard.image_positions)):  # none added (or none has a photo)
         return np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
     if name == "text":
         return shard.text, np.arange(base, base + len(shard), dtype=np.int64)

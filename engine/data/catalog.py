@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import pyarrow
 
 from vitrina.engine.errors import CatalogError
+from vitrina.errors import Param
 
 DEFAULT_TEXT_FIELDS = ("title", "description")
 RESERVED_KEYS = ("id", "score")  # result keys that catalog columns may not overwrite
@@ -272,14 +273,14 @@ def resolve_fields(source: str | Path, columns: list[str], fields: CatalogConfig
     path = source
     listing = ", ".join(columns) if columns else "none"
     if fields.id_field not in columns:
-        raise CatalogError(f"{path}: no id field {fields.id_field!r} (columns: {listing}); set --id-field")
+        raise CatalogError("{path}: no id field {field!r} (columns: {listing}); set {id_field}", path=path,
+                           field=fields.id_field, listing=listing, id_field=Param("id_field"))
     if fields.text_fields is None:
         text_fields = tuple(f for f in DEFAULT_TEXT_FIELDS if f in columns)
         if not text_fields:
             raise CatalogError(
-                f"{path}: no text field: the default fields {', '.join(DEFAULT_TEXT_FIELDS)} are absent "
-                f"(columns: {listing}); set --text-fields"
-            )
+                "{path}: no text field: the default fields {defaults} are absent (columns: {listing}); set {text_fields}",
+                path=path, defaults=", ".join(DEFAULT_TEXT_FIELDS), listing=listing, text_fields=Param("text_fields"))
     else:
         missing = [f for f in fields.text_fields if f not in columns]
         if missing:

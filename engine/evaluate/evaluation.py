@@ -32,6 +32,7 @@ from vitrina.engine.learn.fusion import FUSED_SPACE, SHARED_IMAGE_SPACE
 from vitrina.engine.query.search import SearchSession, check_k
 from vitrina.engine.data.splits import heldout_bucket
 from vitrina.index import IndexConfig, ProductIndex
+from vitrina.errors import Param
 
 TEXT_METHODS = ("lexical", "dense", "hybrid")
 METHOD_LABELS = {"lexical": "BM25 (lexical)", "dense": "dense", "hybrid": "hybrid", "dense-exact": "dense, exact search",
@@ -269,7 +270,8 @@ def evaluate_text(
         notes.append(f"{len(unknown)} judged product ids are not in the index (they count as never retrieved)")
     if session.directory.lexical is None:
         if "dense" not in methods:
-            raise QueryError("this index has no lexical (BM25) index; evaluate --methods dense, or re-index")
+            raise QueryError("this index has no lexical (BM25) index; evaluate {methods}, or re-index",
+                             methods=Param("methods", "dense"))
         methods = ["dense"]
         notes.append("the index has no lexical index, so only dense retrieval was evaluated")
     query_ids = list(qrels.queries)
@@ -321,7 +323,7 @@ def _sample(rows: list[int], limit: int | None, seed: int) -> list[int]:
     if limit is None or limit >= len(rows):
         return rows
     if limit < 1:
-        raise QueryError(f"--queries must be at least 1, got {limit}")
+        raise QueryError("{queries} must be at least 1, got {limit}", queries=Param("queries"), limit=limit)
     return sorted(random.Random(seed).sample(rows, limit))
 
 
@@ -352,8 +354,9 @@ def evaluate_image(
         raise QueryError("this index has no image vectors; index a catalog with images to evaluate image search")
     column_names = session.products.table.column_names
     if label_field not in column_names:
-        raise QueryError(f"--label-field {label_field!r} is not a catalog field of this index "
-                         f"(fields: {', '.join(c for c in column_names if c != 'id')})")
+        raise QueryError("{param} {label!r} is not a catalog field of this index (fields: {fields})",
+                         param=Param("label_field"), label=label_field,
+                         fields=", ".join(c for c in column_names if c != "id"))
     labels = session.products.table.column(label_field).to_pylist()
     ids = session.products.ids
     with_image = [int(r) for r in space.rows if labels[int(r)] not in (None, "")]

@@ -30,6 +30,7 @@ from vitrina.engine.build.indexing import build_space, encode_texts
 from vitrina.engine.query.search import SearchSession
 from vitrina.engine.data.splits import heldout_bucket
 from vitrina.index import IndexDirectory
+from vitrina.errors import Param
 
 MINING_DEPTH = 20  # hard negatives come from each query's top results that the shop did not judge
 
@@ -37,7 +38,7 @@ MINING_DEPTH = 20  # hard negatives come from each query's top results that the 
 def split_queries(qrels: Qrels, heldout: float) -> tuple[list[str], list[str]]:
     """(training ids, held-out ids) by `heldout_bucket`."""
     if not 0.0 < heldout < 1.0:
-        raise QueryError(f"--heldout must be between 0 and 1 (exclusive), got {heldout}")
+        raise QueryError("{heldout} must be between 0 and 1 (exclusive), got {value}", heldout=Param("heldout"), value=heldout)
     train = [q for q in qrels.queries if heldout_bucket(q) >= heldout]
     held = [q for q in qrels.queries if heldout_bucket(q) < heldout]
     return train, held
@@ -87,8 +88,9 @@ def train_text(
     qrels = read_qrels(qrels_path)
     train_ids, held_ids = split_queries(qrels, heldout)
     if len(train_ids) < 2:
-        raise QueryError(f"{qrels_path}: only {len(train_ids)} training queries after holding out {heldout:.0%}; "
-                         "give more judged queries or a smaller --heldout")
+        raise QueryError("{path}: only {count} training queries after holding out {share:.0%}; give more judged "
+                         "queries or a smaller {heldout}", path=qrels_path, count=len(train_ids), share=heldout,
+                         heldout=Param("heldout"))
     encoder = session.encoder("text")
     if not isinstance(encoder, TransformersTextEncoder):
         raise QueryError(f"train-text fine-tunes BERT-family text models; this index's text model is {encoder.name}")
@@ -99,8 +101,9 @@ def train_text(
     examples = training_examples(session, qrels, train_ids, min_positive, texts)
     timings["mining"] = time.perf_counter() - t0
     if len(examples) < 2:
-        raise QueryError(f"{qrels_path}: fewer than 2 training queries have a product judged >= {min_positive} "
-                         "that is in the index; lower --min-positive or check the product ids")
+        raise QueryError("{path}: fewer than 2 training queries have a product judged >= {grade} that is in the "
+                         "index; lower {min_positive} or check the product ids", path=qrels_path, grade=min_positive,
+                         min_positive=Param("min_positive"))
 
     report = finetune_text_encoder(encoder, examples, training, progress=config.progress)
     timings["training"] = report.seconds

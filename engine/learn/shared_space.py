@@ -41,6 +41,7 @@ from vitrina.engine.learn.fusion import (
 from vitrina.engine.data.splits import heldout_bucket
 from vitrina.index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
 from vitrina.index.store import editing, remove_space, replace_directory, write_manifest, write_space
+from vitrina.errors import Param
 
 SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE)
 
@@ -65,8 +66,9 @@ class TrainConfig:
         if self.dim < 2 or self.epochs < 1 or self.batch_size < 2:
             raise QueryError("dim must be >= 2, epochs >= 1 and batch size >= 2")
         if not 0.0 <= self.heldout < 1.0 or not 0.0 <= self.validation < 1.0 or self.heldout + self.validation >= 1.0:
-            raise QueryError(f"--heldout ({self.heldout}) and validation ({self.validation}) must be shares in [0, 1) "
-                             "that leave products to train on")
+            raise QueryError("{heldout} ({value}) and validation ({validation}) must be shares in [0, 1) that leave "
+                             "products to train on", heldout=Param("heldout"), value=self.heldout,
+                             validation=self.validation)
 
 
 @dataclass
@@ -199,7 +201,8 @@ def train_heads(
 
     train_rows = np.flatnonzero(train)
     if len(train_rows) < 2:
-        raise QueryError(f"only {len(train_rows)} products left to train on; lower --heldout")
+        raise QueryError("only {count} products left to train on; lower {heldout}", count=len(train_rows),
+                         heldout=Param("heldout"))
     best = (validation_recall(), 0, copy.deepcopy(heads.state_dict()))
     losses: list[float] = []
     epochs = tqdm(range(1, settings.epochs + 1), desc="train", unit="epoch", disable=not progress, leave=False)

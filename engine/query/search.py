@@ -26,6 +26,7 @@ from vitrina.engine.query.filters import PriceRange, product_filter as combined_
 from vitrina.engine.query.hits import MAX_K, MAX_QUERY_CHARS, SearchHit, check_k, clean_query  # noqa: F401 (their home was here)
 from vitrina.index.filters import FilterColumns, FilterError, ProductFilter
 from vitrina.index.hybrid import fuse
+from vitrina.errors import Param
 
 SPACES = ("text", "image", "fused")
 MODES = ("lexical", "dense", "hybrid")
@@ -199,9 +200,11 @@ class SearchSession:
         check_k(k)
         cleaned = [clean_query(q) for q in queries]
         if mode != "dense" and self.directory.lexical is None:
-            raise QueryError(f"--mode {mode} needs a lexical index, and this one has none; re-index the catalog")
+            raise QueryError("{mode} needs a lexical index, and this one has none; re-index the catalog",
+                             mode=Param("mode", mode))
         if mode != "dense" and space == "image":
-            raise QueryError(f"--mode {mode} needs words, and --space image searches pictures; use --mode dense")
+            raise QueryError("{mode} needs words, and {space} searches pictures; use {dense}",
+                             mode=Param("mode", mode), space=Param("space", "image"), dense=Param("mode", "dense"))
         hybrid = self.config.hybrid
         depth = max(k, hybrid.candidates) if mode == "hybrid" else k
         if mode != "dense":
@@ -249,7 +252,8 @@ class SearchSession:
     def encode_images(self, images: Sequence[Image.Image], space: str = "image") -> np.ndarray:
         """Query vectors of images for `space`: raw image vectors, or projected into the fused space."""
         if self._check_space(space) == "text":
-            raise QueryError("an image cannot query the text vectors; use --space image or fused (or --id)")
+            raise QueryError("an image cannot query the text vectors; use {space} or fused (or {id})",
+                             space=Param("space", "image"), id=Param("id"))
         vectors = self.encoder("image").encode(list(images))
         return self.fusion.fused_query("image", vectors) if space == "fused" else vectors
 
@@ -272,7 +276,8 @@ class SearchSession:
         row = self.products.row_of(str(product_id))
         vectors = self.directory.spaces.get(space)
         if vectors is None:
-            raise QueryError(f"this index has no {space} vectors; index a catalog with images to use --id")
+            raise QueryError("this index has no {space} vectors; index a catalog with images to use {id}",
+                             space=space, id=Param("id"))
         vector = vectors.vector_of_row(row)
         if vector is None:
             why = "no image, or it failed at index time" if space == "image" else "nothing to build it from"
