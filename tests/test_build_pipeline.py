@@ -16,7 +16,7 @@ from vitrina.engine.build.reindex import ReindexConfig, reindex
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import read_catalog, stream_catalog
 from vitrina.index import IndexDirectory
-from tests.conftest import demo_catalog, demo_rows, write_csv
+from tests.helpers import demo_catalog, demo_rows, write_csv
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from vitrina.errors import CLI, worded
+
 from vitrina.engine.data.catalog import CatalogConfig, read_catalog
 from vitrina.engine.errors import CatalogError
 from tests.helpers import write_csv
@@ -61,8 +63,11 @@ def _error(path: Path, fields: CatalogConfig | None = None) -> str:
 
 
 def test_missing_id_column_names_file_and_field(tmp_path):
-    msg = _error(write_csv(tmp_path / "c.csv", [{"sku": "1", "title": "Hat"}]))
-    assert "c.csv" in msg and "'id'" in msg and "--id-field" in msg and "sku" in msg
+    with pytest.raises(CatalogError) as info:
+        read_catalog(write_csv(tmp_path / "c.csv", [{"sku": "1", "title": "Hat"}]))
+    msg = str(info.value)  # worded for Python callers: the keyword argument, not the CLI flag
+    assert "c.csv" in msg and "'id'" in msg and "set id_field" in msg and "sku" in msg and "--" not in msg
+    assert worded(info.value, CLI).endswith("; set --id-field")
 
 
 def test_empty_id_names_line_and_field(tmp_path):
@@ -79,7 +84,7 @@ def test_duplicate_id_names_both_lines(tmp_path):
 
 def test_missing_text_fields(tmp_path):
     no_default = write_csv(tmp_path / "a.csv", [{"id": "1", "name": "Hat"}])
-    assert "--text-fields" in _error(no_default) and "title, description" in _error(no_default)
+    assert "set text_fields" in _error(no_default) and "title, description" in _error(no_default)
     unknown = _error(write_csv(tmp_path / "b.csv", [{"id": "1", "title": "Hat"}]), CatalogConfig(text_fields=("name",)))
     assert "text field 'name' is not a column" in unknown
 

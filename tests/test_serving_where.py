@@ -9,7 +9,7 @@ import pytest
 
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
-from tests.conftest import DEMO_DATA
+from tests.helpers import DEMO_DATA
 from tests.serving_util import ready_client, shop_catalog
 
 pytestmark = pytest.mark.slow
