@@ -1,0 +1,112 @@
+"""`vitrina serve`: the HTTP API and search page over an index."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from vitrina.cli.common import add_max_age_flag, add_model_flags, config_from_args
+from vitrina.engine.errors import QueryError
+from vitrina.index import IndexManifest
+from vitrina.index.versions import resolve_index_path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from vitrina.index.filters import FilterConfig
+    from vitrina.serving.access_log import log_config
+    from vitrina.serving.app import SETTINGS_ENV, create_app, settings_for_workers
+    from vitrina.serving.config import ServingConfig
+    from vitrina.serving.ratelimit import RateLimiter
+    from vitrina.serving.timeouts import uvicorn_timeouts
+
+    IndexManifest.load(resolve_index_path(args.dir))  # a clear error now, not in a worker
+    if args.workers < 1:
+        raise QueryError(f"--workers must be at least 1, got {args.workers}")
+    config = dataclasses.replace(
+        config_from_args(args), progress=False,
+        filters=FilterConfig(category=args.category_field, brand=args.brand_field, price=args.price_field),
+    )
+    serving = ServingConfig.with_environment_key(
+        open_reads=not args.keyed_reads, max_k=args.max_k, cache_size=args.cache_size, batch_size=args.max_batch,
+        public_personalisation=args.public_personalisation, rate_limit=args.rate_limit,
+        key_rate_limit=args.key_rate_limit, wrong_key_limit=args.wrong_key_limit,
+        rate_limit_storage=args.rate_limit_storage, cors_origins=tuple(args.cors_origin),
+        header_timeout_s=args.timeout_header, keep_alive_timeout_s=args.timeout_keep_alive,
+        reload_roots=tuple(args.reload_root))
+    RateLimiter(serving.rate_limit, serving.key_rate_limit, serving.wrong_key_limit, None,
+                serving.rate_limit_storage)  # a clear error now for a storage that cannot be used, not in a worker
+    server_options = {"log_level": None, "access_log": args.access_log,  # levels set in log_config
+                      "log_config": log_config("INFO" if args.verbose else "WARNING"),  # access log without shoppers' ids
+                      **uvicorn_timeouts(serving.header_timeout_s, serving.keep_alive_timeout_s)}
+    where = f"http://{args.host}:{args.port}"
+    writes = "need the API key" if serving.api_key else "are disabled (set VITRINA_API_KEY to enable them)"
+    print(f"vitrina: serving {args.dir} on {where} (page /, API docs /docs); writes and admin {writes}", file=sys.stderr)
+    if args.workers == 1:
+        uvicorn.run(create_app(args.dir, config, serving), host=args.host, port=args.port, **server_options)
+        return 0
+    run_dir = Path(tempfile.mkdtemp(prefix="vitrina-serve-"))
+    (run_dir / "metrics").mkdir()
+    serving = dataclasses.replace(serving, metrics_dir=str(run_dir / "metrics"), reload_signal=str(run_dir / "reload.json"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = serving.metrics_dir  # prometheus_client's own switch, read in each worker
+    os.environ[SETTINGS_ENV] = settings_for_workers(Path(args.dir), config, serving)
+    try:
+        uvicorn.run("vitrina.serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, **server_options)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)  # the workers' metrics files and the reload signal
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the HTTP API and search page over an index directory")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1; each loads the index and its encoders once, and counts "
+                        "rate limits alone unless --rate-limit-storage is shared)")
+    p.add_argument("--keyed-reads", action="store_true", help="searches need the API key too (default: open)")
+    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
+    p.add_argument("--cache-size", type=int, default=10_000, help="query embeddings cached (LRU; 0: none)")
+    p.add_argument("--max-batch", type=int, default=32, help="queries encoded together at most (micro-batching)")
+    p.add_argument("--category-field", default=None, metavar="F",
+                   help="column the category filter reads (default: category, articleType, product_type_name, ...)")
+    p.add_argument("--brand-field", default=None, metavar="F", help="column the brand filter reads (default: brand)")
+    p.add_argument("--price-field", default=None, metavar="F", help="column the price filters read (default: price)")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request (never the API key; shopper ids in /users/ID and user= show as '-')")
+    p.add_argument("--public-personalisation", action="store_true",
+                   help="per-shopper reads (/users/ID/recommendations, search?user=) need no API key "
+                        "(default: they need it, since they reveal what a shopper bought)")
+    p.add_argument("--rate-limit", default="100/second;3000/minute", metavar="LIMITS",
+                   help="requests per client address without the API key, e.g. '50/second;1000/minute', or 'off' "
+                        "(default %(default)s); 429 with Retry-After beyond. Health, metrics, the page and the docs "
+                        "are never limited. Counted per worker process unless --rate-limit-storage is shared")
+    p.add_argument("--key-rate-limit", default="1000/second", metavar="LIMITS",
+                   help="requests with the API key, counted per key instead of per address (default %(default)s; 'off')")
+    p.add_argument("--wrong-key-limit", default="10/minute", metavar="LIMITS",
+                   help="wrong API keys per client address before every key check from it gets 429 (default %(default)s)")
+    p.add_argument("--rate-limit-storage", default="memory://", metavar="URI",
+                   help="where limits are counted: memory:// (default; each of --workers N counts alone, so an "
+                        "address gets N times the limit) or redis://HOST:PORT shared by all (pip install limits[redis])")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let pages from this origin (https://shop.example.com) call the API from a browser; "
+                        "repeatable; default none (no CORS headers)")
+    p.add_argument("--timeout-header", type=float, default=10.0, metavar="S",
+                   help="close a connection whose request headers take longer than S seconds (default %(default)s)")
+    p.add_argument("--timeout-keep-alive", type=float, default=5.0, metavar="S",
+                   help="close an idle keep-alive connection after S seconds (default %(default)s)")
+    p.add_argument("--reload-root", action="append", default=[], metavar="DIR",
+                   help="a folder POST /admin/reload may load indexes from; repeatable "
+                        "(default: the folder holding DIR)")
+    add_max_age_flag(p)
+    add_model_flags(p, search=True)
+    p.set_defaults(func=cmd_serve)
