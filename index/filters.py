@@ -1,4 +1,5 @@
-"""Metadata filters (category, brand, price range) turned into the set of product rows a search may return.
+"""Metadata filters turned into the set of product rows a search may return: category, brand and price
+(read from the catalog's usual columns), and conditions on any catalog column (`ColumnCondition`).
 
 A filter becomes a boolean mask over product rows; `VectorSpace.search` hands it to FAISS as an
 IDSelector and `LexicalIndex.search` zeroes the other rows' BM25 scores, so a filtered query gets k
@@ -12,9 +13,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import pyarrow as pa
 
 from vitrina.index.errors import IndexStoreError
-from vitrina.index.products import ProductTable
+from vitrina.index.products import ID_COLUMN, ProductTable
 
 CATEGORY_COLUMNS = ("category", "articleType", "product_type_name", "subCategory", "masterCategory")
 BRAND_COLUMNS = ("brand", "brand_name", "manufacturer")
@@ -36,13 +38,40 @@ class FilterConfig:
 
 
 @dataclass(frozen=True)
+class ColumnCondition:
+    """Products whose `column` is any of `values` (text case-insensitively, numbers by value), or lies
+    within [low, high] (either end None: open)."""
+
+    column: str
+    values: tuple[str | float, ...] = ()
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        is_range = self.low is not None or self.high is not None
+        if bool(self.values) == is_range:
+            raise FilterError(f"a condition on {self.column!r} needs either values or a range, not {'both' if is_range else 'neither'}")
+        for end in (self.low, self.high):
+            if end is not None and not math.isfinite(end):
+                raise FilterError(f"the range of {self.column!r} must have finite ends, got {end}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise FilterError(f"the range of {self.column!r} starts above its end ({self.low} > {self.high})")
+
+    @property
+    def is_range(self) -> bool:
+        return not self.values
+
+
+@dataclass(frozen=True)
 class ProductFilter:
-    """Products in any of `category` and any of `brand` (case-insensitive), priced within [min, max]."""
+    """Products in any of `category` and any of `brand` (case-insensitive), priced within [min, max], that
+    meet every condition of `where`."""
 
     category: tuple[str, ...] = ()
     brand: tuple[str, ...] = ()
     price_min: float | None = None
     price_max: float | None = None
+    where: tuple[ColumnCondition, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("price_min", "price_max"):
@@ -54,7 +83,7 @@ class ProductFilter:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.category or self.brand) and self.price_min is None and self.price_max is None
+        return not (self.category or self.brand or self.where) and self.price_min is None and self.price_max is None
 
 
 class FilterColumns:
@@ -63,6 +92,8 @@ class FilterColumns:
     def __init__(self, products: ProductTable, fields: FilterConfig = FilterConfig()) -> None:
         self.products = products
         names = products.table.column_names
+        self.available = tuple(n for n in names if n != ID_COLUMN)  # the columns `where` conditions may name
+        self._by_column: dict[tuple[str, str], np.ndarray | None] = {}  # ("text" | "numbers", column) -> values
         self.columns = {
             "category": _pick(fields.category, CATEGORY_COLUMNS, names),
             "brand": _pick(fields.brand, BRAND_COLUMNS, names),
@@ -100,12 +131,67 @@ class FilterColumns:
                 self._column(role)
                 allowed &= np.isin(self._folded[role], [w.casefold() for w in wanted])
         if query.price_min is not None or query.price_max is not None:
-            prices = self._prices  # NaN (no price) fails both comparisons: excluded
-            if query.price_min is not None:
-                allowed &= prices >= query.price_min
-            if query.price_max is not None:
-                allowed &= prices <= query.price_max
+            allowed &= _within(self._prices, query.price_min, query.price_max)
+        for condition in query.where:
+            allowed &= self._meets(condition)
         return allowed
+
+    def check_column(self, column: str) -> str:
+        """The column, when the catalog has it; else a FilterError listing the ones it has."""
+        if column not in self.available:
+            raise FilterError(f"this catalog has no column {column!r} to filter on (columns: {', '.join(self.available)})")
+        return column
+
+    def is_numeric(self, column: str) -> bool:
+        """Whether a column holds numbers (a numeric type, or text whose every value reads as one): ranges need it."""
+        return self._numbers(self.check_column(column)) is not None
+
+    def _meets(self, condition: ColumnCondition) -> np.ndarray:
+        """Rows meeting one condition: a range, numbers equal by value, or text equal case-insensitively."""
+        column = self.check_column(condition.column)
+        numbers = self._numbers(column)
+        if condition.is_range:
+            if numbers is None:
+                raise FilterError(f"column {column!r} does not hold numbers, so it takes values, not a range")
+            return _within(numbers, condition.low, condition.high)
+        typed = self._typed_numbers(column)
+        texts, wanted = [], []
+        for value in condition.values:
+            if isinstance(value, bool) or numbers is None or (isinstance(value, str) and not typed):
+                texts.append(str(value).casefold())  # a number asked of a text column: compared as its text
+            elif math.isnan(number := _as_float(value)):
+                raise FilterError(f"column {column!r} holds numbers, and {value!r} is not one")
+            else:
+                wanted.append(number)
+        allowed = np.zeros(len(self.products), dtype=bool)
+        if texts:
+            allowed |= np.isin(self._text(column), texts)
+        if wanted:
+            allowed |= np.isin(numbers, wanted)
+        return allowed
+
+    def _typed_numbers(self, column: str) -> bool:
+        kind = self.products.table.schema.field(column).type
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+    def _text(self, column: str) -> np.ndarray:
+        """A column's values as case-folded text ('' for none), read once."""
+        key = ("text", column)
+        if key not in self._by_column:
+            values = self.products.table.column(column).to_pylist()
+            self._by_column[key] = np.array(["" if v is None else str(v).casefold() for v in values], dtype=object)
+        return self._by_column[key]
+
+    def _numbers(self, column: str) -> np.ndarray | None:
+        """A column's values as numbers (NaN for none), or None when some value is not a number; read once."""
+        key = ("numbers", column)
+        if key not in self._by_column:
+            values = self.products.table.column(column).to_pylist()
+            numbers = np.array([_as_float(v) for v in values], dtype=np.float64)
+            given = np.array([v is not None and v != "" and not isinstance(v, bool) for v in values], dtype=bool)
+            numeric = given.any() and not np.isnan(numbers[given]).any()
+            self._by_column[key] = numbers if numeric or self._typed_numbers(column) else None
+        return self._by_column[key]
 
     def price_range(self) -> tuple[float, float] | None:
         """The lowest and highest known price, or None when no product has one (or there is no price column)."""
@@ -124,6 +210,16 @@ class FilterColumns:
             if v not in (None, ""):
                 counts[str(v)] = counts.get(str(v), 0) + 1
         return sorted(counts, key=lambda v: (-counts[v], v))[:limit]
+
+
+def _within(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """Which values lie in [low, high] (None: open); NaN (no value) fails both comparisons: excluded."""
+    inside = np.ones(len(values), dtype=bool)
+    if low is not None:
+        inside &= values >= low
+    if high is not None:
+        inside &= values <= high
+    return inside
 
 
 def _pick(chosen: str | None, candidates: tuple[str, ...], names: list[str]) -> str | None:

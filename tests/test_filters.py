@@ -1,4 +1,5 @@
-"""Metadata filters inside retrieval: FAISS (IDSelector) and BM25 against brute force, and filter columns."""
+"""Metadata filters inside retrieval: FAISS (IDSelector) and BM25 against brute force, filter columns, and the
+`where` / `price` conditions with their text syntax."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from vitrina.index import LexicalIndex, ProductIndex, ProductTable, VectorSpace
-from vitrina.index.filters import FilterColumns, FilterError, FilterConfig, ProductFilter
+from vitrina.engine.errors import QueryError
+from vitrina.engine.query.filters import parse_price, parse_where, product_filter
+from vitrina.index.filters import ColumnCondition, FilterColumns, FilterError, FilterConfig, ProductFilter
 from vitrina.index.store import EXACT_FILTER_MAX
 
 
@@ -107,3 +110,115 @@ def test_filter_errors_name_the_problem():
         FilterColumns(table).mask(ProductFilter(brand=("nike",)))
     with pytest.raises(FilterError, match="'maker' is not in this catalog"):
         FilterColumns(table, FilterConfig(brand="maker"))
+
+
+def typed_table() -> ProductTable:
+    """Text, numbers as text (a CSV's year), typed numbers and bools."""
+    return ProductTable.from_records(
+        ["a", "b", "c", "d"],
+        [
+            {"colour": "Black", "year": "2010", "stock": 3, "sale": True},
+            {"colour": "blue", "year": "2012", "stock": 0, "sale": False},
+            {"colour": "Red", "year": "2015", "stock": 7, "sale": True},
+            {"colour": None, "year": None, "stock": None, "sale": None},
+        ],
+    )
+
+
+def test_where_conditions_match_values_any_of_and_ranges_on_any_column():
+    columns = FilterColumns(typed_table())
+    kept = lambda *conditions: [r for r in "abcd" if columns.mask(ProductFilter(where=conditions))["abcd".index(r)]]  # noqa: E731
+    assert kept(ColumnCondition("colour", ("BLACK",))) == ["a"]
+    assert kept(ColumnCondition("colour", ("black", "Blue"))) == ["a", "b"]
+    assert kept(ColumnCondition("year", low=2011.0)) == ["b", "c"]  # numbers kept as text still take ranges
+    assert kept(ColumnCondition("year", low=2010.0, high=2012.0)) == ["a", "b"]
+    assert kept(ColumnCondition("year", ("2012",))) == ["b"]
+    assert kept(ColumnCondition("stock", ("7",))) == ["c"] == kept(ColumnCondition("stock", (7.0,)))
+    assert kept(ColumnCondition("stock", high=3.0)) == ["a", "b"]  # no value: never in a range
+    assert kept(ColumnCondition("sale", (True,))) == ["a", "c"] == kept(ColumnCondition("sale", ("true",)))
+    assert kept(ColumnCondition("colour", ("black", "blue")), ColumnCondition("year", high=2010.0)) == ["a"]
+    assert columns.is_numeric("year") and columns.is_numeric("stock") and not columns.is_numeric("colour")
+
+
+def test_where_condition_errors_name_the_column_and_the_problem():
+    columns = FilterColumns(typed_table())
+    with pytest.raises(FilterError, match=r"no column 'size' to filter on \(columns: colour, year, stock, sale\)"):
+        columns.mask(ProductFilter(where=(ColumnCondition("size", ("M",)),)))
+    with pytest.raises(FilterError, match="'colour' does not hold numbers"):
+        columns.mask(ProductFilter(where=(ColumnCondition("colour", low=1.0),)))
+    with pytest.raises(FilterError, match="'stock' holds numbers, and 'many' is not one"):
+        columns.mask(ProductFilter(where=(ColumnCondition("stock", ("many",)),)))
+    with pytest.raises(FilterError, match="starts above its end"):
+        ColumnCondition("year", low=2015.0, high=2010.0)
+    with pytest.raises(FilterError, match="either values or a range"):
+        ColumnCondition("year")
+
+
+def test_parse_where_reads_values_any_of_and_range_ends():
+    assert parse_where(["articleType=Dresses", "baseColour=Black", "baseColour = Blue", "year>=2010", "year<=2015"]) == {
+        "articleType": "Dresses", "baseColour": ["Black", "Blue"], "year": (2010.0, 2015.0)}
+    assert parse_where(["price<=50"]) == {"price": (None, 50.0)}
+    assert parse_where(["title=a=b"]) == {"title": "a=b"}
+    assert parse_where([]) == {}
+
+
+@pytest.mark.parametrize("item, problem", [
+    ("articleType", r"'articleType' is not FIELD=VALUE, FIELD>=NUMBER or FIELD<=NUMBER"),
+    ("=Dresses", "is not FIELD=VALUE"),
+    ("price>10", "is not FIELD=VALUE"),
+    ("colour=", r"'colour=' has no value after '='"),
+    ("year>=old", r"'year>=old': 'old' is not a number"),
+    ("year>=1e400", "is not a finite number"),
+])
+def test_parse_where_errors_name_the_item(item, problem):
+    with pytest.raises(QueryError, match=problem):
+        parse_where([item])
+
+
+def test_parse_where_refuses_mixed_repeated_and_too_many_items():
+    with pytest.raises(QueryError, match="takes values .* or a range"):
+        parse_where(["year=2012", "year>=2010"])
+    with pytest.raises(QueryError, match="second lower end"):
+        parse_where(["year>=2010", "year>=2011"])
+    with pytest.raises(QueryError, match="1000 filter conditions; give at most"):
+        parse_where([f"c{i}=v" for i in range(1000)])
+    with pytest.raises(QueryError, match="characters long"):
+        parse_where(["title=" + "x" * 100_000])
+
+
+def test_parse_price_reads_open_and_closed_ranges():
+    assert parse_price("10:50") == (10.0, 50.0)
+    assert parse_price("10:") == (10.0, None)
+    assert parse_price(" :50.5") == (None, 50.5)
+    for bad, problem in [("10", "not LOW:HIGH"), (":", "not LOW:HIGH"), ("ten:20", "'ten' is not a number"),
+                         ("nan:1", "not a finite number")]:
+        with pytest.raises(QueryError, match=problem):
+            parse_price(bad)
+
+
+def test_product_filter_turns_python_values_into_conditions_and_bounds_them():
+    made = product_filter({"colour": "Black", "size": ["S", "M"], "year": (2010, None)}, price=(None, 50))
+    assert made.where == (ColumnCondition("colour", ("Black",)), ColumnCondition("size", ("S", "M")),
+                          ColumnCondition("year", low=2010.0))
+    assert (made.price_min, made.price_max) == (None, 50.0)
+    assert product_filter(None, None) is None and product_filter({}, None) is None
+    tighter = product_filter(None, (20, 80), ProductFilter(category=("shoes",), price_min=10.0, price_max=60.0))
+    assert (tighter.category, tighter.price_min, tighter.price_max) == (("shoes",), 20.0, 60.0)
+    for where, price, problem in [
+        ({f"c{i}": "v" for i in range(1000)}, None, "names 1000 columns; give at most"),
+        ({"colour": ["v"] * 1000}, None, "give 1 to 100 values, got 1000"),
+        ({"colour": []}, None, "give 1 to 100 values, got 0"),
+        ({"colour": "x" * 10_000}, None, "text of 1 to 256 characters, got 10000"),
+        ({"colour": None}, None, "None is not a value to compare"),
+        ({"colour": {"a": 1}}, None, "is not a value to compare"),
+        ({"year": (1, 2, 3)}, None, "a range is a .low, high. pair, got 3 items"),
+        ({"year": (None, None)}, None, "has no end"),
+        ({"year": ("old", 5)}, None, "'old' is not a number"),
+        ({"year": (float("nan"), 5)}, None, "not a finite number"),
+        ({5: "x"}, None, "is not a column name"),
+        (None, ("cheap", 10), "price: 'cheap' is not a number"),
+        (None, (50, 10), r"price range \(50, 10\) starts above its end"),
+        (None, 10, "price must be a .low, high. pair"),
+    ]:
+        with pytest.raises(QueryError, match=problem):
+            product_filter(where, price)

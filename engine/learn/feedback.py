@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
-import numpy as np
-
-from vitrina.engine.learn.behaviour import BehaviourModel, BehaviourConfig, FoldInReport, load_index_behaviour
+from vitrina.engine.learn.behaviour import BehaviourConfig, FoldInReport
 from vitrina.engine.errors import QueryError
 from vitrina.engine.data.events import EventFieldConfig, EventLog, EventProblems, EventWeightConfig, read_events
 from vitrina.engine.learn.fusion import FUSION_DIR
 from vitrina.engine.learn.shared_space import refresh_shared_space
-from vitrina.engine.query.search import SearchHit, SearchSession, check_k
 from vitrina.engine.learn.shoppers import ShopperState
-from vitrina.index.hybrid import min_max_scaled
+from vitrina.engine.query.compose import plan_text_search, run_text_search
+from vitrina.engine.query.filters import PriceRange
+from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, load_behaviour, personalise  # noqa: F401 (also imported from here)
+from vitrina.engine.query.search import SearchHit, SearchSession, check_k
 
 
 @dataclass
@@ -33,14 +34,6 @@ class EventsAdded:
     fused_refreshed: bool = False  # a trained index's fused vectors were recomputed with the new vectors
     notes: list[str] = field(default_factory=list)
     duplicates: int = 0  # events already in the log (applied before), skipped
-
-
-def load_behaviour(session: SearchSession) -> BehaviourModel:
-    """The index's behaviour model; a clear error when there is none."""
-    model, why = load_index_behaviour(session.path, session.products.ids, session.config.shoppers)
-    if model is None:
-        raise QueryError(why)
-    return model
 
 
 def add_events(
@@ -69,35 +62,11 @@ def fold_in(session: SearchSession, log: EventLog, refit: bool = False,
     return added
 
 
-PERSONAL_WEIGHT = 0.3  # share of the user's affinity in a personalised search score
-PERSONAL_DEPTH = 100  # candidates re-ranked for a user
-
-
 def personalised_search(session: SearchSession, query: str, user: str, k: int = 10, space: str | None = None,
-                        mode: str | None = None, weight: float = PERSONAL_WEIGHT) -> tuple[list[SearchHit], bool]:
+                        mode: str | None = None, weight: float = PERSONAL_WEIGHT, *, where: Mapping[str, Any] | None = None,
+                        price: PriceRange | None = None) -> tuple[list[SearchHit], bool]:
     """Search results re-ranked for `user`, and whether they were personalised (see `personalise`)."""
     check_k(k)
-    scores, rows = session.retrieve([query], max(k, PERSONAL_DEPTH), space or session.default_space(), mode)
-    return personalise(session, load_behaviour(session), scores[0], rows[0], user, k, weight)
-
-
-def personalise(session: SearchSession, model: BehaviourModel, scores: np.ndarray, rows: np.ndarray, user: str,
-                k: int, weight: float = PERSONAL_WEIGHT) -> tuple[list[SearchHit], bool]:
-    """Re-rank one query's results (best PERSONAL_DEPTH or more) for `user`; whether it was personalised.
-
-    Each result is re-scored as (1 - weight) x its min-max scaled search score + weight x the min-max
-    scaled affinity of the user's behaviour vector for the product (products without a behaviour
-    vector get none). An unknown user gets the plain results.
-    """
-    if not 0.0 <= weight <= 1.0:
-        raise QueryError(f"the personalisation weight must be between 0 and 1, got {weight}")
-    valid = rows >= 0
-    scores, rows = scores[valid].astype(np.float64), rows[valid]
-    vector = model.user_vector(user)
-    if vector is None or not len(rows):
-        return session.hits(scores, rows, k=k), False
-    affinity = np.where(model.has_vector[rows], model.item_vectors(rows) @ vector, np.nan)
-    total = (1.0 - weight) * min_max_scaled(scores) + weight * min_max_scaled(affinity)
-    total = np.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0)  # no NaN can reach an answer
-    order = np.lexsort((rows, -total))[:k]
-    return session.hits(total[order], rows[order]), True
+    search = plan_text_search(session, [query], k, space, mode, where=where, price=price, user=user)
+    answer = run_text_search(session, search, behaviour=load_behaviour(session), weight=weight)[0]
+    return answer.hits, bool(answer.personalised)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from vitrina.encoders import Encoder, EncoderError, ImageConfig, load_image_encoder, load_image_space_text_encoder, load_text_encoder
+from vitrina.encoders.image_io import load_image
 from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
 from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.build.indexing import recorded_image_roots, recorded_url_policy
@@ -21,47 +21,17 @@ from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SP
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import resolve_index_path
-from vitrina.index.filters import FilterColumns, ProductFilter
+from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
+from vitrina.engine.query.filters import PriceRange, product_filter as combined_filter
+from vitrina.engine.query.hits import MAX_K, MAX_QUERY_CHARS, SearchHit, check_k, clean_query  # noqa: F401 (their home was here)
+from vitrina.index.filters import FilterColumns, FilterError, ProductFilter
 from vitrina.index.hybrid import fuse
 
 SPACES = ("text", "image", "fused")
 MODES = ("lexical", "dense", "hybrid")
-MAX_K = 10_000
-MAX_QUERY_CHARS = 512
 KEPT_ROLES = {"text": "text", "image": "image", "text->image": "image-text"}  # encoder role -> encoders/<dir>
 SPACE_OF_ROLE = {"text": "text", "image": "image", "text->image": "image"}  # the vectors each encoder's output searches
 log = logging.getLogger("vitrina")
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    id: str
-    score: float
-    metadata: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "score": round(float(self.score), 6), **self.metadata}
-
-
-def check_k(k: int) -> int:
-    if not 1 <= k <= MAX_K:
-        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
-    return k
-
-
-def clean_query(query: str) -> str:
-    """Whitespace and control characters collapsed; empty queries refused, very long ones truncated.
-
-    Case, punctuation, accents and units are folded later by each retriever's own analyser.
-    """
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in str(query)).split())
-    if not text:
-        raise QueryError("the query is empty; give some words to search for")
-    if len(text) > MAX_QUERY_CHARS:
-        cut = text[:MAX_QUERY_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUERY_CHARS]
-        log.warning("query of %d characters truncated to its first %d: %r...", len(text), len(cut), cut[:40])
-        text = cut
-    return text
 
 
 class SearchSession:
@@ -147,12 +117,20 @@ class SearchSession:
 
     @cached_property
     def filters(self) -> FilterColumns:
-        """The catalog columns that category, brand and price filters read."""
+        """The catalog columns that filters read (category, brand and price, and any column by name)."""
         return FilterColumns(self.products, self.config.filters)
 
-    def allowed_rows(self, product_filter: ProductFilter | None) -> np.ndarray | None:
-        """The product rows a filter allows (a boolean mask), or None for no filter."""
-        return None if product_filter is None else self.filters.mask(product_filter)
+    def allowed_rows(self, product_filter: ProductFilter | None = None, *, where: Mapping[str, Any] | None = None,
+                     price: PriceRange | None = None) -> np.ndarray | None:
+        """The product rows a filter, `where` conditions and a `price` range all allow (a boolean mask), or
+        None for no filter; a QueryError names a column the catalog lacks or a value it cannot compare."""
+        query = combined_filter(where, price, product_filter)
+        if query is None:
+            return None
+        try:
+            return self.filters.mask(query)
+        except FilterError as exc:
+            raise QueryError(str(exc)) from None
 
     @cached_property
     def fusion(self) -> FusionModel | None:
@@ -246,12 +224,23 @@ class SearchSession:
         )
 
     def search(
-        self, queries: Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None
+        self, queries: str | Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None, *,
+        where: Mapping[str, Any] | None = None, price: PriceRange | None = None, user: str | None = None,
     ) -> list[list[SearchHit]]:
         """Text queries by BM25 (lexical), by vectors (dense: the text, fused or image vectors) or both
-        fused (hybrid, the default where the index has BM25). `space` defaults to `default_space()`."""
-        scores, rows = self.retrieve(queries, k, space or self.default_space(), mode)
-        return [self.hits(s, r) for s, r in zip(scores, rows)]
+        fused (hybrid, the default where the index has BM25); one hit list per query (a text is one query).
+
+        `space` defaults to `default_space()`. where / price: filters applied inside retrieval (see
+        engine.query.filters). user: results re-ranked by that shopper's behaviour vector (an unknown
+        shopper gets the plain results; an index without events is an error).
+        """
+        search = plan_text_search(self, queries, k, space, mode, where=where, price=price, user=user)
+        behaviour = None
+        if user is not None:
+            from vitrina.engine.query.personalise import load_behaviour
+
+            behaviour = load_behaviour(self)
+        return [answer.hits for answer in run_text_search(self, search, behaviour=behaviour)]
 
     def default_image_space(self) -> str:
         """Where `similar` looks by default: fused once trained, else the image vectors."""
@@ -264,13 +253,19 @@ class SearchSession:
         vectors = self.encoder("image").encode(list(images))
         return self.fusion.fused_query("image", vectors) if space == "fused" else vectors
 
-    def similar_to_images(self, images: Sequence[Image.Image], k: int = 10, space: str | None = None) -> list[list[SearchHit]]:
-        """Similar products for each query image, in the image space or the fused space."""
-        space = space or self.default_image_space()
-        return self.search_vectors(space, self.encode_images(images, space), k)
+    def similar_to_images(
+        self, images: Sequence[Image.Image | str | Path], k: int = 10, space: str | None = None, *,
+        where: Mapping[str, Any] | None = None, price: PriceRange | None = None,
+    ) -> list[list[SearchHit]]:
+        """Similar products for each query image (a PIL image, or a path or URL to load), in the image
+        space or the fused space; where / price filter inside retrieval."""
+        search = plan_image_search(self, k, space, where=where, price=price)
+        return run_image_search(self, search, [_as_image(image) for image in images])
 
-    def similar_to_product(self, product_id: str, k: int = 10, space: str | None = None,
-                           product_filter: ProductFilter | None = None) -> list[SearchHit]:
+    def similar_to_product(
+        self, product_id: str, k: int = 10, space: str | None = None, product_filter: ProductFilter | None = None, *,
+        where: Mapping[str, Any] | None = None, price: PriceRange | None = None,
+    ) -> list[SearchHit]:
         """Products like a catalog product (itself excluded), from its stored vector in `space`
         (image: looks alike; fused: looks, words and shoppers alike; text: described alike)."""
         space = self._check_space(space or self.default_image_space())
@@ -282,7 +277,7 @@ class SearchSession:
         if vector is None:
             why = "no image, or it failed at index time" if space == "image" else "nothing to build it from"
             raise QueryError(f"product {product_id!r} has no {space} vector ({why})")
-        allowed = self.allowed_rows(product_filter)
+        allowed = self.allowed_rows(product_filter, where=where, price=price)
         scores, rows = vectors.search(vector[None, :], check_k(k) + 1, allowed)
         return self.hits(scores[0], rows[0], exclude=row, k=k)
 
@@ -302,3 +297,12 @@ class SearchSession:
         if not value:
             return None
         return resolve_image_source(str(value), Path(self.manifest.catalog["source"]).parent)
+
+
+def _as_image(image: Image.Image | str | Path) -> Image.Image:
+    """A query image: a PIL image as it is, a path (from the working folder) or an http(s) URL loaded."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (str, Path)):
+        return load_image(resolve_image_source(str(image), Path.cwd()))
+    raise QueryError(f"a query image is a PIL image, a path or a URL, not {type(image).__name__}")
