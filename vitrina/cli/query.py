@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from vitrina.cli.common import add_model_flags, emit, k_or_default, open_session, read_query_file
 from vitrina.cli.output import hits_json, print_json
@@ -12,38 +13,48 @@ from vitrina.encoders import ImageLoadError
 from vitrina.encoders.image_io import load_image
 from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.errors import QueryError
+from vitrina.engine.query.filters import parse_price, parse_where
 from vitrina.engine.query.search import MODES, SPACES, SearchSession
 from vitrina.index import IndexManifest
 from vitrina.index.versions import resolve_index_path
 
+WHERE_HELP = ("keep products whose catalog column FIELD is VALUE (text case-insensitively); repeatable: every "
+              "FIELD must match, and a FIELD given again matches any of its values; FIELD>=X and FIELD<=Y bound "
+              "a column of numbers")
+PRICE_HELP = "keep products priced from LOW to HIGH, inclusive; either end may be empty (10:, :50)"
+T = TypeVar("T")
+
 
 def cmd_search(args: argparse.Namespace) -> int:
     session = open_session(args)
+    filters = filters_from_flags(args, session)
     if args.queries:
-        return _search_batch(args, session)
+        return _search_batch(args, session, filters)
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
     if args.user is not None:
-        return _search_for_user(args, session)
-    hits = session.search([args.query], k_or_default(args, 10), space=args.space, mode=args.mode)[0]
+        return _search_for_user(args, session, filters)
+    hits = session.search([args.query], k_or_default(args, 10), space=args.space, mode=args.mode, **filters)[0]
     emit(args, session, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
     return 0
 
 
-def _search_batch(args: argparse.Namespace, session: SearchSession) -> int:
+def _search_batch(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
     if args.user is not None:
         raise QueryError("--user works with one QUERY, not with --queries")
     queries = read_query_file(Path(args.queries), "query")
-    results = session.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode)
+    results = session.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
+                             **filters)
     for (qid, query), hits in zip(queries, results):
         emit(args, session, {"query_id": qid, "results": hits_json(hits)}, f"{qid}: {query}", hits)
     return 0
 
 
-def _search_for_user(args: argparse.Namespace, session: SearchSession) -> int:
+def _search_for_user(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
     from vitrina.engine.learn.feedback import personalised_search
 
-    hits, personal = personalised_search(session, args.query, args.user, k_or_default(args, 10), args.space, args.mode)
+    hits, personal = personalised_search(session, args.query, args.user, k_or_default(args, 10), args.space, args.mode,
+                                         **filters)
     if not personal:
         print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
     record = {"query": args.query, "user": args.user, "personalised": personal, "results": hits_json(hits)}
@@ -53,22 +64,25 @@ def _search_for_user(args: argparse.Namespace, session: SearchSession) -> int:
 
 def cmd_similar(args: argparse.Namespace) -> int:
     session = open_session(args)
+    filters = filters_from_flags(args, session)
     if args.images:
-        return _similar_batch(args, session)
+        return _similar_batch(args, session, filters)
     k = k_or_default(args, 10)
     if args.id is not None:
-        hits, query, label = session.similar_to_product(args.id, k, args.space), {"id": args.id}, f"product {args.id}"
+        hits = session.similar_to_product(args.id, k, args.space, **filters)
+        query, label = {"id": args.id}, f"product {args.id}"
     else:
         try:
             image = load_image(resolve_image_source(args.image, Path.cwd()))
         except ImageLoadError as exc:
             raise QueryError(str(exc)) from None
-        hits, query, label = session.similar_to_images([image], k, args.space)[0], {"image": args.image}, args.image
+        hits = session.similar_to_images([image], k, args.space, **filters)[0]
+        query, label = {"image": args.image}, args.image
     emit(args, session, {"query": query, "results": hits_json(hits)}, f"Looks like {label}", hits)
     return 0
 
 
-def _similar_batch(args: argparse.Namespace, session: SearchSession) -> int:
+def _similar_batch(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
     path = Path(args.images)
     loaded: list[tuple[str, object]] = []
     for qid, image in read_query_file(path, "image"):
@@ -77,7 +91,8 @@ def _similar_batch(args: argparse.Namespace, session: SearchSession) -> int:
         except ImageLoadError as exc:
             loaded.append((qid, exc))
     good = [(qid, img) for qid, img in loaded if not isinstance(img, ImageLoadError)]
-    answers = session.similar_to_images([img for _, img in good], k_or_default(args, 100), args.space) if good else []
+    answers = session.similar_to_images([img for _, img in good], k_or_default(args, 100), args.space,
+                                        **filters) if good else []
     results = dict(zip([qid for qid, _ in good], answers))
     for qid, img in loaded:
         if isinstance(img, ImageLoadError):
@@ -87,6 +102,26 @@ def _similar_batch(args: argparse.Namespace, session: SearchSession) -> int:
         else:
             emit(args, session, {"query_id": qid, "results": hits_json(results[qid])}, qid, results[qid])
     return 0
+
+
+def filters_from_flags(args: argparse.Namespace, session: SearchSession) -> dict[str, Any]:
+    """The where= and price= of --where and --price, checked against the index's catalog; a problem names its flag."""
+    filters: dict[str, Any] = {}
+    if args.where:
+        filters["where"] = _naming_flag("--where", lambda: parse_where(args.where))
+        _naming_flag("--where", lambda: session.allowed_rows(where=filters["where"]))
+    if args.price is not None:
+        filters["price"] = _naming_flag("--price", lambda: parse_price(args.price))
+        _naming_flag("--price", lambda: session.allowed_rows(price=filters["price"]))
+    return filters
+
+
+def _naming_flag(flag: str, call: Callable[[], T]) -> T:
+    """call(), its QueryError prefixed with the flag whose value it was about."""
+    try:
+        return call()
+    except QueryError as exc:
+        raise QueryError(f"{flag}: {exc}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -127,6 +162,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="lexical (BM25), dense (vectors) or hybrid (both fused; the default when the index has BM25)")
     p.add_argument("--user", default=None, metavar="U",
                    help="personalise: blend the shopper's behaviour vector into the ranking (from `events add`)")
+    _add_filter_flags(p)
     p.add_argument("--json", action="store_true", help="JSON output (one object per line in batch mode)")
     add_model_flags(p, search=True)
     p.set_defaults(func=cmd_search)
@@ -141,9 +177,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", choices=SPACES, default=None,
                    help="fused (default once `vitrina train` ran: looks, words and shoppers), image (looks alike), "
                         "or text (described alike; --id only)")
+    _add_filter_flags(p)
     p.add_argument("--json", action="store_true")
     add_model_flags(p, search=True)
     p.set_defaults(func=cmd_similar)
+
+
+def _add_filter_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE", help=WHERE_HELP)
+    p.add_argument("--price", default=None, metavar="LOW:HIGH", help=PRICE_HELP)
 
 
 def add_info_parser(sub: argparse._SubParsersAction) -> None:
