@@ -20,7 +20,7 @@ import numpy as np
 
 from vitrina.engine.learn.behaviour import BehaviourModel
 from vitrina.engine.config import RecommendConfig
-from vitrina.engine.learn.feedback import load_behaviour
+from vitrina.engine.query.personalise import load_behaviour
 from vitrina.engine.query.search import SearchHit, SearchSession, check_k
 
 

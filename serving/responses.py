@@ -1,0 +1,43 @@
+"""Answers as the API returns them: hits with JSON-safe metadata and served image URLs, and the index version."""
+
+import math
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import HTTPException
+
+from vitrina.encoders.image_io import is_url
+from vitrina.engine.data.catalog import metadata_key
+from vitrina.engine.query.search import SearchHit
+from vitrina.serving.live import LiveIndex
+
+
+def known(index: LiveIndex, product_id: str) -> int:
+    """The product's row; 404 for an id the index does not hold."""
+    if product_id not in index.session.products:
+        raise HTTPException(404, f"unknown product id {product_id!r}")
+    return index.session.products.row_of(product_id)
+
+
+def results(index: LiveIndex, hits: list[SearchHit], personalised: bool | None = None) -> dict[str, Any]:
+    """`{"results": [...], "index_version": ...}`, with `personalised` when a shopper was asked for."""
+    out: dict[str, Any] = {"results": [clean_metadata(public_image(index, h.id, h.to_json())) for h in hits],
+                           "index_version": index.version}
+    if personalised is not None:
+        out["personalised"] = personalised
+    return out
+
+
+def public_image(index: LiveIndex, product_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with a local image path replaced by the image's URL on this server (http(s) URLs kept)."""
+    field = index.session.manifest.catalog.get("image_field")
+    key = metadata_key(field) if field else None
+    value = record.get(key) if key else None
+    if not isinstance(value, str) or not value.strip() or is_url(value.strip()):
+        return record
+    return {**record, key: f"/products/{quote(product_id, safe='')}/image"}
+
+
+def clean_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe values: NaN and infinities (which JSON cannot carry) become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}

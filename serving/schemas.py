@@ -1,0 +1,62 @@
+"""The request and response bodies of the HTTP API (pydantic models; they name the OpenAPI schemas)."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Hit(BaseModel):
+    """One product: its id, its score, and the catalog's other columns."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    score: float
+
+
+class Results(BaseModel):
+    results: list[Hit]
+    index_version: str
+    personalised: bool | None = None
+
+
+class EventIn(BaseModel):
+    user_id: str = Field(min_length=1, max_length=256)
+    product_id: str = Field(min_length=1, max_length=256)
+    event: Literal["view", "click", "cart", "purchase"] | None = None
+    timestamp: str | float = Field(description="ISO 8601 time (UTC when naive) or epoch seconds")
+    weight: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+class EventsIn(BaseModel):
+    events: list[EventIn] = Field(min_length=1)
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    rejected: int
+    problems: dict[str, int]
+    examples: list[str]
+    users: int
+    products_with_vectors: int
+    index_version: str
+    duplicates: int = Field(0, description="events already applied before (same event id), skipped")
+
+
+class ForgetOut(BaseModel):
+    user_found: bool
+    events_removed: int
+    versions_refit: list[str]
+    notes: list[str]
+    index_version: str
+
+
+class ReloadIn(BaseModel):
+    path: str | None = Field(default=None, description="another index directory to serve (default: the current one); "
+                                                     "inside the served index's folder or a --reload-root")
+
+
+class ReloadOut(BaseModel):
+    index_version: str
+    previous_version: str | None
+    path: str
+    seconds: float
