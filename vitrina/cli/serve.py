@@ -6,30 +6,39 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitrina.cli.common import add_max_age_flag, add_model_flags, config_from_args
+from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
 from vitrina.index import IndexManifest
 from vitrina.index.versions import resolve_index_path
 
+if TYPE_CHECKING:
+    from vitrina.serving.config import ServingConfig
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-    import shutil
-    import tempfile
-
-    import uvicorn
-
-    from vitrina.index.filters import FilterConfig
-    from vitrina.serving.access_log import log_config
-    from vitrina.serving.app import SETTINGS_ENV, create_app, settings_for_workers
-    from vitrina.serving.config import ServingConfig
-    from vitrina.serving.ratelimit import RateLimiter
-    from vitrina.serving.timeouts import uvicorn_timeouts
+    from vitrina.serving.server import check_rate_limit_storage, run_server
 
     IndexManifest.load(resolve_index_path(args.dir))  # a clear error now, not in a worker
     if args.workers < 1:
         raise QueryError(f"--workers must be at least 1, got {args.workers}")
+    config, serving = serve_configs(args)
+    check_rate_limit_storage(serving)  # before the line below, as run_server would only after it
+    writes = "need the API key" if serving.api_key else "are disabled (set VITRINA_API_KEY to enable them)"
+    print(f"vitrina: serving {args.dir} on http://{args.host}:{args.port} (page /, API docs /docs); "
+          f"writes and admin {writes}", file=sys.stderr)
+    run_server(Path(args.dir), config, serving, host=args.host, port=args.port, workers=args.workers,
+               access_log=args.access_log, verbose=args.verbose)
+    return 0
+
+
+def serve_configs(args: argparse.Namespace) -> tuple[VitrinaConfig, ServingConfig]:
+    """The index's settings (with the filter columns the flags name) and the server's, from the flags."""
+    from vitrina.index.filters import FilterConfig
+    from vitrina.serving.config import ServingConfig
+
     config = dataclasses.replace(
         config_from_args(args), progress=False,
         filters=FilterConfig(category=args.category_field, brand=args.brand_field, price=args.price_field),
@@ -41,28 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rate_limit_storage=args.rate_limit_storage, cors_origins=tuple(args.cors_origin),
         header_timeout_s=args.timeout_header, keep_alive_timeout_s=args.timeout_keep_alive,
         reload_roots=tuple(args.reload_root))
-    RateLimiter(serving.rate_limit, serving.key_rate_limit, serving.wrong_key_limit, None,
-                serving.rate_limit_storage)  # a clear error now for a storage that cannot be used, not in a worker
-    server_options = {"log_level": None, "access_log": args.access_log,  # levels set in log_config
-                      "log_config": log_config("INFO" if args.verbose else "WARNING"),  # access log without shoppers' ids
-                      **uvicorn_timeouts(serving.header_timeout_s, serving.keep_alive_timeout_s)}
-    where = f"http://{args.host}:{args.port}"
-    writes = "need the API key" if serving.api_key else "are disabled (set VITRINA_API_KEY to enable them)"
-    print(f"vitrina: serving {args.dir} on {where} (page /, API docs /docs); writes and admin {writes}", file=sys.stderr)
-    if args.workers == 1:
-        uvicorn.run(create_app(args.dir, config, serving), host=args.host, port=args.port, **server_options)
-        return 0
-    run_dir = Path(tempfile.mkdtemp(prefix="vitrina-serve-"))
-    (run_dir / "metrics").mkdir()
-    serving = dataclasses.replace(serving, metrics_dir=str(run_dir / "metrics"), reload_signal=str(run_dir / "reload.json"))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = serving.metrics_dir  # prometheus_client's own switch, read in each worker
-    os.environ[SETTINGS_ENV] = settings_for_workers(Path(args.dir), config, serving)
-    try:
-        uvicorn.run("vitrina.serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, **server_options)
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)  # the workers' metrics files and the reload signal
-    return 0
+    return config, serving
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
