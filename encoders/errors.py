@@ -1,7 +1,9 @@
 """Exceptions raised by encoders, with messages a user can act on."""
 
+from vitrina.errors import VitrinaError
 
-class EncoderError(Exception):
+
+class EncoderError(VitrinaError):
     """A model could not be found, loaded or run."""
 
 

@@ -1,5 +1,7 @@
 """Exceptions raised by the index layer."""
 
+from vitrina.errors import VitrinaError
 
-class IndexStoreError(Exception):
+
+class IndexStoreError(VitrinaError):
     """An index directory is missing, damaged, or does not fit what was asked of it."""

@@ -144,3 +144,89 @@ def test_reserved_metadata_names_are_renamed(tmp_path):
     rows = [{"sku": "1", "title": "Hat", "id": "legacy-9", "score": "5"}]
     product = read_catalog(write_csv(tmp_path / "c.csv", rows), CatalogConfig(id_field="sku")).products[0]
     assert product.metadata["catalog_id"] == "legacy-9" and product.metadata["catalog_score"] == "5"
+
+
+# --- records given in Python: dicts, a pyarrow Table, a pandas DataFrame ----------------------------------------
+
+def _records_error(records, fields: CatalogConfig | None = None) -> str:
+    with pytest.raises(CatalogError) as info:
+        read_catalog(records, fields)
+    return str(info.value)
+
+
+def test_records_read_like_the_same_csv_and_images_resolve_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from_csv = read_catalog(write_csv(tmp_path / "c.csv", ROWS))
+    from_records = read_catalog(ROWS)
+    assert [(p.id, p.text, p.image) for p in from_records.products] == [(p.id, p.text, p.image) for p in from_csv.products]
+    assert from_records.products[0].metadata == from_csv.products[0].metadata
+    assert from_records.products[1].metadata["description"] == ""  # values as given, as in JSONL (CSV has no "")
+    assert from_records.products[0].image == str(tmp_path / "a.jpg")
+    assert from_records.origin.path is None and from_records.origin.image_dir == tmp_path.resolve()
+    assert from_records.origin.manifest_source == str(tmp_path.resolve() / "<records>")
+    assert from_records.fields == from_csv.fields
+
+
+def test_a_table_and_a_dataframe_read_like_the_dicts(tmp_path, monkeypatch):
+    pd = pytest.importorskip("pandas")
+    monkeypatch.chdir(tmp_path)
+    records = [{"sku": 7, "title": "Red shoes", "price": 49.9, "image": "a.jpg"},
+               {"sku": 8, "title": "Watch", "price": None, "image": None}]
+    fields = CatalogConfig(id_field="sku")
+    expected = [(p.id, p.text, p.image, p.metadata) for p in read_catalog(records, fields).products]
+    for given in (pa.Table.from_pylist(records), pd.DataFrame(records)):
+        catalog = read_catalog(given, fields)
+        assert [(p.id, p.text, p.image, p.metadata) for p in catalog.products] == expected
+    assert expected[0][0] == "7" and expected[1][3]["price"] is None  # a NaN price of the DataFrame is missing
+    frame = pd.DataFrame(records).set_index("title")  # the index is not a column
+    assert _records_error(frame, fields).startswith("records: no text field")
+
+
+def test_numpy_values_and_nan_in_records(tmp_path):
+    np = pytest.importorskip("numpy")
+    catalog = read_catalog([{"id": np.int64(3), "title": "Hat", "price": np.float32(2.5), "new": np.bool_(True)},
+                            {"id": "4", "title": "Cap", "price": float("nan")}])
+    first, second = catalog.products
+    assert first.id == "3" and first.metadata == {"title": "Hat", "price": 2.5, "new": True}
+    assert second.metadata["price"] is None
+    assert "record 0: field 'id'" in _records_error([{"id": float("nan"), "title": "Hat"}])
+
+
+def test_bad_records_name_the_record_and_field():
+    assert "records, record 1: field 'id' (the product id) is missing or empty" in _records_error(
+        [{"id": "1", "title": "Hat"}, {"id": " ", "title": "Cap"}])
+    assert "records, record 2: field 'id': duplicate id '1' (first at record 0)" in _records_error(
+        [{"id": "1", "title": "Hat"}, {"id": "2", "title": "Cap"}, {"id": 1, "title": "Scarf"}])
+    assert "records, record 1: no text to embed: field 'title' is empty" in _records_error(
+        [{"id": "1", "title": "Hat"}, {"id": "2", "title": ""}])
+    assert "records, record 0: field 'price' is not a price: 'cheap'" in _records_error(
+        [{"id": "1", "title": "Hat", "price": "cheap"}])
+    assert "records: no id field 'sku'" in _records_error([{"id": "1", "title": "Hat"}], CatalogConfig(id_field="sku"))
+    assert "records: image field 'photo' is not a column" in _records_error(
+        [{"id": "1", "title": "Hat"}], CatalogConfig(image_field="photo", image_field_required=True))
+
+
+def test_hostile_records_are_refused_with_what_is_wrong():
+    assert "records: the catalog has no products" in _records_error([])
+    assert "records: the catalog has no products" in _records_error(pa.table({"id": pa.array([], pa.string())}))
+    assert "got dict" in _records_error({"id": "1", "title": "Hat"})  # one record, not a list of them
+    assert "got int" in _records_error(42)
+    assert "got bytes" in _records_error(b"id,title\n1,Hat\n")
+    assert "records, record 1: expected a mapping of field names to values, got list" in _records_error(
+        [{"id": "1", "title": "Hat"}, ["2", "Cap"]])
+    assert "records, record 0: field names must be strings, got int 5" in _records_error([{"id": "1", "title": "Hat", 5: "x"}])
+    assert "records, record 0: field 'maker' holds a object" in _records_error([{"id": "1", "title": "Hat", "maker": object()}])
+    assert "field 'tags' holds a value that is not JSON data" in _records_error([{"id": "1", "title": "Hat", "tags": [object()]}])
+    cyclic: list = []
+    cyclic.append(cyclic)
+    assert "field 'tags' holds a value that is not JSON data" in _records_error([{"id": "1", "title": "Hat", "tags": cyclic}])
+    assert "records, record 0: field 'title' is 10,000,000 characters long" in _records_error([{"id": "1", "title": "x" * 10_000_000}])
+    assert "field 'tags' is" in _records_error([{"id": "1", "title": "t", "tags": ["y" * 1000] * 200}])
+    twice = pa.Table.from_arrays([pa.array(["1"]), pa.array(["Hat"]), pa.array(["Cap"])], names=["id", "title", "title"])
+    assert "records: duplicate column names ['title']" in _records_error(twice)
+
+
+def test_records_from_a_generator_and_nested_values_are_kept():
+    catalog = read_catalog({"id": str(i), "title": f"item {i}", "tags": ["a", "b"], "size": {"eu": 40}} for i in range(3))
+    assert [p.id for p in catalog.products] == ["0", "1", "2"] and catalog.origin.count == 3
+    assert catalog.products[0].metadata["tags"] == ["a", "b"] and catalog.products[0].metadata["size"] == {"eu": 40}

@@ -1,6 +1,16 @@
-"""Vitrina: multimodal embedding and vector search for e-commerce catalogs."""
+"""Vitrina: multimodal embedding and vector search for e-commerce catalogs.
+
+    import vitrina
+    index = vitrina.Index.build(vitrina.DEMO_CATALOG, "demo-index")
+    for hit in index.search("black leather wallet", k=5):
+        print(hit.id, hit.score, hit.product["title"])
+
+The names below are the public API; everything else (vitrina.engine, vitrina.encoders, vitrina.index,
+vitrina.serving) is the implementation the API, the CLI and the HTTP server share.
+"""
 
 from pathlib import Path as _Path
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -9,3 +19,94 @@ __version__ = "0.1.0"
 _checkout = _Path(__file__).resolve().parent.parent
 if (_checkout / "setup.cfg").is_file() and (_checkout / "engine" / "__init__.py").is_file():
     __path__.append(str(_checkout))  # noqa: F821 (the package's own search path)
+
+# The errors first: every layer's error types subclass vitrina.errors.VitrinaError.
+from vitrina.errors import VitrinaError  # noqa: E402
+from vitrina.encoders.errors import EncoderError, ImageLoadError  # noqa: E402
+from vitrina.engine.errors import ArgumentError, CatalogError, QueryError  # noqa: E402
+from vitrina.index.errors import IndexStoreError  # noqa: E402
+
+from vitrina.encoders.config import EncoderConfig  # noqa: E402
+from vitrina.encoders.image_policy import ImageConfig  # noqa: E402
+from vitrina.engine.api import Index  # noqa: E402
+from vitrina.engine.build.indexing import IndexReport  # noqa: E402
+from vitrina.engine.build.reindex import ReindexConfig, ReindexReport  # noqa: E402
+from vitrina.engine.build.updates import UpdateReport  # noqa: E402
+from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig  # noqa: E402
+from vitrina.engine.data.catalog import CatalogConfig  # noqa: E402
+from vitrina.engine.data.demo import DEMO_CATALOG  # noqa: E402
+from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig  # noqa: E402
+from vitrina.engine.query.search import SearchHit  # noqa: E402
+from vitrina.index.config import IndexConfig  # noqa: E402
+from vitrina.index.filters import FilterConfig  # noqa: E402
+from vitrina.index.hybrid import HybridConfig  # noqa: E402
+from vitrina.index.lexical import LexicalConfig  # noqa: E402
+from vitrina.index.manifest import IndexManifest  # noqa: E402
+
+# Types whose modules load PyTorch or the ALS library: imported on first use, so `import vitrina` stays light.
+_LAZY = {
+    "BehaviourConfig": "vitrina.engine.learn.behaviour",
+    "Evaluation": "vitrina.engine.evaluate.evaluation",
+    "EventsAdded": "vitrina.engine.learn.feedback",
+    "Qrels": "vitrina.engine.evaluate.evaluation",
+    "TrainConfig": "vitrina.engine.learn.shared_space",
+    "TrainReport": "vitrina.engine.learn.shared_space",
+}
+
+if TYPE_CHECKING:
+    from vitrina.engine.evaluate.evaluation import Evaluation, Qrels
+    from vitrina.engine.learn.behaviour import BehaviourConfig
+    from vitrina.engine.learn.feedback import EventsAdded
+    from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vitrina' has no attribute {name!r}")
+
+
+__all__ = [
+    # the index and its answers
+    "Index",
+    "SearchHit",
+    "IndexManifest",
+    "DEMO_CATALOG",
+    "__version__",
+    # reports of writes
+    "IndexReport",
+    "ReindexReport",
+    "UpdateReport",
+    "EventsAdded",
+    "TrainReport",
+    "Evaluation",
+    "Qrels",
+    # configuration
+    "VitrinaConfig",
+    "CatalogConfig",
+    "EncoderConfig",
+    "ImageConfig",
+    "IndexConfig",
+    "LexicalConfig",
+    "HybridConfig",
+    "FilterConfig",
+    "ShopperConfig",
+    "RecommendConfig",
+    "ReindexConfig",
+    "EventFieldConfig",
+    "EventWeightConfig",
+    "BehaviourConfig",
+    "TrainConfig",
+    # errors
+    "VitrinaError",
+    "ArgumentError",
+    "CatalogError",
+    "QueryError",
+    "EncoderError",
+    "ImageLoadError",
+    "IndexStoreError",
+]

@@ -15,7 +15,7 @@ from vitrina.encoders import Encoder, ImageLoadError, ImageConfig, load_image_en
 from vitrina.encoders.factory import NO_IMAGE_MODEL, is_builtin_name
 from vitrina.encoders.image_io import load_images
 from vitrina.engine import __version__
-from vitrina.engine.data.catalog import Catalog, Product, read_catalog
+from vitrina.engine.data.catalog import Catalog, CatalogSource, Product, read_catalog
 from vitrina.engine.config import VitrinaConfig
 from vitrina.index import IndexDirectory, IndexManifest, LexicalIndex, ProductIndex, ProductTable, SpaceInfo, VectorSpace
 
@@ -145,13 +145,14 @@ def absolute_spec(spec: str) -> str:
     return f"{prefix}{absolute(name)}{sep}{absolute(weights)}"
 
 
-def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig | None = None) -> IndexReport:
-    """Read, embed and index a catalog into `out`; an existing index there is replaced only on success."""
+def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig | None = None) -> IndexReport:
+    """Read, embed and index a catalog (a file, or records: dicts, a pyarrow Table or a pandas DataFrame) into
+    `out`; an existing index there is replaced only on success."""
     config = config or VitrinaConfig()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    catalog: Catalog = read_catalog(catalog_path, config.catalog)
-    config = replace(config, images=config.images.for_catalog(catalog.source.resolve().parent))
+    catalog: Catalog = read_catalog(catalog, config.catalog)
+    config = replace(config, images=config.images.for_catalog(catalog.origin.image_dir))
     timings["read"] = time.perf_counter() - t0
     products = catalog.products
 
@@ -187,7 +188,7 @@ def build_index(catalog_path: str | Path, out: str | Path, config: VitrinaConfig
     manifest = IndexManifest(
         product_count=len(products),
         catalog={
-            "source": str(catalog.source.resolve()),
+            "source": catalog.origin.manifest_source,
             "id_field": catalog.fields.id_field,
             "text_fields": list(catalog.fields.text_fields or ()),
             "image_field": catalog.fields.image_field,

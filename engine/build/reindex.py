@@ -30,7 +30,7 @@ from vitrina.encoders import Encoder, ImageLoadError, load_image_encoder, load_t
 from vitrina.encoders.factory import NO_IMAGE_MODEL
 from vitrina.encoders.image_io import decode_image, read_image_bytes
 from vitrina.engine import __version__
-from vitrina.engine.data.catalog import Product, count_records, stream_catalog
+from vitrina.engine.data.catalog import CatalogOrigin, CatalogSource, CatalogStream, Product, stream_catalog
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import CatalogError
 from vitrina.engine.build.indexing import absolute_spec, describe_runtime, encode_texts, exported_dirs, image_roots, image_url_rules
@@ -270,13 +270,20 @@ def _chunks(products: Iterator[Product], size: int) -> Iterator[list[Product]]:
         yield chunk
 
 
-def _job(catalog: Path, fields, config: VitrinaConfig, settings: ReindexConfig, specs: dict[str, str | None],
+def _catalog_job(origin: CatalogOrigin) -> dict:
+    """The catalog as job.json records it: a file by its path, size and time; records by a digest of their content."""
+    if origin.path is None:
+        return {"catalog": origin.manifest_source, "catalog_sha256": origin.fingerprint()}
+    stat = origin.path.stat()
+    return {"catalog": str(origin.path.resolve()), "catalog_size": stat.st_size, "catalog_mtime_ns": stat.st_mtime_ns}
+
+
+def _job(origin: CatalogOrigin, fields, config: VitrinaConfig, settings: ReindexConfig, specs: dict[str, str | None],
          shard_size: int) -> dict:
     """What the shards are made from; a resume must match it exactly."""
-    stat = catalog.stat()
     enc = config.encoders
     return {
-        "catalog": str(catalog.resolve()), "catalog_size": stat.st_size, "catalog_mtime_ns": stat.st_mtime_ns,
+        **_catalog_job(origin),
         "fields": asdict(fields), "text_model": specs["text"], "image_model": specs["image"],
         "encoders": {"backend": enc.backend, "precision": enc.precision, "batch_size": enc.batch_size,
                      "max_text_length": enc.max_text_length},
@@ -293,35 +300,37 @@ def _image_policy_job(config: VitrinaConfig) -> dict:
             "allowed_networks": sorted(str(n) for n in policy.allowed_networks), "max_bytes": policy.max_bytes}
 
 
-def reindex(catalog_path: str | Path, root: str | Path, config: VitrinaConfig | None = None,
+def reindex(catalog: CatalogSource, root: str | Path, config: VitrinaConfig | None = None,
             settings: ReindexConfig | None = None, resume: bool = False, on_stage: StageHook | None = None,
             retrain: bool = False) -> ReindexReport:
-    """Re-embed and re-index a catalog into a new version under `root`, then make it the current one; the
-    live version's behaviour vectors and trained heads are carried over (engine.carry_over)."""
+    """Re-embed and re-index a catalog (a file, or records: dicts, a pyarrow Table or a pandas DataFrame) into a
+    new version under `root`, then make it the current one; the live version's behaviour vectors and trained
+    heads are carried over (engine.carry_over). Records resume when their content is the same as before."""
     config = config or VitrinaConfig()
     settings = settings or ReindexConfig()
     root = Path(root)
-    catalog_path = Path(catalog_path).expanduser()
     check_root(root)
     hook = on_stage or (lambda stage, shard: None)
-    with root_lock(root):
-        return _reindex(catalog_path, root, config, settings, resume, hook, retrain)
-
-
-def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: ReindexConfig, resume: bool,
-             hook: StageHook, retrain: bool = False) -> ReindexReport:
-    seconds: dict[str, float] = {}
     started = time.perf_counter()
-    stream = stream_catalog(catalog_path, config.catalog)
-    config = replace(config, images=config.images.for_catalog(stream.source.resolve().parent))
-    total = count_records(catalog_path)
+    stream = stream_catalog(catalog, config.catalog)
+    if stream.origin.path is None:  # records are in memory already: checked whole before anything is written
+        stream.products = iter(list(stream.products))
+    with root_lock(root):
+        return _reindex(stream, root, config, settings, resume, hook, retrain, started)
+
+
+def _reindex(stream: CatalogStream, root: Path, config: VitrinaConfig, settings: ReindexConfig, resume: bool,
+             hook: StageHook, retrain: bool, started: float) -> ReindexReport:
+    seconds: dict[str, float] = {}
+    config = replace(config, images=config.images.for_catalog(stream.origin.image_dir))
+    total = stream.origin.size()
     specs = {"text": absolute_spec(config.text_model), "image": None}
     image_wanted = config.image_model and config.image_model.lower() != NO_IMAGE_MODEL and stream.fields.image_field
     if image_wanted:
         specs["image"] = absolute_spec(config.image_model)
     store = ShardStore(root / WORK_DIR)
     shard_size = settings.shard_size_for(total)
-    done = set(store.start(_job(catalog_path, stream.fields, config, settings, specs, shard_size), resume))
+    done = set(store.start(_job(stream.origin, stream.fields, config, settings, specs, shard_size), resume))
     text_encoder = load_text_encoder(specs["text"], config.encoders.for_catalog())
     image_encoder = load_image_encoder(specs["image"], config.encoders.for_catalog()) if specs["image"] else None
     names = {"text": text_encoder.name, "image": image_encoder.name if image_encoder else ""}
@@ -358,7 +367,7 @@ def _reindex(catalog_path: Path, root: Path, config: VitrinaConfig, settings: Re
         for bar in bars.values():
             bar.close()
     if not products:
-        raise CatalogError(f"{catalog_path}: the catalog has no products")
+        raise CatalogError(f"{stream.origin.label}: the catalog has no products")
     seconds["read_and_encode"] = time.perf_counter() - started - seconds["setup"]
     seconds["encode"] = encode_seconds
 
@@ -437,7 +446,7 @@ def _assemble(store: ShardStore, shard_count: int, products: list[Product], stre
     lexical = LexicalIndex.build(texts, config.index.lexical) if config.index.lexical is not None else None
     manifest = IndexManifest(
         product_count=len(products),
-        catalog={"source": str(stream.source.resolve()), "id_field": stream.fields.id_field,
+        catalog={"source": stream.origin.manifest_source, "id_field": stream.fields.id_field,
                  "text_fields": list(stream.fields.text_fields or ()), "image_field": stream.fields.image_field,
                  "image_roots": image_roots(config), "image_urls": image_url_rules(config)},
         spaces=infos, images_failed=len(failures), vitrina_version=__version__,

@@ -8,16 +8,17 @@ FAISS indexes are refilled with their trained structures (no k-means, no re-tuni
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from vitrina.encoders import load_image_encoder, load_text_encoder
-from vitrina.engine.data.catalog import Product, read_catalog
+from vitrina.engine.data.catalog import CatalogSource, Product, read_catalog
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import CatalogError
 from vitrina.engine.build.indexing import image_roots, image_url_rules, recorded_image_roots
@@ -66,17 +67,18 @@ def _live(root: Path, config: VitrinaConfig) -> IndexDirectory:
     return live
 
 
-def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | None = None,
+def upsert(root: str | Path, catalog: CatalogSource, config: VitrinaConfig | None = None,
            settings: ReindexConfig | None = None, retrain: bool = False) -> UpdateReport:
-    """Add the catalog's products to the live version, or replace those with the same id."""
+    """Add the catalog's products (a file, or records: dicts, a pyarrow Table or a pandas DataFrame) to the
+    live version, or replace those with the same id."""
     config = config or VitrinaConfig()
     settings = settings or ReindexConfig()
     root = Path(root)
     started = time.perf_counter()
     with root_lock(root):
         live = _live(root, config)
-        catalog = read_catalog(catalog_path, config.catalog)
-        config = replace(config, images=config.images.for_catalog(catalog.source.resolve().parent))
+        catalog = read_catalog(catalog, config.catalog)
+        config = replace(config, images=config.images.for_catalog(catalog.origin.image_dir))
         manifest = live.manifest
         manifest.catalog["image_roots"] = image_roots(config, recorded_image_roots(manifest.catalog))
         manifest.catalog["image_urls"] = image_url_rules(config, manifest.catalog.get("image_urls"))
@@ -114,14 +116,15 @@ def upsert(root: str | Path, catalog_path: str | Path, config: VitrinaConfig | N
                         seconds=round(time.perf_counter() - started, 3), notes=notes)
 
 
-def delete(root: str | Path, ids_file: str | Path, config: VitrinaConfig | None = None,
+def delete(root: str | Path, ids: str | Path | Iterable[str], config: VitrinaConfig | None = None,
            settings: ReindexConfig | None = None, retrain: bool = False) -> UpdateReport:
-    """Remove the products listed in `ids_file` (one id per line) from the live version."""
+    """Remove products from the live version: `ids` is an id file (one id per line; a str is a path) or the ids."""
     config = config or VitrinaConfig()
     settings = settings or ReindexConfig()
     root = Path(root)
     started = time.perf_counter()
-    ids = read_ids(Path(ids_file))
+    source = str(Path(ids)) if isinstance(ids, (str, os.PathLike)) else "ids"
+    ids = read_ids(Path(ids)) if isinstance(ids, (str, os.PathLike)) else checked_ids(ids)
     with root_lock(root):
         live = _live(root, config)
         known = live.products
@@ -131,7 +134,7 @@ def delete(root: str | Path, ids_file: str | Path, config: VitrinaConfig | None 
             return UpdateReport(root, live.manifest.version, live.path, len(known), added=0, updated=0, unchanged=0,
                                 deleted=0, not_found=not_found, seconds=round(time.perf_counter() - started, 3))
         if len(doomed) == len(known):
-            raise CatalogError(f"{ids_file}: deleting every product would leave an empty index; re-index instead")
+            raise CatalogError(f"{source}: deleting every product would leave an empty index; re-index instead")
         keep = [row for row, pid in enumerate(known.ids) if pid not in doomed]
         version_dir, directory, dropped, notes = _publish_version(root, live, keep, [], None, settings.keep, config, retrain)
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products), added=0, updated=0,
@@ -151,6 +154,22 @@ def read_ids(path: Path) -> list[str]:
     if not ids:
         raise CatalogError(f"{path}: no product ids (expected one id per line)")
     return list(dict.fromkeys(ids))
+
+
+def checked_ids(ids: Iterable[str]) -> list[str]:
+    """Product ids given in Python, each a non-empty string (surrounding blanks dropped, as in an id file)."""
+    if isinstance(ids, (bytes, bytearray, Mapping)) or not isinstance(ids, Iterable):
+        raise CatalogError(f"ids: expected an id file or a list of product ids, got {type(ids).__name__}")
+    checked = []
+    for number, pid in enumerate(ids):
+        if not isinstance(pid, str):
+            raise CatalogError(f"ids, item {number}: a product id is a string, got {type(pid).__name__} {pid!r}")
+        if not pid.strip():
+            raise CatalogError(f"ids, item {number}: the product id is empty")
+        checked.append(pid.strip())
+    if not checked:
+        raise CatalogError("ids: no product ids (the list is empty)")
+    return list(dict.fromkeys(checked))
 
 
 def _hashes_of(content: ProductContent, row: int) -> tuple[str, str]:

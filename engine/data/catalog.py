@@ -1,23 +1,38 @@
-"""Reading product catalogs (CSV, JSONL, Parquet) into validated products."""
+"""Reading product catalogs (CSV, JSONL, Parquet files, or records given in Python) into validated products."""
 
 from __future__ import annotations
 
 import csv
+import datetime
+import decimal
 import gzip
+import hashlib
 import io
 import json
 import math
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
 
 from vitrina.engine.errors import CatalogError
 
 DEFAULT_TEXT_FIELDS = ("title", "description")
 RESERVED_KEYS = ("id", "score")  # result keys that catalog columns may not overwrite
 _CURRENCY = re.compile(r"^\s*[$€£¥]\s*|\s*(USD|EUR|GBP)\s*$", re.IGNORECASE)
+RECORDS = "records"  # how messages name a catalog given as records, a pyarrow Table or a DataFrame
+RECORDS_SOURCE = "<records>"  # the manifest's catalog source for them, under the folder their images resolve in
+# scalar values a record may hold besides str, int, float, bool and None (pyarrow stores them as they are)
+_SCALARS = (str, int, float, bool, type(None), datetime.date, datetime.time, datetime.timedelta, decimal.Decimal)
+
+# A catalog: a file (CSV, TSV, JSONL or Parquet), or its records: dicts, a pyarrow Table or a pandas DataFrame.
+CatalogSource = Union[str, os.PathLike, Sequence[Mapping[str, Any]], "pyarrow.Table", "pandas.DataFrame"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +59,33 @@ class Product:
 
 
 @dataclass
+class CatalogOrigin:
+    """Where a catalog came from: a file, or records given in Python (`path` None)."""
+
+    path: Path | None
+    image_dir: Path  # relative image paths resolve here; images may always be read from it
+    fingerprint: Callable[[], str] | None = None  # records: a digest of their content (computed when asked)
+    count: int | None = None  # records: how many there are
+
+    def size(self) -> int | None:
+        """How many records the catalog holds (a file's counted cheaply, unvalidated); None when unknown."""
+        return count_records(self.path) if self.path is not None else self.count
+
+    @property
+    def label(self) -> str:
+        """How messages name the catalog: the file, or `records`."""
+        return RECORDS if self.path is None else str(self.path)
+
+    @property
+    def manifest_source(self) -> str:
+        """The manifest's `catalog.source`: the file, resolved; for records `<records>` in their image folder
+        (whose parent, like a file's, is where a product's relative image path is looked up)."""
+        return str(self.image_dir / RECORDS_SOURCE) if self.path is None else str(self.path.resolve())
+
+
+@dataclass
 class Catalog:
-    source: Path
+    origin: CatalogOrigin
     fields: CatalogConfig  # resolved: text_fields concrete, image_field None when absent
     products: list[Product]
 
@@ -227,8 +267,9 @@ def parse_price(value: Any, where: str, field_name: str) -> float | None:
     return price
 
 
-def resolve_fields(path: Path, columns: list[str], fields: CatalogConfig) -> CatalogConfig:
-    """Check the requested fields against the file's columns and fill in defaults."""
+def resolve_fields(source: str | Path, columns: list[str], fields: CatalogConfig) -> CatalogConfig:
+    """Check the requested fields against the catalog's columns (`source` names it) and fill in defaults."""
+    path = source
     listing = ", ".join(columns) if columns else "none"
     if fields.id_field not in columns:
         raise CatalogError(f"{path}: no id field {fields.id_field!r} (columns: {listing}); set --id-field")
@@ -252,13 +293,14 @@ def resolve_fields(path: Path, columns: list[str], fields: CatalogConfig) -> Cat
     return replace(fields, text_fields=text_fields, image_field=image_field)
 
 
-def read_catalog(path: str | Path, fields: CatalogConfig | None = None) -> Catalog:
-    """Read and validate a whole catalog; any bad row raises CatalogError naming file, line/row and field."""
-    stream = stream_catalog(path, fields)
+def read_catalog(catalog: CatalogSource, fields: CatalogConfig | None = None) -> Catalog:
+    """Read and validate a whole catalog; any bad row raises CatalogError naming file (or `records`), line/row
+    (or record) and field."""
+    stream = stream_catalog(catalog, fields)
     products = list(stream.products)
     if not products:
-        raise CatalogError(f"{stream.source}: the catalog has no products")
-    return Catalog(stream.source, stream.fields, products)
+        raise CatalogError(f"{stream.origin.label}: the catalog has no products")
+    return Catalog(stream.origin, stream.fields, products)
 
 
 def count_records(path: str | Path) -> int | None:
@@ -285,26 +327,38 @@ def count_records(path: str | Path) -> int | None:
 class CatalogStream:
     """A catalog read lazily: products are validated as they stream (a bad row raises when reached)."""
 
-    source: Path
+    origin: CatalogOrigin
     fields: CatalogConfig  # resolved, as in Catalog
     products: Iterator[Product]
 
 
-def stream_catalog(path: str | Path, fields: CatalogConfig | None = None) -> CatalogStream:
-    """Open a catalog for streaming: CSV/TSV row by row, Parquet in pyarrow record batches."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CatalogError(f"catalog file not found: {path}")
-    columns, records = _stream_records(path)
-    fields = resolve_fields(path, columns, fields or CatalogConfig())
-    return CatalogStream(path, fields, _products(path, fields, records))
+def is_catalog_file(catalog: object) -> bool:
+    """A catalog named by its file (a str is always a path), not given as records."""
+    return isinstance(catalog, (str, os.PathLike))
 
 
-def _products(path: Path, fields: CatalogConfig, records: Iterator[tuple[str, dict]]) -> Iterator[Product]:
-    base_dir = path.resolve().parent
+def stream_catalog(catalog: CatalogSource, fields: CatalogConfig | None = None) -> CatalogStream:
+    """Open a catalog for streaming: CSV/TSV row by row, Parquet in pyarrow record batches, records as given.
+
+    Records (dicts, a pyarrow Table or a pandas DataFrame) are checked like a file's rows; their relative
+    image paths resolve in the current working directory, which plays the part of a catalog file's folder."""
+    if is_catalog_file(catalog):
+        path = Path(catalog).expanduser()
+        if not path.is_file():
+            raise CatalogError(f"catalog file not found: {path}")
+        columns, records = _stream_records(path)
+        origin = CatalogOrigin(path, path.resolve().parent)
+    else:
+        columns, records, fingerprint, count = _stream_given_records(catalog)
+        origin = CatalogOrigin(None, Path.cwd().resolve(), fingerprint, count)
+    fields = resolve_fields(origin.label, columns, fields or CatalogConfig())
+    return CatalogStream(origin, fields, _products(origin, fields, records))
+
+
+def _products(origin: CatalogOrigin, fields: CatalogConfig, records: Iterator[tuple[str, dict]]) -> Iterator[Product]:
     seen: dict[str, str] = {}
     for where, record in records:
-        located = f"{path}, {where}"
+        located = f"{origin.label}, {where}"
         pid = _as_id(record.get(fields.id_field))
         if pid is None:
             raise CatalogError(f"{located}: field {fields.id_field!r} (the product id) is missing or empty")
@@ -327,7 +381,7 @@ def _products(path: Path, fields: CatalogConfig, records: Iterator[tuple[str, di
         image = None
         if fields.image_field:
             raw = _as_text(record.get(fields.image_field))
-            image = resolve_image_source(raw, base_dir) if raw else None
+            image = resolve_image_source(raw, origin.image_dir) if raw else None
         yield Product(pid, text, image, metadata)
 
 
@@ -337,3 +391,104 @@ def resolve_image_source(raw: str, base_dir: Path) -> str:
         return raw
     p = Path(raw).expanduser()
     return str(p if p.is_absolute() else base_dir / p)
+
+
+# --- records given in Python ------------------------------------------------------------------------------------
+
+def _records_table(catalog: object) -> "pyarrow.Table | None":
+    """A pyarrow Table as it is, a pandas DataFrame (recognised by its shape, pandas is not imported) as a
+    Table; None for anything else."""
+    import pyarrow as pa
+
+    if isinstance(catalog, pa.Table):
+        return catalog
+    if all(hasattr(catalog, name) for name in ("columns", "dtypes", "iloc")):
+        try:
+            return pa.Table.from_pandas(catalog, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise CatalogError(f"{RECORDS}: the DataFrame cannot be read as a table: {exc}") from None
+    return None
+
+
+def _stream_given_records(catalog: object) -> tuple[list[str], Iterator[tuple[str, dict]], Callable[[], str], int]:
+    """The column names, a stream of (where, record), a content fingerprint and the number of records given
+    in Python."""
+    table = _records_table(catalog)
+    if table is not None:
+        return _table_records(table)
+    if isinstance(catalog, (bytes, bytearray, Mapping)) or not isinstance(catalog, Iterable):
+        raise CatalogError(f"{RECORDS}: expected a catalog file, a list of dicts (one per product), a pyarrow Table or "
+                           f"a pandas DataFrame; got {type(catalog).__name__}")
+    records = [_checked_record(number, record) for number, record in enumerate(catalog)]
+    if not records:
+        raise CatalogError(f"{RECORDS}: the catalog has no products")
+    columns: list[str] = []
+    for record in records:
+        columns.extend(k for k in record if k not in columns)
+
+    def fingerprint() -> str:
+        digest = hashlib.sha256()
+        for record in records:
+            digest.update(json.dumps(list(record.items()), default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+    return columns, ((f"record {number}", record) for number, record in enumerate(records)), fingerprint, len(records)
+
+
+def _checked_record(number: int, record: object) -> dict:
+    """A record as a plain dict of JSON-like values (numbers of other libraries as Python numbers), or a
+    CatalogError naming it: records are held to what a JSONL line may hold, and to its size limit."""
+    where = f"{RECORDS}, record {number}"
+    if not isinstance(record, Mapping):
+        raise CatalogError(f"{where}: expected a mapping of field names to values, got {type(record).__name__}")
+    field_limit = csv.field_size_limit()
+    checked = {}
+    for name, value in record.items():
+        if not isinstance(name, str):
+            raise CatalogError(f"{where}: field names must be strings, got {type(name).__name__} {name!r}")
+        if not isinstance(value, (*_SCALARS, list, tuple, dict)) and getattr(value, "shape", None) == () \
+                and callable(getattr(value, "item", None)):
+            value = value.item()  # a NumPy scalar as the Python value it holds
+        if isinstance(value, float) and math.isnan(value):
+            value = None  # missing, as pandas and pyarrow read NaN
+        if isinstance(value, (list, tuple, dict)):
+            try:
+                size = len(json.dumps(value))
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise CatalogError(f"{where}: field {name!r} holds a value that is not JSON data: {exc}") from None
+        elif isinstance(value, _SCALARS):
+            size = len(value) if isinstance(value, str) else 0
+        else:
+            raise CatalogError(f"{where}: field {name!r} holds a {type(value).__name__}; a value must be text, a number, "
+                               "a boolean, None, a date or time, or a list or dict of JSON values")
+        if size > field_limit:
+            raise CatalogError(f"{where}: field {name!r} is {size:,} characters long; "
+                               f"at most {field_limit:,} are allowed (as in CSV)")
+        checked[name] = value
+    return checked
+
+
+def _table_records(table: "pyarrow.Table") -> tuple[list[str], Iterator[tuple[str, dict]], Callable[[], str], int]:
+    columns = [str(name) for name in table.column_names]
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise CatalogError(f"{RECORDS}: duplicate column names {dupes}")
+    if table.num_rows == 0:
+        raise CatalogError(f"{RECORDS}: the catalog has no products")
+
+    def rows() -> Iterator[tuple[str, dict]]:
+        number = 0
+        for batch in table.to_batches(max_chunksize=8192):
+            for record in batch.to_pylist():
+                yield f"record {number}", record
+                number += 1
+
+    def fingerprint() -> str:
+        digest = hashlib.sha256(str(table.schema).encode())
+        for _, record in rows():
+            digest.update(json.dumps(list(record.items()), default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+    return columns, rows(), fingerprint, table.num_rows

@@ -1,0 +1,545 @@
+"""vitrina.Index: one product index over its whole life, from data to answers (the Python API).
+
+    import vitrina
+    index = vitrina.Index.build("products.csv", "my-index", text_fields=["title"], image_field="image")
+    hits = index.search("black summer dress", k=10, where={"articleType": "Dresses"}, price=(10, 50))
+    index.similar(id=hits[0].id); index.upsert(records); index.delete(["15943"])
+
+Every method delegates to the engine (build, query, learn, evaluate), the same code the CLI and the
+HTTP server run. Heavy libraries (PyTorch, transformers, ONNX Runtime) load only when a model is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union, overload
+
+from PIL import Image
+
+from vitrina.encoders.errors import ImageLoadError
+from vitrina.encoders.files import copy_tree, leftover_name
+from vitrina.encoders.image_io import decode_image, load_image
+from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
+from vitrina.engine.data.catalog import CatalogConfig, join_text, metadata_key, resolve_image_source
+from vitrina.engine.errors import ArgumentError
+from vitrina.engine.query.search import SearchHit, SearchSession
+from vitrina.errors import Param
+from vitrina.index import IndexDirectory, IndexManifest
+from vitrina.index.content import CONTENT_FILE, ProductContent, content_hash
+from vitrina.index.locks import folder_lock
+from vitrina.index.store import EVENTS_DIR, replace_directory
+from vitrina.index.versions import CURRENT, VERSIONS_DIR, is_versioned_root, resolve_index_path
+
+if TYPE_CHECKING:
+    import pandas
+    import pyarrow
+
+    from vitrina.engine.build.indexing import IndexReport
+    from vitrina.engine.build.reindex import ReindexConfig, ReindexReport
+    from vitrina.engine.build.updates import UpdateReport
+    from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig
+    from vitrina.engine.evaluate.evaluation import Evaluation, Qrels
+    from vitrina.engine.learn.behaviour import BehaviourConfig
+    from vitrina.engine.learn.feedback import EventsAdded
+    from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
+
+log = logging.getLogger("vitrina")
+
+Records = Union[Sequence[Mapping[str, Any]], "pandas.DataFrame", "pyarrow.Table"]
+CatalogData = Union[str, "os.PathLike[str]", Records]  # a catalog file (.csv, .tsv, .jsonl, .parquet) or its rows
+ImageInput = Union[str, "os.PathLike[str]", bytes, Image.Image]  # a path, an http(s) URL, encoded bytes, a PIL image
+PriceRange = tuple[Union[float, None], Union[float, None]]  # (lowest, highest); None: open on that side
+
+
+def default_config() -> VitrinaConfig:
+    """The settings the CLI uses by default: the packaged models, the ONNX backend, progress bars, and the
+    shoppers' key from VITRINA_USER_KEY when set (so Python and the CLI pseudonymise alike)."""
+    return VitrinaConfig(shoppers=ShopperConfig.with_environment_key())
+
+
+class Index:
+    """A Vitrina index: a plain index directory or a versioned root, searched and changed through one object.
+
+    Build one from data with `Index.build`, or open one on disk with `Index.open` (or `Index(path)`).
+    Reads (search, similar, recommend) use the version loaded last; every write through this object
+    (upsert, delete, add_events, train) reloads it, so the object sees its own writes. Writes by other
+    processes are seen after `reload()`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], config: VitrinaConfig | None = None, *,
+                 text_model: str | None = None, image_model: str | None = None) -> None:
+        """Open the index at `path` (a plain index directory, or a versioned root: its current version).
+
+        Args:
+            path: the index directory or versioned root.
+            config: settings (encoder backend, device, ...); default: the CLI's defaults.
+            text_model, image_model: the model the index records, found elsewhere (e.g. a moved model
+                directory); a different model is refused.
+        """
+        self.path = Path(path)
+        self.config = config or default_config()
+        self._models = {"text_model": text_model, "image_model": image_model}
+        self.build_report: IndexReport | ReindexReport | None = None  # set by Index.build
+        self._session = self._open_session()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], config: VitrinaConfig | None = None, *,
+             text_model: str | None = None, image_model: str | None = None) -> "Index":
+        """Open the index at `path`: a plain index directory, or a versioned root (its current version).
+
+        Args:
+            path: the index directory or versioned root.
+            config: settings (encoder backend, device, ...); default: the CLI's defaults.
+            text_model, image_model: the model the index records, found elsewhere; a different one is refused.
+        """
+        return cls(path, config, text_model=text_model, image_model=image_model)
+
+    @classmethod
+    def build(cls, data: CatalogData, path: str | os.PathLike[str], *, id_field: str | None = None,
+              text_fields: Sequence[str] | None = None, image_field: str | None = None,
+              price_field: str | None = None, text_model: str | None = None, image_model: str | None = None,
+              versioned: bool | None = None, config: VitrinaConfig | None = None) -> "Index":
+        """Embed and index a catalog at `path`, and open it.
+
+        Args:
+            data: a catalog file (.csv, .tsv, .jsonl, .parquet, optionally .gz) or its rows: a list of
+                dicts, a pandas DataFrame or a pyarrow Table.
+            path: where the index goes.
+            id_field: the column holding product ids (default "id").
+            text_fields: the columns whose text is embedded (default: title and description, where present).
+            image_field: the column naming each product's image, a path or an http(s) URL (default: "image"
+                when present; a field named here must exist).
+            price_field: the column parsed as a price (default "price", when present).
+            text_model, image_model: model specs (default: the packaged all-MiniLM-L6-v2 and
+                efficientnet-lite0); image_model "none" indexes text only.
+            versioned: True makes a versioned root (`vitrina reindex`: versions published atomically,
+                unchanged products never re-encoded); False a plain directory (`vitrina index`). Default:
+                a versioned root, unless `path` already holds a plain index.
+            config: every other setting; the keyword arguments above override its parts.
+
+        Building again at the same path re-indexes: a root gets a new version (behaviour vectors and
+        trained heads carried over), a plain directory is replaced once the new index is complete.
+        """
+        config = _build_config(config, id_field=id_field, text_fields=text_fields, image_field=image_field,
+                               price_field=price_field, text_model=text_model, image_model=image_model)
+        path = Path(path)
+        if versioned is None:
+            versioned = not _is_plain_index(path)
+        if versioned:
+            from vitrina.engine.build.reindex import reindex
+
+            report: IndexReport | ReindexReport = reindex(_catalog_input(data), path, config)
+        else:
+            from vitrina.engine.build.indexing import build_index
+
+            report = build_index(_catalog_input(data), path, config)
+        index = cls(path, config)
+        index.build_report = report
+        return index
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> IndexManifest:
+        """The loaded version's manifest: products, fields, vector spaces and encoders."""
+        return self._session.manifest
+
+    @property
+    def versioned(self) -> bool:
+        """Whether this index is a versioned root (else a plain index directory)."""
+        return is_versioned_root(self.path)
+
+    def __len__(self) -> int:
+        return len(self._session.products)
+
+    def __contains__(self, product_id: object) -> bool:
+        return str(product_id) in self._session.products
+
+    def __repr__(self) -> str:
+        kind = "versioned root" if self.versioned else "index directory"
+        return f"Index({str(self.path)!r}: {kind}, {len(self)} products, spaces {', '.join(self.manifest.spaces)})"
+
+    def info(self) -> IndexManifest:
+        """The manifest of the loaded version (what `vitrina info --json` prints): product count, catalog
+        fields, each vector space's encoder, dimension and index type, and when it was built."""
+        return self.manifest
+
+    def product(self, product_id: str) -> dict[str, Any]:
+        """A product's catalog row as a dict (its id under the catalog's id field).
+
+        Raises IndexStoreError for an id the index does not hold."""
+        products = self._session.products
+        metadata = products.metadata(products.row_of(str(product_id)))
+        return {self.manifest.catalog.get("id_field") or "id": str(product_id), **metadata}
+
+    def image_source(self, product_id: str) -> str | None:
+        """Where a product's image is (an absolute path or a URL), or None when it has none."""
+        return self._session.image_source(str(product_id))
+
+    @overload
+    def search(self, query: str, k: int = 10, *, where: Mapping[str, Any] | None = None,
+               price: PriceRange | None = None, user: str | None = None, space: str | None = None,
+               mode: str | None = None) -> list[SearchHit]: ...
+
+    @overload
+    def search(self, query: Sequence[str], k: int = 10, *, where: Mapping[str, Any] | None = None,
+               price: PriceRange | None = None, user: str | None = None, space: str | None = None,
+               mode: str | None = None) -> list[list[SearchHit]]: ...
+
+    def search(self, query, k=10, *, where=None, price=None, user=None, space=None, mode=None):
+        """Products for a text query, best first; a list of queries gives one list of hits per query.
+
+        Args:
+            query: what the shopper typed, or a list of queries.
+            k: hits per query (1 to 10,000).
+            where: metadata filters, column -> a value, a list of values (any of them), or a (low, high)
+                range, e.g. {"articleType": "Dresses", "baseColour": ["Black", "Navy"]}.
+            price: a (low, high) price range; None on a side leaves it open.
+            user: a shopper's id: re-rank for their behaviour vector (from `add_events`).
+            space: "fused" (the default once trained), "text", or "image" (pictures, from words).
+            mode: "hybrid" (BM25 and vectors; the default where the index has BM25), "lexical" or "dense".
+
+        Each hit has `id`, `score` and `product` (the catalog row as a dict).
+        """
+        queries = _queries(query)
+        hits = self._session.search(queries, _k(k), space=space, mode=mode, where=where, price=price, user=user)
+        return hits[0] if isinstance(query, str) else hits
+
+    def similar(self, id: str | None = None, *, image: ImageInput | Sequence[ImageInput] | None = None, k: int = 10,
+                where: Mapping[str, Any] | None = None, price: PriceRange | None = None,
+                space: str | None = None) -> list[SearchHit] | list[list[SearchHit]]:
+        """Products like a catalog product (itself left out) or like a photo, best first.
+
+        Args:
+            id: a product in the index.
+            image: instead of id, a photo: a file path, an http(s) URL, encoded bytes or a PIL image; a
+                list of them gives one list of hits per image.
+            k: hits (1 to 10,000).
+            where, price: filters, as in `search`.
+            space: "fused" (the default once trained: looks, words and shoppers), "image" (looks
+                alike; the default before), or "text" (described alike; with id only).
+
+        Raises ImageLoadError (a VitrinaError) for a photo that cannot be read.
+        """
+        if (id is None) == (image is None):
+            raise ArgumentError("give {id} or {image}, not both and not neither",
+                                id=Param("id"), image=Param("image"))
+        if id is not None:
+            return self._session.similar_to_product(str(id), _k(k), space, where=where, price=price)
+        many = isinstance(image, (list, tuple))
+        images = [_as_image(item) for item in (image if many else [image])]
+        hits = self._session.similar_to_images(images, _k(k), space, where=where, price=price)
+        return hits if many else hits[0]
+
+    def recommend(self, user: str, k: int = 10, *, include_seen: bool = False,
+                  settings: RecommendConfig | None = None) -> list[SearchHit]:
+        """Products for a shopper: like what they bought, and what sells. A shopper with no events gets
+        the best sellers.
+
+        Args:
+            user: the shopper's id, as the events named it.
+            k: products (1 to 10,000).
+            include_seen: also recommend products the shopper already interacted with.
+            settings: the weights of behaviour, popularity and recency (default: RecommendConfig()).
+
+        Raises QueryError when the index has no events yet (`add_events` first).
+        """
+        from vitrina.engine.query.recommend import recommend
+
+        hits, personalised = recommend(self._session, str(user), _k(k), include_seen, settings or RecommendConfig())
+        if not personalised:
+            log.info("user %r has no events; recommending the most popular products", user)
+        return hits
+
+    def evaluate_text(self, qrels: str | os.PathLike[str] | Qrels, k: int = 10, *, min_relevance: float = 0.0,
+                      methods: Sequence[str] | None = None, exact: bool = False, include_trained: bool = False,
+                      space: str | None = None) -> Evaluation:
+        """Relevance of BM25, dense and hybrid search on judged queries (what `vitrina eval text` prints).
+
+        Args:
+            qrels: a CSV file with columns query_id, query, product_id, relevance, or a read `Qrels`.
+            k: the metric cutoff (nDCG@k, recall@k, MRR@k, precision@k, mAP@k; recall@100 always).
+            min_relevance: judged products count as relevant from this grade (default: any above 0).
+            methods: a subset of "lexical", "dense", "hybrid" (default all the index can run).
+            exact: also rank by exact search over the stored vectors (what the ANN index loses).
+            include_trained: also score queries the text model was fine-tuned on.
+            space: the vectors of dense and hybrid search, "text" or "fused" (default: as `search`).
+
+        Returns an Evaluation: `to_json()` holds the means per method, `write_per_query(path)` the rows.
+        """
+        from vitrina.engine.evaluate.evaluation import TEXT_METHODS, Qrels, evaluate_text, read_qrels
+
+        judged = qrels if isinstance(qrels, Qrels) else read_qrels(qrels)
+        chosen = list(methods) if methods is not None else list(TEXT_METHODS)
+        unknown = [m for m in chosen if m not in TEXT_METHODS]
+        if unknown:
+            raise ArgumentError("{methods}: unknown method {name!r}; choose from {choices}",
+                                methods=Param("methods"), name=unknown[0], choices=", ".join(TEXT_METHODS))
+        return evaluate_text(self._session, judged, _k(k), min_relevance, chosen, include_trained=include_trained,
+                             exact=exact, progress=self.config.progress, space=space)
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def upsert(self, data: CatalogData, *, retrain: bool = False, keep: int = 3) -> UpdateReport:
+        """Add products, or replace those with the same id; only changed texts and images are encoded.
+
+        Args:
+            data: the products, as a catalog file or rows (see `build`); the index's catalog fields apply.
+            retrain: train new shared-space heads for the new version (else they are carried over).
+            keep: versions kept after publishing.
+
+        Each write publishes a new version, as `vitrina upsert` does. A plain index directory first
+        becomes a versioned root in place (its index is the first version; see `make_versioned`).
+        Returns the UpdateReport (added, updated, unchanged, deleted, encoded, notes).
+        """
+        from vitrina.engine.build.updates import upsert
+
+        self._writable()
+        report = upsert(self.path, _catalog_input(data), self._catalog_config(), self._reindex_settings(keep),
+                        retrain=retrain)
+        self.reload()
+        return report
+
+    def delete(self, ids: Sequence[str], *, retrain: bool = False, keep: int = 3) -> UpdateReport:
+        """Remove products by id (ids the index does not hold are reported in `not_found`).
+
+        Args:
+            ids: the product ids.
+            retrain: train new shared-space heads for the new version (else they are carried over).
+            keep: versions kept after publishing.
+
+        Publishes a new version like `upsert` (a plain index directory first becomes a versioned root).
+        """
+        from vitrina.engine.build.updates import delete
+
+        if isinstance(ids, (str, bytes)) or not all(isinstance(i, (str, int)) for i in ids):
+            raise ArgumentError("{ids} must be a list of product ids", ids=Param("ids"))
+        self._writable()
+        report = delete(self.path, [str(i) for i in ids], self._catalog_config(), self._reindex_settings(keep),
+                        retrain=retrain)
+        self.reload()
+        return report
+
+    def add_events(self, events: str | os.PathLike[str] | Records, *, refit: bool = False,
+                   weights: EventWeightConfig | None = None, fields: EventFieldConfig | None = None,
+                   settings: BehaviourConfig | None = None) -> EventsAdded:
+        """Learn from shoppers' events: log them and update the behaviour vectors (no re-index).
+
+        Args:
+            events: a CSV or Parquet file, or rows (a list of dicts, a DataFrame, a pyarrow Table) with
+                user_id, product_id, event (view, click, cart, purchase) or weight, and timestamp (ISO
+                8601 or epoch seconds).
+            refit: retrain every behaviour vector instead of folding the new events in.
+            weights: what each event counts (default view 1, click 2, cart 4, purchase 8).
+            fields: the column names, when they differ from the defaults above.
+            settings: the ALS settings of the first fit (factors, iterations).
+
+        Events already applied (the same event) are skipped and counted. Returns EventsAdded: events
+        applied, bad rows by reason (`problems`), users, and whether the fused vectors were refreshed.
+        """
+        from vitrina.engine.data.events import (
+            EventFieldConfig, EventWeightConfig, events_from_records, events_from_table, read_events,
+        )
+        from vitrina.engine.learn.behaviour import BehaviourConfig
+        from vitrina.engine.learn.feedback import fold_in
+
+        weights, fields = weights or EventWeightConfig(), fields or EventFieldConfig()
+        rows = self._session.products.rows_by_id
+        if isinstance(events, (str, os.PathLike)):
+            event_log = read_events(events, rows, weights, fields)
+        else:
+            table = _as_arrow(events, "events")
+            if table is None:
+                event_log = events_from_records(list(events), rows, weights, fields)
+            else:
+                event_log = events_from_table(table, "events", lambda i: f"events[{i}]", rows, weights, fields)
+        added = fold_in(self._session, event_log, refit, settings or BehaviourConfig())
+        self.reload()
+        return added
+
+    def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0,
+              settings: TrainConfig | None = None) -> TrainReport:
+        """Learn the shared space (projection heads and fused vectors) from the index's own vectors and
+        behaviour; search and similar then default to the fused space.
+
+        Args:
+            dim: the shared space's dimension.
+            epochs: training epochs (the best one, by validation recall, is kept).
+            heldout: share of products (by a hash of the id) never trained on, for honest evaluation.
+            seed: the random seed.
+            settings: every training setting (TrainConfig); overrides the arguments above.
+
+        Returns the TrainReport (losses, best epoch, validation recall@10); notes are logged.
+        """
+        from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
+
+        settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed)
+        _, report, notes = train_shared_space(self.path, settings, self.config)
+        for note in notes:
+            log.info("%s", note)
+        self.reload()
+        return report
+
+    def reload(self) -> None:
+        """Load the index again: a versioned root's current version, with writes by other processes."""
+        self._session = self._open_session()
+
+    def make_versioned(self) -> None:
+        """Turn a plain index directory into a versioned root in place (nothing to do for a root).
+
+        The index becomes the root's first version (versions/VERSION, linked by `current`) and its
+        event log the root's; products, vectors, behaviour and trained heads stay as they were. Its
+        product texts are recorded for later upserts (from the stored catalog columns when the index
+        was built without them). `upsert` and `delete` call this on a plain directory.
+        """
+        if not self.versioned:
+            versioned_in_place(self.path, self.config)
+            self.reload()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _open_session(self) -> SearchSession:
+        return SearchSession(self.path, self.config, self._models["text_model"], self._models["image_model"])
+
+    def _writable(self) -> None:
+        if not self.versioned:
+            self.make_versioned()
+
+    def _catalog_config(self) -> VitrinaConfig:
+        """The settings for upserts: the index's own catalog fields (its image field optional, as indexed)."""
+        recorded = self.manifest.catalog
+        fields = dataclasses.replace(
+            self.config.catalog, id_field=recorded.get("id_field") or self.config.catalog.id_field,
+            text_fields=tuple(recorded.get("text_fields") or ()) or self.config.catalog.text_fields,
+            image_field=recorded.get("image_field"), image_field_required=False,
+        )
+        return dataclasses.replace(self.config, catalog=fields)
+
+    @staticmethod
+    def _reindex_settings(keep: int) -> ReindexConfig:
+        from vitrina.engine.build.reindex import ReindexConfig
+
+        return ReindexConfig(keep=keep)
+
+
+def _build_config(config: VitrinaConfig | None, **given: Any) -> VitrinaConfig:
+    """`config` (default: the CLI's defaults) with the keyword arguments of `Index.build` that were given."""
+    config = config or default_config()
+    catalog: dict[str, Any] = {}
+    if given["id_field"] is not None:
+        catalog["id_field"] = given["id_field"]
+    if given["text_fields"] is not None:
+        if isinstance(given["text_fields"], str):
+            raise ArgumentError("{text_fields} must be a list of column names, e.g. ['title', 'description']",
+                                text_fields=Param("text_fields"))
+        catalog["text_fields"] = tuple(given["text_fields"])
+    if given["image_field"] is not None:
+        catalog.update(image_field=given["image_field"], image_field_required=True)
+    if given["price_field"] is not None:
+        catalog["price_field"] = given["price_field"]
+    models = {name: given[name] for name in ("text_model", "image_model") if given[name] is not None}
+    return dataclasses.replace(config, catalog=dataclasses.replace(config.catalog, **catalog), **models)
+
+
+def _is_plain_index(path: Path) -> bool:
+    return (path / "manifest.json").is_file() and not is_versioned_root(path)
+
+
+def _catalog_input(data: CatalogData) -> Any:
+    """A catalog for the build pipeline: a path as is, rows as the engine takes them."""
+    if isinstance(data, (str, os.PathLike)):
+        return data
+    if isinstance(data, Mapping):
+        raise ArgumentError("{data} is one product; give a list of products (dicts), a DataFrame or a file",
+                            data=Param("data"))
+    return data
+
+
+def _as_arrow(rows: Any, name: str) -> "pyarrow.Table | None":
+    """Rows as a pyarrow Table when they are a DataFrame or a Table; None for a list of dicts."""
+    import pyarrow as pa
+
+    if isinstance(rows, pa.Table):
+        return rows
+    if type(rows).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(rows, preserve_index=False)
+    if isinstance(rows, Mapping) or not isinstance(rows, Sequence):
+        raise ArgumentError("{name} must be a file, a list of dicts, a DataFrame or a pyarrow Table, not {kind}",
+                            name=Param(name), kind=type(rows).__name__)
+    return None
+
+
+def _queries(query: Any) -> list[str]:
+    if isinstance(query, str):
+        return [query]
+    if isinstance(query, Sequence) and query and all(isinstance(q, str) for q in query):
+        return list(query)
+    raise ArgumentError("{query} must be a string or a non-empty list of strings, not {kind}",
+                        query=Param("query"), kind=type(query).__name__)
+
+
+def _k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ArgumentError("{k} must be a whole number, not {kind}", k=Param("k"), kind=type(k).__name__)
+    return k
+
+
+def _as_image(image: Any) -> Image.Image:
+    """An RGB image from a path, a URL, encoded bytes or a PIL image; ImageLoadError when it cannot be read."""
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), "the image bytes", 40_000_000)
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(resolve_image_source(os.fspath(image), Path.cwd()))
+    raise ArgumentError("{image} must be a path, a URL, bytes or a PIL image, not {kind}",
+                        image=Param("image"), kind=type(image).__name__)
+
+
+def derived_content(directory: IndexDirectory) -> ProductContent:
+    """The product texts of an index built without them (`vitrina index`), rebuilt from its stored
+    catalog columns as the catalog reader joins them; image hashes unknown (an upserted product's image
+    is then encoded again)."""
+    catalog = directory.manifest.catalog
+    id_field, fields = catalog.get("id_field"), catalog.get("text_fields") or []
+    products = directory.products
+    texts = []
+    for row, pid in enumerate(products.ids):
+        metadata = products.metadata(row)
+        texts.append(join_text([pid if f == id_field else metadata.get(metadata_key(f)) for f in fields]))
+    return ProductContent(list(products.ids), texts, [content_hash(t) for t in texts], [""] * len(texts))
+
+
+def versioned_in_place(path: Path, config: VitrinaConfig | None = None) -> None:
+    """Turn the plain index directory `path` into a versioned root whose first version is that index.
+
+    The root is assembled beside `path` (the index copied into versions/VERSION, its event log moved
+    up to the root, `current` linked) and swapped in by renames: on any failure `path` is untouched.
+    """
+    path = Path(path)
+    if is_versioned_root(path):
+        return
+    directory = IndexDirectory.load(path, (config or VitrinaConfig()).index)
+    staging = path.parent / leftover_name(path.name, "tmp")
+    events = path / EVENTS_DIR
+    with folder_lock(events) if events.is_dir() else nullcontext():  # no event lands between copy and swap
+        try:
+            version_dir = staging / VERSIONS_DIR / directory.manifest.version
+            copy_tree(path, version_dir)
+            if (version_dir / EVENTS_DIR).is_dir():
+                os.replace(version_dir / EVENTS_DIR, staging / EVENTS_DIR)
+            if directory.content is None:
+                derived_content(directory).save(version_dir / CONTENT_FILE)
+            os.symlink(Path(VERSIONS_DIR) / version_dir.name, staging / CURRENT)
+            replace_directory(staging, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    resolve_index_path(path)  # a clear error now if the result is not a complete root
+
+
+__all__ = ["CatalogData", "ImageInput", "Index", "PriceRange", "Records", "default_config", "versioned_in_place"]
