@@ -15,6 +15,7 @@ from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.filters import parse_price, parse_where
 from vitrina.engine.query.search import MODES, SPACES, SearchSession
+from vitrina.errors import CLI, worded
 from vitrina.index import IndexManifest
 from vitrina.index.versions import resolve_index_path
 
@@ -121,7 +122,7 @@ def _naming_flag(flag: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except QueryError as exc:
-        raise QueryError(f"{flag}: {exc}") from None
+        raise QueryError(f"{flag}: {worded(exc, CLI)}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
