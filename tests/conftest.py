@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import WORDS
-from tests.helpers import DEMO_DATA, REPO, SHARED, demo_catalog, demo_rows, run_cli, write_csv  # noqa: F401 (until the tests import tests.helpers)
 
 
 @pytest.fixture(scope="session")

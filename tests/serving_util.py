@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from vitrina.serving.app import create_app
 from vitrina.serving.config import ServingConfig
-from tests.conftest import demo_catalog, demo_rows
+from tests.helpers import demo_catalog, demo_rows
 
 KEY = "test-key-0123456789"
 TYPES = ("Watches", "Sports Shoes", "Wallets", "Tshirts", "Handbags", "Casual Shoes")

@@ -10,7 +10,7 @@ import pytest
 from vitrina.engine.learn.behaviour import BehaviourModel, BehaviourConfig
 from vitrina.engine.errors import CatalogError, QueryError
 from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig, parse_timestamp, read_events
-from tests.conftest import SHARED, write_csv
+from tests.helpers import SHARED, write_csv
 
 PRODUCTS = {f"p{i}": i for i in range(12)}  # p0-p4: cluster A, p5-p9: cluster B, p10-p11: never touched
 SETTINGS = BehaviourConfig(factors=2, iterations=20, regularization=0.01)  # two clusters: rank 2
@@ -132,7 +132,7 @@ def test_hm_purchases_keep_leading_zero_ids():
 def test_events_add_and_recommend_commands(tiny_bert_dir, tmp_path):
     import json
 
-    from tests.conftest import demo_rows, run_cli
+    from tests.helpers import demo_rows, run_cli
 
     products = demo_rows()[:12]
     catalog = write_csv(tmp_path / "products.csv", [{"id": r["id"], "title": r["title"]} for r in products])
@@ -219,7 +219,7 @@ def test_recommend_reaches_unbought_products_like_the_shoppers_own(tmp_path):
     from vitrina.engine.config import RecommendConfig, VitrinaConfig
     from vitrina.engine.query.recommend import recommend
     from vitrina.engine.query.search import SearchSession
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     titles = ["red leather boots women", "red leather boots men", "red leather boots kids", "steel watch strap",
               "steel watch strap black", "blue cotton shirt", "blue cotton shirt men", "green summer dress"]

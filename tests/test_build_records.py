@@ -24,7 +24,7 @@ from vitrina.index import IndexDirectory, IndexManifest
 from vitrina.index.versions import CURRENT, resolve_index_path
 from vitrina.serving.app import create_app
 from vitrina.serving.config import ServingConfig
-from tests.conftest import DEMO_DATA, demo_rows, write_csv
+from tests.helpers import DEMO_DATA, demo_rows, write_csv
 from tests.serving_util import KEY
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 
 from vitrina.engine.data.catalog import CatalogConfig, read_catalog
 from vitrina.engine.errors import CatalogError
-from tests.conftest import write_csv
+from tests.helpers import write_csv
 
 ROWS = [
     {"id": "007", "title": "Red running shoes", "description": "Light mesh", "image": "a.jpg", "brand": "Acme", "price": "49.90"},

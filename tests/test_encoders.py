@@ -16,7 +16,7 @@ from PIL import Image
 from vitrina.encoders import Encoder, EncoderConfig, EncoderError, load_image_encoder, load_image_space_text_encoder, load_text_encoder
 from vitrina.encoders.image import IMAGENET_MEAN, IMAGENET_STD
 from vitrina.encoders.text import pool
-from tests.conftest import DEMO_DATA
+from tests.helpers import DEMO_DATA
 
 TEXTS = ["red running shoes", "steel watch with a black strap for men", "wallet", "blue denim jeans for kids"]
 

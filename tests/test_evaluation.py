@@ -14,7 +14,7 @@ from vitrina.engine.evaluate.evaluation import DEPTH, evaluate_text, read_qrels,
 from vitrina.engine.learn.finetune import heldout_bucket
 from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexManifest
-from tests.conftest import demo_catalog, demo_rows, run_cli, write_csv
+from tests.helpers import demo_catalog, demo_rows, run_cli, write_csv
 
 TYPES = ("Watches", "Wallets", "Sports Shoes", "Handbags")
 

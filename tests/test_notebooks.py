@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import SHARED
+from tests.helpers import SHARED
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

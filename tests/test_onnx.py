@@ -16,7 +16,7 @@ from vitrina.encoders.factory import load_image_space_text_encoder
 from vitrina.encoders.onnx_export import export_encoder
 from vitrina.encoders.onnx_runtime import META_FILE, OnnxImageEncoder, OnnxTextEncoder, load_onnx_encoder
 from vitrina.engine.query.search import SearchSession
-from tests.conftest import DEMO_DATA, REPO, SHARED, WORDS, demo_catalog, demo_rows, run_cli
+from tests.helpers import DEMO_DATA, REPO, SHARED, WORDS, demo_catalog, demo_rows, run_cli
 
 TORCH = EncoderConfig(backend="torch", device="cpu")
 
@@ -212,7 +212,7 @@ def test_search_on_onnx_imports_no_pytorch(tmp_path):
     image = DEMO_DATA / demo_rows()[0]["image"]
     script = (
         "import sys, json\n"
-        "from engine.cli import main\n"
+        "from vitrina.cli import main\n"
         f"assert main(['search', {str(tmp_path / 'idx')!r}, 'blue shirt', '--backend', 'onnx', '--json']) == 0\n"
         f"assert main(['similar', {str(tmp_path / 'idx')!r}, '--image', {str(image)!r}, '--backend', 'onnx', '--json']) == 0\n"
         "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'torchvision', 'open_clip') if m in sys.modules)))\n"
@@ -230,7 +230,7 @@ def test_int8_ranking_parity_on_home_depot(tmp_path):
     """Dense retrieval with int8 ONNX vs PyTorch fp32 on judged Home Depot queries: same top 10, same nDCG."""
     from vitrina.engine.evaluate.evaluation import evaluate_text, read_qrels
     from vitrina.engine.config import VitrinaConfig
-    from tests.conftest import write_csv
+    from tests.helpers import write_csv
 
     qrels = read_qrels(SHARED / "homedepot" / "qrels_dev.csv")
     query_ids = sorted(qrels.queries)[:1000]

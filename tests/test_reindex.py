@@ -24,7 +24,7 @@ from vitrina.engine.build.updates import upsert
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import CURRENT, resolve_index_path, versions
-from tests.conftest import REPO, demo_catalog, demo_rows, run_cli, write_csv
+from tests.helpers import REPO, demo_catalog, demo_rows, run_cli, write_csv
 
 pytestmark = pytest.mark.slow
 CONFIG = VitrinaConfig(progress=False)

@@ -19,7 +19,7 @@ from vitrina.engine.evaluate.evaluation import evaluate_image, evaluate_text, re
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.evaluate.report import format_metric, worst_queries, write_report
 from vitrina.engine.query.search import SearchSession
-from tests.conftest import demo_catalog, demo_rows, write_csv
+from tests.helpers import demo_catalog, demo_rows, write_csv
 
 EVIL = "<script>alert('x')</script> Evil & Co"
 TYPES = ("Watches", "Wallets", "Sports Shoes")

@@ -9,7 +9,7 @@ from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.search import SearchSession
-from tests.conftest import DEMO_DATA
+from tests.helpers import DEMO_DATA
 from tests.serving_util import shop_catalog
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from vitrina.engine.data.events import EventFieldConfig, EventTimeConfig, MissingColumnError, event_identity, read_events
 from vitrina.engine.query.recommend import recency_weights
-from tests.conftest import demo_rows, run_cli, write_csv
+from tests.helpers import demo_rows, run_cli, write_csv
 
 PRODUCTS = {f"p{i}": i for i in range(6)}
 

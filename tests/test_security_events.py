@@ -17,7 +17,7 @@ from vitrina.engine.learn.event_store import EVENTS_DIR, LOG_FILE
 from vitrina.engine.data.events import read_events
 from vitrina.engine.learn.pseudonyms import KEY_FILE, Pseudonyms
 from vitrina.index.versions import resolve_index_path, versions
-from tests.conftest import demo_rows, run_cli, write_csv
+from tests.helpers import demo_rows, run_cli, write_csv
 from tests.serving_util import KEY
 
 KEYED = {"X-API-Key": KEY}  # per-shopper reads need the key

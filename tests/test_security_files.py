@@ -26,7 +26,7 @@ from vitrina.index import IndexDirectory, IndexManifest
 from vitrina.index.errors import IndexStoreError
 from vitrina.encoders.files import CHECKSUM_FILE, digest_file
 from vitrina.index.versions import VERSIONS_DIR
-from tests.conftest import REPO, WORDS, run_cli, write_csv
+from tests.helpers import REPO, WORDS, run_cli, write_csv
 
 QUERIES = ["red running shoes", "leather wallet", "waterproof hiking boots", "cotton summer dress"]
 

@@ -33,7 +33,7 @@ from vitrina.engine.build.indexing import build_index
 from vitrina.index import IndexManifest
 from vitrina.serving.app import create_app
 from vitrina.serving.config import ServingConfig
-from tests.conftest import REPO, demo_catalog, demo_rows, run_cli, write_csv
+from tests.helpers import REPO, demo_catalog, demo_rows, run_cli, write_csv
 
 pytestmark = pytest.mark.slow
 KEY = "test-key-0123456789"

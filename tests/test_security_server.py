@@ -31,7 +31,7 @@ from vitrina.serving.access_log import redact_path
 from vitrina.serving.app import create_app
 from vitrina.serving.config import ServingConfig, ServingConfigError
 from vitrina.serving.timeouts import uvicorn_timeouts
-from tests.conftest import demo_catalog, demo_rows
+from tests.helpers import demo_catalog, demo_rows
 from tests.serving_util import KEY, free_port, running_server, wait_ready, ready_client
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from vitrina.engine.build.indexing import build_index
 from vitrina.index import IndexManifest
 from vitrina.serving.batching import MicroBatcher
 from vitrina.serving.config import ServingConfig
-from tests.conftest import DEMO_DATA, write_csv
+from tests.helpers import DEMO_DATA, write_csv
 from tests.serving_util import KEY, TYPES, running_server, shop_catalog, ready_client
 
 pytestmark = pytest.mark.slow

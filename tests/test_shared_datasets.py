@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED, run_cli, write_csv
+from tests.helpers import SHARED, run_cli, write_csv
 
 pytestmark = [
     pytest.mark.slow,

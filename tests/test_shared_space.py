@@ -12,7 +12,7 @@ from vitrina.engine.errors import QueryError
 from vitrina.engine.learn.fusion import FusionModel, FusionWeights, shared_vectors
 from vitrina.engine.learn.shared_space import TrainConfig, train_heads
 from vitrina.index import IndexManifest
-from tests.conftest import demo_catalog, demo_rows, run_cli, write_csv
+from tests.helpers import demo_catalog, demo_rows, run_cli, write_csv
 
 
 def aligned_modalities(n: int = 600, seed: int = 0):

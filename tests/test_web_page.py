@@ -13,7 +13,7 @@ from PIL import Image
 
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.build.indexing import build_index
-from tests.conftest import DEMO_DATA
+from tests.helpers import DEMO_DATA
 from tests.serving_util import running_server, shop_catalog
 
 CHROMIUM = Path("/usr/bin/chromium")
