@@ -1,4 +1,5 @@
-"""The CLI contract end to end: index, search, similar, info, demo, and bad input on each."""
+"""The CLI contract end to end: index, search, similar (with --where and --price filters), info, demo, and bad
+input on each."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def built(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     picked = []
     for kind in ("Watches", "Sports Shoes", "Wallets", "Tshirts"):
         picked += [r for r in rows if r["articleType"] == kind][:10]
+    for r in picked:
+        r["price"] = f"{int(r['id']) % 97 + 5}.99"
     catalog = demo_catalog(root, picked)
     code, out, err = run_cli("index", catalog, "--out", root / "idx", "--batch-size", "16")
     assert code == 0, err
@@ -97,6 +100,119 @@ def test_batch_similar_reports_bad_images_without_failing(built, tmp_path):
     assert lines["a"]["results"][0]["id"] == rows[0]["id"] and len(lines["a"]["results"]) == 4
     assert lines["b"]["results"] == [] and "not a readable image" in lines["b"]["error"]
     assert "not found" in lines["c"]["error"] and "query c" in err
+
+
+def ids_where(rows: list[dict], keep) -> set[str]:
+    return {r["id"] for r in rows if keep(r)}
+
+
+def result_ids(out: str) -> list[set[str]]:
+    """The ids of each JSON line's results."""
+    return [{hit["id"] for hit in json.loads(line)["results"]} for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+def test_search_where_and_price_keep_only_matching_products(built, mode):
+    _, idx, rows = built
+    code, out, err = run_cli("search", idx, "black leather", "-k", "40", "--json", "--mode", mode,
+                             "--where", "articleType=watches", "--where", "articleType=Wallets", "--where", "baseColour=Black")
+    assert code == 0, err
+    expected = ids_where(rows, lambda r: r["articleType"] in ("Watches", "Wallets") and r["baseColour"] == "Black")
+    found = result_ids(out)[0]
+    assert expected and found <= expected
+    if mode != "lexical":  # dense and hybrid fill k from every matching product
+        assert found == expected
+    code, out, err = run_cli("search", idx, "shoes", "-k", "40", "--json", "--mode", mode, "--price", "20:50",
+                             "--where", "year>=2011")
+    assert code == 0, err
+    priced = json.loads(out)["results"]
+    assert priced and all(20 <= hit["price"] <= 50 and int(hit["year"]) >= 2011 for hit in priced)
+    assert {h["id"] for h in priced} <= ids_where(rows, lambda r: 20 <= float(r["price"]) <= 50 and int(r["year"]) >= 2011)
+
+
+def test_price_ranges_may_leave_an_end_open(built):
+    _, idx, rows = built
+    for flag, keep in ((":30", lambda p: p <= 30), ("60:", lambda p: p >= 60), ("30.5:60", lambda p: 30.5 <= p <= 60)):
+        code, out, err = run_cli("search", idx, "watch", "-k", "40", "--json", "--mode", "dense", "--price", flag)
+        assert code == 0, err
+        assert result_ids(out)[0] == {r["id"] for r in rows if keep(float(r["price"]))}, flag
+
+
+def test_batch_search_and_the_table_obey_filters(built, tmp_path):
+    _, idx, rows = built
+    queries = write_csv(tmp_path / "q.csv", [{"query_id": "q1", "query": "wrist watch"},
+                                             {"query_id": "q2", "query": "running shoes"}])
+    code, out, err = run_cli("search", idx, "--queries", queries, "--json", "--where", "articleType=Wallets")
+    assert code == 0, err
+    wallets = ids_where(rows, lambda r: r["articleType"] == "Wallets")
+    assert result_ids(out) == [wallets, wallets]  # k defaults to 100 in batch mode: every wallet, nothing else
+    code, out, _ = run_cli("search", idx, "running shoes", "-k", "3", "--where", "articleType=Wallets")
+    assert code == 0 and "Wallets" in out and "Sports Shoes" not in out
+
+
+def test_similar_by_id_image_and_images_obey_filters(built, tmp_path):
+    catalog, idx, rows = built
+    watch = next(r for r in rows if r["articleType"] == "Watches")
+    cheap_shoes = ids_where(rows, lambda r: r["articleType"] == "Sports Shoes" and float(r["price"]) <= 60)
+    flags = ("-k", "40", "--json", "--where", "articleType=Sports Shoes", "--price", ":60")
+    code, out, err = run_cli("similar", idx, "--id", watch["id"], *flags)
+    assert code == 0, err
+    assert result_ids(out) == [cheap_shoes] and cheap_shoes
+    code, out, err = run_cli("similar", idx, "--image", catalog.parent / watch["image"], *flags)
+    assert code == 0, err
+    assert result_ids(out) == [cheap_shoes]
+    shutil.copy(catalog.parent / watch["image"], tmp_path / "watch.jpg")
+    images = write_csv(tmp_path / "images.csv", [{"query_id": "a", "image": "watch.jpg"}, {"query_id": "b", "image": "gone.jpg"}])
+    code, out, err = run_cli("similar", idx, "--images", images, *flags)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert {h["id"] for h in lines[0]["results"]} == cheap_shoes and lines[1]["results"] == []
+
+
+def test_personalised_search_obeys_filters(built, tmp_path):
+    _, idx, rows = built
+    shutil.copytree(idx, tmp_path / "idx")
+    watches = [r["id"] for r in rows if r["articleType"] == "Watches"]
+    events = write_csv(tmp_path / "events.csv", [
+        {"user_id": "u1", "product_id": pid, "event": "purchase", "timestamp": f"2024-01-0{i + 1}T10:00:00Z"}
+        for i, pid in enumerate(watches[:4])])
+    code, _, err = run_cli("events", "add", tmp_path / "idx", events, "--factors", "4", "--iterations", "2")
+    assert code == 0, err
+    code, out, err = run_cli("search", tmp_path / "idx", "black", "--user", "u1", "-k", "40", "--json",
+                             "--where", "articleType=Wallets")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert answer["personalised"] is True
+    assert {h["id"] for h in answer["results"]} == ids_where(rows, lambda r: r["articleType"] == "Wallets")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--where", "articleType"), "--where: filter condition 'articleType' is not FIELD=VALUE"),
+    (("--where", "=Watches"), "--where: filter condition '=Watches' is not FIELD=VALUE"),
+    (("--where", "articleType="), "--where: filter condition 'articleType=' has no value"),
+    (("--where", "colour=Black"), "--where: this catalog has no column 'colour' to filter on (columns: "),
+    (("--where", "articleType>=3"), "--where: column 'articleType' does not hold numbers"),
+    (("--where", "year>=many"), "--where: filter condition 'year>=many': 'many' is not a number"),
+    (("--price", "cheap"), "--price: price range 'cheap' is not LOW:HIGH"),
+    (("--price", "ten:20"), "--price: price range 'ten:20': 'ten' is not a number"),
+    (("--price", "50:10"), "--price: price range (50, 10) starts above its end"),
+])
+@pytest.mark.parametrize("command", [("search", "shoes"), ("similar", "--id", "{first}"), ("search", "--queries", "{qs}")])
+def test_bad_filters_name_their_flag(built, tmp_path, command, flags, message):
+    _, idx, rows = built
+    queries = write_csv(tmp_path / "q.csv", [{"query_id": "q1", "query": "shoes"}])
+    args = [a.format(first=rows[0]["id"], qs=queries) for a in command]
+    code, out, err = run_cli(args[0], idx, *args[1:], *flags)
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert err.startswith(f"vitrina: error: {message}"), err
+
+
+def test_a_price_filter_on_a_catalog_without_prices_names_the_flag(tmp_path, tiny_bert_dir):
+    catalog = write_csv(tmp_path / "c.csv", [{"id": "1", "title": "red shoes"}, {"id": "2", "title": "blue watch"}])
+    assert run_cli("index", catalog, "--out", tmp_path / "idx", "--text-model", tiny_bert_dir, "--image-model", "none",
+                   "-q")[0] == 0
+    code, out, err = run_cli("search", tmp_path / "idx", "shoes", "--price", "1:2")
+    assert code == 1 and out == "" and err.startswith("vitrina: error: --price: this catalog has no price column")
 
 
 def test_info_human_and_json(built):

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from vitrina.engine.config import VitrinaConfig
-from vitrina.engine.build.indexing import absolute_spec, build_index
+from vitrina.cli.common import add_model_flags, config_from_args
 from vitrina.cli.output import console, results_table
+from vitrina.engine.build.indexing import absolute_spec, build_index
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.data.demo import DEMO_CATALOG
 from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexManifest, IndexStoreError
 
-from vitrina.engine.data.demo import DEMO_CATALOG
 DEMO_QUERIES = (
     "red top for women",
     "waterproof sports shoes for running",
@@ -59,3 +61,16 @@ def run_demo(out: Path | None = None, config: VitrinaConfig | None = None, rebui
     con.print(results_table(f"Looks like product {DEMO_IMAGE_PRODUCT} ({title})", hits, fields, hide=["image"]))
     con.print(f"\nTry: vitrina search {out} \"your query\"   |   vitrina similar {out} --image photo.jpg")
     return out
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(Path(args.out) if args.out else None, config_from_args(args), rebuild=args.rebuild)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="index the bundled demo catalog and show some searches")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to keep the demo index (default ~/.cache/vitrina/demo)")
+    p.add_argument("--rebuild", action="store_true", help="re-index even if the demo index exists")
+    add_model_flags(p, search=False)
+    p.set_defaults(func=cmd_demo)

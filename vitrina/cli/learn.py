@@ -1,0 +1,106 @@
+"""`vitrina train` (the shared space) and `vitrina train-text` (fine-tuning the text model)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from vitrina.cli.common import config_from_args, print_lines
+from vitrina.cli.output import print_json
+from vitrina.engine.errors import QueryError
+
+if TYPE_CHECKING:
+    from vitrina.engine.learn.finetune import TrainTextResult
+    from vitrina.engine.learn.shared_space import TrainReport
+
+
+def cmd_train_text(args: argparse.Namespace) -> int:
+    from vitrina.encoders.text_training import TrainingConfig
+    from vitrina.engine.learn.finetune import train_text
+
+    training = TrainingConfig(epochs=args.epochs, batch_size=args.train_batch_size, learning_rate=args.learning_rate,
+                              seed=args.seed)
+    if training.epochs < 1 or training.batch_size < 2 or training.learning_rate <= 0:
+        raise QueryError("--epochs must be >= 1, --train-batch-size >= 2 and --learning-rate > 0")
+    result = train_text(args.dir, args.qrels, config_from_args(args), training, args.model_out, args.heldout,
+                        args.min_positive)
+    print_lines(train_text_lines(args, result))
+    return 0
+
+
+def train_text_lines(args: argparse.Namespace, result: TrainTextResult) -> list[str]:
+    losses = ", ".join(f"{loss:.3f}" for loss in result.training.epochs)
+    return [
+        (f"Fine-tuned the text model on {result.train_queries} queries ({result.examples} with a relevant product in "
+         f"the index); {result.heldout_queries} held out for evaluation"),
+        f"  loss per epoch: {losses}; {result.training.steps} steps in {result.training.seconds:.0f} s",
+        f"  model saved to {result.model_dir}; {args.dir} re-embedded with it in {result.seconds['reindex']:.0f} s",
+        f"  next: vitrina eval text {args.dir} --qrels {args.qrels}   (scores the held-out queries only)",
+    ]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
+
+    settings = TrainConfig(dim=args.dim, epochs=args.epochs, batch_size=args.train_batch_size,
+                           learning_rate=args.learning_rate, heldout=args.heldout, seed=args.seed)
+    if settings.learning_rate <= 0:
+        raise QueryError("--learning-rate must be > 0")
+    model, report, notes = train_shared_space(args.dir, settings, config_from_args(args))
+    if args.json:
+        print_json(train_json(args.dir, model.dim, report, notes))
+    else:
+        print_lines(train_lines(args.dir, model.dim, report, notes))
+    return 0
+
+
+def train_json(where: str, dim: int, report: TrainReport, notes: list[str]) -> dict:
+    return {"dir": where, "dim": dim, "modalities": report.modalities, "products": report.products,
+            "trained_on": report.trained_on, "heldout": report.heldout, "epochs": report.epochs_run,
+            "best_epoch": report.best_epoch, "validation_recall@10": report.validation_recall_at_10,
+            "losses": report.losses, "seconds": report.seconds, "spaces": ["fused", *(
+                ["shared-image"] if "image" in report.modalities else [])], "notes": notes}
+
+
+def train_lines(where: str, dim: int, report: TrainReport, notes: list[str]) -> list[str]:
+    val = report.validation_recall_at_10
+    return [
+        (f"Trained the shared space of {where}: {dim}-d heads for {', '.join(report.modalities)} "
+         f"on {report.trained_on} products ({report.heldout} held out) in {report.seconds:.0f} s"),
+        (f"  loss per epoch: {', '.join(f'{x:.3f}' for x in report.losses)}; best epoch {report.best_epoch}"
+         + (f" (validation recall@10 {val:.3f})" if val is not None else "")),
+        *[f"  note: {note}" for note in notes],
+        "  search and similar now use the fused space by default (--space text|image to choose)",
+    ]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """`train-text`, then `train` (the order of `vitrina --help`)."""
+    p = sub.add_parser("train-text", help="fine-tune the index's text model on judged queries, then re-embed")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--qrels", required=True, metavar="FILE.csv", help="columns query_id,query,product_id,relevance")
+    p.add_argument("--model-out", default=None, metavar="DIR", help="where to save the model (default DIR.text-model)")
+    p.add_argument("--heldout", type=float, default=0.3, metavar="F",
+                   help="share of queries (by a hash of query_id) never trained on (default 0.3)")
+    p.add_argument("--min-positive", type=float, default=2.0, metavar="X",
+                   help="judged relevance that makes a training positive (default 2.0)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-batch-size", type=int, default=64, metavar="N", help="queries per step (default 64)")
+    p.add_argument("--learning-rate", type=float, default=5e-5, metavar="LR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.set_defaults(func=cmd_train_text, text_model=None, image_model=None)
+
+    p = sub.add_parser("train", help="learn the shared space (projection heads and fused vectors) of an index")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--dim", type=int, default=256, help="dimension of the shared space (default 256)")
+    p.add_argument("--heldout", type=float, default=0.0, metavar="F",
+                   help="share of products (by a hash of the id) never trained on, for honest evaluation (default 0)")
+    p.add_argument("--train-batch-size", type=int, default=256, metavar="N", help="products per step (default 256)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the training report as one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train, text_model=None, image_model=None)

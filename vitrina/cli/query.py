@@ -1,0 +1,196 @@
+"""`vitrina search`, `similar` and `info`: asking an index."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from vitrina.cli.common import add_model_flags, emit, k_or_default, open_session, read_query_file
+from vitrina.cli.output import hits_json, print_json
+from vitrina.encoders import ImageLoadError
+from vitrina.encoders.image_io import load_image
+from vitrina.engine.data.catalog import resolve_image_source
+from vitrina.engine.errors import QueryError
+from vitrina.engine.query.filters import parse_price, parse_where
+from vitrina.engine.query.search import MODES, SPACES, SearchSession
+from vitrina.errors import CLI, worded
+from vitrina.index import IndexManifest
+from vitrina.index.versions import resolve_index_path
+
+WHERE_HELP = ("keep products whose catalog column FIELD is VALUE (text case-insensitively); repeatable: every "
+              "FIELD must match, and a FIELD given again matches any of its values; FIELD>=X and FIELD<=Y bound "
+              "a column of numbers")
+PRICE_HELP = "keep products priced from LOW to HIGH, inclusive; either end may be empty (10:, :50)"
+T = TypeVar("T")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    session = open_session(args)
+    filters = filters_from_flags(args, session)
+    if args.queries:
+        return _search_batch(args, session, filters)
+    if args.query is None:
+        raise QueryError("give a QUERY or --queries FILE.csv")
+    if args.user is not None:
+        return _search_for_user(args, session, filters)
+    hits = session.search([args.query], k_or_default(args, 10), space=args.space, mode=args.mode, **filters)[0]
+    emit(args, session, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
+    return 0
+
+
+def _search_batch(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
+    if args.user is not None:
+        raise QueryError("--user works with one QUERY, not with --queries")
+    queries = read_query_file(Path(args.queries), "query")
+    results = session.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
+                             **filters)
+    for (qid, query), hits in zip(queries, results):
+        emit(args, session, {"query_id": qid, "results": hits_json(hits)}, f"{qid}: {query}", hits)
+    return 0
+
+
+def _search_for_user(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
+    from vitrina.engine.learn.feedback import personalised_search
+
+    hits, personal = personalised_search(session, args.query, args.user, k_or_default(args, 10), args.space, args.mode,
+                                         **filters)
+    if not personal:
+        print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
+    record = {"query": args.query, "user": args.user, "personalised": personal, "results": hits_json(hits)}
+    emit(args, session, record, f"Search: {args.query} (for {args.user})", hits)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    session = open_session(args)
+    filters = filters_from_flags(args, session)
+    if args.images:
+        return _similar_batch(args, session, filters)
+    k = k_or_default(args, 10)
+    if args.id is not None:
+        hits = session.similar_to_product(args.id, k, args.space, **filters)
+        query, label = {"id": args.id}, f"product {args.id}"
+    else:
+        try:
+            image = load_image(resolve_image_source(args.image, Path.cwd()))
+        except ImageLoadError as exc:
+            raise QueryError(str(exc)) from None
+        hits = session.similar_to_images([image], k, args.space, **filters)[0]
+        query, label = {"image": args.image}, args.image
+    emit(args, session, {"query": query, "results": hits_json(hits)}, f"Looks like {label}", hits)
+    return 0
+
+
+def _similar_batch(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
+    path = Path(args.images)
+    loaded: list[tuple[str, object]] = []
+    for qid, image in read_query_file(path, "image"):
+        try:
+            loaded.append((qid, load_image(resolve_image_source(image, path.resolve().parent))))
+        except ImageLoadError as exc:
+            loaded.append((qid, exc))
+    good = [(qid, img) for qid, img in loaded if not isinstance(img, ImageLoadError)]
+    answers = session.similar_to_images([img for _, img in good], k_or_default(args, 100), args.space,
+                                        **filters) if good else []
+    results = dict(zip([qid for qid, _ in good], answers))
+    for qid, img in loaded:
+        if isinstance(img, ImageLoadError):
+            print(f"vitrina: warning: query {qid}: {img}", file=sys.stderr)
+            if args.json:
+                print_json({"query_id": qid, "results": [], "error": str(img)})
+        else:
+            emit(args, session, {"query_id": qid, "results": hits_json(results[qid])}, qid, results[qid])
+    return 0
+
+
+def filters_from_flags(args: argparse.Namespace, session: SearchSession) -> dict[str, Any]:
+    """The where= and price= of --where and --price, checked against the index's catalog; a problem names its flag."""
+    filters: dict[str, Any] = {}
+    if args.where:
+        filters["where"] = _naming_flag("--where", lambda: parse_where(args.where))
+        _naming_flag("--where", lambda: session.allowed_rows(where=filters["where"]))
+    if args.price is not None:
+        filters["price"] = _naming_flag("--price", lambda: parse_price(args.price))
+        _naming_flag("--price", lambda: session.allowed_rows(price=filters["price"]))
+    return filters
+
+
+def _naming_flag(flag: str, call: Callable[[], T]) -> T:
+    """call(), its QueryError prefixed with the flag whose value it was about."""
+    try:
+        return call()
+    except QueryError as exc:
+        raise QueryError(f"{flag}: {worded(exc, CLI)}") from None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    manifest = IndexManifest.load(resolve_index_path(args.dir))
+    print(manifest.to_json() if args.json else "\n".join(info_lines(args.dir, manifest)))
+    return 0
+
+
+def info_lines(where: str, manifest: IndexManifest) -> list[str]:
+    """The manifest of the index at `where`, for people."""
+    catalog = manifest.catalog
+    lines = [f"Vitrina index {where} (format {manifest.format_version}, built {manifest.created_at})",
+             f"  products: {manifest.product_count} from {catalog.get('source')}",
+             (f"  fields: id={catalog.get('id_field')} text={','.join(catalog.get('text_fields', []))} "
+              f"image={catalog.get('image_field')}")]
+    for name, info in manifest.spaces.items():
+        lines.append(f"  {name}: {info.count} vectors, {info.dim}-d, index {info.factory}, encoder {info.encoder}")
+        lines.append(f"        model spec: {info.model}" + (f"; embedded with {info.runtime}" if info.runtime else ""))
+    kept = sorted(p.name for p in (Path(where) / "encoders").glob("*") if p.is_dir() and not p.name.startswith("."))
+    if kept:
+        lines.append(f"  ONNX encoders kept: {', '.join(kept)}")
+    if manifest.images_failed:
+        lines.append(f"  images failed at index time: {manifest.images_failed}")
+    return lines
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """`search` and `similar` (`info` comes later in the command list: add_info_parser)."""
+    p = sub.add_parser("search", help="text search")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("query", metavar="QUERY", nargs="?")
+    p.add_argument("--queries", metavar="FILE.csv", help="batch: CSV with columns query_id,query")
+    p.add_argument("-k", type=int, default=None, help="results per query (default 10; 100 in batch mode)")
+    p.add_argument("--space", choices=SPACES, default=None,
+                   help="fused (default once `vitrina train` ran), text, or image (images in the shared space "
+                        "once trained, else through a CLIP text tower)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="lexical (BM25), dense (vectors) or hybrid (both fused; the default when the index has BM25)")
+    p.add_argument("--user", default=None, metavar="U",
+                   help="personalise: blend the shopper's behaviour vector into the ranking (from `events add`)")
+    _add_filter_flags(p)
+    p.add_argument("--json", action="store_true", help="JSON output (one object per line in batch mode)")
+    add_model_flags(p, search=True)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("similar", help="visually similar products")
+    p.add_argument("dir", metavar="DIR")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", metavar="PATH", help="an image file or URL")
+    group.add_argument("--id", metavar="PRODUCT_ID", help="a product in the index")
+    group.add_argument("--images", metavar="FILE.csv", help="batch: CSV with columns query_id,image (paths relative to FILE)")
+    p.add_argument("-k", type=int, default=None, help="results per query (default 10; 100 in batch mode)")
+    p.add_argument("--space", choices=SPACES, default=None,
+                   help="fused (default once `vitrina train` ran: looks, words and shoppers), image (looks alike), "
+                        "or text (described alike; --id only)")
+    _add_filter_flags(p)
+    p.add_argument("--json", action="store_true")
+    add_model_flags(p, search=True)
+    p.set_defaults(func=cmd_similar)
+
+
+def _add_filter_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE", help=WHERE_HELP)
+    p.add_argument("--price", default=None, metavar="LOW:HIGH", help=PRICE_HELP)
+
+
+def add_info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe an index directory")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_info)
