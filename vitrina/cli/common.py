@@ -20,6 +20,8 @@ from vitrina.engine.query.search import SearchHit, SearchSession
 from vitrina.errors import CLI, worded
 from vitrina.index import IndexConfig, LexicalConfig
 
+FLAGS = CLI.with_names(path="--out")  # library parameters as this CLI's flags (the index path is --out)
+
 DEFAULT_BACKEND = EncoderConfig().backend
 
 
@@ -174,11 +176,11 @@ def run_reporting_errors(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except MissingColumnError as exc:  # the events file's columns are chosen by flags: name the flag
-        print(f"vitrina: error: {worded(exc, CLI)}; name the column with --{exc.setting.replace('_', '-')}",
+        print(f"vitrina: error: {worded(exc, FLAGS)}; name the column with --{exc.setting.replace('_', '-')}",
               file=sys.stderr)
         return 1
     except USER_ERRORS as exc:  # worded in flags: a parameter the message names is spelled --like-this
-        print(f"vitrina: error: {worded(exc, CLI)}", file=sys.stderr)
+        print(f"vitrina: error: {worded(exc, FLAGS)}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk (ENOSPC, EDQUOT), read-only (EROFS), denied (EACCES), failing (EIO)...
         print(f"vitrina: error: {describe_os_error(args, exc)}", file=sys.stderr)

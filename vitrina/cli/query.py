@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from vitrina.cli.common import add_model_flags, emit, k_or_default, open_session, read_query_file
+from vitrina.cli.common import FLAGS, add_model_flags, emit, k_or_default, open_session, read_query_file
 from vitrina.cli.output import hits_json, print_json
 from vitrina.encoders import ImageLoadError
 from vitrina.encoders.image_io import load_image
@@ -15,7 +15,7 @@ from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.filters import parse_price, parse_where
 from vitrina.engine.query.search import MODES, SPACES, SearchSession
-from vitrina.errors import CLI, worded
+from vitrina.errors import worded
 from vitrina.index import IndexManifest
 from vitrina.index.versions import resolve_index_path
 
@@ -122,7 +122,7 @@ def _naming_flag(flag: str, call: Callable[[], T]) -> T:
     try:
         return call()
     except QueryError as exc:
-        raise QueryError(f"{flag}: {worded(exc, CLI)}") from None
+        raise QueryError(f"{flag}: {worded(exc, FLAGS)}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
