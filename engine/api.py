@@ -14,26 +14,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union, overload
 
 from PIL import Image
 
-from vitrina.encoders.errors import ImageLoadError
-from vitrina.encoders.files import copy_tree, leftover_name
 from vitrina.encoders.image_io import decode_image, load_image
 from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
-from vitrina.engine.data.catalog import CatalogConfig, join_text, metadata_key, resolve_image_source
+from vitrina.engine.data.catalog import resolve_image_source
+from vitrina.engine.build.in_place import versioned_in_place
 from vitrina.engine.errors import ArgumentError
 from vitrina.engine.query.search import SearchHit, SearchSession
 from vitrina.errors import Param
-from vitrina.index import IndexDirectory, IndexManifest
-from vitrina.index.content import CONTENT_FILE, ProductContent, content_hash
-from vitrina.index.locks import folder_lock
-from vitrina.index.store import EVENTS_DIR, replace_directory
-from vitrina.index.versions import CURRENT, VERSIONS_DIR, is_versioned_root, resolve_index_path
+from vitrina.index import IndexManifest
+from vitrina.index.versions import is_versioned_root
 
 if TYPE_CHECKING:
     import pandas
@@ -501,45 +495,4 @@ def _as_image(image: Any) -> Image.Image:
                         image=Param("image"), kind=type(image).__name__)
 
 
-def derived_content(directory: IndexDirectory) -> ProductContent:
-    """The product texts of an index built without them (`vitrina index`), rebuilt from its stored
-    catalog columns as the catalog reader joins them; image hashes unknown (an upserted product's image
-    is then encoded again)."""
-    catalog = directory.manifest.catalog
-    id_field, fields = catalog.get("id_field"), catalog.get("text_fields") or []
-    products = directory.products
-    texts = []
-    for row, pid in enumerate(products.ids):
-        metadata = products.metadata(row)
-        texts.append(join_text([pid if f == id_field else metadata.get(metadata_key(f)) for f in fields]))
-    return ProductContent(list(products.ids), texts, [content_hash(t) for t in texts], [""] * len(texts))
-
-
-def versioned_in_place(path: Path, config: VitrinaConfig | None = None) -> None:
-    """Turn the plain index directory `path` into a versioned root whose first version is that index.
-
-    The root is assembled beside `path` (the index copied into versions/VERSION, its event log moved
-    up to the root, `current` linked) and swapped in by renames: on any failure `path` is untouched.
-    """
-    path = Path(path)
-    if is_versioned_root(path):
-        return
-    directory = IndexDirectory.load(path, (config or VitrinaConfig()).index)
-    staging = path.parent / leftover_name(path.name, "tmp")
-    events = path / EVENTS_DIR
-    with folder_lock(events) if events.is_dir() else nullcontext():  # no event lands between copy and swap
-        try:
-            version_dir = staging / VERSIONS_DIR / directory.manifest.version
-            copy_tree(path, version_dir)
-            if (version_dir / EVENTS_DIR).is_dir():
-                os.replace(version_dir / EVENTS_DIR, staging / EVENTS_DIR)
-            if directory.content is None:
-                derived_content(directory).save(version_dir / CONTENT_FILE)
-            os.symlink(Path(VERSIONS_DIR) / version_dir.name, staging / CURRENT)
-            replace_directory(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    resolve_index_path(path)  # a clear error now if the result is not a complete root
-
-
-__all__ = ["CatalogData", "ImageInput", "Index", "PriceRange", "Records", "default_config", "versioned_in_place"]
+__all__ = ["CatalogData", "ImageInput", "Index", "PriceRange", "Records", "default_config"]
