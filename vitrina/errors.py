@@ -16,6 +16,8 @@ given without fields is kept as it is (braces in a path need no escaping).
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -57,7 +59,8 @@ class Wording:
     def __call__(self, param: Param) -> str:
         if not param.has_value:
             return self.name(param.name)
-        value = repr(param.value) if self.quote else str(param.value)
+        value = os.fspath(param.value) if isinstance(param.value, os.PathLike) else param.value  # paths as text
+        value = repr(value) if self.quote else str(value)
         return f"{self.name(param.name)}{self.joiner}{value}"
 
     def with_names(self, **names: str) -> "Wording":
