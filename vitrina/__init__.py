@@ -36,6 +36,7 @@ from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig 
 from vitrina.engine.data.catalog import CatalogConfig  # noqa: E402
 from vitrina.engine.data.demo import DEMO_CATALOG  # noqa: E402
 from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig  # noqa: E402
+from vitrina.engine.query.hits import Hits  # noqa: E402
 from vitrina.engine.query.search import SearchHit  # noqa: E402
 from vitrina.index.config import IndexConfig  # noqa: E402
 from vitrina.index.filters import FilterConfig  # noqa: E402
@@ -74,6 +75,7 @@ __all__ = [
     # the index and its answers
     "Index",
     "SearchHit",
+    "Hits",
     "IndexManifest",
     "DEMO_CATALOG",
     "__version__",
