@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from vitrina.engine.learn.behaviour import BehaviourConfig
     from vitrina.engine.learn.feedback import EventsAdded
     from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
+    from vitrina.engine.learn.shoppers import Forgotten
 
 Records = Union[Sequence[Mapping[str, Any]], "pandas.DataFrame", "pyarrow.Table"]
 CatalogData = Union[str, "os.PathLike[str]", Records]  # a catalog file (.csv, .tsv, .jsonl, .parquet) or its rows
@@ -401,6 +402,17 @@ class Index:
         added = fold_in(self._session, event_log, refit, settings or BehaviourConfig())
         self._written()
         return added
+
+    def forget(self, user: str) -> Forgotten:
+        """Remove a shopper everywhere: their events from the log, their behaviour vector, and their part in the
+        product vectors of every kept version (refit from the remaining events; fused vectors too).
+
+        Returns Forgotten: whether the shopper was found, events removed, versions refit, notes."""
+        from vitrina.engine.learn.shoppers import forget
+
+        gone = forget(self.path, str(user), self.config)
+        self._written()
+        return gone
 
     def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0,
               settings: TrainConfig | None = None) -> TrainReport:

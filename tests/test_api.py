@@ -294,6 +294,10 @@ def test_add_events_from_records_a_frame_or_a_file_then_recommend(tmp_path, shop
     assert [h.personalised for h in index.search(["wallet", "watch"], k=2, user="u1")] == [True, True]
     with pytest.raises(vitrina.QueryError, match="k must be between"):
         index.search("", k=0, user="u1")  # a shopper's search checks k before the query
+    gone = index.forget("u1")
+    assert gone.found and gone.events_removed == sum(e["user_id"] == "u1" for e in events)
+    assert index.search("leather wallet", k=4, user="u1").personalised is False  # the object sees its own write
+    assert index.recommend("u1", k=3).personalised is False and not index.forget("u1").found
 
 
 def test_train_then_search_uses_the_fused_space(tmp_path, shop, config, models):

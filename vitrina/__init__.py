@@ -49,6 +49,7 @@ _LAZY = {
     "BehaviourConfig": "vitrina.engine.learn.behaviour",
     "Evaluation": "vitrina.engine.evaluate.evaluation",
     "EventsAdded": "vitrina.engine.learn.feedback",
+    "Forgotten": "vitrina.engine.learn.shoppers",
     "Qrels": "vitrina.engine.evaluate.evaluation",
     "TrainConfig": "vitrina.engine.learn.shared_space",
     "TrainReport": "vitrina.engine.learn.shared_space",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from vitrina.engine.evaluate.evaluation import Evaluation, Qrels
     from vitrina.engine.learn.behaviour import BehaviourConfig
     from vitrina.engine.learn.feedback import EventsAdded
+    from vitrina.engine.learn.shoppers import Forgotten
     from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
 
 
@@ -84,6 +86,7 @@ __all__ = [
     "ReindexReport",
     "UpdateReport",
     "EventsAdded",
+    "Forgotten",
     "TrainReport",
     "Evaluation",
     "Qrels",
