@@ -330,7 +330,8 @@ def test_evaluate_text_on_judged_queries(index, shop, tmp_path):
 def test_evaluate_image_and_cross_modal(index):
     by_type = index.evaluate_image("articleType", k=5, queries=8, seed=1).to_json()
     assert by_type["kind"] == "image" and by_type["queries"] == 8 and list(by_type["methods"]) == ["dense"]
-    assert index.evaluate_image("articleType", k=5, queries=8, seed=1).to_json()["methods"] == by_type["methods"]
+    again = index.evaluate_image("articleType", k=5, queries=8, seed=1).to_json()["methods"]["dense"]
+    assert {**again, "seconds": 0} == {**by_type["methods"]["dense"], "seconds": 0}  # the same sample, the same scores
     with pytest.raises(vitrina.VitrinaError):
         index.evaluate_cross_modal(k=5)  # untrained, no CLIP text tower: nothing can put words and pictures together
 
