@@ -12,7 +12,6 @@ HTTP server run. Heavy libraries (PyTorch, transformers, ONNX Runtime) load only
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union, overload
@@ -24,10 +23,11 @@ from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
 from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.build.in_place import versioned_in_place
 from vitrina.engine.errors import ArgumentError
+from vitrina.engine.query.hits import Hits
 from vitrina.engine.query.search import SearchHit, SearchSession
 from vitrina.errors import Param
 from vitrina.index import IndexManifest
-from vitrina.index.versions import is_versioned_root
+from vitrina.index.versions import is_versioned_root, resolve_index_path
 
 if TYPE_CHECKING:
     import pandas
@@ -41,8 +41,7 @@ if TYPE_CHECKING:
     from vitrina.engine.learn.behaviour import BehaviourConfig
     from vitrina.engine.learn.feedback import EventsAdded
     from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
-
-log = logging.getLogger("vitrina")
+    from vitrina.engine.learn.shoppers import Forgotten
 
 Records = Union[Sequence[Mapping[str, Any]], "pandas.DataFrame", "pyarrow.Table"]
 CatalogData = Union[str, "os.PathLike[str]", Records]  # a catalog file (.csv, .tsv, .jsonl, .parquet) or its rows
@@ -61,8 +60,8 @@ class Index:
 
     Build one from data with `Index.build`, or open one on disk with `Index.open` (or `Index(path)`).
     Reads (search, similar, recommend) use the version loaded last; every write through this object
-    (upsert, delete, add_events, train) reloads it, so the object sees its own writes. Writes by other
-    processes are seen after `reload()`.
+    (upsert, delete, add_events, train) makes the next read load it again, so the object sees its own
+    writes. Writes by other processes are seen after `reload()`.
     """
 
     def __init__(self, path: str | os.PathLike[str], config: VitrinaConfig | None = None, *,
@@ -79,7 +78,7 @@ class Index:
         self.config = config or default_config()
         self._models = {"text_model": text_model, "image_model": image_model}
         self.build_report: IndexReport | ReindexReport | None = None  # set by Index.build
-        self._session = self._open_session()
+        self._loaded: SearchSession | None = self._open_session()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], config: VitrinaConfig | None = None, *,
@@ -158,6 +157,12 @@ class Index:
         kind = "versioned root" if self.versioned else "index directory"
         return f"Index({str(self.path)!r}: {kind}, {len(self)} products, spaces {', '.join(self.manifest.spaces)})"
 
+    @staticmethod
+    def manifest_of(path: str | os.PathLike[str]) -> IndexManifest:
+        """The manifest of the index at `path` (a versioned root: its current version), read without loading
+        the index's vectors: what `info()` returns, for an index not opened."""
+        return IndexManifest.load(resolve_index_path(path))
+
     def info(self) -> IndexManifest:
         """The manifest of the loaded version (what `vitrina info --json` prints): product count, catalog
         fields, each vector space's encoder, dimension and index type, and when it was built."""
@@ -178,12 +183,12 @@ class Index:
     @overload
     def search(self, query: str, k: int = 10, *, where: Mapping[str, Any] | None = None,
                price: PriceRange | None = None, user: str | None = None, space: str | None = None,
-               mode: str | None = None) -> list[SearchHit]: ...
+               mode: str | None = None) -> Hits: ...
 
     @overload
     def search(self, query: Sequence[str], k: int = 10, *, where: Mapping[str, Any] | None = None,
                price: PriceRange | None = None, user: str | None = None, space: str | None = None,
-               mode: str | None = None) -> list[list[SearchHit]]: ...
+               mode: str | None = None) -> list[Hits]: ...
 
     def search(self, query, k=10, *, where=None, price=None, user=None, space=None, mode=None):
         """Products for a text query, best first; a list of queries gives one list of hits per query.
@@ -198,11 +203,19 @@ class Index:
             space: "fused" (the default once trained), "text", or "image" (pictures, from words).
             mode: "hybrid" (BM25 and vectors; the default where the index has BM25), "lexical" or "dense".
 
-        Each hit has `id`, `score` and `product` (the catalog row as a dict).
+        Returns Hits, a list of hits: each has `id`, `score` and `product` (the catalog row as a dict).
+        With `user`, `hits.personalised` says whether the shopper's behaviour re-ranked them (False: the
+        shopper has no behaviour vector yet, and the hits are the plain results); without, it is None.
+        Raises QueryError for a filter on a column the catalog lacks (see `check_filters`).
         """
         queries = _queries(query)
         hits = self._session.search(queries, _k(k), space=space, mode=mode, where=where, price=price, user=user)
         return hits[0] if isinstance(query, str) else hits
+
+    def check_filters(self, where: Mapping[str, Any] | None = None, price: PriceRange | None = None) -> None:
+        """Check filters against this index's catalog before searching with them: a QueryError names a column
+        the catalog lacks or a value it cannot compare (what `search`, `similar` would raise)."""
+        self._session.allowed_rows(where=where, price=price)
 
     def similar(self, id: str | None = None, *, image: ImageInput | Sequence[ImageInput] | None = None, k: int = 10,
                 where: Mapping[str, Any] | None = None, price: PriceRange | None = None,
@@ -231,7 +244,7 @@ class Index:
         return hits if many else hits[0]
 
     def recommend(self, user: str, k: int = 10, *, include_seen: bool = False,
-                  settings: RecommendConfig | None = None) -> list[SearchHit]:
+                  settings: RecommendConfig | None = None) -> Hits:
         """Products for a shopper: like what they bought, and what sells. A shopper with no events gets
         the best sellers.
 
@@ -241,14 +254,12 @@ class Index:
             include_seen: also recommend products the shopper already interacted with.
             settings: the weights of behaviour, popularity and recency (default: RecommendConfig()).
 
+        Returns Hits; `hits.personalised` is False when the shopper has no events (the best sellers).
         Raises QueryError when the index has no events yet (`add_events` first).
         """
         from vitrina.engine.query.recommend import recommend
 
-        hits, personalised = recommend(self._session, str(user), _k(k), include_seen, settings or RecommendConfig())
-        if not personalised:
-            log.info("user %r has no events; recommending the most popular products", user)
-        return hits
+        return Hits(*recommend(self._session, str(user), _k(k), include_seen, settings or RecommendConfig()))
 
     def evaluate_text(self, qrels: str | os.PathLike[str] | Qrels, k: int = 10, *, min_relevance: float = 0.0,
                       methods: Sequence[str] | None = None, exact: bool = False, include_trained: bool = False,
@@ -268,14 +279,50 @@ class Index:
         """
         from vitrina.engine.evaluate.evaluation import TEXT_METHODS, Qrels, evaluate_text, read_qrels
 
-        judged = qrels if isinstance(qrels, Qrels) else read_qrels(qrels)
         chosen = list(methods) if methods is not None else list(TEXT_METHODS)
         unknown = [m for m in chosen if m not in TEXT_METHODS]
-        if unknown:
+        if unknown:  # before the judgements are read: the cheap check first
             raise ArgumentError("{methods}: unknown method {name!r}; choose from {choices}",
                                 methods=Param("methods"), name=unknown[0], choices=", ".join(TEXT_METHODS))
+        judged = qrels if isinstance(qrels, Qrels) else read_qrels(qrels)
         return evaluate_text(self._session, judged, _k(k), min_relevance, chosen, include_trained=include_trained,
                              exact=exact, progress=self.config.progress, space=space)
+
+    def evaluate_image(self, label_field: str, k: int = 10, *, queries: int | None = None, seed: int = 0,
+                       space: str = "image") -> Evaluation:
+        """Each product image queries the index (itself left out); a hit sharing its `label_field` value is
+        relevant (what `vitrina eval image` prints).
+
+        Args:
+            label_field: the catalog column that defines relevance, e.g. "articleType".
+            k: the metric cutoff (recall@100 always).
+            queries: a random sample of this many query products (default: all with an image).
+            seed: the sample's seed.
+            space: "image", or "fused": queried by each product's fused vector and by its image alone.
+        """
+        from vitrina.engine.evaluate.evaluation import evaluate_image
+
+        return evaluate_image(self._session, label_field, _k(k), queries, seed, self.config.progress, space)
+
+    def evaluate_cross_modal(self, k: int = 10, *, queries: int | None = None, seed: int = 0) -> Evaluation:
+        """Each product's text queries the image vectors; its own image is the relevant hit (what `vitrina eval
+        cross-modal` prints). A trained index asks only its held-out products, when it has any.
+
+        Args:
+            k: the metric cutoff (recall@100 always).
+            queries: a random sample of this many query products (default: all).
+            seed: the sample's seed.
+        """
+        from vitrina.engine.evaluate.evaluation import evaluate_cross_modal
+
+        return evaluate_cross_modal(self._session, _k(k), queries, seed, self.config.progress)
+
+    def write_report(self, evaluation: Evaluation, path: str | os.PathLike[str], *, worst: int = 10) -> Path:
+        """Write an evaluation of this index as a self-contained HTML report (plots, and the `worst` queries
+        with their products' texts and thumbnails) at `path`, and return where it went."""
+        from vitrina.engine.evaluate.report import write_report
+
+        return write_report(evaluation, self._session, path, worst)
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -296,7 +343,7 @@ class Index:
         self._writable()
         report = upsert(self.path, _catalog_input(data), self._catalog_config(), self._reindex_settings(keep),
                         retrain=retrain)
-        self.reload()
+        self._written()
         return report
 
     def delete(self, ids: Sequence[str], *, retrain: bool = False, keep: int = 3) -> UpdateReport:
@@ -316,7 +363,7 @@ class Index:
         self._writable()
         report = delete(self.path, [str(i) for i in ids], self._catalog_config(), self._reindex_settings(keep),
                         retrain=retrain)
-        self.reload()
+        self._written()
         return report
 
     def add_events(self, events: str | os.PathLike[str] | Records, *, refit: bool = False,
@@ -353,8 +400,19 @@ class Index:
             else:
                 event_log = events_from_table(table, "events", lambda i: f"events[{i}]", rows, weights, fields)
         added = fold_in(self._session, event_log, refit, settings or BehaviourConfig())
-        self.reload()
+        self._written()
         return added
+
+    def forget(self, user: str) -> Forgotten:
+        """Remove a shopper everywhere: their events from the log, their behaviour vector, and their part in the
+        product vectors of every kept version (refit from the remaining events; fused vectors too).
+
+        Returns Forgotten: whether the shopper was found, events removed, versions refit, notes."""
+        from vitrina.engine.learn.shoppers import forget
+
+        gone = forget(self.path, str(user), self.config)
+        self._written()
+        return gone
 
     def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0,
               settings: TrainConfig | None = None) -> TrainReport:
@@ -368,20 +426,19 @@ class Index:
             seed: the random seed.
             settings: every training setting (TrainConfig); overrides the arguments above.
 
-        Returns the TrainReport (losses, best epoch, validation recall@10); notes are logged.
+        Returns the TrainReport: the space's dimension, losses, best epoch, validation recall@10, and notes
+        (e.g. a modality left out).
         """
         from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
 
         settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed)
-        _, report, notes = train_shared_space(self.path, settings, self.config)
-        for note in notes:
-            log.info("%s", note)
-        self.reload()
+        _, report, _ = train_shared_space(self.path, settings, self.config)
+        self._written()
         return report
 
     def reload(self) -> None:
         """Load the index again: a versioned root's current version, with writes by other processes."""
-        self._session = self._open_session()
+        self._loaded = self._open_session()
 
     def make_versioned(self) -> None:
         """Turn a plain index directory into a versioned root in place (nothing to do for a root).
@@ -393,9 +450,20 @@ class Index:
         """
         if not self.versioned:
             versioned_in_place(self.path, self.config)
-            self.reload()
+            self._written()
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    @property
+    def _session(self) -> SearchSession:
+        """The loaded version; after a write, loaded again on first use."""
+        if self._loaded is None:
+            self._loaded = self._open_session()
+        return self._loaded
+
+    def _written(self) -> None:
+        """This object changed the index: the next read loads it again (a last write loads nothing)."""
+        self._loaded = None
 
     def _open_session(self) -> SearchSession:
         return SearchSession(self.path, self.config, self._models["text_model"], self._models["image_model"])

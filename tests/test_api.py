@@ -70,6 +70,8 @@ def test_build_makes_a_versioned_root_that_opens_at_its_current_version(root, in
 def test_search_one_query_gives_hits_and_many_give_one_list_each(index, shop):
     hits = index.search("leather wallet", k=5)
     assert len(hits) == 5 and all(isinstance(h, vitrina.SearchHit) for h in hits)
+    assert isinstance(hits, vitrina.Hits) and isinstance(hits, list) and hits.personalised is None  # no shopper
+    assert hits == list(hits) and pickle.loads(pickle.dumps(hits)).personalised is None
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     row = next(r for r in shop[1] if r["id"] == hits[0].id)
     assert hits[0].product["title"] == row["title"] and hits[0].product["articleType"] == row["articleType"]
@@ -89,6 +91,24 @@ def test_where_and_price_filter_inside_retrieval(index, shop):
     assert len(cheap) == sum(10 <= float(r["price"]) <= 40 for r in shop[1])
     alike = index.similar(id=shop[1][0]["id"], k=50, where={"articleType": "Tshirts"})
     assert alike and {h.product["articleType"] for h in alike} == {"Tshirts"}
+
+
+def test_check_filters_refuses_what_search_would_before_searching(index):
+    index.check_filters(where={"articleType": "Wallets"}, price=(10, None))  # fine: nothing raised
+    index.check_filters()
+    with pytest.raises(vitrina.QueryError, match="colour") as raised:
+        index.check_filters(where={"colour": "Black"})  # the catalog has no such column
+    with pytest.raises(vitrina.QueryError) as searched:
+        index.search("black", where={"colour": "Black"})
+    assert str(raised.value) == str(searched.value)
+
+
+def test_manifest_of_reads_a_root_or_a_directory_without_opening_it(root, index):
+    manifest = vitrina.Index.manifest_of(root)
+    assert isinstance(manifest, vitrina.IndexManifest) and manifest.to_json() == index.info().to_json()
+    assert vitrina.Index.manifest_of(resolve_index_path(root)).version == manifest.version
+    with pytest.raises(vitrina.IndexStoreError):
+        vitrina.Index.manifest_of(root / "nothing-here")
 
 
 def test_similar_by_id_path_pil_and_bytes(index, shop):
@@ -263,13 +283,28 @@ def test_add_events_from_records_a_frame_or_a_file_then_recommend(tmp_path, shop
     picks = index.recommend("u1", k=5)
     assert len(picks) == 5 and not bought & {h.id for h in picks}
     assert bought <= {h.id for h in index.recommend("u1", k=len(ids), include_seen=True)}
-    assert len(index.recommend("stranger", k=3)) == 3  # the best sellers
+    assert picks.personalised is True and isinstance(picks, vitrina.Hits)
+    popular = index.recommend("stranger", k=3)
+    assert len(popular) == 3 and popular.personalised is False  # the best sellers
+    for_u1 = index.search("leather wallet", k=4, user="u1")
+    assert for_u1.personalised is True and len(for_u1) == 4
+    plain = index.search("leather wallet", k=4, user="stranger")
+    assert plain.personalised is False
+    assert [h.id for h in plain] == [h.id for h in index.search("leather wallet", k=4)]
+    assert [h.personalised for h in index.search(["wallet", "watch"], k=2, user="u1")] == [True, True]
+    with pytest.raises(vitrina.QueryError, match="k must be between"):
+        index.search("", k=0, user="u1")  # a shopper's search checks k before the query
+    gone = index.forget("u1")
+    assert gone.found and gone.events_removed == sum(e["user_id"] == "u1" for e in events)
+    assert index.search("leather wallet", k=4, user="u1").personalised is False  # the object sees its own write
+    assert index.recommend("u1", k=3).personalised is False and not index.forget("u1").found
 
 
 def test_train_then_search_uses_the_fused_space(tmp_path, shop, config, models):
     index = vitrina.Index.build(shop[0], tmp_path / "root", config=config, **models)
     report = index.train(dim=8, epochs=2)
     assert isinstance(report, vitrina.TrainReport) and report.epochs_run >= 1
+    assert report.dim == 8 and any("behaviour" in note for note in report.notes)  # no events: a note says so
     assert {"fused", "shared-image"} <= set(index.info().spaces)
     hits = index.search("steel watch", k=3, mode="dense")
     assert len(hits) == 3
@@ -286,6 +321,19 @@ def test_evaluate_text_on_judged_queries(index, shop, tmp_path):
     assert summary["methods"]["lexical"]["recall@5"] > 0  # the type's name is in the titles
     only = index.evaluate_text(write_csv(tmp_path / "qrels.csv", judged), methods=["lexical"])
     assert set(only.to_json()["methods"]) == {"lexical"}
+    with pytest.raises(vitrina.ArgumentError, match="unknown method 'bm25'"):  # checked before the file is read
+        index.evaluate_text(tmp_path / "no-such-file.csv", methods=["bm25"])
+    page = index.write_report(only, tmp_path / "report" / "text.html")
+    assert page == tmp_path / "report" / "text.html" and "<html" in page.read_text(encoding="utf-8").lower()
+
+
+def test_evaluate_image_and_cross_modal(index):
+    by_type = index.evaluate_image("articleType", k=5, queries=8, seed=1).to_json()
+    assert by_type["kind"] == "image" and by_type["queries"] == 8 and list(by_type["methods"]) == ["dense"]
+    again = index.evaluate_image("articleType", k=5, queries=8, seed=1).to_json()["methods"]["dense"]
+    assert {**again, "seconds": 0} == {**by_type["methods"]["dense"], "seconds": 0}  # the same sample, the same scores
+    with pytest.raises(vitrina.VitrinaError):
+        index.evaluate_cross_modal(k=5)  # untrained, no CLIP text tower: nothing can put words and pictures together
 
 
 def test_error_messages_are_worded_for_each_front_end():
@@ -326,7 +374,7 @@ def test_importing_vitrina_loads_no_model_library():
 
 
 def test_the_curated_surface():
-    assert {"Index", "SearchHit", "VitrinaConfig", "CatalogConfig", "EncoderConfig", "IndexConfig", "ImageConfig",
+    assert {"Index", "SearchHit", "Hits", "VitrinaConfig", "CatalogConfig", "EncoderConfig", "IndexConfig", "ImageConfig",
             "VitrinaError", "DEMO_CATALOG", "__version__", "UpdateReport", "TrainConfig"} <= set(vitrina.__all__)
     for name in vitrina.__all__:
         assert getattr(vitrina, name) is not None, name

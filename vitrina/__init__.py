@@ -36,6 +36,7 @@ from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig 
 from vitrina.engine.data.catalog import CatalogConfig  # noqa: E402
 from vitrina.engine.data.demo import DEMO_CATALOG  # noqa: E402
 from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig  # noqa: E402
+from vitrina.engine.query.hits import Hits  # noqa: E402
 from vitrina.engine.query.search import SearchHit  # noqa: E402
 from vitrina.index.config import IndexConfig  # noqa: E402
 from vitrina.index.filters import FilterConfig  # noqa: E402
@@ -48,6 +49,7 @@ _LAZY = {
     "BehaviourConfig": "vitrina.engine.learn.behaviour",
     "Evaluation": "vitrina.engine.evaluate.evaluation",
     "EventsAdded": "vitrina.engine.learn.feedback",
+    "Forgotten": "vitrina.engine.learn.shoppers",
     "Qrels": "vitrina.engine.evaluate.evaluation",
     "TrainConfig": "vitrina.engine.learn.shared_space",
     "TrainReport": "vitrina.engine.learn.shared_space",
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from vitrina.engine.evaluate.evaluation import Evaluation, Qrels
     from vitrina.engine.learn.behaviour import BehaviourConfig
     from vitrina.engine.learn.feedback import EventsAdded
+    from vitrina.engine.learn.shoppers import Forgotten
     from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
 
 
@@ -74,6 +77,7 @@ __all__ = [
     # the index and its answers
     "Index",
     "SearchHit",
+    "Hits",
     "IndexManifest",
     "DEMO_CATALOG",
     "__version__",
@@ -82,6 +86,7 @@ __all__ = [
     "ReindexReport",
     "UpdateReport",
     "EventsAdded",
+    "Forgotten",
     "TrainReport",
     "Evaluation",
     "Qrels",

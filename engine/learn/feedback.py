@@ -69,4 +69,4 @@ def personalised_search(session: SearchSession, query: str, user: str, k: int = 
     check_k(k)
     search = plan_text_search(session, [query], k, space, mode, where=where, price=price, user=user)
     answer = run_text_search(session, search, behaviour=load_behaviour(session), weight=weight)[0]
-    return answer.hits, bool(answer.personalised)
+    return list(answer), bool(answer.personalised)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,8 @@ class TrainReport:
     validation_recall_at_10: float | None
     losses: list[float]
     seconds: float
+    dim: int = 0  # the shared space's dimension
+    notes: list[str] = field(default_factory=list)  # from writing the spaces, e.g. a modality left out
 
 
 def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None) -> tuple[Inputs, dict[str, str]]:
@@ -230,9 +232,10 @@ def train_heads(
         products=n, trained_on=int(train.sum()), heldout=int(heldout.sum()), modalities=list(tensors),
         epochs_run=settings.epochs, best_epoch=best[1] if best[0] is not None else settings.epochs,
         validation_recall_at_10=None if best[0] is None else round(best[0], 4), losses=losses,
-        seconds=round(time.perf_counter() - started, 1),
+        seconds=round(time.perf_counter() - started, 1), dim=dim,
     )
-    training = {"settings": asdict(settings), "report": asdict(report)}
+    stored = {name: value for name, value in asdict(report).items() if name != "notes"}  # notes come later
+    training = {"settings": asdict(settings), "report": stored}
     return FusionModel(dim, arrays, dict(sources), weights, training), report
 
 
@@ -291,6 +294,7 @@ def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
     model, report = train_heads(inputs, sources, directory.products.ids, settings,
                                 None if behaviour is None else behaviour.interactions, progress=config.progress)
     notes += write_shared_space(path, directory, model, config, behaviour)
+    report.notes = notes
     return model, report, notes
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from vitrina.engine.learn.behaviour import BehaviourModel
 from vitrina.engine.query.filters import PriceRange
-from vitrina.engine.query.hits import SearchHit, clean_query
+from vitrina.engine.query.hits import Hits, SearchHit, clean_query
 from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, personalise
 from vitrina.index.filters import ProductFilter
 
@@ -40,14 +40,6 @@ class TextSearch:
     def needs_vectors(self) -> bool:
         """Whether the dense side runs, so the queries need encoding."""
         return self.mode != "lexical"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One query's hits, and whether they were personalised (None: no shopper was asked for)."""
-
-    hits: list[SearchHit]
-    personalised: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -75,8 +67,9 @@ def plan_text_search(
 def run_text_search(
     session: SearchSession, search: TextSearch, query_vectors: np.ndarray | None = None,
     behaviour: BehaviourModel | None = None, weight: float = PERSONAL_WEIGHT,
-) -> list[Answer]:
-    """Retrieve (lexical, dense or the hybrid blend, inside the mask), personalise, and group per query.
+) -> list[Hits]:
+    """Retrieve (lexical, dense or the hybrid blend, inside the mask), personalise, and group per query: one
+    Hits per query, saying whether it was personalised (None: the search named no shopper).
 
     query_vectors: the queries already encoded for `search.space` (else they are encoded here).
     behaviour: the model that personalises for `search.user`; without one, answers are not personalised.
@@ -85,9 +78,9 @@ def run_text_search(
     depth = max(search.k, PERSONAL_DEPTH) if personal else search.k
     scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
     if personal:
-        return [Answer(*personalise(session, behaviour, s, r, search.user, search.k, weight)) for s, r in zip(scores, rows)]
+        return [Hits(*personalise(session, behaviour, s, r, search.user, search.k, weight)) for s, r in zip(scores, rows)]
     personalised = None if search.user is None else False
-    return [Answer(session.hits(s, r, k=search.k), personalised) for s, r in zip(scores, rows)]
+    return [Hits(session.hits(s, r, k=search.k), personalised) for s, r in zip(scores, rows)]
 
 
 def plan_image_search(

@@ -1,8 +1,9 @@
-"""What a query and its answers look like: a cleaned query text, a bounded k, and SearchHit."""
+"""What a query and its answers look like: a cleaned query text, a bounded k, SearchHit, and Hits (one answer)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,21 @@ class SearchHit:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "score": round(float(self.score), 6), **self.metadata}
+
+
+class Hits(list[SearchHit]):
+    """One query's hits, best first: a plain list that also says whether it was personalised for a shopper.
+
+    `personalised` is True when a shopper's behaviour re-ranked the hits, False when a shopper was asked for
+    but had nothing to personalise by (plain results, or best sellers for `recommend`), None when no shopper was.
+    """
+
+    def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None) -> None:
+        super().__init__(hits)
+        self.personalised = personalised
+
+    def __repr__(self) -> str:
+        return f"Hits({list.__repr__(self)}, personalised={self.personalised!r})"
 
 
 def check_k(k: int) -> int:

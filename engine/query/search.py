@@ -23,7 +23,7 @@ from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import resolve_index_path
 from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
 from vitrina.engine.query.filters import PriceRange, product_filter as combined_filter
-from vitrina.engine.query.hits import MAX_K, MAX_QUERY_CHARS, SearchHit, check_k, clean_query  # noqa: F401 (their home was here)
+from vitrina.engine.query.hits import MAX_K, MAX_QUERY_CHARS, Hits, SearchHit, check_k, clean_query  # noqa: F401 (their home was here)
 from vitrina.index.filters import FilterColumns, FilterError, ProductFilter
 from vitrina.index.hybrid import fuse
 from vitrina.errors import Param
@@ -229,21 +229,23 @@ class SearchSession:
     def search(
         self, queries: str | Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None, *,
         where: Mapping[str, Any] | None = None, price: PriceRange | None = None, user: str | None = None,
-    ) -> list[list[SearchHit]]:
+    ) -> list[Hits]:
         """Text queries by BM25 (lexical), by vectors (dense: the text, fused or image vectors) or both
-        fused (hybrid, the default where the index has BM25); one hit list per query (a text is one query).
+        fused (hybrid, the default where the index has BM25); one Hits list per query (a text is one query).
 
         `space` defaults to `default_space()`. where / price: filters applied inside retrieval (see
         engine.query.filters). user: results re-ranked by that shopper's behaviour vector (an unknown
-        shopper gets the plain results; an index without events is an error).
+        shopper gets the plain results, `personalised` False; an index without events is an error).
         """
+        if user is not None:
+            check_k(k)  # before the queries are read, as a shopper's search always checked it
         search = plan_text_search(self, queries, k, space, mode, where=where, price=price, user=user)
         behaviour = None
         if user is not None:
             from vitrina.engine.query.personalise import load_behaviour
 
             behaviour = load_behaviour(self)
-        return [answer.hits for answer in run_text_search(self, search, behaviour=behaviour)]
+        return run_text_search(self, search, behaviour=behaviour)
 
     def default_image_space(self) -> str:
         """Where `similar` looks by default: fused once trained, else the image vectors."""

@@ -12,11 +12,12 @@ from vitrina.cli.output import console, print_json, results_table
 from vitrina.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig
 from vitrina.encoders.config import BACKENDS, PRECISIONS
 from vitrina.encoders.image_policy import ImageConfig
+from vitrina.engine.api import Index
 from vitrina.engine.config import ShopperConfig, VitrinaConfig
 from vitrina.engine.data.catalog import CatalogConfig
 from vitrina.engine.data.events import MissingColumnError
 from vitrina.engine.errors import USER_ERRORS, QueryError
-from vitrina.engine.query.search import SearchHit, SearchSession
+from vitrina.engine.query.search import SearchHit
 from vitrina.errors import CLI, worded
 from vitrina.index import IndexConfig, LexicalConfig
 
@@ -58,9 +59,9 @@ def _lexical_config(args: argparse.Namespace) -> LexicalConfig | None:
     return LexicalConfig(stemmer=None if stemmer.lower() == "none" else stemmer)
 
 
-def open_session(args: argparse.Namespace) -> SearchSession:
-    """The search session over DIR, with the models the flags override."""
-    return SearchSession(args.dir, config_from_args(args), text_model=args.text_model, image_model=args.image_model)
+def open_index(args: argparse.Namespace) -> Index:
+    """The index at DIR (a versioned root: its current version), with the models the flags override."""
+    return Index(args.dir, config_from_args(args), text_model=args.text_model, image_model=args.image_model)
 
 
 def k_or_default(args: argparse.Namespace, default: int) -> int:
@@ -93,12 +94,12 @@ def read_query_file(path: Path, value_column: str) -> list[tuple[str, str]]:
     return list(out.items())
 
 
-def emit(args: argparse.Namespace, session: SearchSession, record: dict, title: str, hits: list[SearchHit]) -> None:
+def emit(args: argparse.Namespace, index: Index, record: dict, title: str, hits: list[SearchHit]) -> None:
     """One answer: `record` as a JSON line with --json, else a results table."""
     if args.json:
         print_json(record)
         return
-    catalog = session.manifest.catalog
+    catalog = index.manifest.catalog
     hide = [catalog.get("image_field") or ""]
     console().print(results_table(title, hits, catalog.get("text_fields", []), hide))
 

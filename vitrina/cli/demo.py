@@ -7,10 +7,10 @@ from pathlib import Path
 
 from vitrina.cli.common import add_model_flags, config_from_args
 from vitrina.cli.output import console, results_table
+from vitrina.engine.api import Index
 from vitrina.engine.build.indexing import absolute_spec, build_index
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.demo import DEMO_CATALOG
-from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexManifest, IndexStoreError
 
 DEMO_QUERIES = (
@@ -52,12 +52,12 @@ def run_demo(out: Path | None = None, config: VitrinaConfig | None = None, rebui
                   f"(text {report.seconds.get('text', 0):.1f}s, images {report.seconds.get('image', 0):.1f}s)")
     else:
         con.print(f"Using the demo index in {out} (--rebuild to re-index)")
-    session = SearchSession(out, config)
-    fields = session.manifest.catalog["text_fields"]
-    for query, hits in zip(DEMO_QUERIES, session.search(list(DEMO_QUERIES), k=5)):
+    index = Index(out, config)
+    fields = index.manifest.catalog["text_fields"]
+    for query, hits in zip(DEMO_QUERIES, index.search(list(DEMO_QUERIES), k=5)):
         con.print(results_table(f"Search: {query}", hits, fields, hide=["image"]))
-    title = session.products.metadata(session.products.row_of(DEMO_IMAGE_PRODUCT)).get("title")
-    hits = session.similar_to_product(DEMO_IMAGE_PRODUCT, k=5)
+    title = index.product(DEMO_IMAGE_PRODUCT).get("title")
+    hits = index.similar(DEMO_IMAGE_PRODUCT, k=5)
     con.print(results_table(f"Looks like product {DEMO_IMAGE_PRODUCT} ({title})", hits, fields, hide=["image"]))
     con.print(f"\nTry: vitrina search {out} \"your query\"   |   vitrina similar {out} --image photo.jpg")
     return out

@@ -6,63 +6,42 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from vitrina.cli.common import add_model_flags, k_or_default, open_session
+from vitrina.cli.common import add_model_flags, k_or_default, open_index
 from vitrina.cli.output import console, evaluation_table, print_json
-from vitrina.engine.errors import QueryError
-from vitrina.engine.query.search import SearchSession
+from vitrina.engine.api import Index
 
 if TYPE_CHECKING:
     from vitrina.engine.evaluate.evaluation import Evaluation
 
 
 def cmd_eval_text(args: argparse.Namespace) -> int:
-    from vitrina.engine.evaluate.evaluation import evaluate_text, read_qrels
-
-    session = open_session(args)
-    methods = _text_methods(args.methods)
-    evaluation = evaluate_text(
-        session, read_qrels(args.qrels), k_or_default(args, 10), args.min_relevance, methods,
-        include_trained=args.include_trained, exact=args.exact, progress=not args.quiet, space=args.space,
-    )
-    return _report(args, session, evaluation)
-
-
-def _text_methods(flag: str | None) -> list[str]:
-    """The methods --methods names (all when it is not given)."""
-    from vitrina.engine.evaluate.evaluation import TEXT_METHODS
-
-    methods = [m.strip() for m in flag.split(",")] if flag else list(TEXT_METHODS)
-    bad = [m for m in methods if m not in TEXT_METHODS]
-    if bad:
-        raise QueryError(f"--methods: unknown method {bad[0]!r}; choose from {', '.join(TEXT_METHODS)}")
-    return methods
+    index = open_index(args)
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None  # checked before --qrels is read
+    evaluation = index.evaluate_text(args.qrels, k_or_default(args, 10), min_relevance=args.min_relevance,
+                                     methods=methods, exact=args.exact, include_trained=args.include_trained,
+                                     space=args.space)
+    return _report(args, index, evaluation)
 
 
 def cmd_eval_image(args: argparse.Namespace) -> int:
-    from vitrina.engine.evaluate.evaluation import evaluate_image
-
-    session = open_session(args)
-    evaluation = evaluate_image(session, args.label_field, k_or_default(args, 10), args.queries, args.seed,
-                                not args.quiet, args.space)
-    return _report(args, session, evaluation)
+    index = open_index(args)
+    evaluation = index.evaluate_image(args.label_field, k_or_default(args, 10), queries=args.queries, seed=args.seed,
+                                      space=args.space)
+    return _report(args, index, evaluation)
 
 
 def cmd_eval_cross_modal(args: argparse.Namespace) -> int:
-    from vitrina.engine.evaluate.evaluation import evaluate_cross_modal
-
-    session = open_session(args)
-    evaluation = evaluate_cross_modal(session, k_or_default(args, 10), args.queries, args.seed, not args.quiet)
-    return _report(args, session, evaluation)
+    index = open_index(args)
+    evaluation = index.evaluate_cross_modal(k_or_default(args, 10), queries=args.queries, seed=args.seed)
+    return _report(args, index, evaluation)
 
 
-def _report(args: argparse.Namespace, session: SearchSession, evaluation: Evaluation) -> int:
+def _report(args: argparse.Namespace, index: Index, evaluation: Evaluation) -> int:
     """Write --per-query and --report, then print the summary (JSON with --json, else a table and its notes)."""
     if args.per_query:
         evaluation.write_per_query(args.per_query)
     if getattr(args, "report", None):
-        from vitrina.engine.evaluate.report import write_report
-
-        path = write_report(evaluation, session, args.report)
+        path = index.write_report(evaluation, args.report)
         print(f"vitrina: report written to {path}", file=sys.stderr)
     if args.json:
         print_json(evaluation.to_json())

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitrina.cli.common import add_max_age_flag, config_from_args, emit, k_or_default, open_session, print_lines
+from vitrina.cli.common import add_max_age_flag, config_from_args, emit, k_or_default, open_index, print_lines
 from vitrina.cli.output import hits_json, print_json
 from vitrina.engine.config import RecommendConfig
 from vitrina.engine.errors import QueryError
@@ -25,7 +25,6 @@ EVENT_KINDS = ("view", "click", "cart", "purchase")
 def cmd_events_add(args: argparse.Namespace) -> int:
     from vitrina.engine.data.events import EventFieldConfig
     from vitrina.engine.learn.behaviour import BehaviourConfig
-    from vitrina.engine.learn.feedback import add_events
 
     fields = EventFieldConfig(user_field=args.user_field, product_field=args.product_field, event_field=args.event_field,
                               timestamp_field=args.timestamp_field, weight_field=args.weight_field,
@@ -33,8 +32,9 @@ def cmd_events_add(args: argparse.Namespace) -> int:
     if args.factors < 1 or args.iterations < 1:
         raise QueryError("--factors and --iterations must be at least 1")
     settings = BehaviourConfig(factors=args.factors, iterations=args.iterations)
-    added = add_events(open_session(args), args.file, event_weights(args.weights), fields, refit=args.refit,
-                       settings=settings)
+    index = open_index(args)
+    added = index.add_events(args.file, refit=args.refit, weights=event_weights(args.weights), fields=fields,
+                             settings=settings)
     if args.json:
         print_json(events_added_json(added))
     else:
@@ -105,16 +105,14 @@ def forgotten_lines(gone: Forgotten) -> list[str]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from vitrina.engine.query.recommend import recommend
-
     settings = RecommendConfig(behaviour_weight=args.behaviour_weight, popularity_weight=args.popularity_weight,
                                half_life_days=args.half_life or None)
-    session = open_session(args)
-    hits, personalised = recommend(session, args.user, k_or_default(args, 10), args.include_seen, settings)
-    if not personalised:
+    index = open_index(args)
+    hits = index.recommend(args.user, k_or_default(args, 10), include_seen=args.include_seen, settings=settings)
+    if not hits.personalised:
         print(f"vitrina: note: user {args.user!r} has no events; showing the most popular products", file=sys.stderr)
-    record = {"user": args.user, "personalised": personalised, "results": hits_json(hits)}
-    emit(args, session, record, f"For {args.user}" + ("" if personalised else " (popular)"), hits)
+    record = {"user": args.user, "personalised": hits.personalised, "results": hits_json(hits)}
+    emit(args, index, record, f"For {args.user}" + ("" if hits.personalised else " (popular)"), hits)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from vitrina.cli.common import config_from_args, print_lines
+from vitrina.cli.common import config_from_args, open_index, print_lines
 from vitrina.cli.output import print_json
 from vitrina.engine.errors import QueryError
 
@@ -40,36 +40,36 @@ def train_text_lines(args: argparse.Namespace, result: TrainTextResult) -> list[
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
+    from vitrina.engine.learn.shared_space import TrainConfig
 
     settings = TrainConfig(dim=args.dim, epochs=args.epochs, batch_size=args.train_batch_size,
                            learning_rate=args.learning_rate, heldout=args.heldout, seed=args.seed)
     if settings.learning_rate <= 0:
         raise QueryError("--learning-rate must be > 0")
-    model, report, notes = train_shared_space(args.dir, settings, config_from_args(args))
+    report = open_index(args).train(settings=settings)
     if args.json:
-        print_json(train_json(args.dir, model.dim, report, notes))
+        print_json(train_json(args.dir, report))
     else:
-        print_lines(train_lines(args.dir, model.dim, report, notes))
+        print_lines(train_lines(args.dir, report))
     return 0
 
 
-def train_json(where: str, dim: int, report: TrainReport, notes: list[str]) -> dict:
-    return {"dir": where, "dim": dim, "modalities": report.modalities, "products": report.products,
+def train_json(where: str, report: TrainReport) -> dict:
+    return {"dir": where, "dim": report.dim, "modalities": report.modalities, "products": report.products,
             "trained_on": report.trained_on, "heldout": report.heldout, "epochs": report.epochs_run,
             "best_epoch": report.best_epoch, "validation_recall@10": report.validation_recall_at_10,
             "losses": report.losses, "seconds": report.seconds, "spaces": ["fused", *(
-                ["shared-image"] if "image" in report.modalities else [])], "notes": notes}
+                ["shared-image"] if "image" in report.modalities else [])], "notes": report.notes}
 
 
-def train_lines(where: str, dim: int, report: TrainReport, notes: list[str]) -> list[str]:
+def train_lines(where: str, report: TrainReport) -> list[str]:
     val = report.validation_recall_at_10
     return [
-        (f"Trained the shared space of {where}: {dim}-d heads for {', '.join(report.modalities)} "
+        (f"Trained the shared space of {where}: {report.dim}-d heads for {', '.join(report.modalities)} "
          f"on {report.trained_on} products ({report.heldout} held out) in {report.seconds:.0f} s"),
         (f"  loss per epoch: {', '.join(f'{x:.3f}' for x in report.losses)}; best epoch {report.best_epoch}"
          + (f" (validation recall@10 {val:.3f})" if val is not None else "")),
-        *[f"  note: {note}" for note in notes],
+        *[f"  note: {note}" for note in report.notes],
         "  search and similar now use the fused space by default (--space text|image to choose)",
     ]
 

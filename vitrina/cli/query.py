@@ -7,17 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from vitrina.cli.common import FLAGS, add_model_flags, emit, k_or_default, open_session, read_query_file
+from vitrina.cli.common import FLAGS, add_model_flags, emit, k_or_default, open_index, read_query_file
 from vitrina.cli.output import hits_json, print_json
 from vitrina.encoders import ImageLoadError
 from vitrina.encoders.image_io import load_image
+from vitrina.engine.api import Index
 from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.filters import parse_price, parse_where
-from vitrina.engine.query.search import MODES, SPACES, SearchSession
+from vitrina.engine.query.search import MODES, SPACES
 from vitrina.errors import worded
 from vitrina.index import IndexManifest
-from vitrina.index.versions import resolve_index_path
 
 WHERE_HELP = ("keep products whose catalog column FIELD is VALUE (text case-insensitively); repeatable: every "
               "FIELD must match, and a FIELD given again matches any of its values; FIELD>=X and FIELD<=Y bound "
@@ -27,63 +27,49 @@ T = TypeVar("T")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    session = open_session(args)
-    filters = filters_from_flags(args, session)
+    index = open_index(args)
+    filters = filters_from_flags(args, index)
     if args.queries:
-        return _search_batch(args, session, filters)
+        return _search_batch(args, index, filters)
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
-    if args.user is not None:
-        return _search_for_user(args, session, filters)
-    hits = session.search([args.query], k_or_default(args, 10), space=args.space, mode=args.mode, **filters)[0]
-    emit(args, session, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
+    hits = index.search(args.query, k_or_default(args, 10), space=args.space, mode=args.mode, user=args.user, **filters)
+    if args.user is None:
+        emit(args, index, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
+        return 0
+    if not hits.personalised:
+        print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
+    record = {"query": args.query, "user": args.user, "personalised": hits.personalised, "results": hits_json(hits)}
+    emit(args, index, record, f"Search: {args.query} (for {args.user})", hits)
     return 0
 
 
-def _search_batch(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
+def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any]) -> int:
     if args.user is not None:
         raise QueryError("--user works with one QUERY, not with --queries")
     queries = read_query_file(Path(args.queries), "query")
-    results = session.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
-                             **filters)
+    results = index.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
+                           **filters)
     for (qid, query), hits in zip(queries, results):
-        emit(args, session, {"query_id": qid, "results": hits_json(hits)}, f"{qid}: {query}", hits)
-    return 0
-
-
-def _search_for_user(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
-    from vitrina.engine.learn.feedback import personalised_search
-
-    hits, personal = personalised_search(session, args.query, args.user, k_or_default(args, 10), args.space, args.mode,
-                                         **filters)
-    if not personal:
-        print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
-    record = {"query": args.query, "user": args.user, "personalised": personal, "results": hits_json(hits)}
-    emit(args, session, record, f"Search: {args.query} (for {args.user})", hits)
+        emit(args, index, {"query_id": qid, "results": hits_json(hits)}, f"{qid}: {query}", hits)
     return 0
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    session = open_session(args)
-    filters = filters_from_flags(args, session)
+    index = open_index(args)
+    filters = filters_from_flags(args, index)
     if args.images:
-        return _similar_batch(args, session, filters)
-    k = k_or_default(args, 10)
+        return _similar_batch(args, index, filters)
     if args.id is not None:
-        hits = session.similar_to_product(args.id, k, args.space, **filters)
         query, label = {"id": args.id}, f"product {args.id}"
     else:
-        try:
-            image = load_image(resolve_image_source(args.image, Path.cwd()))
-        except ImageLoadError as exc:
-            raise QueryError(str(exc)) from None
-        hits = session.similar_to_images([image], k, args.space, **filters)[0]
         query, label = {"image": args.image}, args.image
-    emit(args, session, {"query": query, "results": hits_json(hits)}, f"Looks like {label}", hits)
+    hits = index.similar(args.id, image=args.image, k=k_or_default(args, 10), space=args.space, **filters)
+    emit(args, index, {"query": query, "results": hits_json(hits)}, f"Looks like {label}", hits)
     return 0
 
 
-def _similar_batch(args: argparse.Namespace, session: SearchSession, filters: dict[str, Any]) -> int:
+def _similar_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any]) -> int:
     path = Path(args.images)
     loaded: list[tuple[str, object]] = []
     for qid, image in read_query_file(path, "image"):
@@ -92,8 +78,8 @@ def _similar_batch(args: argparse.Namespace, session: SearchSession, filters: di
         except ImageLoadError as exc:
             loaded.append((qid, exc))
     good = [(qid, img) for qid, img in loaded if not isinstance(img, ImageLoadError)]
-    answers = session.similar_to_images([img for _, img in good], k_or_default(args, 100), args.space,
-                                        **filters) if good else []
+    answers = index.similar(image=[img for _, img in good], k=k_or_default(args, 100), space=args.space,
+                            **filters) if good else []
     results = dict(zip([qid for qid, _ in good], answers))
     for qid, img in loaded:
         if isinstance(img, ImageLoadError):
@@ -101,19 +87,19 @@ def _similar_batch(args: argparse.Namespace, session: SearchSession, filters: di
             if args.json:
                 print_json({"query_id": qid, "results": [], "error": str(img)})
         else:
-            emit(args, session, {"query_id": qid, "results": hits_json(results[qid])}, qid, results[qid])
+            emit(args, index, {"query_id": qid, "results": hits_json(results[qid])}, qid, results[qid])
     return 0
 
 
-def filters_from_flags(args: argparse.Namespace, session: SearchSession) -> dict[str, Any]:
+def filters_from_flags(args: argparse.Namespace, index: Index) -> dict[str, Any]:
     """The where= and price= of --where and --price, checked against the index's catalog; a problem names its flag."""
     filters: dict[str, Any] = {}
     if args.where:
         filters["where"] = _naming_flag("--where", lambda: parse_where(args.where))
-        _naming_flag("--where", lambda: session.allowed_rows(where=filters["where"]))
+        _naming_flag("--where", lambda: index.check_filters(where=filters["where"]))
     if args.price is not None:
         filters["price"] = _naming_flag("--price", lambda: parse_price(args.price))
-        _naming_flag("--price", lambda: session.allowed_rows(price=filters["price"]))
+        _naming_flag("--price", lambda: index.check_filters(price=filters["price"]))
     return filters
 
 
@@ -126,7 +112,7 @@ def _naming_flag(flag: str, call: Callable[[], T]) -> T:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    manifest = IndexManifest.load(resolve_index_path(args.dir))
+    manifest = Index.manifest_of(args.dir)
     print(manifest.to_json() if args.json else "\n".join(info_lines(args.dir, manifest)))
     return 0
 
