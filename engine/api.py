@@ -18,13 +18,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union, overload
 
 from PIL import Image
 
-from vitrina.encoders.image_io import decode_image, load_image
 from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
-from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.build.in_place import versioned_in_place
 from vitrina.engine.errors import ArgumentError
 from vitrina.engine.query.hits import Hits
-from vitrina.engine.query.search import SearchHit, SearchSession
+from vitrina.engine.query.search import SearchHit, SearchSession, query_image
 from vitrina.errors import Param
 from vitrina.index import IndexManifest
 from vitrina.index.versions import is_versioned_root, resolve_index_path
@@ -239,7 +237,7 @@ class Index:
         if id is not None:
             return self._session.similar_to_product(str(id), _k(k), space, where=where, price=price)
         many = isinstance(image, (list, tuple))
-        images = [_as_image(item) for item in (image if many else [image])]
+        images = [query_image(item, self.config) for item in (image if many else [image])]
         hits = self._session.similar_to_images(images, _k(k), space, where=where, price=price)
         return hits if many else hits[0]
 
@@ -549,18 +547,6 @@ def _k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int):
         raise ArgumentError("{k} must be a whole number, not {kind}", k=Param("k"), kind=type(k).__name__)
     return k
-
-
-def _as_image(image: Any) -> Image.Image:
-    """An RGB image from a path, a URL, encoded bytes or a PIL image; ImageLoadError when it cannot be read."""
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(image), "the image bytes", 40_000_000)
-    if isinstance(image, (str, os.PathLike)):
-        return load_image(resolve_image_source(os.fspath(image), Path.cwd()))
-    raise ArgumentError("{image} must be a path, a URL, bytes or a PIL image, not {kind}",
-                        image=Param("image"), kind=type(image).__name__)
 
 
 __all__ = ["CatalogData", "ImageInput", "Index", "PriceRange", "Records", "default_config"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -11,12 +12,12 @@ import numpy as np
 from PIL import Image
 
 from vitrina.encoders import Encoder, EncoderError, ImageConfig, load_image_encoder, load_image_space_text_encoder, load_text_encoder
-from vitrina.encoders.image_io import load_image
+from vitrina.encoders.image_io import decode_image, load_image
 from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
 from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.build.indexing import recorded_image_roots, recorded_url_policy
 from vitrina.engine.config import VitrinaConfig
-from vitrina.engine.errors import QueryError
+from vitrina.engine.errors import ArgumentError, QueryError
 from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
@@ -260,13 +261,13 @@ class SearchSession:
         return self.fusion.fused_query("image", vectors) if space == "fused" else vectors
 
     def similar_to_images(
-        self, images: Sequence[Image.Image | str | Path], k: int = 10, space: str | None = None, *,
+        self, images: Sequence[Image.Image | bytes | str | Path], k: int = 10, space: str | None = None, *,
         where: Mapping[str, Any] | None = None, price: PriceRange | None = None,
     ) -> list[list[SearchHit]]:
         """Similar products for each query image (a PIL image, or a path or URL to load), in the image
         space or the fused space; where / price filter inside retrieval."""
         search = plan_image_search(self, k, space, where=where, price=price)
-        return run_image_search(self, search, [_as_image(image) for image in images])
+        return run_image_search(self, search, [query_image(image, self.config) for image in images])
 
     def similar_to_product(
         self, product_id: str, k: int = 10, space: str | None = None, product_filter: ProductFilter | None = None, *,
@@ -306,10 +307,15 @@ class SearchSession:
         return resolve_image_source(str(value), Path(self.manifest.catalog["source"]).parent)
 
 
-def _as_image(image: Image.Image | str | Path) -> Image.Image:
-    """A query image: a PIL image as it is, a path (from the working folder) or an http(s) URL loaded."""
+def query_image(image: Any, config: VitrinaConfig | None = None) -> Image.Image:
+    """A query photo as an RGB image: a PIL image, encoded bytes (within the config's pixel and aspect limits),
+    or a path (from the working folder) or http(s) URL loaded; ImageLoadError when it cannot be read."""
     if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, (str, Path)):
-        return load_image(resolve_image_source(str(image), Path.cwd()))
-    raise QueryError(f"a query image is a PIL image, a path or a URL, not {type(image).__name__}")
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        limits = (config or VitrinaConfig()).encoders
+        return decode_image(bytes(image), "the image bytes", limits.image_max_pixels, limits.image_max_aspect)
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(resolve_image_source(os.fspath(image), Path.cwd()))
+    raise ArgumentError("{image} must be a path, a URL, bytes or a PIL image, not {kind}",
+                        image=Param("image"), kind=type(image).__name__)
