@@ -20,6 +20,7 @@ from PIL import Image
 
 from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
 from vitrina.engine.build.in_place import versioned_in_place
+from vitrina.engine.data.catalog import records_table
 from vitrina.engine.errors import ArgumentError
 from vitrina.engine.query.hits import Hits
 from vitrina.engine.query.search import SearchHit, SearchSession, query_image
@@ -521,13 +522,10 @@ def _catalog_input(data: CatalogData) -> Any:
 
 
 def _as_arrow(rows: Any, name: str) -> "pyarrow.Table | None":
-    """Rows as a pyarrow Table when they are a DataFrame or a Table; None for a list of dicts."""
-    import pyarrow as pa
-
-    if isinstance(rows, pa.Table):
-        return rows
-    if type(rows).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(rows, preserve_index=False)
+    """Rows as a pyarrow Table when they are a DataFrame or a Table (as catalogs read them); None for a list of dicts."""
+    table = records_table(rows)
+    if table is not None:
+        return table
     if isinstance(rows, Mapping) or not isinstance(rows, Sequence):
         raise ArgumentError("{name} must be a file, a list of dicts, a DataFrame or a pyarrow Table, not {kind}",
                             name=Param(name), kind=type(rows).__name__)

@@ -396,7 +396,7 @@ def resolve_image_source(raw: str, base_dir: Path) -> str:
 
 # --- records given in Python ------------------------------------------------------------------------------------
 
-def _records_table(catalog: object) -> "pyarrow.Table | None":
+def records_table(catalog: object) -> "pyarrow.Table | None":
     """A pyarrow Table as it is, a pandas DataFrame (recognised by its shape, pandas is not imported) as a
     Table; None for anything else."""
     import pyarrow as pa
@@ -414,7 +414,7 @@ def _records_table(catalog: object) -> "pyarrow.Table | None":
 def _stream_given_records(catalog: object) -> tuple[list[str], Iterator[tuple[str, dict]], Callable[[], str], int]:
     """The column names, a stream of (where, record), a content fingerprint and the number of records given
     in Python."""
-    table = _records_table(catalog)
+    table = records_table(catalog)
     if table is not None:
         return _table_records(table)
     if isinstance(catalog, (bytes, bytearray, Mapping)) or not isinstance(catalog, Iterable):
