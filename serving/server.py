@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,11 +24,16 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch, re
 
 
 def run_server(index_path: Path, config: VitrinaConfig, serving: ServingConfig, *, host: str, port: int,
-               workers: int = 1, access_log: bool = False, verbose: bool = False) -> None:
-    """Serve `index_path` until stopped: the app in this process, or `workers` uvicorn worker processes."""
+               workers: int = 1, access_log: bool = False, verbose: bool = False, banner: str | None = None) -> None:
+    """Serve `index_path` until stopped: the app in this process, or `workers` uvicorn worker processes.
+
+    banner: a line for stderr once the settings are checked, just before the server starts.
+    """
     if workers < 1:
         raise QueryError(f"workers must be at least 1, got {workers}")
     check_rate_limit_storage(serving)
+    if banner is not None:
+        print(banner, file=sys.stderr)
     options = server_options(serving, access_log, verbose)
     if workers == 1:
         uvicorn.run(create_app(index_path, config, serving), host=host, port=port, **options)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,18 +18,17 @@ if TYPE_CHECKING:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vitrina.serving.server import check_rate_limit_storage, run_server
+    from vitrina.serving.server import run_server
 
     IndexManifest.load(resolve_index_path(args.dir))  # a clear error now, not in a worker
     if args.workers < 1:
         raise QueryError(f"--workers must be at least 1, got {args.workers}")
     config, serving = serve_configs(args)
-    check_rate_limit_storage(serving)  # before the line below, as run_server would only after it
     writes = "need the API key" if serving.api_key else "are disabled (set VITRINA_API_KEY to enable them)"
-    print(f"vitrina: serving {args.dir} on http://{args.host}:{args.port} (page /, API docs /docs); "
-          f"writes and admin {writes}", file=sys.stderr)
+    banner = (f"vitrina: serving {args.dir} on http://{args.host}:{args.port} (page /, API docs /docs); "
+              f"writes and admin {writes}")
     run_server(Path(args.dir), config, serving, host=args.host, port=args.port, workers=args.workers,
-               access_log=args.access_log, verbose=args.verbose)
+               access_log=args.access_log, verbose=args.verbose, banner=banner)
     return 0
 
 
