@@ -33,7 +33,7 @@ import pandas as pd
 
 from benchutil import DATA, DEFAULT_OUT, markdown_table
 from vitrina.engine.config import RecommendConfig, VitrinaConfig
-from vitrina.engine.learn.feedback import load_behaviour
+from vitrina.engine.query.personalise import load_behaviour
 from vitrina.engine.query.recommend import best_sellers, popularity, score_for_user
 from vitrina.engine.query.search import SearchSession
 

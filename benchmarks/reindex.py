@@ -43,7 +43,7 @@ from vitrina.encoders import load_image_encoder, load_text_encoder
 from vitrina.encoders.image_io import load_images
 from vitrina.engine.data.catalog import read_catalog
 from vitrina.engine.config import VitrinaConfig
-from vitrina.engine.build.indexing import absolute_spec, encode_texts
+from vitrina.engine.build.encode import absolute_spec, encode_texts
 from vitrina.engine.build.reindex import ReindexConfig, reindex
 from vitrina.index.product_index import ProductIndex
 from vitrina.index.tuning import exact_neighbours, recall_at_k, sample_queries, tune_search

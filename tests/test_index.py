@@ -141,7 +141,7 @@ def test_save_replaces_an_index_but_never_a_foreign_directory(tmp_path):
 
 
 def test_model_specs_with_local_paths_are_stored_absolute(tmp_path, monkeypatch):
-    from vitrina.engine.build.indexing import absolute_spec
+    from vitrina.engine.build.encode import absolute_spec
 
     (tmp_path / "clipdir").mkdir()
     (tmp_path / "resnet50").mkdir()  # a folder named like a built-in model does not shadow it

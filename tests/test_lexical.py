@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vitrina.engine.errors import QueryError
-from vitrina.engine.query.search import MAX_QUERY_CHARS, clean_query
+from vitrina.engine.query.hits import MAX_QUERY_CHARS, clean_query
 from vitrina.index import Analyzer, IndexStoreError, LexicalIndex, LexicalConfig
 from vitrina.index.hybrid import HybridConfig, fuse, reciprocal_rank_fusion, score_blend
 

@@ -9,17 +9,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vitrina.engine.build.assemble import (build_space, describe_runtime, exported_dirs, image_roots, image_url_rules,
-                                           recorded_image_roots, recorded_url_policy)
-from vitrina.engine.build.encode import absolute_spec, encode_texts
 from vitrina.engine.build.pipeline import MemoryShards, Plan, ReindexConfig, build
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogSource, read_catalog
 from vitrina.index import IndexManifest
 
-# build_index, and the helpers that lived here before the pipeline split (imported from here by other packages)
-__all__ = ["IndexReport", "build_index", "absolute_spec", "encode_texts", "build_space", "describe_runtime",
-           "exported_dirs", "image_roots", "image_url_rules", "recorded_image_roots", "recorded_url_policy"]
+__all__ = ["IndexReport", "build_index"]
 
 
 @dataclass

@@ -21,8 +21,7 @@ from tqdm import tqdm
 
 from vitrina.engine import __version__
 from vitrina.engine.build.encode import Previous
-from vitrina.engine.build.pipeline import (ENGINES, Plan, ReindexConfig, StageHook, build, publish_version,
-                                           root_lock, save_version)
+from vitrina.engine.build.pipeline import Plan, ReindexConfig, StageHook, build, publish_version, root_lock
 from vitrina.engine.build.shards import ShardStore
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogOrigin, CatalogSource, CatalogStream, stream_catalog
@@ -30,7 +29,7 @@ from vitrina.index.versions import check_root, is_versioned_root, resolve_index_
 
 WORK_DIR = ".reindex"
 # reindex, and the pipeline's names that callers import from here
-__all__ = ["WORK_DIR", "ReindexReport", "reindex", "ReindexConfig", "ENGINES", "StageHook", "root_lock", "save_version"]
+__all__ = ["WORK_DIR", "ReindexConfig", "ReindexReport", "StageHook", "reindex"]
 
 
 @dataclass

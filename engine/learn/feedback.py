@@ -21,7 +21,7 @@ from vitrina.engine.learn.shared_space import refresh_shared_space
 from vitrina.engine.learn.shoppers import ShopperState
 from vitrina.engine.query.compose import plan_text_search, run_text_search
 from vitrina.engine.query.filters import PriceRange
-from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, load_behaviour, personalise  # noqa: F401 (also imported from here)
+from vitrina.engine.query.personalise import PERSONAL_WEIGHT, load_behaviour
 from vitrina.engine.query.search import SearchHit, SearchSession, check_k
 
 

@@ -26,7 +26,8 @@ from vitrina.encoders.text_training import (
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
 from vitrina.engine.evaluate.evaluation import Qrels, product_texts, read_qrels
-from vitrina.engine.build.indexing import build_space, encode_texts
+from vitrina.engine.build.assemble import build_space
+from vitrina.engine.build.encode import encode_texts
 from vitrina.engine.query.search import SearchSession
 from vitrina.engine.data.splits import heldout_bucket
 from vitrina.index import IndexDirectory

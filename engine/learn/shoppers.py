@@ -406,7 +406,7 @@ class Forgotten:
 def forget(path: Path, user: str, config: VitrinaConfig) -> Forgotten:
     """Remove a shopper everywhere under an index root: their events from the log, their vector, and their
     part in every product vector (each version's model refit from the remaining log), fused vectors too."""
-    from vitrina.engine.build.reindex import root_lock
+    from vitrina.engine.build.pipeline import root_lock
 
     root = events_root(Path(path))
     live = resolve_index_path(root)

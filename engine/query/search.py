@@ -15,7 +15,7 @@ from vitrina.encoders import Encoder, EncoderError, ImageConfig, load_image_enco
 from vitrina.encoders.image_io import decode_image, load_image
 from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
 from vitrina.engine.data.catalog import resolve_image_source
-from vitrina.engine.build.indexing import recorded_image_roots, recorded_url_policy
+from vitrina.engine.build.assemble import recorded_image_roots, recorded_url_policy
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import ArgumentError, QueryError
 from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
@@ -24,7 +24,7 @@ from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import resolve_index_path
 from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
 from vitrina.engine.query.filters import PriceRange, product_filter as combined_filter
-from vitrina.engine.query.hits import MAX_K, MAX_QUERY_CHARS, Hits, SearchHit, check_k, clean_query  # noqa: F401 (their home was here)
+from vitrina.engine.query.hits import Hits, SearchHit, check_k, clean_query
 from vitrina.index.filters import FilterColumns, FilterError, ProductFilter
 from vitrina.index.hybrid import fuse
 from vitrina.errors import Param

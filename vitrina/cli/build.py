@@ -8,7 +8,8 @@ from pathlib import Path
 from vitrina.cli.common import add_catalog_flags, config_from_args, print_lines
 from vitrina.cli.output import print_json
 from vitrina.engine.build.indexing import IndexReport, build_index
-from vitrina.engine.build.reindex import ENGINES, ReindexConfig, ReindexReport, reindex
+from vitrina.engine.build.pipeline import ENGINES
+from vitrina.engine.build.reindex import ReindexConfig, ReindexReport, reindex
 from vitrina.engine.build.updates import UpdateReport, delete, upsert
 from vitrina.index import IndexManifest
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from vitrina.cli.common import add_model_flags, config_from_args
 from vitrina.cli.output import console, results_table
 from vitrina.engine.api import Index
-from vitrina.engine.build.indexing import absolute_spec, build_index
+from vitrina.engine.build.encode import absolute_spec
+from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.demo import DEMO_CATALOG
 from vitrina.index import IndexManifest, IndexStoreError
