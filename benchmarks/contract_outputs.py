@@ -7,9 +7,9 @@ Usage
   python benchmarks/contract_outputs.py compare OLD_DIR NEW_DIR [--strict]
 
 `--vitrina` is shlex-split and every case appends its arguments to it, e.g.
-  --vitrina "env PYTHONPATH=/work/wt-baseline /work/main/.venv/bin/python -m engine.cli"   (the old code)
-  --vitrina "/work/main/.venv/bin/vitrina"                                                 (the new package)
-`--catalog` (default /work/wt-baseline/engine/demo_data/products.csv) is the input of both runs: it and the
+  --vitrina "env PYTHONPATH=OLD_CHECKOUT .venv/bin/python -m engine.cli"   (an old checkout, before `vitrina`)
+  --vitrina ".venv/bin/vitrina"                                            (this checkout)
+`--catalog` (default: this repository's engine/demo_data/products.csv) is the input of both runs: it and the
 `images/` folder beside it are copied into a fresh temporary directory, which is the working directory of
 every command; every input file a case needs is derived from it there, deterministically.
 
@@ -71,7 +71,7 @@ from pathlib import Path
 
 import httpx
 
-DEFAULT_CATALOG = "/work/wt-baseline/engine/demo_data/products.csv"
+DEFAULT_CATALOG = str(Path(__file__).resolve().parents[1] / "engine" / "demo_data" / "products.csv")
 API_KEY = "test-key"
 BASE_ENV = {"HF_HUB_OFFLINE": "1", "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1", "VITRINA_API_KEY": API_KEY}
 COMMAND_TIMEOUT_S = 300
