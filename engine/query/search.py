@@ -167,6 +167,13 @@ class SearchSession:
         """hybrid for text search (text or fused space) when the index has a lexical index, else dense."""
         return "hybrid" if space in ("text", "fused") and self.directory.lexical is not None else "dense"
 
+    def corrected_query(self, query: str, mode: str = "hybrid") -> str | None:
+        """The query as the lexical leg searches it once typos are corrected (`index.typos`), or None where it
+        searches it as typed (no change, dense mode, or an index without a vocabulary)."""
+        lexical = self.directory.lexical
+        correction = lexical.correct(clean_query(query)) if lexical is not None and mode != "dense" else None
+        return None if correction is None else correction.text
+
     def encode_queries(self, queries: Sequence[str], space: str = "text") -> np.ndarray:
         """Query vectors for the dense side of `retrieve` (to encode once and reuse across modes)."""
         return self._encode_clean([clean_query(q) for q in queries], self._check_space(space))

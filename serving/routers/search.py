@@ -40,7 +40,7 @@ def router(deps: Dependencies) -> APIRouter:
         # (benchmarks/serving_load.py: p99 150-170 ms in threads, 86-100 ms inline at 100 req/s).
         answer = run_text_search(index.session, plan, None if vector is None else vector[None, :], index.behaviour)[0]
         index.metrics.index_seconds.labels(plan.space).observe(time.perf_counter() - started)
-        return results(index, answer, answer.personalised)
+        return results(index, answer, answer.personalised, answer.corrected_query)
 
     @routes.post("/search/image", response_model=Results, response_model_exclude_unset=True, dependencies=deps.read,
                  summary="Products that look like an uploaded photo")
