@@ -11,6 +11,7 @@ import pytest
 import vitrina
 from vitrina.index import LexicalIndex
 from vitrina.index.typos import VOCABULARY_FILE, max_distance
+from vitrina.index.versions import resolve_index_path
 from tests.helpers import demo_rows, run_cli, write_csv
 from tests.serving_util import ready_client
 
@@ -113,6 +114,23 @@ def test_jaket_finds_jackets_on_the_demo_catalog(demo_index):
     assert index.search("jaket", k=5, mode="dense").corrected_query is None  # dense searches as typed
     clean = index.search("black jacket", k=5)
     assert clean.corrected_query is None and "corrected_query" not in repr(clean)
+
+
+def test_clean_queries_answer_exactly_as_without_a_vocabulary(demo_index, tmp_path):
+    """A copy of the index without vocabulary.json is an index built before typo tolerance."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(resolve_index_path(demo_index), old)  # one version: a plain index directory
+    (old / "lexical" / VOCABULARY_FILE).unlink()
+    config = vitrina.VitrinaConfig(progress=False)
+    new_index, old_index = vitrina.Index.open(demo_index, config), vitrina.Index.open(old, config)
+    queries = ["black leather wallet", "running shoes for men", "analog watch", "blue jeans", "red top for women"]
+    for mode in ("lexical", "hybrid"):
+        for new, before in zip(new_index.search(queries, k=10, mode=mode), old_index.search(queries, k=10, mode=mode)):
+            assert new.corrected_query is None and before.corrected_query is None
+            assert [(h.id, h.score) for h in new] == [(h.id, h.score) for h in before]
+    assert old_index.search("jaket", k=5).corrected_query is None  # no vocabulary: searched as typed
 
 
 def test_cli_json_says_corrected_query_only_when_the_query_changed(demo_index):
