@@ -20,8 +20,8 @@ Figures (nDCG@10, unjudged products count 0, as `vitrina eval text`):
 
 Without --index, a BM25 index of homedepot/products.csv titles is built in memory (seconds). With
 --index DIR (an index of homedepot/products.csv built by `vitrina index`), --mode picks lexical or
-hybrid search through the index (the dense leg sees the query as typed, as `search` does today); hybrid
-adds two figures where the dense leg is fed the corrected query too ("dense too").
+hybrid search through the index. In hybrid, the rows without "dense too" feed the dense leg the query
+as typed, the "dense too" rows the corrected query (what `search` does: `SearchSession.dense_text`).
 
     .venv/bin/python benchmarks/typos.py                     # BM25, all dev queries
     .venv/bin/python benchmarks/typos.py --limit 2000 --seed 0

@@ -116,6 +116,17 @@ def test_jaket_finds_jackets_on_the_demo_catalog(demo_index):
     assert clean.corrected_query is None and "corrected_query" not in repr(clean)
 
 
+def test_hybrid_dense_leg_reads_the_corrected_query(demo_index):
+    from vitrina.engine.query.compose import plan_text_search
+    from vitrina.engine.query.search import SearchSession
+
+    session = SearchSession(demo_index, vitrina.VitrinaConfig(progress=False))
+    assert session.dense_text("jaket", "hybrid") == "jacket" and session.dense_text("jaket", "dense") == "jaket"
+    assert plan_text_search(session, "jaket", 5, mode="hybrid").dense_queries == ("jacket",)
+    fed = session.retrieve(["jaket"], 5, "text", "hybrid", session.encode_queries(["jacket"]))
+    assert all(np.array_equal(a, b) for a, b in zip(session.retrieve(["jaket"], 5, "text", "hybrid"), fed))
+
+
 def test_clean_queries_answer_exactly_as_without_a_vocabulary(demo_index, tmp_path):
     """A copy of the index without vocabulary.json is an index built before typo tolerance."""
     import shutil

@@ -36,9 +36,11 @@ class TextSearch:
     allowed: np.ndarray | None = None  # boolean mask over product rows; None: every row
     user: str | None = None
 
+    dense_queries: tuple[str, ...] = ()  # what the dense leg encodes (`SearchSession.dense_text`); () : `queries`
+
     @property
     def needs_vectors(self) -> bool:
-        """Whether the dense side runs, so the queries need encoding."""
+        """Whether the dense side runs, so the queries need encoding (`dense_queries`)."""
         return self.mode != "lexical"
 
 
@@ -61,7 +63,8 @@ def plan_text_search(
     space = space or session.default_space()
     mode = mode or session.default_mode(space)
     allowed = session.allowed_rows(product_filter, where=where, price=price)
-    return TextSearch(cleaned, k, space, mode, allowed, None if user is None else str(user))
+    dense = tuple(session.dense_text(q, mode) for q in cleaned) if mode == "hybrid" else cleaned
+    return TextSearch(cleaned, k, space, mode, allowed, None if user is None else str(user), dense)
 
 
 def run_text_search(

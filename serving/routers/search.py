@@ -33,7 +33,7 @@ def router(deps: Dependencies) -> APIRouter:
     ) -> dict[str, Any]:
         plan = plan_text_search(index.session, q, k, space, mode, where=parse_where(where or ()), user=user,
                                 product_filter=request_filter(category, brand, price_min, price_max))
-        vector = await index.text_vector(plan.queries[0], plan.space) if plan.needs_vectors else None
+        vector = await index.text_vector((plan.dense_queries or plan.queries)[0], plan.space) if plan.needs_vectors else None
         started = time.perf_counter()
         # On the event loop, not a thread: retrieval is ~2 ms of mostly GIL-holding Python and numpy,
         # and handing it to a thread pool costs more in GIL hand-offs than it frees the loop
