@@ -162,5 +162,10 @@ def test_http_search_says_corrected_query_only_when_the_query_changed(demo_index
         clean = client.get("/search", params={"q": "jacket", "k": 3, "mode": "lexical"}).json()
         assert "corrected_query" not in clean
         assert [h["id"] for h in clean["results"]] == [h["id"] for h in body["results"]]
+        hybrid = client.get("/search", params={"q": "jaket", "k": 3}).json()  # the dense leg encodes "jacket"
+        session = client.app.state.holder.current.session
+        python = session.search("jaket", k=3)[0]
+        assert hybrid["corrected_query"] == "jacket" == python.corrected_query
+        assert [h["id"] for h in hybrid["results"]] == [h.id for h in python]
     finally:
         client.__exit__(None, None, None)
