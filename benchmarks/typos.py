@@ -192,7 +192,8 @@ def main() -> None:
         figures["typo, corrected, dense too"] = ndcg(typed, True, True)
     changed_clean = sum(correction(q) is not None for q in clean)
     fixed = sum(correction(t) is not None for t in typed)
-    restored = sum((correction(t) or t).lower() == c.lower() for t, c in zip(typed, clean))
+    same = lambda a, b: a.lower().split() == b.lower().split()  # noqa: E731 (the session collapses spaces)
+    restored = sum(same(correction(t) or t, c) for t, c in zip(typed, clean))
     base = figures["clean, no fix"][0]
     rows = [[name, f"{value:.4f}", f"{value / base:.3f}", f"{seconds:.1f}"] for name, (value, seconds) in figures.items()]
     print(f"\n{label}, Home Depot dev queries, seed {args.seed}")
