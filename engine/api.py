@@ -205,6 +205,8 @@ class Index:
         Returns Hits, a list of hits: each has `id`, `score` and `product` (the catalog row as a dict).
         With `user`, `hits.personalised` says whether the shopper's behaviour re-ranked them (False: the
         shopper has no behaviour vector yet, and the hits are the plain results); without, it is None.
+        `hits.corrected_query` is the query the BM25 leg searched where it corrected misspelled words to
+        catalog words ("jaket" -> "jacket"), else None.
         Raises QueryError for a filter on a column the catalog lacks (see `check_filters`).
         """
         queries = _queries(query)

@@ -4,6 +4,9 @@ Product titles are full of measurements (`1/2 in.`, `36"`, `5 gal.`) that shoppe
 spellings (`1/2 inch`, `36 in`). The analyser folds case, accents and quote marks, keeps numbers
 (fractions and decimals included) and, after a number, adds one token joining it to its unit in a
 canonical spelling, so `36"`, `36 in.` and `36 inches` all give `36` and `36in`.
+
+Query words the catalog never uses are corrected to catalog words (`index.typos`) when the index
+has a vocabulary (`vocabulary.json` beside the BM25 files); the corrected words score below exact ones.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import bm25s
 import numpy as np
 
 from vitrina.index.errors import IndexStoreError
+from vitrina.index.typos import _ANY_WORD, FUZZY_WEIGHT, Correction, Vocabulary, is_fuzzable
 
 ANALYZER = "vitrina-units-1"
 
@@ -113,18 +117,67 @@ class Analyzer:
 class LexicalIndex:
     """BM25 over one text per product row."""
 
-    def __init__(self, retriever: bm25s.BM25, settings: LexicalConfig, count: int) -> None:
+    def __init__(self, retriever: bm25s.BM25, settings: LexicalConfig, count: int,
+                 vocabulary: Vocabulary | None = None) -> None:
         self.retriever = retriever
         self.settings = settings
         self.count = count
         self.analyzer = Analyzer(settings)
+        self.vocabulary = vocabulary  # None (an index built before typo tolerance): queries are never corrected
+        self.correct_typos = True  # False: search the query as typed even where a vocabulary exists
+        self._corrections: dict[str, Correction | None] = {}
 
     @classmethod
     def build(cls, texts: Sequence[str], settings: LexicalConfig | None = None) -> "LexicalIndex":
         settings = settings or LexicalConfig()
-        index = cls(bm25s.BM25(method=settings.method, k1=settings.k1, b=settings.b), settings, len(texts))
+        index = cls(bm25s.BM25(method=settings.method, k1=settings.k1, b=settings.b), settings, len(texts),
+                    Vocabulary.build(fold(t) for t in texts))
         index.retriever.index([index.analyzer.tokens(t) for t in texts], show_progress=False)
         return index
+
+    def correct(self, query: str) -> Correction | None:
+        """The query with its misspelled words corrected to catalog words, or None where nothing changed
+        (no vocabulary, correction off, or every word known, too short, or holding a digit)."""
+        if self.vocabulary is None or not self.correct_typos:
+            return None
+        if query in self._corrections:
+            return self._corrections[query]
+        fixes: dict[str, str] = {}
+        vocab = self.retriever.vocab_dict
+        for word in _ANY_WORD.findall(fold(query)):
+            if word in fixes or not is_fuzzable(word) or word in self.vocabulary or word in _UNIT_OF:
+                continue
+            tokens = self.analyzer.tokens(word)
+            if not tokens or any(t in vocab for t in tokens):  # a stopword, or a known stem ("jacketing")
+                continue
+            right = self.vocabulary.suggest(word)
+            if right is not None:
+                fixes[word] = right
+        correction = None
+        if fixes:
+            text = _ANY_WORD.sub(lambda m: fixes.get(fold(m.group()), m.group()), query)
+            correction = Correction(text, tuple(fixes.items()))
+        if len(self._corrections) >= 10_000:
+            self._corrections.clear()
+        self._corrections[query] = correction
+        return correction
+
+    def _doc_scores(self, query: str) -> np.ndarray | None:
+        """BM25 scores of every product for the query (corrected words weighted FUZZY_WEIGHT), or None
+        where no query token is in the catalog."""
+        ids = self._token_ids(query)
+        correction = self.correct(query)
+        fuzzy: list[int] = []
+        if correction is not None:
+            vocab = self.retriever.vocab_dict
+            fuzzy = [vocab[t] for t in self.analyzer.tokens(" ".join(right for _, right in correction.fixes))
+                     if t in vocab and vocab[t] not in ids]
+        if not ids and not fuzzy:
+            return None
+        scores = self.retriever.get_scores(ids) if ids else np.zeros(self.count, dtype=np.float32)
+        if fuzzy:
+            scores = scores + np.float32(FUZZY_WEIGHT) * self.retriever.get_scores(fuzzy)
+        return scores
 
     def search(self, queries: Sequence[str], k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (len(queries), k) best first; rows -1 where fewer products match.
@@ -135,10 +188,10 @@ class LexicalIndex:
         k_eff = min(k, self.count)
         scores = np.zeros((len(queries), k), dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
-        for i, ids in enumerate(self._token_ids(q) for q in queries):
-            if not ids or k_eff == 0:
+        for i, query in enumerate(queries):
+            doc_scores = self._doc_scores(query) if k_eff else None
+            if doc_scores is None:
                 continue
-            doc_scores = self.retriever.get_scores(ids)
             if allowed is not None:
                 doc_scores = np.where(allowed, doc_scores, 0.0)
             if k_eff < len(doc_scores):  # every product scoring at least the k-th best, so ties resolve by row
@@ -154,18 +207,20 @@ class LexicalIndex:
 
     def scores_of(self, query: str, rows: np.ndarray) -> np.ndarray:
         """The BM25 score of `query` for each of `rows` (0 where no token matches)."""
-        ids = self._token_ids(query)
-        if not ids:
+        scores = self._doc_scores(query)
+        if scores is None:
             return np.zeros(len(rows), dtype=np.float32)
-        return self.retriever.get_scores(ids)[np.asarray(rows, dtype=np.int64)]
+        return scores[np.asarray(rows, dtype=np.int64)]
 
     def coverage_of(self, query: str, rows: np.ndarray) -> np.ndarray:
         """Share of the query's distinct tokens that each of `rows` contains (0 to 1).
 
         Tokens the catalog never uses count as missing, so "all words present" scores 1 only when
-        the product really holds every word, number and unit of the query.
+        the product really holds every word, number and unit of the query. A corrected query counts
+        the corrected words, not the typed ones.
         """
-        tokens = set(self.analyzer.tokens(query))
+        correction = self.correct(query)
+        tokens = set(self.analyzer.tokens(query if correction is None else correction.text))
         rows = np.asarray(rows, dtype=np.int64)
         found = np.zeros(len(rows), dtype=np.float64)
         if not tokens:
@@ -186,6 +241,8 @@ class LexicalIndex:
 
     def save(self, directory: Path) -> None:
         self.retriever.save(str(directory), show_progress=False)
+        if self.vocabulary is not None:
+            self.vocabulary.save(directory)
 
     @classmethod
     def load(cls, directory: Path, described: dict) -> "LexicalIndex":
@@ -206,4 +263,4 @@ class LexicalIndex:
         if retriever.scores.get("num_docs", count) != count:
             raise IndexStoreError(f"the lexical index in {directory} covers {retriever.scores.get('num_docs')} products, "
                                   f"the manifest says {count}; re-index the catalog")
-        return cls(retriever, settings, count)
+        return cls(retriever, settings, count, Vocabulary.load(directory))

@@ -19,12 +19,16 @@ def known(index: LiveIndex, product_id: str) -> int:
     return index.session.products.row_of(product_id)
 
 
-def results(index: LiveIndex, hits: list[SearchHit], personalised: bool | None = None) -> dict[str, Any]:
-    """`{"results": [...], "index_version": ...}`, with `personalised` when a shopper was asked for."""
+def results(index: LiveIndex, hits: list[SearchHit], personalised: bool | None = None,
+            corrected_query: str | None = None) -> dict[str, Any]:
+    """`{"results": [...], "index_version": ...}`, with `personalised` when a shopper was asked for and
+    `corrected_query` when typos in the query were corrected."""
     out: dict[str, Any] = {"results": [clean_metadata(public_image(index, h.id, h.to_json())) for h in hits],
                            "index_version": index.version}
     if personalised is not None:
         out["personalised"] = personalised
+    if corrected_query is not None:
+        out["corrected_query"] = corrected_query
     return out
 
 

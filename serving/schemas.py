@@ -17,6 +17,7 @@ class Results(BaseModel):
     results: list[Hit]
     index_version: str
     personalised: bool | None = None
+    corrected_query: str | None = None  # the query as searched, where typos were corrected ("did you mean")
 
 
 class EventIn(BaseModel):

@@ -29,7 +29,7 @@ from vitrina.engine.evaluate.relevance import (
     reciprocal_rank_at_k,
 )
 from vitrina.engine.learn.fusion import FUSED_SPACE, SHARED_IMAGE_SPACE
-from vitrina.engine.query.search import SearchSession, check_k
+from vitrina.engine.query.search import SearchSession, check_k, clean_query
 from vitrina.engine.data.splits import heldout_bucket
 from vitrina.index import IndexConfig, ProductIndex
 from vitrina.errors import Param
@@ -292,9 +292,17 @@ def evaluate_text(
         notes.append(f"encoding the {len(texts)} queries took {time.perf_counter() - started:.1f} s "
                      "(not included in the dense and hybrid seconds)")
 
+    hybrid_vectors = vectors
+    if vectors is not None and "hybrid" in methods:  # the dense leg of hybrid reads corrected queries
+        changed = [i for i, t in enumerate(texts) if session.dense_text(t, "hybrid") != clean_query(t)]
+        if changed:
+            hybrid_vectors = vectors.copy()
+            hybrid_vectors[changed] = session.encode_queries([session.dense_text(texts[i], "hybrid") for i in changed], space)
+
     def run(mode: str):
         def retrieve(batch):
-            batch_vectors = None if vectors is None or mode == "lexical" else vectors[batch]
+            chosen = hybrid_vectors if mode == "hybrid" else vectors
+            batch_vectors = None if chosen is None or mode == "lexical" else chosen[batch]
             return session.retrieve([texts[i] for i in batch], DEPTH, space, mode, batch_vectors)
 
         return retrieve

@@ -36,9 +36,11 @@ class TextSearch:
     allowed: np.ndarray | None = None  # boolean mask over product rows; None: every row
     user: str | None = None
 
+    dense_queries: tuple[str, ...] = ()  # what the dense leg encodes (`SearchSession.dense_text`); () : `queries`
+
     @property
     def needs_vectors(self) -> bool:
-        """Whether the dense side runs, so the queries need encoding."""
+        """Whether the dense side runs, so the queries need encoding (`dense_queries`)."""
         return self.mode != "lexical"
 
 
@@ -61,7 +63,8 @@ def plan_text_search(
     space = space or session.default_space()
     mode = mode or session.default_mode(space)
     allowed = session.allowed_rows(product_filter, where=where, price=price)
-    return TextSearch(cleaned, k, space, mode, allowed, None if user is None else str(user))
+    dense = tuple(session.dense_text(q, mode) for q in cleaned) if mode == "hybrid" else cleaned
+    return TextSearch(cleaned, k, space, mode, allowed, None if user is None else str(user), dense)
 
 
 def run_text_search(
@@ -69,7 +72,8 @@ def run_text_search(
     behaviour: BehaviourModel | None = None, weight: float = PERSONAL_WEIGHT,
 ) -> list[Hits]:
     """Retrieve (lexical, dense or the hybrid blend, inside the mask), personalise, and group per query: one
-    Hits per query, saying whether it was personalised (None: the search named no shopper).
+    Hits per query, saying whether it was personalised (None: the search named no shopper) and, where the
+    lexical leg corrected typos, the corrected query.
 
     query_vectors: the queries already encoded for `search.space` (else they are encoded here).
     behaviour: the model that personalises for `search.user`; without one, answers are not personalised.
@@ -77,10 +81,12 @@ def run_text_search(
     personal = search.user is not None and behaviour is not None
     depth = max(search.k, PERSONAL_DEPTH) if personal else search.k
     scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
+    corrected = [session.corrected_query(q, search.mode) for q in search.queries]
     if personal:
-        return [Hits(*personalise(session, behaviour, s, r, search.user, search.k, weight)) for s, r in zip(scores, rows)]
+        return [Hits(*personalise(session, behaviour, s, r, search.user, search.k, weight), corrected_query=c)
+                for s, r, c in zip(scores, rows, corrected)]
     personalised = None if search.user is None else False
-    return [Hits(session.hits(s, r, k=search.k), personalised) for s, r in zip(scores, rows)]
+    return [Hits(session.hits(s, r, k=search.k), personalised, c) for s, r, c in zip(scores, rows, corrected)]
 
 
 def plan_image_search(

@@ -30,18 +30,24 @@ class SearchHit:
 
 
 class Hits(list[SearchHit]):
-    """One query's hits, best first: a plain list that also says whether it was personalised for a shopper.
+    """One query's hits, best first: a plain list that also says whether it was personalised for a shopper,
+    and which query was searched where typos were corrected.
 
     `personalised` is True when a shopper's behaviour re-ranked the hits, False when a shopper was asked for
     but had nothing to personalise by (plain results, or best sellers for `recommend`), None when no shopper was.
+    `corrected_query` is the query with its misspelled words corrected to catalog words ("did you mean"),
+    None when the query was searched as typed.
     """
 
-    def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None) -> None:
+    def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None,
+                 corrected_query: str | None = None) -> None:
         super().__init__(hits)
         self.personalised = personalised
+        self.corrected_query = corrected_query
 
     def __repr__(self) -> str:
-        return f"Hits({list.__repr__(self)}, personalised={self.personalised!r})"
+        corrected = "" if self.corrected_query is None else f", corrected_query={self.corrected_query!r}"
+        return f"Hits({list.__repr__(self)}, personalised={self.personalised!r}{corrected})"
 
 
 def check_k(k: int) -> int:

@@ -168,6 +168,20 @@ class SearchSession:
         """hybrid for text search (text or fused space) when the index has a lexical index, else dense."""
         return "hybrid" if space in ("text", "fused") and self.directory.lexical is not None else "dense"
 
+    def corrected_query(self, query: str, mode: str = "hybrid") -> str | None:
+        """The query as the lexical leg searches it once typos are corrected (`index.typos`), or None where it
+        searches it as typed (no change, dense mode, or an index without a vocabulary)."""
+        lexical = self.directory.lexical
+        correction = lexical.correct(clean_query(query)) if lexical is not None and mode != "dense" else None
+        return None if correction is None else correction.text
+
+    def dense_text(self, query: str, mode: str) -> str:
+        """What the dense leg encodes for a query: in hybrid mode the corrected query where the lexical leg
+        corrected it (on Home Depot queries with one typo, nDCG@10 0.918x -> 0.946x of clean, clean ones
+        unchanged: benchmarks/typos.py), else the query as typed (dense mode searches what was typed)."""
+        cleaned = clean_query(query)
+        return (self.corrected_query(cleaned, mode) or cleaned) if mode == "hybrid" else cleaned
+
     def encode_queries(self, queries: Sequence[str], space: str = "text") -> np.ndarray:
         """Query vectors for the dense side of `retrieve` (to encode once and reuse across modes)."""
         return self._encode_clean([clean_query(q) for q in queries], self._check_space(space))
@@ -190,7 +204,8 @@ class SearchSession:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, product rows) per query, rows -1 past the end; the engine of `search`.
 
-        query_vectors: the queries already encoded by `encode_queries` (else they are encoded here).
+        query_vectors: the queries already encoded by `encode_queries` (else they are encoded here, as
+            `dense_text` gives them: corrected in hybrid mode).
         allowed: a boolean mask of the product rows that may be returned (`allowed_rows`), applied
         inside both the BM25 and the FAISS search.
         """
@@ -215,7 +230,7 @@ class SearchSession:
         target = self._text_target(space)[1]
         self.manifest.space(target)  # a clear error when the index has no such vectors
         if query_vectors is None:
-            query_vectors = self._encode_clean(cleaned, space)
+            query_vectors = self._encode_clean([self.dense_text(q, mode) for q in cleaned], space)
         vectors = self.directory.spaces[target]
         dense = vectors.search(query_vectors, depth, allowed)
         if mode == "dense":

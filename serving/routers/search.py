@@ -33,14 +33,14 @@ def router(deps: Dependencies) -> APIRouter:
     ) -> dict[str, Any]:
         plan = plan_text_search(index.session, q, k, space, mode, where=parse_where(where or ()), user=user,
                                 product_filter=request_filter(category, brand, price_min, price_max))
-        vector = await index.text_vector(plan.queries[0], plan.space) if plan.needs_vectors else None
+        vector = await index.text_vector((plan.dense_queries or plan.queries)[0], plan.space) if plan.needs_vectors else None
         started = time.perf_counter()
         # On the event loop, not a thread: retrieval is ~2 ms of mostly GIL-holding Python and numpy,
         # and handing it to a thread pool costs more in GIL hand-offs than it frees the loop
         # (benchmarks/serving_load.py: p99 150-170 ms in threads, 86-100 ms inline at 100 req/s).
         answer = run_text_search(index.session, plan, None if vector is None else vector[None, :], index.behaviour)[0]
         index.metrics.index_seconds.labels(plan.space).observe(time.perf_counter() - started)
-        return results(index, answer, answer.personalised)
+        return results(index, answer, answer.personalised, answer.corrected_query)
 
     @routes.post("/search/image", response_model=Results, response_model_exclude_unset=True, dependencies=deps.read,
                  summary="Products that look like an uploaded photo")

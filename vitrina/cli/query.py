@@ -34,14 +34,32 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
     hits = index.search(args.query, k_or_default(args, 10), space=args.space, mode=args.mode, user=args.user, **filters)
+    title = f"Search: {args.query}" + _corrected(hits)
     if args.user is None:
-        emit(args, index, {"query": args.query, "results": hits_json(hits)}, f"Search: {args.query}", hits)
+        emit(args, index, _with_correction({"query": args.query, "results": hits_json(hits)}, hits), title, hits)
         return 0
     if not hits.personalised:
         print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
     record = {"query": args.query, "user": args.user, "personalised": hits.personalised, "results": hits_json(hits)}
-    emit(args, index, record, f"Search: {args.query} (for {args.user})", hits)
+    emit(args, index, _with_correction(record, hits), f"{title} (for {args.user})", hits)
     return 0
+
+
+def _corrected(hits: Any) -> str:
+    """' (showing results for: CORRECTED)' where typos were corrected, else nothing."""
+    corrected = getattr(hits, "corrected_query", None)
+    return "" if corrected is None else f" (showing results for: {corrected})"
+
+
+def _with_correction(record: dict[str, Any], hits: Any) -> dict[str, Any]:
+    """The JSON record with `corrected_query` after the query, only where the query was changed (so answers to
+    clean queries stay as they were)."""
+    corrected = getattr(hits, "corrected_query", None)
+    if corrected is None:
+        return record
+    keys = list(record)
+    at = keys.index("query_id" if "query_id" in record else "query") + 1
+    return {**{k: record[k] for k in keys[:at]}, "corrected_query": corrected, **{k: record[k] for k in keys[at:]}}
 
 
 def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any]) -> int:
@@ -51,7 +69,8 @@ def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any
     results = index.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
                            **filters)
     for (qid, query), hits in zip(queries, results):
-        emit(args, index, {"query_id": qid, "results": hits_json(hits)}, f"{qid}: {query}", hits)
+        emit(args, index, _with_correction({"query_id": qid, "results": hits_json(hits)}, hits),
+             f"{qid}: {query}" + _corrected(hits), hits)
     return 0
 
 
