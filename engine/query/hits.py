@@ -34,14 +34,27 @@ class Hits(list[SearchHit]):
 
     `personalised` is True when a shopper's behaviour re-ranked the hits, False when a shopper was asked for
     but had nothing to personalise by (plain results, or best sellers for `recommend`), None when no shopper was.
+    With facets asked for, `facets`, `price_range` and `total` describe the matched set (see
+    engine.query.compose); otherwise they are None.
     """
 
-    def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None) -> None:
+    def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None, *,
+                 facets: dict[str, dict[str, int]] | None = None, price_range: tuple[float, float] | None = None,
+                 total: int | None = None) -> None:
         super().__init__(hits)
         self.personalised = personalised
+        self.facets = facets  # column -> {value: count} over the matched set, when facets were asked for
+        self.price_range = price_range  # (lowest, highest) known price of the matched set, with facets
+        self.total = total  # the size of the matched set, when it was computed (facets, or a price sort)
+
+    def facets_json(self) -> dict[str, Any]:
+        """`{"facets": ..., "price": {"min", "max"} or None, "total": N}` for answers that asked for facets."""
+        price = None if self.price_range is None else {"min": self.price_range[0], "max": self.price_range[1]}
+        return {"facets": self.facets or {}, "price": price, "total": self.total}
 
     def __repr__(self) -> str:
-        return f"Hits({list.__repr__(self)}, personalised={self.personalised!r})"
+        extra = "" if self.facets is None else f", facets={self.facets!r}, price_range={self.price_range!r}"
+        return f"Hits({list.__repr__(self)}, personalised={self.personalised!r}{extra})"
 
 
 def check_k(k: int) -> int:

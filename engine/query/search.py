@@ -226,9 +226,58 @@ class SearchSession:
             coverage=lambda i, rows: self.directory.lexical.coverage_of(cleaned[i], rows),
         )
 
+    def matched(
+        self,
+        queries: Sequence[str],
+        space: str = "text",
+        mode: str | None = None,
+        query_vectors: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each query's matched set, ranked by relevance: (scores, rows), no padding. Facets count it and a
+        price sort orders it (engine.query.compose).
+
+        The matched set is every product inside `allowed` that shares a word with the query (all lexical
+        matches, lexical and hybrid modes) plus the dense candidates retrieved at the hybrid candidate depth
+        (`HybridConfig.candidates`, dense and hybrid modes). There is no relevance floor yet, so dense
+        candidates count however weak. In hybrid mode the scores blend both sides over that whole set.
+        """
+        self._check_space(space)
+        mode = mode or self.default_mode(space)
+        if mode not in MODES:
+            raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        cleaned = [clean_query(q) for q in queries]
+        lexical_index = self.directory.lexical
+        if mode != "dense" and lexical_index is None:
+            raise QueryError("{mode} needs a lexical index, and this one has none; re-index the catalog",
+                             mode=Param("mode", mode))
+        if mode != "dense" and space == "image":
+            raise QueryError("{mode} needs words, and {space} searches pictures; use {dense}",
+                             mode=Param("mode", mode), space=Param("space", "image"), dense=Param("mode", "dense"))
+        if mode != "dense":
+            lexical = lexical_index.search(cleaned, max(1, lexical_index.count), allowed)  # every lexical match
+            if mode == "lexical":
+                return _unpadded(*lexical)
+        target = self._text_target(space)[1]
+        self.manifest.space(target)
+        if query_vectors is None:
+            query_vectors = self._encode_clean(cleaned, space)
+        vectors = self.directory.spaces[target]
+        dense = vectors.search(query_vectors, self.config.hybrid.candidates, allowed)
+        if mode == "dense":
+            return _unpadded(*dense)
+        width = lexical[1].shape[1] + dense[1].shape[1]  # the union is never wider
+        return _unpadded(*fuse(
+            lexical, dense, width, self.config.hybrid,
+            lexical_rescorer=lambda i, rows: lexical_index.scores_of(cleaned[i], rows),
+            dense_rescorer=lambda i, rows: vectors.scores_of(query_vectors[i], rows),
+            coverage=lambda i, rows: lexical_index.coverage_of(cleaned[i], rows),
+        ))
+
     def search(
         self, queries: str | Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None, *,
         where: Mapping[str, Any] | None = None, price: PriceRange | None = None, user: str | None = None,
+        facets: Sequence[str] | None = None, sort: str = "relevance", offset: int = 0,
     ) -> list[Hits]:
         """Text queries by BM25 (lexical), by vectors (dense: the text, fused or image vectors) or both
         fused (hybrid, the default where the index has BM25); one Hits list per query (a text is one query).
@@ -236,10 +285,12 @@ class SearchSession:
         `space` defaults to `default_space()`. where / price: filters applied inside retrieval (see
         engine.query.filters). user: results re-ranked by that shopper's behaviour vector (an unknown
         shopper gets the plain results, `personalised` False; an index without events is an error).
+        facets, sort, offset: value counts over the matched set, price sorts and paging (engine.query.compose).
         """
         if user is not None:
             check_k(k)  # before the queries are read, as a shopper's search always checked it
-        search = plan_text_search(self, queries, k, space, mode, where=where, price=price, user=user)
+        search = plan_text_search(self, queries, k, space, mode, where=where, price=price, user=user,
+                                  facets=facets, sort=sort, offset=offset)
         behaviour = None
         if user is not None:
             from vitrina.engine.query.personalise import load_behaviour
@@ -304,6 +355,11 @@ class SearchSession:
         if not value:
             return None
         return resolve_image_source(str(value), Path(self.manifest.catalog["source"]).parent)
+
+
+def _unpadded(scores: np.ndarray, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, its (scores, rows) without the -1 padding rows."""
+    return [(s[r >= 0], r[r >= 0]) for s, r in zip(scores, rows)]
 
 
 def _as_image(image: Image.Image | str | Path) -> Image.Image:

@@ -1,0 +1,123 @@
+"""Facets, price sorts and paging of a text search (Python), counted against brute force over the matched set."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vitrina
+from vitrina.engine.query.hits import MAX_K
+from vitrina.index.hybrid import HybridConfig
+from tests.helpers import demo_catalog, demo_rows
+
+TYPES = ("Watches", "Sports Shoes", "Wallets", "Tshirts", "Handbags")
+QUERIES = ("black watch", "shoes for men", "leather wallet", "blue")
+
+
+def shop_rows(per_type: int = 8) -> list[dict]:
+    """Demo products of five types, each with a price (a few without one)."""
+    rows = demo_rows()
+    picked = [dict(r) for kind in TYPES for r in [r for r in rows if r["articleType"] == kind][:per_type]]
+    for i, r in enumerate(picked):
+        r["price"] = "" if i % 11 == 3 else f"{int(r['id']) % 90 + 5}.99"
+    return picked
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, tiny_bert_dir) -> tuple[vitrina.Index, list[dict]]:
+    """A text-only index whose hybrid candidate depth (6) is below the catalog size, so the matched set is
+    lexical matches plus a few dense candidates."""
+    config = vitrina.VitrinaConfig(progress=False, hybrid=HybridConfig(candidates=6))
+    rows = shop_rows()
+    catalog = demo_catalog(tmp_path_factory.mktemp("facets-shop"), rows)
+    path = tmp_path_factory.mktemp("facets-index") / "index"
+    vitrina.Index.build(catalog, path, text_fields=["title"], image_field=None, config=config,
+                        text_model=str(tiny_bert_dir), image_model="none")
+    return vitrina.Index.open(path, config), rows
+
+
+def matched_ids(index: vitrina.Index, query: str, mode: str | None = None) -> list[str]:
+    """The matched set, read from the session's retrievers (all lexical matches, dense at the candidate depth)."""
+    session = index._session
+    return [session.products.ids[r] for r in session.matched([query], mode=mode)[0][1]]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "lexical", "dense"])
+@pytest.mark.parametrize("query", QUERIES)
+def test_facet_counts_equal_a_brute_force_count_over_the_matched_set(shop, query, mode) -> None:
+    index, rows = shop
+    by_id = {r["id"]: r for r in rows}
+    hits = index.search(query, 3, mode=mode, facets=["articleType", "baseColour"])
+    ids = matched_ids(index, query, mode)
+    assert len(set(ids)) == len(ids) and hits.total == len(ids)
+    for column in ("articleType", "baseColour"):
+        expected = Counter(by_id[i][column] for i in ids if by_id[i][column])
+        assert hits.facets[column] == dict(expected)
+        counts = list(hits.facets[column].values())
+        assert counts == sorted(counts, reverse=True)  # most frequent first
+    prices = [float(by_id[i]["price"]) for i in ids if by_id[i]["price"]]
+    assert hits.price_range == ((min(prices), max(prices)) if prices else None)
+
+
+def test_the_matched_set_is_all_lexical_matches_plus_the_dense_candidates(shop) -> None:
+    index, _ = shop
+    lexical = {h.id for h in index.search("watch", MAX_K, mode="lexical")}
+    dense = [h.id for h in index.search("watch", 6, mode="dense")]
+    assert set(matched_ids(index, "watch")) == lexical | set(dense)
+    assert index.search("watch", 3, facets=["articleType"]).total == len(lexical | set(dense))
+
+
+def test_facets_respect_the_filters(shop) -> None:
+    index, rows = shop
+    hits = index.search("black watch", 5, facets=["articleType"], where={"articleType": "Watches"})
+    assert set(hits.facets["articleType"]) == {"Watches"}
+    assert all(h.product["articleType"] == "Watches" for h in hits)
+
+
+def test_without_facets_the_answer_is_unchanged(shop) -> None:
+    index, _ = shop
+    plain = index.search("black watch", 5)
+    faceted = index.search("black watch", 5, facets=["articleType"])
+    assert plain.facets is None and plain.total is None
+    assert [(h.id, h.score) for h in plain] == [(h.id, h.score) for h in faceted]
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "lexical", "dense"])
+@pytest.mark.parametrize("sort", ["relevance", "price_asc", "price_desc"])
+def test_pages_concatenate_to_the_unpaged_list(shop, sort, mode) -> None:
+    index, _ = shop
+    whole = index.search("black watch", 6, sort=sort, mode=mode)  # within the candidate depth
+    pages = [index.search("black watch", 2, sort=sort, mode=mode, offset=offset) for offset in (0, 2, 4)]
+    assert [(h.id, h.score) for page in pages for h in page] == [(h.id, h.score) for h in whole]
+    assert index.search("black watch", 5, sort=sort, mode=mode, offset=10_000 - 5) == []
+
+
+@pytest.mark.parametrize("sort", ["price_asc", "price_desc"])
+def test_a_price_sort_orders_the_matched_set_by_price(shop, sort) -> None:
+    index, rows = shop
+    by_id = {r["id"]: r for r in rows}
+    ids = matched_ids(index, "black watch")
+    hits = index.search("black watch", MAX_K, sort=sort)
+    assert sorted(h.id for h in hits) == sorted(ids)
+    prices = [float(h.product["price"]) if by_id[h.id]["price"] else None for h in hits]
+    known = [p for p in prices if p is not None]
+    assert prices == known + [None] * (len(prices) - len(known))  # no price: last
+    assert known == sorted(known, reverse=sort == "price_desc")
+
+
+def test_hostile_values_are_clear_errors(shop) -> None:
+    index, _ = shop
+    with pytest.raises(vitrina.QueryError, match="'colour'"):
+        index.search("watch", facets=["colour"])
+    with pytest.raises(vitrina.QueryError, match="unknown sort 'cheapest'"):
+        index.search("watch", sort="cheapest")
+    with pytest.raises(vitrina.QueryError, match="offset"):
+        index.search("watch", offset=-1)
+    with pytest.raises(vitrina.QueryError, match="at most 10000"):
+        index.search("watch", 10, offset=MAX_K)
+    with pytest.raises(vitrina.QueryError, match="at most 20"):
+        index.search("watch", facets=[f"c{i}" for i in range(21)])
