@@ -1,18 +1,17 @@
-"""Facets, price sorts and paging of a text search (Python), counted against brute force over the matched set."""
+"""Facets, price sorts and paging of a text search (Python and CLI), counted against brute force over the matched set."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import vitrina
 from vitrina.engine.query.hits import MAX_K
 from vitrina.index.hybrid import HybridConfig
-from tests.helpers import demo_catalog, demo_rows
+from tests.helpers import demo_catalog, demo_rows, run_cli
 
 TYPES = ("Watches", "Sports Shoes", "Wallets", "Tshirts", "Handbags")
 QUERIES = ("black watch", "shoes for men", "leather wallet", "blue")
@@ -27,17 +26,24 @@ def shop_rows(per_type: int = 8) -> list[dict]:
     return picked
 
 
+CONFIG = vitrina.VitrinaConfig(progress=False, hybrid=HybridConfig(candidates=6))
+
+
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory, tiny_bert_dir) -> tuple[vitrina.Index, list[dict]]:
+def shop_path(tmp_path_factory, tiny_bert_dir) -> tuple[Path, list[dict]]:
     """A text-only index whose hybrid candidate depth (6) is below the catalog size, so the matched set is
     lexical matches plus a few dense candidates."""
-    config = vitrina.VitrinaConfig(progress=False, hybrid=HybridConfig(candidates=6))
     rows = shop_rows()
     catalog = demo_catalog(tmp_path_factory.mktemp("facets-shop"), rows)
     path = tmp_path_factory.mktemp("facets-index") / "index"
-    vitrina.Index.build(catalog, path, text_fields=["title"], image_field=None, config=config,
+    vitrina.Index.build(catalog, path, text_fields=["title"], image_field=None, config=CONFIG,
                         text_model=str(tiny_bert_dir), image_model="none")
-    return vitrina.Index.open(path, config), rows
+    return path, rows
+
+
+@pytest.fixture(scope="module")
+def shop(shop_path) -> tuple[vitrina.Index, list[dict]]:
+    return vitrina.Index.open(shop_path[0], CONFIG), shop_path[1]
 
 
 def matched_ids(index: vitrina.Index, query: str, mode: str | None = None) -> list[str]:
@@ -111,7 +117,7 @@ def test_a_price_sort_orders_the_matched_set_by_price(shop, sort) -> None:
 
 def test_hostile_values_are_clear_errors(shop) -> None:
     index, _ = shop
-    with pytest.raises(vitrina.QueryError, match="'colour'"):
+    with pytest.raises(vitrina.QueryError, match="no column 'colour' to count in facets"):
         index.search("watch", facets=["colour"])
     with pytest.raises(vitrina.QueryError, match="unknown sort 'cheapest'"):
         index.search("watch", sort="cheapest")
@@ -121,3 +127,36 @@ def test_hostile_values_are_clear_errors(shop) -> None:
         index.search("watch", 10, offset=MAX_K)
     with pytest.raises(vitrina.QueryError, match="at most 20"):
         index.search("watch", facets=[f"c{i}" for i in range(21)])
+
+
+def test_cli_facets_sort_and_offset_match_python(shop_path) -> None:
+    path, _ = shop_path
+    index = vitrina.Index.open(path, vitrina.VitrinaConfig(progress=False))  # the CLI's default config
+    code, out, err = run_cli("search", path, "black watch", "-k", "3", "--facets", "articleType,baseColour",
+                             "--sort", "price_asc", "--offset", "2", "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    hits = index.search("black watch", 3, facets=["articleType", "baseColour"], sort="price_asc", offset=2)
+    assert [r["id"] for r in record["results"]] == [h.id for h in hits]
+    assert record["facets"] == hits.facets and record["total"] == hits.total
+    assert record["price"] == {"min": hits.price_range[0], "max": hits.price_range[1]}
+    code, table, err = run_cli("search", path, "black watch", "-k", "3", "--facets", "articleType", "--offset", "2")
+    assert code == 0, err
+    assert "Facets over" in table and "articleType" in table and "\n│ 3 " in table.replace("┃", "│")
+
+
+def test_cli_output_without_the_new_flags_has_no_new_keys(shop_path) -> None:
+    code, out, _ = run_cli("search", shop_path[0], "black watch", "-k", "3", "--json")
+    assert code == 0 and set(json.loads(out)) == {"query", "results"}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--facets", "colour"), "no column 'colour'"),
+    (("--facets", "articleType,,brand"), "--facets"),
+    (("--sort", "cheapest"), "invalid choice"),
+    (("--offset", "-3"), "offset must be"),
+    (("--offset", "9995", "-k", "10"), "at most 10000"),
+])
+def test_cli_hostile_values_are_clear_errors(shop_path, flags, message) -> None:
+    code, out, err = run_cli("search", shop_path[0], "watch", *flags)
+    assert code != 0 and message in err and "Traceback" not in err

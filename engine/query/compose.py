@@ -33,7 +33,7 @@ from vitrina.engine.query.filters import PriceRange
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
 from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, personalise
-from vitrina.index.filters import FilterError, ProductFilter
+from vitrina.index.filters import ProductFilter
 
 if TYPE_CHECKING:
     from vitrina.engine.query.search import SearchSession
@@ -105,10 +105,9 @@ def check_facets(session: SearchSession, facets: Sequence[str] | None) -> tuple[
     for column in columns:
         if not isinstance(column, str) or not column:
             raise QueryError(f"facets: {str(column)[:40]!r} is not a column name")
-        try:
-            session.filters.check_column(column)
-        except FilterError as exc:
-            raise QueryError(f"facets: {exc}") from None
+        if column not in session.filters.available:
+            raise QueryError(f"this catalog has no column {column[:60]!r} to count in facets "
+                             f"(columns: {', '.join(session.filters.available)})")
     return tuple(dict.fromkeys(columns))
 
 
