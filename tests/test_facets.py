@@ -160,3 +160,49 @@ def test_cli_output_without_the_new_flags_has_no_new_keys(shop_path) -> None:
 def test_cli_hostile_values_are_clear_errors(shop_path, flags, message) -> None:
     code, out, err = run_cli("search", shop_path[0], "watch", *flags)
     assert code != 0 and message in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def client(shop_path):
+    from tests.serving_util import ready_client
+
+    c = ready_client(shop_path[0])
+    yield c
+    c.__exit__(None, None, None)
+
+
+def test_http_facets_sort_and_offset_match_python(client, shop_path) -> None:
+    index = vitrina.Index.open(shop_path[0], vitrina.VitrinaConfig(progress=False))  # the server's default config
+    params = {"q": "black watch", "k": 3, "facets": ["articleType", "baseColour"], "sort": "price_desc", "offset": 1}
+    response = client.get("/search", params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    hits = index.search("black watch", 3, facets=["articleType", "baseColour"], sort="price_desc", offset=1)
+    assert [r["id"] for r in body["results"]] == [h.id for h in hits]
+    assert body["facets"] == hits.facets and list(body["facets"]["articleType"]) == list(hits.facets["articleType"])
+    assert body["price"] == {"min": hits.price_range[0], "max": hits.price_range[1]} and body["total"] == hits.total
+
+
+def test_http_answers_without_facets_are_unchanged(client) -> None:
+    plain = client.get("/search", params={"q": "black watch", "k": 4})
+    assert set(plain.json()) == {"results", "index_version"}
+    explicit = client.get("/search", params={"q": "black watch", "k": 4, "sort": "relevance", "offset": 0})
+    assert explicit.content == plain.content
+    paged = [client.get("/search", params={"q": "black watch", "k": 2, "offset": o}).json()["results"] for o in (0, 2)]
+    assert paged[0] + paged[1] == plain.json()["results"]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"facets": "colour"}, "no column 'colour'"),
+    ({"facets": ""}, "facets"),
+    ({"facets": ["articleType"] * 21}, "facets"),
+    ({"sort": "cheapest"}, "sort"),
+    ({"offset": -1}, "offset"),
+    ({"offset": 10 ** 30}, "offset"),
+    ({"offset": "abc"}, "offset"),
+    ({"offset": 9_999, "k": 5}, "at most 10000"),
+])
+def test_http_hostile_values_get_a_422_naming_them(client, params, message) -> None:
+    response = client.get("/search", params={"q": "watch", **params})
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
