@@ -8,6 +8,7 @@ hits whenever k matching products exist (no trimming of an unfiltered top-k).
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -160,6 +161,7 @@ class FilterColumns:
         for value in condition.values:
             if isinstance(value, bool) or numbers is None or (isinstance(value, str) and not typed):
                 texts.append(str(value).casefold())  # a number asked of a text column: compared as its text
+                self._check_known(column, value)
             elif math.isnan(number := _as_float(value)):
                 raise FilterError(f"column {column!r} holds numbers, and {value!r} is not one")
             else:
@@ -170,6 +172,20 @@ class FilterColumns:
         if wanted:
             allowed |= np.isin(numbers, wanted)
         return allowed
+
+    def _check_known(self, column: str, value: object) -> None:
+        """Nothing when some product's `column` equals `value` as text (case-insensitively); else a FilterError
+        naming the value, with the catalog's closest values (a misspelt value must not quietly match nothing)."""
+        key = ("known", column)
+        if key not in self._by_column:
+            self._by_column[key] = frozenset(self._text(column).tolist()) - {""}
+        known = self._by_column[key]
+        if str(value).casefold() in known:
+            return
+        distinct = self._codes(column)[0]
+        close = difflib.get_close_matches(str(value), [str(v) for v in distinct[:5000] if v != ""], n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise FilterError(f"no product has {column} {str(value)[:80]!r}{hint}")
 
     def _typed_numbers(self, column: str) -> bool:
         kind = self.products.table.schema.field(column).type

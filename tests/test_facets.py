@@ -206,3 +206,14 @@ def test_http_hostile_values_get_a_422_naming_them(client, params, message) -> N
     response = client.get("/search", params={"q": "watch", **params})
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
+
+
+def test_an_unknown_value_of_a_text_column_is_an_error_naming_it(shop, shop_path, client) -> None:
+    index, _ = shop
+    with pytest.raises(vitrina.QueryError, match=r"no product has articleType 'Wallts'; did you mean 'Wallets'"):
+        index.search("black", where={"articleType": ["Watches", "Wallts"]})
+    assert index.search("black", 50, where={"articleType": "wallets"})  # case-insensitive, as before
+    code, _, err = run_cli("search", shop_path[0], "black", "--where", "baseColour=Blak")
+    assert code != 0 and "--where: no product has baseColour 'Blak'" in err
+    response = client.get("/search", params={"q": "black", "where": "articleType=Wallts"})
+    assert response.status_code == 422 and "'Wallts'" in response.json()["detail"]
