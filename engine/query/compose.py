@@ -165,25 +165,12 @@ def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.
     personal = search.user is not None and behaviour is not None
     end = search.offset + search.k
     depth = max(end, PERSONAL_DEPTH) if personal else end
-    if search.mode == "dense":  # one depth for every page (a vector index's top-k can change with k), ties by row
-        depth = max(depth, session.config.hybrid.candidates)
     scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
-    if search.mode == "dense":
-        scores, rows = _ties_by_row(scores, rows)
     if personal:
         answers = [personalise(session, behaviour, s, r, search.user, end, weight) for s, r in zip(scores, rows)]
         return [Hits(hits[search.offset:], personalised) for hits, personalised in answers]
     personalised = None if search.user is None else False
     return [Hits(session.hits(s, r, k=end)[search.offset:], personalised) for s, r in zip(scores, rows)]
-
-
-def _ties_by_row(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's hits best first, equal scores by row, the -1 padding last."""
-    out_scores, out_rows = scores.copy(), rows.copy()
-    for i, (s, r) in enumerate(zip(scores, rows)):
-        order = np.lexsort((r, -s.astype(np.float64), r < 0))
-        out_scores[i], out_rows[i] = s[order], r[order]
-    return out_scores, out_rows
 
 
 def _by_price(session: SearchSession, scores: np.ndarray, rows: np.ndarray, search: TextSearch) -> list[SearchHit]:

@@ -191,7 +191,8 @@ class SearchSession:
 
         query_vectors: the queries already encoded by `encode_queries` (else they are encoded here).
         allowed: a boolean mask of the product rows that may be returned (`allowed_rows`), applied
-        inside both the BM25 and the FAISS search.
+        inside both the BM25 and the FAISS search. Equal scores rank by row (dense: among the best
+        max(k, candidates), so a shorter list is a prefix of a longer one within the candidate depth).
         """
         self._check_space(space)
         mode = mode or self.default_mode(space)
@@ -216,9 +217,10 @@ class SearchSession:
         if query_vectors is None:
             query_vectors = self._encode_clean(cleaned, space)
         vectors = self.directory.spaces[target]
+        if mode == "dense":  # at least the candidate depth, so pages agree (a vector index's top-k can change with k)
+            scores, rows = ties_by_row(*vectors.search(query_vectors, max(k, hybrid.candidates), allowed))
+            return scores[:, :k], rows[:, :k]
         dense = vectors.search(query_vectors, depth, allowed)
-        if mode == "dense":
-            return dense
         return fuse(
             lexical, dense, k, hybrid,
             lexical_rescorer=lambda i, rows: self.directory.lexical.scores_of(cleaned[i], rows),
@@ -263,7 +265,7 @@ class SearchSession:
         if query_vectors is None:
             query_vectors = self._encode_clean(cleaned, space)
         vectors = self.directory.spaces[target]
-        dense = vectors.search(query_vectors, self.config.hybrid.candidates, allowed)
+        dense = ties_by_row(*vectors.search(query_vectors, self.config.hybrid.candidates, allowed))
         if mode == "dense":
             return _unpadded(*dense)
         width = lexical[1].shape[1] + dense[1].shape[1]  # the union is never wider
@@ -355,6 +357,15 @@ class SearchSession:
         if not value:
             return None
         return resolve_image_source(str(value), Path(self.manifest.catalog["source"]).parent)
+
+
+def ties_by_row(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's hits best first, equal scores by row, the -1 padding last."""
+    out_scores, out_rows = scores.copy(), rows.copy()
+    for i, (s, r) in enumerate(zip(scores, rows)):
+        order = np.lexsort((r, -s.astype(np.float64), r < 0))
+        out_scores[i], out_rows[i] = s[order], r[order]
+    return out_scores, out_rows
 
 
 def _unpadded(scores: np.ndarray, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
