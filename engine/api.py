@@ -182,14 +182,17 @@ class Index:
     @overload
     def search(self, query: str, k: int = 10, *, where: Mapping[str, Any] | None = None,
                price: PriceRange | None = None, user: str | None = None, space: str | None = None,
-               mode: str | None = None) -> Hits: ...
+               mode: str | None = None, facets: Sequence[str] | None = None, sort: str = "relevance",
+               offset: int = 0) -> Hits: ...
 
     @overload
     def search(self, query: Sequence[str], k: int = 10, *, where: Mapping[str, Any] | None = None,
                price: PriceRange | None = None, user: str | None = None, space: str | None = None,
-               mode: str | None = None) -> list[Hits]: ...
+               mode: str | None = None, facets: Sequence[str] | None = None, sort: str = "relevance",
+               offset: int = 0) -> list[Hits]: ...
 
-    def search(self, query, k=10, *, where=None, price=None, user=None, space=None, mode=None):
+    def search(self, query, k=10, *, where=None, price=None, user=None, space=None, mode=None, facets=None,
+               sort="relevance", offset=0):
         """Products for a text query, best first; a list of queries gives one list of hits per query.
 
         Args:
@@ -201,16 +204,24 @@ class Index:
             user: a shopper's id: re-rank for their behaviour vector (from `add_events`).
             space: "fused" (the default once trained), "text", or "image" (pictures, from words).
             mode: "hybrid" (BM25 and vectors; the default where the index has BM25), "lexical" or "dense".
+            facets: catalog columns, e.g. ["articleType", "brand"]: `hits.facets` counts their values
+                ({column: {value: count}}, most frequent first) and `hits.price_range` gives (lowest, highest)
+                price over the matched set: all lexical matches plus the dense candidates at the hybrid
+                candidate depth, inside the filters (`hits.total` is its size).
+            sort: "relevance" (default), "price_asc" or "price_desc" (the matched set by price, unknown last).
+            offset: hits to skip, for paging (offset + k at most 10,000); pages concatenate to the unpaged list.
 
         Returns Hits, a list of hits: each has `id`, `score` and `product` (the catalog row as a dict).
         With `user`, `hits.personalised` says whether the shopper's behaviour re-ranked them (False: the
         shopper has no behaviour vector yet, and the hits are the plain results); without, it is None.
         `hits.corrected_query` is the query the BM25 leg searched where it corrected misspelled words to
         catalog words ("jaket" -> "jacket"), else None.
-        Raises QueryError for a filter on a column the catalog lacks (see `check_filters`).
+        Raises QueryError for a filter or facet on a column the catalog lacks (see `check_filters`), an
+        unknown sort, or a page past 10,000 hits.
         """
         queries = _queries(query)
-        hits = self._session.search(queries, _k(k), space=space, mode=mode, where=where, price=price, user=user)
+        hits = self._session.search(queries, _k(k), space=space, mode=mode, where=where, price=price, user=user,
+                                    facets=facets, sort=sort, offset=offset)
         return hits[0] if isinstance(query, str) else hits
 
     def check_filters(self, where: Mapping[str, Any] | None = None, price: PriceRange | None = None) -> None:

@@ -8,9 +8,11 @@ hits whenever k matching products exist (no trimming of an unfiltered top-k).
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -93,7 +95,7 @@ class FilterColumns:
         self.products = products
         names = products.table.column_names
         self.available = tuple(n for n in names if n != ID_COLUMN)  # the columns `where` conditions may name
-        self._by_column: dict[tuple[str, str], np.ndarray | None] = {}  # ("text" | "numbers", column) -> values
+        self._by_column: dict[tuple[str, str], Any] = {}  # ("text" | "numbers" | "codes", column) -> values
         self.columns = {
             "category": _pick(fields.category, CATEGORY_COLUMNS, names),
             "brand": _pick(fields.brand, BRAND_COLUMNS, names),
@@ -159,6 +161,7 @@ class FilterColumns:
         for value in condition.values:
             if isinstance(value, bool) or numbers is None or (isinstance(value, str) and not typed):
                 texts.append(str(value).casefold())  # a number asked of a text column: compared as its text
+                self._check_known(column, value)
             elif math.isnan(number := _as_float(value)):
                 raise FilterError(f"column {column!r} holds numbers, and {value!r} is not one")
             else:
@@ -169,6 +172,20 @@ class FilterColumns:
         if wanted:
             allowed |= np.isin(numbers, wanted)
         return allowed
+
+    def _check_known(self, column: str, value: object) -> None:
+        """Nothing when some product's `column` equals `value` as text (case-insensitively); else a FilterError
+        naming the value, with the catalog's closest values (a misspelt value must not quietly match nothing)."""
+        key = ("known", column)
+        if key not in self._by_column:
+            self._by_column[key] = frozenset(self._text(column).tolist()) - {""}
+        known = self._by_column[key]
+        if str(value).casefold() in known:
+            return
+        distinct = self._codes(column)[0]
+        close = difflib.get_close_matches(str(value), [str(v) for v in distinct[:5000] if v != ""], n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise FilterError(f"no product has {column} {str(value)[:80]!r}{hint}")
 
     def _typed_numbers(self, column: str) -> bool:
         kind = self.products.table.schema.field(column).type
@@ -192,6 +209,37 @@ class FilterColumns:
             numeric = given.any() and not np.isnan(numbers[given]).any()
             self._by_column[key] = numbers if numeric or self._typed_numbers(column) else None
         return self._by_column[key]
+
+    def _codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """A column's distinct values as text (sorted; '' for none) and each row's code into them, read once."""
+        key = ("codes", column)
+        if key not in self._by_column:
+            values = self.products.table.column(column).to_pylist()
+            labels = np.array(["" if v is None else str(v) for v in values], dtype=object)
+            distinct, codes = np.unique(labels, return_inverse=True) if len(labels) else (labels, np.zeros(0, np.int64))
+            self._by_column[key] = (distinct, codes.astype(np.int64).ravel())
+        return self._by_column[key]
+
+    def facet_counts(self, column: str, rows: np.ndarray, limit: int = 100) -> dict[str, int]:
+        """How many of `rows` hold each value of `column` (its text; rows without a value left out), most
+        frequent first (ties by value), at most `limit` values; a FilterError names a column the catalog lacks."""
+        distinct, codes = self._codes(self.check_column(column))
+        counts = np.bincount(codes[np.asarray(rows, dtype=np.int64)], minlength=len(distinct))
+        present = np.flatnonzero((counts > 0) & (distinct != ""))
+        order = present[np.lexsort((distinct[present], -counts[present]))][:limit]
+        return {str(distinct[i]): int(counts[i]) for i in order}
+
+    def prices_of(self, rows: np.ndarray) -> np.ndarray:
+        """The prices of `rows` (NaN where unknown); a FilterError when the catalog has no price column."""
+        return self._prices[np.asarray(rows, dtype=np.int64)]
+
+    def price_range_of(self, rows: np.ndarray) -> tuple[float, float] | None:
+        """The lowest and highest known price among `rows`; None when none has one or there is no price column."""
+        if self.columns["price"] is None:
+            return None
+        prices = self.prices_of(rows)
+        known = prices[np.isfinite(prices)]
+        return (float(known.min()), float(known.max())) if len(known) else None
 
     def price_range(self) -> tuple[float, float] | None:
         """The lowest and highest known price, or None when no product has one (or there is no price column)."""

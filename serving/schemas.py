@@ -13,11 +13,20 @@ class Hit(BaseModel):
     score: float
 
 
+class PriceRange(BaseModel):
+    min: float
+    max: float
+
+
 class Results(BaseModel):
     results: list[Hit]
     index_version: str
     personalised: bool | None = None
     corrected_query: str | None = None  # the query as searched, where typos were corrected ("did you mean")
+    facets: dict[str, dict[str, int]] | None = Field(
+        default=None, description="with facets=: each column's value counts over the matched set, most frequent first")
+    price: PriceRange | None = Field(default=None, description="with facets=: the price range of the matched set")
+    total: int | None = Field(default=None, description="with facets=: how many products the matched set holds")
 
 
 class EventIn(BaseModel):

@@ -29,7 +29,7 @@ from vitrina.engine.evaluate.relevance import (
     reciprocal_rank_at_k,
 )
 from vitrina.engine.learn.fusion import FUSED_SPACE, SHARED_IMAGE_SPACE
-from vitrina.engine.query.search import SearchSession, check_k, clean_query
+from vitrina.engine.query.search import SearchSession, check_k, clean_query, ties_by_row
 from vitrina.engine.data.splits import heldout_bucket
 from vitrina.index import IndexConfig, ProductIndex
 from vitrina.errors import Param
@@ -314,7 +314,7 @@ def evaluate_text(
         flat = exact_index(np.asarray(stored.vectors), stored.rows)
 
         def exact_search(batch):
-            return flat.search(vectors[batch], DEPTH)
+            return ties_by_row(*flat.search(vectors[batch], DEPTH))  # equal scores by row, as search ranks them
 
         results.append(_method("dense-exact", query_ids, exact_search, ids, qrels.judgements, k, min_relevance,
                                names, progress))

@@ -5,6 +5,19 @@ allowed rows) and run (retrieve with the hybrid blend, personalise for a user, g
 query). The server plans, encodes the queries in a micro-batch, then runs with those vectors and its
 live behaviour model; `SearchSession.search` and `personalised_search` do both steps in one call. An
 image search is the same two steps (`plan_image_search`, `run_image_search`).
+
+Facets, sorting and paging (text search): `facets` names catalog columns whose value counts, with the
+price range, are computed over the *matched set* (`SearchSession.matched`): every product inside the
+filters that shares a word with the query (all lexical matches) plus the dense candidates retrieved at
+the hybrid candidate depth (`HybridConfig.candidates`, 100 by default). No relevance floor exists yet, so
+weak dense candidates count too. Counts are numpy bincounts over `FilterColumns` column codes.
+`sort="relevance"` (the default) keeps the usual ranking; `price_asc` / `price_desc` order the matched
+set by price (products without one last; equal prices in relevance order, then by row), so a price sort
+pages through the same set the facets count. `offset` skips that many hits (paging: `offset` + `k` at
+most MAX_K). Equal scores rank by row. Pages of one query concatenate to the unpaged list for price
+sorts and lexical relevance; for the hybrid and dense relevance rankings, as long as `offset + k` stays
+within the candidate depth (the dense side always retrieves at least that deep; beyond it, deeper
+candidate lists can re-order the blend or a vector index's approximate top-k).
 """
 
 from __future__ import annotations
@@ -17,12 +30,18 @@ from PIL import Image
 
 from vitrina.engine.learn.behaviour import BehaviourModel
 from vitrina.engine.query.filters import PriceRange
-from vitrina.engine.query.hits import Hits, SearchHit, clean_query
+from vitrina.engine.errors import QueryError
+from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
 from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, personalise
 from vitrina.index.filters import ProductFilter
 
 if TYPE_CHECKING:
     from vitrina.engine.query.search import SearchSession
+
+
+SORTS = ("relevance", "price_asc", "price_desc")
+MAX_FACETS = 20  # columns one search may ask facet counts of
+FACET_VALUES = 100  # values listed per facet column, most frequent first
 
 
 @dataclass(frozen=True)
@@ -35,8 +54,14 @@ class TextSearch:
     mode: str
     allowed: np.ndarray | None = None  # boolean mask over product rows; None: every row
     user: str | None = None
-
     dense_queries: tuple[str, ...] = ()  # what the dense leg encodes (`SearchSession.dense_text`); () : `queries`
+    facets: tuple[str, ...] | None = None  # columns to count over the matched set; None: no facets asked
+    sort: str = "relevance"
+    offset: int = 0
+
+    @property
+    def by_price(self) -> bool:
+        return self.sort != "relevance"
 
     @property
     def needs_vectors(self) -> bool:
@@ -57,14 +82,56 @@ def plan_text_search(
     session: SearchSession, queries: str | Sequence[str], k: int = 10, space: str | None = None,
     mode: str | None = None, *, where: Mapping[str, Any] | None = None, price: PriceRange | None = None,
     product_filter: ProductFilter | None = None, user: str | None = None,
+    facets: Sequence[str] | None = None, sort: str = "relevance", offset: int = 0,
 ) -> TextSearch:
-    """Clean the queries (one text is one query), default the space and mode, and mask the filtered rows."""
+    """Clean the queries (one text is one query), default the space and mode, mask the filtered rows, and
+    check the facets, sort and offset (a QueryError names an unknown column or sort, or a page past MAX_K)."""
     cleaned = tuple(clean_query(q) for q in ([queries] if isinstance(queries, str) else queries))
     space = space or session.default_space()
     mode = mode or session.default_mode(space)
     allowed = session.allowed_rows(product_filter, where=where, price=price)
     dense = tuple(session.dense_text(q, mode) for q in cleaned) if mode == "hybrid" else cleaned
-    return TextSearch(cleaned, k, space, mode, allowed, None if user is None else str(user), dense)
+    columns = check_facets(session, facets)
+    sort = check_sort(session, sort, user)
+    offset = check_offset(offset, k)
+    return TextSearch(cleaned, k, space, mode, allowed, None if user is None else str(user), dense, columns, sort,
+                      offset)
+
+
+def check_facets(session: SearchSession, facets: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The facet columns, each one the catalog has (None: no facets asked; a text is one column)."""
+    if facets is None:
+        return None
+    columns = [facets] if isinstance(facets, str) else list(facets)
+    if len(columns) > MAX_FACETS:
+        raise QueryError(f"facets names {len(columns)} columns; give at most {MAX_FACETS}")
+    for column in columns:
+        if not isinstance(column, str) or not column:
+            raise QueryError(f"facets: {str(column)[:40]!r} is not a column name")
+        if column not in session.filters.available:
+            raise QueryError(f"this catalog has no column {column[:60]!r} to count in facets "
+                             f"(columns: {', '.join(session.filters.available)})")
+    return tuple(dict.fromkeys(columns))
+
+
+def check_sort(session: SearchSession, sort: str, user: str | None) -> str:
+    if sort not in SORTS:
+        raise QueryError(f"unknown sort {str(sort)[:40]!r}; choose one of {', '.join(SORTS)}")
+    if sort != "relevance":
+        if session.filters.columns["price"] is None:
+            raise QueryError(f"sort {sort} needs a price column, and this catalog has none")
+        if user is not None:
+            raise QueryError(f"sort {sort} orders by price, so it cannot personalise for a shopper; "
+                             "sort by relevance or leave out the user")
+    return sort
+
+
+def check_offset(offset: int, k: int) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise QueryError(f"offset must be a whole number >= 0, got {str(offset)[:40]!r}")
+    if offset and offset + k > MAX_K:  # k itself is checked where it is read
+        raise QueryError(f"offset + k must be at most {MAX_K}, got {offset} + {k}")
+    return offset
 
 
 def run_text_search(
@@ -78,15 +145,47 @@ def run_text_search(
     query_vectors: the queries already encoded for `search.space` (else they are encoded here).
     behaviour: the model that personalises for `search.user`; without one, answers are not personalised.
     """
+    matched = None
+    if search.facets is not None or search.by_price:
+        if query_vectors is None and search.needs_vectors:  # encoded once for both retrievals
+            query_vectors = session.encode_queries(search.dense_queries or search.queries, search.space)
+        matched = session.matched(search.queries, search.space, search.mode, query_vectors, search.allowed)
+    if search.by_price:
+        answers = [Hits(_by_price(session, s, r, search)) for s, r in matched]
+    else:
+        answers = _by_relevance(session, search, query_vectors, behaviour, weight)
+    if matched is not None and search.facets is not None:
+        for answer, (_, rows) in zip(answers, matched):
+            answer.facets = {c: session.filters.facet_counts(c, rows, FACET_VALUES) for c in search.facets}
+            answer.price_range = session.filters.price_range_of(rows)
+    if matched is not None:
+        for answer, (_, rows) in zip(answers, matched):
+            answer.total = len(rows)
+    for answer, query in zip(answers, search.queries):
+        answer.corrected_query = session.corrected_query(query, search.mode)
+    return answers
+
+
+def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.ndarray | None,
+                  behaviour: BehaviourModel | None, weight: float) -> list[Hits]:
     personal = search.user is not None and behaviour is not None
-    depth = max(search.k, PERSONAL_DEPTH) if personal else search.k
+    end = search.offset + search.k
+    depth = max(end, PERSONAL_DEPTH) if personal else end
     scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
-    corrected = [session.corrected_query(q, search.mode) for q in search.queries]
     if personal:
-        return [Hits(*personalise(session, behaviour, s, r, search.user, search.k, weight), corrected_query=c)
-                for s, r, c in zip(scores, rows, corrected)]
+        answers = [personalise(session, behaviour, s, r, search.user, end, weight) for s, r in zip(scores, rows)]
+        return [Hits(hits[search.offset:], personalised) for hits, personalised in answers]
     personalised = None if search.user is None else False
-    return [Hits(session.hits(s, r, k=search.k), personalised, c) for s, r, c in zip(scores, rows, corrected)]
+    return [Hits(session.hits(s, r, k=end)[search.offset:], personalised) for s, r in zip(scores, rows)]
+
+
+def _by_price(session: SearchSession, scores: np.ndarray, rows: np.ndarray, search: TextSearch) -> list[SearchHit]:
+    """One page of the matched set ordered by price (unknown prices last; ties in relevance order)."""
+    prices = session.filters.prices_of(rows)
+    key = prices if search.sort == "price_asc" else -prices
+    key = np.where(np.isnan(key), np.inf, key)
+    order = np.lexsort((np.arange(len(rows)), key))[search.offset:search.offset + search.k]
+    return session.hits(scores[order], rows[order])
 
 
 def plan_image_search(

@@ -37,17 +37,30 @@ class Hits(list[SearchHit]):
     but had nothing to personalise by (plain results, or best sellers for `recommend`), None when no shopper was.
     `corrected_query` is the query with its misspelled words corrected to catalog words ("did you mean"),
     None when the query was searched as typed.
+    With facets asked for, `facets`, `price_range` and `total` describe the matched set (see
+    engine.query.compose); otherwise they are None.
     """
 
     def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None,
-                 corrected_query: str | None = None) -> None:
+                 corrected_query: str | None = None, *, facets: dict[str, dict[str, int]] | None = None,
+                 price_range: tuple[float, float] | None = None, total: int | None = None) -> None:
         super().__init__(hits)
         self.personalised = personalised
         self.corrected_query = corrected_query
+        self.facets = facets  # column -> {value: count} over the matched set, when facets were asked for
+        self.price_range = price_range  # (lowest, highest) known price of the matched set, with facets
+        self.total = total  # the size of the matched set, when it was computed (facets, or a price sort)
+
+    def facets_json(self) -> dict[str, Any]:
+        """`{"facets": ..., "price": {"min", "max"} or None, "total": N}` for answers that asked for facets."""
+        price = None if self.price_range is None else {"min": self.price_range[0], "max": self.price_range[1]}
+        return {"facets": self.facets or {}, "price": price, "total": self.total}
 
     def __repr__(self) -> str:
-        corrected = "" if self.corrected_query is None else f", corrected_query={self.corrected_query!r}"
-        return f"Hits({list.__repr__(self)}, personalised={self.personalised!r}{corrected})"
+        extra = "" if self.corrected_query is None else f", corrected_query={self.corrected_query!r}"
+        if self.facets is not None:
+            extra += f", facets={self.facets!r}, price_range={self.price_range!r}"
+        return f"Hits({list.__repr__(self)}, personalised={self.personalised!r}{extra})"
 
 
 def check_k(k: int) -> int:

@@ -207,7 +207,8 @@ class SearchSession:
         query_vectors: the queries already encoded by `encode_queries` (else they are encoded here, as
             `dense_text` gives them: corrected in hybrid mode).
         allowed: a boolean mask of the product rows that may be returned (`allowed_rows`), applied
-        inside both the BM25 and the FAISS search.
+        inside both the BM25 and the FAISS search. Equal scores rank by row (dense: among the best
+        max(k, candidates), so a shorter list is a prefix of a longer one within the candidate depth).
         """
         self._check_space(space)
         mode = mode or self.default_mode(space)
@@ -232,9 +233,10 @@ class SearchSession:
         if query_vectors is None:
             query_vectors = self._encode_clean([self.dense_text(q, mode) for q in cleaned], space)
         vectors = self.directory.spaces[target]
+        if mode == "dense":  # at least the candidate depth, so pages agree (a vector index's top-k can change with k)
+            scores, rows = ties_by_row(*vectors.search(query_vectors, max(k, hybrid.candidates), allowed))
+            return scores[:, :k], rows[:, :k]
         dense = vectors.search(query_vectors, depth, allowed)
-        if mode == "dense":
-            return dense
         return fuse(
             lexical, dense, k, hybrid,
             lexical_rescorer=lambda i, rows: self.directory.lexical.scores_of(cleaned[i], rows),
@@ -242,9 +244,58 @@ class SearchSession:
             coverage=lambda i, rows: self.directory.lexical.coverage_of(cleaned[i], rows),
         )
 
+    def matched(
+        self,
+        queries: Sequence[str],
+        space: str = "text",
+        mode: str | None = None,
+        query_vectors: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each query's matched set, ranked by relevance: (scores, rows), no padding. Facets count it and a
+        price sort orders it (engine.query.compose).
+
+        The matched set is every product inside `allowed` that shares a word with the query (all lexical
+        matches, lexical and hybrid modes) plus the dense candidates retrieved at the hybrid candidate depth
+        (`HybridConfig.candidates`, dense and hybrid modes). There is no relevance floor yet, so dense
+        candidates count however weak. In hybrid mode the scores blend both sides over that whole set.
+        """
+        self._check_space(space)
+        mode = mode or self.default_mode(space)
+        if mode not in MODES:
+            raise QueryError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        cleaned = [clean_query(q) for q in queries]
+        lexical_index = self.directory.lexical
+        if mode != "dense" and lexical_index is None:
+            raise QueryError("{mode} needs a lexical index, and this one has none; re-index the catalog",
+                             mode=Param("mode", mode))
+        if mode != "dense" and space == "image":
+            raise QueryError("{mode} needs words, and {space} searches pictures; use {dense}",
+                             mode=Param("mode", mode), space=Param("space", "image"), dense=Param("mode", "dense"))
+        if mode != "dense":
+            lexical = lexical_index.search(cleaned, max(1, lexical_index.count), allowed)  # every lexical match
+            if mode == "lexical":
+                return _unpadded(*lexical)
+        target = self._text_target(space)[1]
+        self.manifest.space(target)
+        if query_vectors is None:
+            query_vectors = self._encode_clean([self.dense_text(q, mode) for q in cleaned], space)
+        vectors = self.directory.spaces[target]
+        dense = ties_by_row(*vectors.search(query_vectors, self.config.hybrid.candidates, allowed))
+        if mode == "dense":
+            return _unpadded(*dense)
+        width = lexical[1].shape[1] + dense[1].shape[1]  # the union is never wider
+        return _unpadded(*fuse(
+            lexical, dense, width, self.config.hybrid,
+            lexical_rescorer=lambda i, rows: lexical_index.scores_of(cleaned[i], rows),
+            dense_rescorer=lambda i, rows: vectors.scores_of(query_vectors[i], rows),
+            coverage=lambda i, rows: lexical_index.coverage_of(cleaned[i], rows),
+        ))
+
     def search(
         self, queries: str | Sequence[str], k: int = 10, space: str | None = None, mode: str | None = None, *,
         where: Mapping[str, Any] | None = None, price: PriceRange | None = None, user: str | None = None,
+        facets: Sequence[str] | None = None, sort: str = "relevance", offset: int = 0,
     ) -> list[Hits]:
         """Text queries by BM25 (lexical), by vectors (dense: the text, fused or image vectors) or both
         fused (hybrid, the default where the index has BM25); one Hits list per query (a text is one query).
@@ -252,10 +303,12 @@ class SearchSession:
         `space` defaults to `default_space()`. where / price: filters applied inside retrieval (see
         engine.query.filters). user: results re-ranked by that shopper's behaviour vector (an unknown
         shopper gets the plain results, `personalised` False; an index without events is an error).
+        facets, sort, offset: value counts over the matched set, price sorts and paging (engine.query.compose).
         """
         if user is not None:
             check_k(k)  # before the queries are read, as a shopper's search always checked it
-        search = plan_text_search(self, queries, k, space, mode, where=where, price=price, user=user)
+        search = plan_text_search(self, queries, k, space, mode, where=where, price=price, user=user,
+                                  facets=facets, sort=sort, offset=offset)
         behaviour = None
         if user is not None:
             from vitrina.engine.query.personalise import load_behaviour
@@ -320,6 +373,20 @@ class SearchSession:
         if not value:
             return None
         return resolve_image_source(str(value), Path(self.manifest.catalog["source"]).parent)
+
+
+def ties_by_row(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's hits best first, equal scores by row, the -1 padding last."""
+    out_scores, out_rows = scores.copy(), rows.copy()
+    for i, (s, r) in enumerate(zip(scores, rows)):
+        order = np.lexsort((r, -s.astype(np.float64), r < 0))
+        out_scores[i], out_rows[i] = s[order], r[order]
+    return out_scores, out_rows
+
+
+def _unpadded(scores: np.ndarray, rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, its (scores, rows) without the -1 padding rows."""
+    return [(s[r >= 0], r[r >= 0]) for s, r in zip(scores, rows)]
 
 
 def query_image(image: Any, config: VitrinaConfig | None = None) -> Image.Image:

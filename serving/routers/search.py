@@ -7,17 +7,25 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile
+from pydantic import StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from vitrina.encoders.image_io import decode_image
 from vitrina.engine.errors import QueryError
-from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
-from vitrina.engine.query.filters import parse_where
+from vitrina.engine.query.compose import MAX_FACETS, plan_image_search, plan_text_search, run_image_search, run_text_search
+from vitrina.engine.query.filters import MAX_VALUE_CHARS, parse_where
+from vitrina.engine.query.hits import MAX_K
 from vitrina.serving.dependencies import Brand, Category, Dependencies, Live, PriceMax, PriceMin, Where, request_filter
 from vitrina.serving.responses import results
 from vitrina.serving.schemas import Results
 
 User = Annotated[str | None, Query(min_length=1, max_length=256, description="personalise for this shopper")]
+Facets = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_VALUE_CHARS)]] | None,
+    Query(max_length=MAX_FACETS, description="count these catalog columns' values (and the price range) over the "
+                                             "matched set: all lexical matches plus the dense candidates"),
+]
+Offset = Annotated[int, Query(ge=0, lt=MAX_K, description=f"skip this many results, for paging (offset + k at most {MAX_K})")]
 
 
 def router(deps: Dependencies) -> APIRouter:
@@ -29,10 +37,12 @@ def router(deps: Dependencies) -> APIRouter:
     async def search(
         index: Live, q: Text, k: K = 10, category: Category = None, brand: Brand = None, price_min: PriceMin = None,
         price_max: PriceMax = None, user: User = None, space: Literal["text", "image", "fused"] | None = None,
-        mode: Literal["lexical", "dense", "hybrid"] | None = None, where: Where = None,
+        mode: Literal["lexical", "dense", "hybrid"] | None = None, where: Where = None, facets: Facets = None,
+        sort: Literal["relevance", "price_asc", "price_desc"] = "relevance", offset: Offset = 0,
     ) -> dict[str, Any]:
         plan = plan_text_search(index.session, q, k, space, mode, where=parse_where(where or ()), user=user,
-                                product_filter=request_filter(category, brand, price_min, price_max))
+                                product_filter=request_filter(category, brand, price_min, price_max),
+                                facets=facets, sort=sort, offset=offset)
         vector = await index.text_vector((plan.dense_queries or plan.queries)[0], plan.space) if plan.needs_vectors else None
         started = time.perf_counter()
         # On the event loop, not a thread: retrieval is ~2 ms of mostly GIL-holding Python and numpy,
@@ -40,7 +50,8 @@ def router(deps: Dependencies) -> APIRouter:
         # (benchmarks/serving_load.py: p99 150-170 ms in threads, 86-100 ms inline at 100 req/s).
         answer = run_text_search(index.session, plan, None if vector is None else vector[None, :], index.behaviour)[0]
         index.metrics.index_seconds.labels(plan.space).observe(time.perf_counter() - started)
-        return results(index, answer, answer.personalised, answer.corrected_query)
+        out = results(index, answer, answer.personalised, answer.corrected_query)
+        return {**out, **answer.facets_json()} if answer.facets is not None else out
 
     @routes.post("/search/image", response_model=Results, response_model_exclude_unset=True, dependencies=deps.read,
                  summary="Products that look like an uploaded photo")

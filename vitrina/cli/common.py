@@ -8,7 +8,7 @@ import csv
 import sys
 from pathlib import Path
 
-from vitrina.cli.output import console, print_json, results_table
+from vitrina.cli.output import console, facets_table, print_json, results_table
 from vitrina.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig
 from vitrina.encoders.config import BACKENDS, PRECISIONS
 from vitrina.encoders.image_policy import ImageConfig
@@ -94,14 +94,17 @@ def read_query_file(path: Path, value_column: str) -> list[tuple[str, str]]:
     return list(out.items())
 
 
-def emit(args: argparse.Namespace, index: Index, record: dict, title: str, hits: list[SearchHit]) -> None:
-    """One answer: `record` as a JSON line with --json, else a results table."""
+def emit(args: argparse.Namespace, index: Index, record: dict, title: str, hits: list[SearchHit], first: int = 1) -> None:
+    """One answer: `record` as a JSON line with --json, else a results table (ranks from `first`), and the
+    facets table of an answer that has facets."""
     if args.json:
         print_json(record)
         return
     catalog = index.manifest.catalog
     hide = [catalog.get("image_field") or ""]
-    console().print(results_table(title, hits, catalog.get("text_fields", []), hide))
+    console().print(results_table(title, hits, catalog.get("text_fields", []), hide, first))
+    if getattr(hits, "facets", None) is not None:
+        console().print(facets_table(hits))
 
 
 def print_lines(lines: list[str]) -> None:

@@ -13,6 +13,7 @@ from vitrina.engine.query.search import SearchHit
 
 MAX_EXTRA_COLUMNS = 3
 MAX_CELL = 60
+FACET_ROWS = 10  # values shown per facet column in the table
 
 
 def hits_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
@@ -28,8 +29,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
-def results_table(title: str, hits: Sequence[SearchHit], text_fields: Sequence[str], hide: Sequence[str] = ()) -> Table:
-    """A table of ranked hits: id, score, the main text field and a few short metadata columns."""
+def results_table(title: str, hits: Sequence[SearchHit], text_fields: Sequence[str], hide: Sequence[str] = (),
+                  first: int = 1) -> Table:
+    """A table of ranked hits: id, score, the main text field and a few short metadata columns (ranks from `first`)."""
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("id")
@@ -46,12 +48,29 @@ def results_table(title: str, hits: Sequence[SearchHit], text_fields: Sequence[s
         table.add_column(main)
     for key in extra:
         table.add_column(key)
-    for rank, hit in enumerate(hits, start=1):
+    for rank, hit in enumerate(hits, start=first):
         cells = [str(rank), hit.id, f"{hit.score:.3f}"]
         if main:
             cells.append(_short(hit.metadata.get(main)))
         cells.extend(_short(hit.metadata.get(key)) for key in extra)
         table.add_row(*cells)
+    return table
+
+
+def facets_table(hits: Any, shown: int = FACET_ROWS) -> Table:
+    """The facets of an answer (`Hits` with facets): each column's most frequent values with their counts,
+    then the price range and the size of the matched set."""
+    table = Table(title=f"Facets over {hits.total} matched products", title_justify="left")
+    table.add_column("facet")
+    table.add_column("value")
+    table.add_column("count", justify="right")
+    for column, counts in (hits.facets or {}).items():
+        for i, (value, count) in enumerate(list(counts.items())[:shown]):
+            table.add_row(column if i == 0 else "", _short(value), str(count))
+        if len(counts) > shown:
+            table.add_row("", f"(+{len(counts) - shown} more)", "")
+    if hits.price_range is not None:
+        table.add_row("price", f"{hits.price_range[0]:g} to {hits.price_range[1]:g}", "")
     return table
 
 

@@ -15,6 +15,8 @@ from vitrina.engine.api import Index
 from vitrina.engine.data.catalog import resolve_image_source
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.filters import parse_price, parse_where
+from vitrina.engine.query.compose import SORTS
+from vitrina.engine.query.hits import Hits
 from vitrina.engine.query.search import MODES, SPACES
 from vitrina.errors import worded
 from vitrina.index import IndexManifest
@@ -33,15 +35,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _search_batch(args, index, filters)
     if args.query is None:
         raise QueryError("give a QUERY or --queries FILE.csv")
-    hits = index.search(args.query, k_or_default(args, 10), space=args.space, mode=args.mode, user=args.user, **filters)
+    hits = index.search(args.query, k_or_default(args, 10), space=args.space, mode=args.mode, user=args.user,
+                        **filters, **page_from_flags(args))
     title = f"Search: {args.query}" + _corrected(hits)
     if args.user is None:
-        emit(args, index, _with_correction({"query": args.query, "results": hits_json(hits)}, hits), title, hits)
+        record = {"query": args.query, "results": hits_json(hits), **_facets(hits)}
+        emit(args, index, _with_correction(record, hits), title, hits, args.offset + 1)
         return 0
     if not hits.personalised:
         print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
-    record = {"query": args.query, "user": args.user, "personalised": hits.personalised, "results": hits_json(hits)}
-    emit(args, index, _with_correction(record, hits), f"{title} (for {args.user})", hits)
+    record = {"query": args.query, "user": args.user, "personalised": hits.personalised, "results": hits_json(hits),
+              **_facets(hits)}
+    emit(args, index, _with_correction(record, hits), f"{title} (for {args.user})", hits, args.offset + 1)
     return 0
 
 
@@ -62,15 +67,39 @@ def _with_correction(record: dict[str, Any], hits: Any) -> dict[str, Any]:
     return {**{k: record[k] for k in keys[:at]}, "corrected_query": corrected, **{k: record[k] for k in keys[at:]}}
 
 
+def page_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """facets=, sort= and offset= of --facets A,B, --sort and --offset (left out when not given)."""
+    page: dict[str, Any] = {}
+    if args.facets is not None:
+        page["facets"] = _naming_flag("--facets", lambda: _facet_columns(args.facets))
+    if args.sort != "relevance":
+        page["sort"] = args.sort
+    if args.offset:
+        page["offset"] = args.offset
+    return page
+
+
+def _facet_columns(text: str) -> list[str]:
+    columns = [c.strip() for c in text.split(",")]
+    if not all(columns):
+        raise QueryError(f"{text!r} is not a comma-separated list of catalog columns (as in articleType,brand)")
+    return columns
+
+
+def _facets(hits: Hits) -> dict[str, Any]:
+    """`facets`, `price` and `total` for the JSON record of an answer that asked for facets; else nothing."""
+    return hits.facets_json() if hits.facets is not None else {}
+
+
 def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any]) -> int:
     if args.user is not None:
         raise QueryError("--user works with one QUERY, not with --queries")
     queries = read_query_file(Path(args.queries), "query")
     results = index.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
-                           **filters)
+                           **filters, **page_from_flags(args))
     for (qid, query), hits in zip(queries, results):
-        emit(args, index, _with_correction({"query_id": qid, "results": hits_json(hits)}, hits),
-             f"{qid}: {query}" + _corrected(hits), hits)
+        emit(args, index, _with_correction({"query_id": qid, "results": hits_json(hits), **_facets(hits)}, hits),
+             f"{qid}: {query}" + _corrected(hits), hits, args.offset + 1)
     return 0
 
 
@@ -169,6 +198,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", default=None, metavar="U",
                    help="personalise: blend the shopper's behaviour vector into the ranking (from `events add`)")
     _add_filter_flags(p)
+    p.add_argument("--facets", default=None, metavar="COLUMN,...",
+                   help="count the values of these catalog columns (and the price range) over the matched set: "
+                        "all lexical matches plus the dense candidates; JSON gains facets, price and total")
+    p.add_argument("--sort", choices=SORTS, default="relevance",
+                   help="relevance (default), or the matched set by price: price_asc, price_desc (no price: last)")
+    p.add_argument("--offset", type=int, default=0, metavar="N",
+                   help="skip the first N results, for paging (N + k at most 10000)")
     p.add_argument("--json", action="store_true", help="JSON output (one object per line in batch mode)")
     add_model_flags(p, search=True)
     p.set_defaults(func=cmd_search)
