@@ -54,7 +54,7 @@ PriceMin = Annotated[float | None, Query(ge=0, le=1e12, description="lowest pric
 PriceMax = Annotated[float | None, Query(ge=0, le=1e12, description="highest price kept")]
 Where = Annotated[
     list[Annotated[str, StringConstraints(max_length=2 * MAX_VALUE_CHARS)]] | None,
-    Query(max_length=MAX_WHERE_ITEMS, description="keep products whose catalog column FIELD=VALUE (the same FIELD "
+    Query(max_length=MAX_WHERE_ITEMS, description="keep products whose catalog column FIELD=VALUE or FIELD:VALUE (the same FIELD "
                                                   "repeated: any of), FIELD>=X or FIELD<=Y (numbers)"),
 ]
 

@@ -83,3 +83,15 @@ def test_hostile_where_values_get_422_json_naming_the_problem(shop, where, probl
         assert response.status_code == 422, (path, response.text)
         assert response.headers["content-type"] == "application/json"
         assert re.search(problem, response.json()["detail"]), (path, response.json()["detail"])
+
+
+def test_field_colon_value_is_the_same_filter_as_field_equals_value(shop):
+    client, rows = shop
+    colon = client.get("/search", params={"q": "black leather", "k": 60, "where": ["articleType:Wallets",
+                                                                                   "baseColour: Black"]}).json()
+    equals = client.get("/search", params={"q": "black leather", "k": 60, "where": ["articleType=Wallets",
+                                                                                    "baseColour=Black"]}).json()
+    expected = {r["id"] for r in rows if r["articleType"] == "Wallets" and r["baseColour"] == "Black"}
+    assert colon["results"] == equals["results"] and ids(colon) == expected and expected
+    bad = client.get("/search", params={"q": "shoes", "where": "articleType:"})
+    assert bad.status_code == 422 and "articleType:" in bad.text

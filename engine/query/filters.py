@@ -22,12 +22,15 @@ MAX_VALUES = 100  # values one column may be any of
 MAX_VALUE_CHARS = 256  # length of a column name or a text value
 MAX_WHERE_ITEMS = MAX_VALUES  # FIELD=VALUE items in one request
 _ITEM = re.compile(r"(?P<field>[^=<>]*?)\s*(?P<op>>=|<=|=)\s*(?P<value>.*)", re.DOTALL)
+_COLON_ITEM = re.compile(r"(?P<field>[^=<>:]*?)\s*(?P<op>:)\s*(?P<value>.*)", re.DOTALL)  # FIELD:VALUE, as FIELD=VALUE
 
 PriceRange = tuple[float | None, float | None]
 
 
 def parse_where(items: Sequence[str]) -> dict[str, Any]:
-    """`where` conditions from text items: FIELD=VALUE (repeated: any of), FIELD>=X, FIELD<=Y."""
+    """`where` conditions from text items: FIELD=VALUE or FIELD:VALUE (repeated: any of), FIELD>=X, FIELD<=Y.
+
+    The first of `:`, `=`, `>=`, `<=` in the item separates the field from the value, so a value may hold the others."""
     if len(items) > MAX_WHERE_ITEMS:
         raise QueryError(f"{len(items)} filter conditions; give at most {MAX_WHERE_ITEMS}")
     values: dict[str, list[str]] = {}
@@ -37,12 +40,13 @@ def parse_where(items: Sequence[str]) -> dict[str, Any]:
         if len(text) > 2 * MAX_VALUE_CHARS:
             raise QueryError(f"filter condition {text[:40]!r}... is {len(text)} characters long; "
                              f"give at most {2 * MAX_VALUE_CHARS}")
-        match = _ITEM.fullmatch(text.strip())
+        match = _COLON_ITEM.fullmatch(text.strip()) or _ITEM.fullmatch(text.strip())
         if match is None or not match["field"].strip():
-            raise QueryError(f"filter condition {text!r} is not FIELD=VALUE, FIELD>=NUMBER or FIELD<=NUMBER")
+            raise QueryError(f"filter condition {text!r} is not FIELD=VALUE (or FIELD:VALUE), FIELD>=NUMBER or FIELD<=NUMBER")
         field, op, value = match["field"].strip(), match["op"], match["value"].strip()
         if not value:
             raise QueryError(f"filter condition {text!r} has no value after {op!r}")
+        op = "=" if op == ":" else op
         if (op == "=" and field in ranges) or (op != "=" and field in values):
             raise QueryError(f"filter condition {text!r}: {field!r} takes values (=) or a range (>=, <=), not both")
         if op == "=":
