@@ -130,7 +130,9 @@ class FilterColumns:
         allowed = np.ones(len(self.products), dtype=bool)
         for role, wanted in (("category", query.category), ("brand", query.brand)):
             if wanted:
-                self._column(role)
+                column = self._column(role)
+                for value in wanted:  # a misspelt category or brand is an error naming it, as in `where`
+                    self._check_known(column, value)
                 allowed &= np.isin(self._folded[role], [w.casefold() for w in wanted])
         if query.price_min is not None or query.price_max is not None:
             allowed &= _within(self._prices, query.price_min, query.price_max)

@@ -163,7 +163,7 @@ def test_parse_where_reads_values_any_of_and_range_ends():
 
 
 @pytest.mark.parametrize("item, problem", [
-    ("articleType", r"'articleType' is not FIELD=VALUE, FIELD>=NUMBER or FIELD<=NUMBER"),
+    ("articleType", r"'articleType' is not FIELD=VALUE \(or FIELD:VALUE\), FIELD>=NUMBER or FIELD<=NUMBER"),
     ("=Dresses", "is not FIELD=VALUE"),
     ("price>10", "is not FIELD=VALUE"),
     ("colour=", r"'colour=' has no value after '='"),

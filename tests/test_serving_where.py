@@ -64,7 +64,7 @@ def test_where_combines_with_price_and_category_and_reaches_similar_and_image_se
 @pytest.mark.parametrize("where, problem", [
     (["colour=Black"], r"no column 'colour' to filter on \(columns: .*baseColour"),
     (["articleType>=3"], "'articleType' does not hold numbers"),
-    (["articleType"], "'articleType' is not FIELD=VALUE, FIELD>=NUMBER or FIELD<=NUMBER"),
+    (["articleType"], r"'articleType' is not FIELD=VALUE \(or FIELD:VALUE\), FIELD>=NUMBER or FIELD<=NUMBER"),
     (["year>=soon"], "'soon' is not a number"),
     (["year>=1e999"], "not a finite number"),
     (["year=2012", "year<=2013"], "takes values .* or a range"),
@@ -95,3 +95,10 @@ def test_field_colon_value_is_the_same_filter_as_field_equals_value(shop):
     assert colon["results"] == equals["results"] and ids(colon) == expected and expected
     bad = client.get("/search", params={"q": "shoes", "where": "articleType:"})
     assert bad.status_code == 422 and "articleType:" in bad.text
+
+
+def test_a_misspelt_category_or_brand_is_a_422_naming_it_with_the_closest_values(shop):
+    client, rows = shop
+    answer = client.get("/search", params={"q": "shoes", "category": "Walets"})
+    assert answer.status_code == 422 and "Walets" in answer.text and "Wallets" in answer.text
+    assert client.get("/search", params={"q": "shoes", "category": "wallets"}).status_code == 200
