@@ -109,10 +109,14 @@ function show() {
   $("query").value = state.q;
   $("debug").checked = state.debug;
   $("sort").value = state.sort;
+  $("sort-label").hidden = !config.price_field || Boolean(state.like);
   if (state.like) return similar();
   if (state.q) return search();
   latest++;
   clearResults();
+  renderFacets({});
+  renderPrice(null);
+  document.body.classList.toggle("no-filters", !filtersActive());
   setStatus("Type a query or drop a photo.");
 }
 
@@ -247,6 +251,8 @@ function renderAnswer(body, what) {
   setStatus(line);
   $("filters-toggle").textContent = filtersActive() ? `Filters (${countFilters()})` : "Filters";
   $("clear-filters").hidden = !filtersActive();
+  const nothingToFilter = !$("facets").children.length && $("price-filter").hidden && !filtersActive();
+  document.body.classList.toggle("no-filters", nothingToFilter); // no empty filter column
 }
 
 function countFilters() {
@@ -524,7 +530,6 @@ async function start() {
     money = new Intl.NumberFormat(undefined, { style: "currency", currency: config.currency });
   } catch { /* an unknown currency code: keep the default */ }
   $("drop-zone").hidden = !config.has_images;
-  $("sort-label").hidden = !config.price_field;
   state = stateFromUrl();
   show();
 }
