@@ -79,7 +79,7 @@ class ServingConfig:
         except RateLimitError as exc:
             raise ServingConfigError(str(exc)) from None
         if not re.fullmatch(r"[A-Z]{3}", self.currency):
-            raise ServingConfigError(f"currency {self.currency[:20]!r} is not an ISO 4217 code such as USD, EUR or GBP")
+            raise ServingConfigError(f"currency (--currency) {self.currency[:20]!r} is not an ISO 4217 code such as USD, EUR or GBP")
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ServingConfigError(f"CORS origin {origin!r}: write it as http(s)://HOST[:PORT] or '*'")

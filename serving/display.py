@@ -79,7 +79,8 @@ def default_display_fields(session: SearchSession, columns: Sequence[str]) -> li
 def default_facet_fields(session: SearchSession, table: pa.Table, columns: Sequence[str],
                          image_field: str | None) -> list[str]:
     """The category, brand and colour columns, then other text columns with 2 to FACET_MAX_VALUES distinct values
-    (in catalog order), at most DEFAULT_FACETS; titles, images, prices and numbers never."""
+    (and at most one per two products), in catalog order, at most DEFAULT_FACETS; titles, images, prices and
+    numbers never."""
     roles = session.filters.columns
     named = [roles["category"], roles["brand"], next((c for c in COLOUR_COLUMNS if c in columns), None)]
     skip = {image_field, roles["price"], *TITLE_COLUMNS}
@@ -91,8 +92,8 @@ def default_facet_fields(session: SearchSession, table: pa.Table, columns: Seque
             continue
         if session.filters.is_numeric(column):  # codes and numbers read from a CSV as text
             continue
-        limit = NAMED_FACET_MAX_VALUES if column in named else FACET_MAX_VALUES
-        if 2 <= _distinct(table.column(column)) <= limit:
+        limit = NAMED_FACET_MAX_VALUES if column in named else min(FACET_MAX_VALUES, table.num_rows // 2)
+        if 2 <= _distinct(table.column(column)) <= limit:  # other columns' values must repeat
             chosen.append(column)
     return chosen
 
