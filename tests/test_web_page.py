@@ -307,6 +307,24 @@ def test_did_you_mean_and_no_results_with_suggestions(shop, open_page):
     assert "rules fired" not in page.locator("#status").inner_text()
 
 
+def test_links_with_a_misspelt_filter_or_a_page_past_the_end_say_so_and_recover(shop, open_page):
+    page = open_page(shop.base + "/?q=shoes&where=baseColour%3DBlak")
+    page.wait_for_selector("#status.error")
+    assert "Blak" in page.locator("#status").inner_text() and "Black" in page.locator("#status").inner_text()
+    refused = page.locator('.facet[data-field="baseColour"] input[value="Blak"]')
+    assert refused.is_checked()
+    refused.uncheck()
+    page.wait_for_url("**/?q=shoes")
+    wait_status(page, "1–24 of")
+
+    page.goto(shop.base + "/?q=shoes&page=9")
+    page.wait_for_selector("#no-results:not([hidden])")
+    assert "Page 9 is past the last result" in page.locator("#no-results").inner_text()
+    page.locator("#no-results a").click()
+    page.wait_for_url("**/?q=shoes")
+    wait_status(page, "1–24 of")
+
+
 def test_variant_swatches_show_the_other_members_and_swap_the_card(shop, open_page, shots):
     # `variants` come from indexes built with a group field (merged separately); here each hit's variants are
     # the other products of its brand and type, added to the server's real answer.

@@ -208,6 +208,10 @@ async function searchImage(file) {
 
 function failed(error) {
   clearResults();
+  renderFacets({}); // the chosen values stay, so a filter the catalog refuses can be unchecked
+  renderPrice(null);
+  $("clear-filters").hidden = !filtersActive();
+  document.body.classList.toggle("no-filters", !filtersActive() && !$("facets").children.length);
   setStatus(error.message, true);
 }
 
@@ -354,6 +358,11 @@ function renderNoResults(body) {
   line.textContent = state.q ? `No products match “${state.q}”${filtersActive() ? " with these filters" : ""}.`
                              : "No products match.";
   box.replaceChildren(line);
+  if (state.page > 1) { // a link to a page past the end
+    line.textContent = `Page ${state.page} is past the last result. `;
+    line.append(searchLink("Back to the first page", { ...state, page: 1 }));
+    return;
+  }
   if (Array.isArray(body.suggestions) && body.suggestions.length) {
     const tips = document.createElement("p");
     tips.className = "suggestions";
