@@ -9,7 +9,8 @@ DEFAULT_FACETS of them. `vitrina serve --display-fields/--facet-fields/--currenc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
