@@ -87,6 +87,7 @@ def open_page(browser):
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(url)
+        page.wait_for_selector("body[data-ready]", state="attached")  # the page has read /page/config
         return page
 
     yield opener

@@ -541,6 +541,7 @@ async function start() {
   $("drop-zone").hidden = !config.has_images;
   state = stateFromUrl();
   show();
+  document.body.dataset.ready = "1"; // the settings are read (tests wait for this)
 }
 
 $("search-form").addEventListener("submit", (event) => {
