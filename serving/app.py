@@ -69,10 +69,9 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     add_error_handlers(app)
 
     deps = Dependencies(serving, limiter)
-    for resource in (search, products, users, filters, events, admin):
+    for resource in (search, products, users, filters, events, admin, page):
         app.include_router(resource.router(deps))
     app.include_router(health.router)
-    app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

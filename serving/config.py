@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from vitrina.engine.errors import QueryError
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class ServingConfig:
     header_timeout_s: float = 10.0  # a connection whose request headers take longer is closed
     keep_alive_timeout_s: float = 5.0  # an idle keep-alive connection is closed after this
     reload_roots: tuple[str, ...] = ()  # folders POST /admin/reload may load from (default: the served path's parent)
+    # The search page (serving/display.py): the columns a card shows, the first as its title (empty: found
+    # from the catalog's columns), the currency its prices are in (ISO 4217), and the columns offered as facet
+    # checkboxes (None: low-cardinality columns found from the catalog; empty: none).
+    display_fields: tuple[str, ...] = ()
+    currency: str = "USD"
+    facet_fields: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.api_key is not None and len(self.api_key) < 8:
@@ -70,6 +77,8 @@ class ServingConfig:
                 parse_limits(getattr(self, name), f"{name} (--{name.replace('_', '-')})")
         except RateLimitError as exc:
             raise ServingConfigError(str(exc)) from None
+        if not re.fullmatch(r"[A-Z]{3}", self.currency):
+            raise ServingConfigError(f"currency (--currency) {self.currency[:20]!r} is not an ISO 4217 code such as USD, EUR or GBP")
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ServingConfigError(f"CORS origin {origin!r}: write it as http(s)://HOST[:PORT] or '*'")

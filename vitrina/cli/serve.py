@@ -18,12 +18,14 @@ if TYPE_CHECKING:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from vitrina.serving.display import check_page_fields
     from vitrina.serving.server import run_server
 
     IndexManifest.load(resolve_index_path(args.dir))  # a clear error now, not in a worker
     if args.workers < 1:
         raise QueryError(f"--workers must be at least 1, got {args.workers}")
     config, serving = serve_configs(args)
+    check_page_fields(serving, product_columns(resolve_index_path(args.dir)))
     writes = "need the API key" if serving.api_key else "are disabled (set VITRINA_API_KEY to enable them)"
     banner = (f"vitrina: serving {args.dir} on http://{args.host}:{args.port} (page /, API docs /docs); "
               f"writes and admin {writes}")
@@ -47,8 +49,27 @@ def serve_configs(args: argparse.Namespace) -> tuple[VitrinaConfig, ServingConfi
         key_rate_limit=args.key_rate_limit, wrong_key_limit=args.wrong_key_limit,
         rate_limit_storage=args.rate_limit_storage, cors_origins=tuple(args.cors_origin),
         header_timeout_s=args.timeout_header, keep_alive_timeout_s=args.timeout_keep_alive,
-        reload_roots=tuple(args.reload_root))
+        reload_roots=tuple(args.reload_root), **page_settings(args))
     return config, serving
+
+
+def page_settings(args: argparse.Namespace) -> dict:
+    """The search page's ServingConfig settings from --display-fields, --facet-fields and --currency."""
+    def names(text: str | None) -> tuple[str, ...] | None:
+        return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
+
+    facets = None if args.facet_fields is None or args.facet_fields.strip().lower() != "none" else ()
+    return {"display_fields": names(args.display_fields) or (), "currency": args.currency.strip().upper(),
+            "facet_fields": facets if facets is not None else names(args.facet_fields)}
+
+
+def product_columns(index_dir: Path) -> list[str]:
+    """The catalog columns an index holds (read from its product table's schema)."""
+    import pyarrow.parquet as pq
+
+    from vitrina.index.store import PRODUCTS_FILE
+
+    return pq.read_schema(Path(index_dir) / PRODUCTS_FILE).names
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +114,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reload-root", action="append", default=[], metavar="DIR",
                    help="a folder POST /admin/reload may load indexes from; repeatable "
                         "(default: the folder holding DIR)")
+    p.add_argument("--display-fields", default=None, metavar="F,G",
+                   help="catalog columns the page's cards show, the first as the title (default: the title column, "
+                        "e.g. title, name or prod_name, then the brand and colour columns)")
+    p.add_argument("--facet-fields", default=None, metavar="F,G",
+                   help="catalog columns the page offers as filter checkboxes with counts, or 'none' (default: the "
+                        "category, brand and colour columns and other columns with few values, at most 4)")
+    p.add_argument("--currency", default="USD", metavar="CODE",
+                   help="ISO 4217 currency of the catalog's prices, as the page shows them (default %(default)s)")
     add_max_age_flag(p)
     add_model_flags(p, search=True)
     p.set_defaults(func=cmd_serve)
