@@ -26,7 +26,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         from vitrina.engine.learn.fusion import FUSION_DIR, FusionModel
 
         heads = FusionModel.load(Path(args.fusion_from) / FUSION_DIR)
-    report = build_index(args.catalog, args.out, config)
+    report = build_index(args.catalog, args.out, config, settings_files=settings_files(args))
     notes = []
     if heads is not None:
         from vitrina.engine.learn.shared_space import apply_shared_space
@@ -39,7 +39,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     report = reindex(args.catalog, args.out, config_from_args(args), reindex_config(args), resume=args.resume,
-                     retrain=args.retrain)
+                     retrain=args.retrain, settings_files=settings_files(args))
     if args.json:
         print_json(report.to_json())
     else:
@@ -57,6 +57,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
     report = delete(args.dir, args.ids, config_from_args(args), reindex_config(args), retrain=args.retrain)
     print_update(args, report)
     return 0
+
+
+def settings_files(args: argparse.Namespace) -> dict[str, bytes]:
+    """The index settings files (engine.build.settings) that flags of `vitrina index`/`reindex` give: name -> bytes.
+    A feature storing a file at build time adds its flag's line here."""
+    files: dict[str, bytes] = {}
+    return files
 
 
 def reindex_config(args: argparse.Namespace) -> ReindexConfig:
