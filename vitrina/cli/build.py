@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vitrina.cli.common import add_catalog_flags, config_from_args, print_lines
 from vitrina.cli.output import print_json
+from vitrina.cli.rules import add_rules_flag, build_rules_setting, check_built_rules
 from vitrina.engine.build.indexing import IndexReport, build_index
 from vitrina.engine.build.pipeline import ENGINES
 from vitrina.engine.build.reindex import ReindexConfig, ReindexReport, reindex
@@ -34,6 +35,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         notes = apply_shared_space(Path(args.out), heads, config)
         report.manifest = IndexManifest.load(Path(args.out))
     print_lines(index_lines(report, notes))
+    check_built_rules(args, args.out)
     return 0
 
 
@@ -44,6 +46,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         print_json(report.to_json())
     else:
         print_lines(reindex_lines(report))
+    check_built_rules(args, args.out)
     return 0
 
 
@@ -63,6 +66,7 @@ def settings_files(args: argparse.Namespace) -> dict[str, bytes]:
     """The index settings files (engine.build.settings) that flags of `vitrina index`/`reindex` give: name -> bytes.
     A feature storing a file at build time adds its flag's line here."""
     files: dict[str, bytes] = {}
+    files.update(build_rules_setting(args))  # --rules FILE (vitrina.cli.rules)
     return files
 
 
@@ -133,6 +137,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_catalog_flags(p)
     p.add_argument("--fusion-from", default=None, metavar="DIR",
                    help="add a shared space with the heads `vitrina train` learned on another index (same encoders)")
+    add_rules_flag(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("reindex", help="re-embed a catalog into a new version of a versioned root, resumably, then switch to it")
@@ -151,6 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="recall@10 against exact search that IVF nprobe / HNSW efSearch are tuned to (default 0.95)")
     p.add_argument("--retrain", action="store_true", help=RETRAIN_HELP)
     p.add_argument("--json", action="store_true", help=JSON_REPORT_HELP)
+    add_rules_flag(p)
     add_catalog_flags(p)
     p.set_defaults(func=cmd_reindex)
 
