@@ -57,8 +57,8 @@ def _corrected(hits: Any) -> str:
 
 
 def _fired(hits: Hits) -> str:
-    """' [rules: A, B]' where merchandising rules acted on the hits, else nothing."""
-    return f" [rules: {', '.join(hits.rules_fired)}]" if hits.rules_fired else ""
+    """' (rules: A, B)' where merchandising rules acted on the hits, else nothing."""
+    return f" (rules: {', '.join(hits.rules_fired)})" if hits.rules_fired else ""
 
 
 def _rules(hits: Hits) -> dict[str, Any]:

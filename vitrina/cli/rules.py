@@ -29,7 +29,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if args.json:
         print_json(record)
     else:
-        what = f"{count} merchandising rules from {args.file}" if args.file else "no merchandising rules"
+        what = f"{_rules(count)} from {args.file}" if args.file else "no merchandising rules"
         print_lines([f"{args.dir}: now version {index.manifest.version} with {what}"])
     return 0
 
@@ -41,9 +41,13 @@ def _show(args: argparse.Namespace, index: Index) -> int:
     elif not rules:
         print_lines([f"{args.dir}: no merchandising rules (set them with `vitrina rules {args.dir} FILE`)"])
     else:
-        print_lines([f"{args.dir}: {len(rules['rules'])} merchandising rules (version {index.manifest.version})"]
+        print_lines([f"{args.dir}: {_rules(len(rules['rules']))} (version {index.manifest.version})"]
                     + [f"  {_summary(rule)}" for rule in rules["rules"]])
     return 0
+
+
+def _rules(count: int) -> str:
+    return f"{count} merchandising rule{'' if count == 1 else 's'}"
 
 
 def _summary(rule: dict[str, Any]) -> str:
