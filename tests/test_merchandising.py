@@ -243,6 +243,18 @@ def test_hide_removes_products_from_hits_facets_and_price_sorts(shop) -> None:
     assert by_price.rules_fired == ["recall"] and not set(gone) & set(ids(by_price))
 
 
+def test_each_query_of_a_batch_fires_its_own_rules(shop) -> None:
+    index, rows = shop
+    top_wallet = index.search("leather wallet", 1)[0].id
+    index.set_rules({"rules": [{"id": "shoe-pin", "contains": "shoes", "pin": [{"product": rows[0]["id"], "position": 1}]},
+                               {"id": "wallet-hide", "query": "leather wallet", "hide": [top_wallet]}]})
+    shoes, wallet, other = index.search(["sports shoes", "Leather Wallet", "black watch"], 5)
+    assert shoes.rules_fired == ["shoe-pin"] and shoes[0].id == rows[0]["id"]
+    assert wallet.rules_fired == ["wallet-hide"] and top_wallet not in ids(wallet)
+    assert other.rules_fired == []
+    assert ids(other) == ids(index.search("black watch", 5))
+
+
 def test_an_exact_rule_fires_on_the_corrected_query(shop) -> None:
     index, rows = shop
     index.set_rules({"rules": [{"id": "watches", "query": "black watch", "pin": [{"product": rows[0]["id"], "position": 1}]}]})
@@ -296,6 +308,9 @@ def test_build_stores_rules_and_checks_them(built, tmp_path, tiny_bert_dir) -> N
                                 text_model=str(tiny_bert_dir), image_model="none", versioned=False, rules=rules)
     assert index.rules == {"rules": [{"id": "oos", "any": True, "bury": {"in_stock": "false"}}]}
     assert index.search("shoes", 5).rules_fired == ["oos"]
+    assert not index.versioned
+    index.set_rules({"rules": [{"id": "hide", "any": True, "hide": [rows[0]["id"]]}]})  # the directory becomes a root
+    assert index.versioned and index.search("shoes", 5).rules_fired == ["hide"]
     with pytest.raises(RulesError, match="rules: rule 1 .id 'x'.: unknown key 'pins'"):
         vitrina.Index.build(catalog, tmp_path / "never", text_fields=["title"], rules={"rules": [
             {"id": "x", "any": True, "pins": []}]}, config=CONFIG, text_model=str(tiny_bert_dir), image_model="none")
