@@ -255,6 +255,21 @@ def test_each_query_of_a_batch_fires_its_own_rules(shop) -> None:
     assert ids(other) == ids(index.search("black watch", 5))
 
 
+def test_rules_act_after_a_shoppers_re_ranking(shop) -> None:
+    index, rows = shop
+    events = [{"user_id": f"u{u}", "product_id": r["id"], "event": "purchase", "timestamp": f"2024-02-0{1 + j}T10:00:00Z"}
+              for u in range(4) for j, r in enumerate(rows[u::4][:5])]
+    index.add_events(events, settings=vitrina.BehaviourConfig(factors=2, iterations=5))
+    personal = index.search("shoes", 13, user="u1")
+    assert personal.personalised and ids(personal) != ids(index.search("shoes", 13))
+    pinned, hidden = rows[-1]["id"], ids(personal)[0]
+    index.set_rules({"rules": [{"id": "r", "contains": "shoes", "hide": [hidden], "pin": [{"product": pinned, "position": 3}]}]})
+    again = index.search("shoes", 10, user="u1")
+    assert again.personalised and again.rules_fired == ["r"]
+    expected = [i for i in ids(personal) if i not in (hidden, pinned)]
+    assert ids(again) == (expected[:2] + [pinned] + expected[2:])[:10]
+
+
 def test_an_exact_rule_fires_on_the_corrected_query(shop) -> None:
     index, rows = shop
     index.set_rules({"rules": [{"id": "watches", "query": "black watch", "pin": [{"product": rows[0]["id"], "position": 1}]}]})
