@@ -384,8 +384,8 @@ def test_cli_index_and_reindex_take_a_rules_file(built, tmp_path, tiny_bert_dir)
         code, out, _ = run_cli("search", out_dir, "watch", "-k", "50", "--json")
         record = json.loads(out)
         assert record["rules_fired"] == ["hide-first"] and rows[0]["id"] not in [h["id"] for h in record["results"]]
-    code, out, _ = run_cli("upsert", tmp_path / "reindex", catalog, "-q")  # a new version keeps the rules
-    assert code == 0
+    code, _, err = run_cli("upsert", tmp_path / "reindex", catalog, "-q")  # a new version keeps the rules
+    assert code == 0, err
     assert json.loads(run_cli("search", tmp_path / "reindex", "watch", "--json")[1])["rules_fired"] == ["hide-first"]
     misfit = tmp_path / "misfit.json"
     misfit.write_text(json.dumps({"rules": [{"id": "m", "any": True, "hide": ["nope"]}]}))

@@ -145,8 +145,7 @@ class MerchandisingRules:
             hit = found.get(product)
             if hit is None:
                 score = hits[at].score if at < len(hits) else (hits[-1].score if hits else 0.0)
-                row = products.row_of(product)
-                hit = SearchHit(product, float(score), products.metadata(row))
+                hit = self.session.hits(np.array([score]), np.array([products.row_of(product)]))[0]
             hits.insert(at, hit)
         return hits
 
