@@ -292,6 +292,10 @@ def test_set_rules_checks_the_catalog_and_publishes_a_version(shop) -> None:
         with pytest.raises(RulesError) as caught:
             index.set_rules({"rules": [rule]})
         assert message in str(caught.value)
+    with pytest.raises(RulesError) as caught:
+        index.set_rules({"rules": [rule for rule, _ in cases]})
+    assert str(caught.value).count("rule ") == len(cases)  # every misfit named at once
+    assert "rule 5 (id 'e')" in str(caught.value)
     assert index.manifest.version == before and index.rules is None  # nothing was published
 
     index.set_rules({"rules": [{"id": "hide-one", "any": True, "hide": [rows[0]["id"]]}]})

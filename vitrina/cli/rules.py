@@ -61,7 +61,7 @@ def _summary(rule: dict[str, Any]) -> str:
         if name in rule:
             actions.append(f"{name} {json.dumps(rule[name], ensure_ascii=False)}")
     if "hide" in rule:
-        actions.append(f"hide {len(rule['hide'])} products")
+        actions.append(f"hide {len(rule['hide'])} product{'' if len(rule['hide']) == 1 else 's'}")
     return f"{rule['id']}: {pattern}: {'; '.join(actions)}"
 
 

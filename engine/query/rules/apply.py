@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 RULES_DEPTH = 100  # hits re-ordered by boost and bury (at least; offset + k when deeper)
 MASK_CACHE = 256  # condition masks kept (a boolean per product each)
+SHOWN_PROBLEMS = 10  # misfits named in one error (then how many more)
 log = logging.getLogger("vitrina")
 
 
@@ -40,34 +41,49 @@ class MerchandisingRules:
     """A RuleSet over one index's catalog: `fired` gives a query's rules, `apply` re-ranks its hits.
 
     strict: every pinned or hidden product must be in the catalog and every condition's column and text
-    values must exist (a RulesError names the rule and field); else (rules stored with an index whose
-    catalog changed since) such pins, hides and conditions are left out with a warning.
+    values must exist (one RulesError names each misfit's rule and field, the first SHOWN_PROBLEMS); else
+    (rules stored with an index whose catalog changed since) such pins, hides and conditions are left out
+    with a warning.
     """
 
     def __init__(self, rules: RuleSet, session: SearchSession, strict: bool = True) -> None:
         self.session = session
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()  # condition_key -> its products (a boolean per row)
         self._problems: dict[str, str | None] = {}
+        self._misfits: list[str] = []  # what does not fit the catalog, in strict mode
         self.rules = RuleSet(tuple(self._checked(rule, number, rules.source, strict)
                                    for number, rule in enumerate(rules.rules, start=1)), rules.source)
+        if self._misfits:
+            more = len(self._misfits) - SHOWN_PROBLEMS
+            raise RulesError("; ".join(self._misfits[:SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else ""))
         self.patterns = PatternIndex(self.rules)
 
     def _checked(self, rule: Rule, number: int, source: str, strict: bool) -> Rule:
         where = f"{source}: rule {number} (id {rule.id!r})"
         products = self.session.products
-        pins = tuple(p for p in rule.pins
-                     if _kept(p.product in products, f"{where}: pin: product {p.product!r} is not in the index", strict))
-        hide = tuple(p for p in rule.hide
-                     if _kept(p in products, f"{where}: hide: product {p!r} is not in the index", strict))
+        kept = lambda found, problem: self._kept(found, problem, strict)  # noqa: E731
+        missing = f"{where}: {{}}: product {{!r}} is not in the index"
+        pins = tuple(p for p in rule.pins if kept(p.product in products, missing.format("pin", p.product)))
+        hide = tuple(p for p in rule.hide if kept(p in products, missing.format("hide", p)))
         conditions = {}
         for name in ("boost", "bury"):
             wanted = getattr(rule, name)
             problem = None if wanted is None else self._condition_problem(wanted)
             if problem is not None:
-                _kept(False, f"{where}: {name}: {problem}", strict)
+                kept(False, f"{where}: {name}: {problem}")
                 wanted = None
             conditions[name] = wanted
         return replace(rule, pins=pins, hide=hide, **conditions)
+
+    def _kept(self, found: bool, problem: str, strict: bool) -> bool:
+        """Whether a rule's part stays: found; else noted as a misfit (strict) or left out with a warning."""
+        if found:
+            return True
+        if strict:
+            self._misfits.append(problem)
+        else:
+            log.warning("merchandising rule part left out: %s", problem)
+        return False
 
     def _condition_problem(self, where: Mapping[str, Any]) -> str | None:
         """Why the catalog cannot answer a condition (an unknown column or value), or None; each distinct
@@ -148,16 +164,6 @@ class MerchandisingRules:
                 hit = self.session.hits(np.array([score]), np.array([products.row_of(product)]))[0]
             hits.insert(at, hit)
         return hits
-
-
-def _kept(found: bool, problem: str, strict: bool) -> bool:
-    """Whether a rule's part stays: found, else a RulesError (strict) or a warning that it is left out."""
-    if found:
-        return True
-    if strict:
-        raise RulesError(problem)
-    log.warning("merchandising rule part left out: %s", problem)
-    return False
 
 
 def condition_key(where: Mapping[str, Any]) -> str:

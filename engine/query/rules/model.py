@@ -65,7 +65,10 @@ class Rule:
         out: dict[str, Any] = {"id": self.id}
         if self.description is not None:
             out["description"] = self.description
-        out.update({"any": True} if self.kind == "any" else {"query" if self.kind == "exact" else "contains": self.pattern})
+        if self.kind == "any":
+            out["any"] = True
+        else:
+            out["query" if self.kind == "exact" else "contains"] = self.pattern
         if self.pins:
             out["pin"] = [{"product": p.product, "position": p.position} for p in self.pins]
         for name in ("boost", "bury"):
@@ -310,7 +313,8 @@ def _where_json(where: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "text", type(None): "nothing"}.get(type(value), type(value).__name__)
+    kinds = {dict: "an object", list: "a list", str: "text", type(None): "nothing"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _shown(value: Any) -> str:
