@@ -240,7 +240,7 @@ class Index:
                                     facets=facets, sort=sort, offset=offset)
         return hits[0] if isinstance(query, str) else hits
 
-    def set_rules(self, rules: str | os.PathLike[str] | Mapping[str, Any] | None, *, keep: int = 3) -> None:
+    def set_rules(self, rules: str | os.PathLike[str] | Mapping[str, Any] | None, *, keep: int = 3) -> Path:
         """Store merchandising rules with the index: pin, boost, bury or hide products for query patterns.
 
         Args:
@@ -252,15 +252,16 @@ class Index:
         The rules are checked (RulesError names the file, rule and field: an unknown key, product, column or
         value, a bad position), then a new version of the index is published with them (a plain index
         directory first becomes a versioned root, as for `upsert`); searches report the rules that fired in
-        `hits.rules_fired`. A server picks them up on `POST /admin/reload`.
+        `hits.rules_fired`. A server picks them up on `POST /admin/reload`. Returns the new version's directory.
         """
         from vitrina.engine.query.rules.stored import check_rules, rules_from, set_index_rules
 
         ruleset = None if rules is None else rules_from(rules)
         if ruleset is not None:
             check_rules(self._session, ruleset)
-        set_index_rules(self.path, ruleset, self.config, keep)
+        version_dir = set_index_rules(self.path, ruleset, self.config, keep)
         self._written()
+        return version_dir
 
     @property
     def rules(self) -> dict[str, Any] | None:

@@ -298,8 +298,8 @@ def test_set_rules_checks_the_catalog_and_publishes_a_version(shop) -> None:
     assert "rule 5 (id 'e')" in str(caught.value)
     assert index.manifest.version == before and index.rules is None  # nothing was published
 
-    index.set_rules({"rules": [{"id": "hide-one", "any": True, "hide": [rows[0]["id"]]}]})
-    first = resolve_index_path(index.path)
+    first = index.set_rules({"rules": [{"id": "hide-one", "any": True, "hide": [rows[0]["id"]]}]})
+    assert first == resolve_index_path(index.path)
     assert index.manifest.version != before and (first / "settings" / RULES_SETTING).is_file()
     assert index.rules == {"rules": [{"id": "hide-one", "any": True, "hide": [rows[0]["id"]]}]}
     index.set_rules(None)
