@@ -95,7 +95,8 @@ class Index:
     def build(cls, data: CatalogData, path: str | os.PathLike[str], *, id_field: str | None = None,
               text_fields: Sequence[str] | None = None, image_field: str | None = None,
               price_field: str | None = None, text_model: str | None = None, image_model: str | None = None,
-              versioned: bool | None = None, config: VitrinaConfig | None = None) -> "Index":
+              versioned: bool | None = None, config: VitrinaConfig | None = None,
+              rules: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> "Index":
         """Embed and index a catalog at `path`, and open it.
 
         Args:
@@ -113,6 +114,10 @@ class Index:
                 unchanged products never re-encoded); False a plain directory (`vitrina index`). Default:
                 a versioned root, unless `path` already holds a plain index.
             config: every other setting; the keyword arguments above override its parts.
+            rules: merchandising rules stored with the index: a rules file (.json, .yaml) or its data as a
+                dict (see `set_rules`). Their form is checked before indexing, their products, columns and
+                values once the index is built (RulesError; the index is then built, without the parts that
+                do not fit).
 
         Building again at the same path re-indexes: a root gets a new version (behaviour vectors and
         trained heads carried over), a plain directory is replaced once the new index is complete.
@@ -122,16 +127,26 @@ class Index:
         path = Path(path)
         if versioned is None:
             versioned = not _is_plain_index(path)
+        ruleset, settings = None, None
+        if rules is not None:
+            from vitrina.engine.query.rules.stored import RULES_SETTING, rules_from, rules_setting
+
+            ruleset = rules_from(rules)
+            settings = {RULES_SETTING: rules_setting(ruleset)}
         if versioned:
             from vitrina.engine.build.reindex import reindex
 
-            report: IndexReport | ReindexReport = reindex(_catalog_input(data), path, config)
+            report: IndexReport | ReindexReport = reindex(_catalog_input(data), path, config, settings_files=settings)
         else:
             from vitrina.engine.build.indexing import build_index
 
-            report = build_index(_catalog_input(data), path, config)
+            report = build_index(_catalog_input(data), path, config, settings_files=settings)
         index = cls(path, config)
         index.build_report = report
+        if ruleset is not None:
+            from vitrina.engine.query.rules.stored import check_rules
+
+            check_rules(index._session, ruleset)
         return index
 
     # -- reading -----------------------------------------------------------------------------------
@@ -216,6 +231,7 @@ class Index:
         shopper has no behaviour vector yet, and the hits are the plain results); without, it is None.
         `hits.corrected_query` is the query the BM25 leg searched where it corrected misspelled words to
         catalog words ("jaket" -> "jacket"), else None.
+        `hits.rules_fired` lists the ids of the merchandising rules (`set_rules`) that acted on the hits.
         Raises QueryError for a filter or facet on a column the catalog lacks (see `check_filters`), an
         unknown sort, or a page past 10,000 hits.
         """
@@ -223,6 +239,35 @@ class Index:
         hits = self._session.search(queries, _k(k), space=space, mode=mode, where=where, price=price, user=user,
                                     facets=facets, sort=sort, offset=offset)
         return hits[0] if isinstance(query, str) else hits
+
+    def set_rules(self, rules: str | os.PathLike[str] | Mapping[str, Any] | None, *, keep: int = 3) -> Path:
+        """Store merchandising rules with the index: pin, boost, bury or hide products for query patterns.
+
+        Args:
+            rules: a rules file (.json, .yaml or .yml) or its data as a dict, `{"rules": [{"id": ..., "query" |
+                "contains" | "any": ..., "pin" | "boost" | "bury" | "hide": ...}, ...]}` (README, "Merchandising
+                rules"); None removes the rules.
+            keep: versions kept after publishing.
+
+        The rules are checked (RulesError names the file, rule and field: an unknown key, product, column or
+        value, a bad position), then a new version of the index is published with them (a plain index
+        directory first becomes a versioned root, as for `upsert`); searches report the rules that fired in
+        `hits.rules_fired`. A server picks them up on `POST /admin/reload`. Returns the new version's directory.
+        """
+        from vitrina.engine.query.rules.stored import check_rules, rules_from, set_index_rules
+
+        ruleset = None if rules is None else rules_from(rules)
+        if ruleset is not None:
+            check_rules(self._session, ruleset)
+        version_dir = set_index_rules(self.path, ruleset, self.config, keep)
+        self._written()
+        return version_dir
+
+    @property
+    def rules(self) -> dict[str, Any] | None:
+        """The merchandising rules the loaded version answers with, in the file format (None: it has none)."""
+        bound = self._session.rules
+        return None if bound is None else bound.rules.to_json()
 
     def check_filters(self, where: Mapping[str, Any] | None = None, price: PriceRange | None = None) -> None:
         """Check filters against this index's catalog before searching with them: a QueryError names a column

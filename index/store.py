@@ -34,6 +34,7 @@ from vitrina.index.locks import folder_lock
 from vitrina.index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
 from vitrina.index.product_index import ProductIndex
 from vitrina.index.products import ProductTable
+from vitrina.index.settings import read_settings, write_settings
 from vitrina.index.versions import resolve_index_path
 from vitrina.errors import Param
 
@@ -125,6 +126,7 @@ class IndexDirectory:
     encoder_dirs: dict[str, Path] = field(default_factory=dict)  # role -> exported model directory to keep
     path: Path | None = None  # where it was loaded from
     content: ProductContent | None = None  # texts and content hashes, row-aligned with products
+    settings: dict[str, bytes] = field(default_factory=dict)  # settings/<name> files (index.settings): synonyms, rules
 
     def encoder_dir(self, role: str) -> Path | None:
         """The exported encoder kept under `role`, if any."""
@@ -194,6 +196,7 @@ class IndexDirectory:
             self.manifest.encoder_files = {}
             for role, source in self.encoder_dirs.items():  # private copies (reflinks where possible), checked
                 self.manifest.encoder_files[role] = _copy_encoder(Path(source), tmp / ENCODERS_DIR / role)
+            write_settings(tmp, self.settings)
             self.manifest.save(tmp)  # last: a directory with a manifest is complete
             replace_directory(tmp, out)
             self.path = out
@@ -225,7 +228,7 @@ class IndexDirectory:
         content = ProductContent.load(path / CONTENT_FILE)
         if content is not None and content.ids != products.ids:
             raise IndexStoreError(f"{path}: {CONTENT_FILE} and {PRODUCTS_FILE} list different products; re-index it")
-        return cls(manifest, products, spaces, lexical, encoder_dirs, path, content)
+        return cls(manifest, products, spaces, lexical, encoder_dirs, path, content, read_settings(path))
 
 
 def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | None = None,

@@ -121,6 +121,7 @@ class LiveIndex:
         """Load the encoders and run each once, and build the typo corrector's lookup, so the first real query
         is not the slow one."""
         self.session.encode_queries(["warm up"], self.session.default_space())
+        self.session.rules  # noqa: B018 - the merchandising rules: a damaged file refuses the version here
         lexical = self.session.directory.lexical
         if lexical is not None and lexical.vocabulary is not None:
             lexical.vocabulary.symspell  # noqa: B018 - built on first use: a second or two on a large catalog

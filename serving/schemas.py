@@ -27,6 +27,8 @@ class Results(BaseModel):
         default=None, description="with facets=: each column's value counts over the matched set, most frequent first")
     price: PriceRange | None = Field(default=None, description="with facets=: the price range of the matched set")
     total: int | None = Field(default=None, description="with facets=: how many products the matched set holds")
+    rules_fired: list[str] | None = Field(
+        default=None, description="the ids of the merchandising rules that acted on the results, when any did")
 
 
 class EventIn(BaseModel):

@@ -14,9 +14,9 @@ from vitrina.engine.errors import ArgumentError, QueryError
 from vitrina.errors import Param
 from tests.helpers import run_cli
 
-COMMANDS = ["index", "reindex", "upsert", "delete", "search", "similar", "eval", "train-text", "train", "export-onnx",
+COMMANDS = ["index", "reindex", "upsert", "delete", "rules", "search", "similar", "eval", "train-text", "train", "export-onnx",
             "events", "recommend", "serve", "info", "demo"]
-GROUP_OF = {"index": "build", "reindex": "build", "upsert": "build", "delete": "build", "search": "query",
+GROUP_OF = {"index": "build", "reindex": "build", "upsert": "build", "delete": "build", "rules": "rules", "search": "query",
             "similar": "query", "info": "query", "eval": "evaluate", "train-text": "learn", "train": "learn",
             "export-onnx": "export", "events": "events", "recommend": "events", "serve": "serve", "demo": "demo"}
 

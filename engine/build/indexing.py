@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from tqdm import tqdm
 
 from vitrina.engine.build.pipeline import MemoryShards, Plan, ReindexConfig, build
+from vitrina.engine.build.settings import build_settings
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogSource, read_catalog
 from vitrina.index import IndexManifest
@@ -25,10 +27,13 @@ class IndexReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig | None = None) -> IndexReport:
+def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig | None = None,
+                settings_files: Mapping[str, bytes] | None = None) -> IndexReport:
     """Read, embed and index a catalog (a file, or records: dicts, a pyarrow Table or a pandas DataFrame) into
-    `out`; an existing index there is replaced only on success."""
+    `out`; an existing index there is replaced only on success. `settings_files`: index settings files
+    (engine.build.settings) stored with it."""
     config = config or VitrinaConfig()
+    files = build_settings(settings_files)
     started = time.perf_counter()
     whole = read_catalog(catalog, config.catalog)  # every row checked before a model loads
     read_seconds = time.perf_counter() - started
@@ -40,6 +45,7 @@ def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig |
                               disable=not show, leave=False)
     built = build(plan, ReindexConfig(), MemoryShards(), bars=bars, versioned=False)
     directory = built.assembled.directory
+    directory.settings = files
     directory.save(Path(out))
     seconds = {"read": read_seconds, "text": built.seconds["text"]}
     if directory.lexical is not None:

@@ -244,12 +244,15 @@ class Published:
 
 def publish_version(root: Path, live_dir: Path | None, directory: IndexDirectory, config: VitrinaConfig, retrain: bool,
                     keep: int, hook: StageHook | None = None) -> Published:
-    """Carry the live version's behaviour and trained spaces over into `directory` (engine.build.carry_over), save
+    """Carry the live version's behaviour, trained spaces (engine.build.carry_over) and settings files (those
+    `directory` does not set itself, engine.build.settings) over into `directory`, save
     it as a new version of `root` and make it the current one, keeping the last `keep` versions."""
     from vitrina.engine.build.carry_over import carry_over
+    from vitrina.engine.build.settings import carried_settings
 
     hook = hook or (lambda stage, shard: None)
     carried = carry_over(root, live_dir, directory, config, retrain)
+    directory.settings = carried_settings(live_dir, directory.settings)
     version_dir = save_version(root, directory)
     carried.write(version_dir)
     hook("save", -1)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from tqdm import tqdm
 
 from vitrina.engine import __version__
 from vitrina.engine.build.encode import Previous
 from vitrina.engine.build.pipeline import Plan, ReindexConfig, StageHook, build, publish_version, root_lock
+from vitrina.engine.build.settings import build_settings
 from vitrina.engine.build.shards import ShardStore
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogOrigin, CatalogSource, CatalogStream, stream_catalog
@@ -87,12 +89,15 @@ def _image_policy_job(config: VitrinaConfig) -> dict:
 
 def reindex(catalog: CatalogSource, root: str | Path, config: VitrinaConfig | None = None,
             settings: ReindexConfig | None = None, resume: bool = False, on_stage: StageHook | None = None,
-            retrain: bool = False) -> ReindexReport:
+            retrain: bool = False, settings_files: Mapping[str, bytes] | None = None) -> ReindexReport:
     """Re-embed and re-index a catalog (a file, or records: dicts, a pyarrow Table or a pandas DataFrame) into a
     new version under `root`, then make it the current one; the live version's behaviour vectors and trained
-    heads are carried over (engine.carry_over). Records resume when their content is the same as before."""
+    heads are carried over (engine.carry_over). Records resume when their content is the same as before.
+    `settings_files`: index settings files (engine.build.settings) the new version stores; the live version's
+    other settings files are carried over."""
     config = config or VitrinaConfig()
     settings = settings or ReindexConfig()
+    files = build_settings(settings_files)
     root = Path(root)
     check_root(root)
     hook = on_stage or (lambda stage, shard: None)
@@ -101,11 +106,11 @@ def reindex(catalog: CatalogSource, root: str | Path, config: VitrinaConfig | No
     if stream.origin.path is None:  # records are in memory already: checked whole before anything is written
         stream.products = iter(list(stream.products))
     with root_lock(root):
-        return _reindex(stream, root, config, settings, resume, hook, retrain, started)
+        return _reindex(stream, root, config, settings, resume, hook, retrain, started, files)
 
 
 def _reindex(stream: CatalogStream, root: Path, config: VitrinaConfig, settings: ReindexConfig, resume: bool,
-             hook: StageHook, retrain: bool, started: float) -> ReindexReport:
+             hook: StageHook, retrain: bool, started: float, files: dict[str, bytes]) -> ReindexReport:
     plan = Plan.streamed(stream, config, settings)
     store = ShardStore(root / WORK_DIR)
     done = set(store.start(_job(plan, settings), resume))
@@ -118,6 +123,7 @@ def _reindex(stream: CatalogStream, root: Path, config: VitrinaConfig, settings:
     built = build(plan, settings, store, bars=bars, versioned=True, done=done,
                   previous_of=lambda names: Previous.of_root(root, names), hook=hook, started=started)
     assembled, directory = built.assembled, built.assembled.directory
+    directory.settings = files
     t0 = time.perf_counter()
     live_dir = resolve_index_path(root) if is_versioned_root(root) else None
     published = publish_version(root, live_dir, directory, plan.config, retrain, settings.keep, hook)

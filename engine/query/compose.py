@@ -33,6 +33,7 @@ from vitrina.engine.query.filters import PriceRange
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
 from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, personalise
+from vitrina.engine.query.rules.apply import fired_rules, merchandise, rules_depth, without_hidden
 from vitrina.index.filters import ProductFilter
 
 if TYPE_CHECKING:
@@ -145,15 +146,17 @@ def run_text_search(
     query_vectors: the queries already encoded for `search.space` (else they are encoded here).
     behaviour: the model that personalises for `search.user`; without one, answers are not personalised.
     """
+    fired = fired_rules(session, search)  # each query's merchandising rules (engine.query.rules)
     matched = None
     if search.facets is not None or search.by_price:
         if query_vectors is None and search.needs_vectors:  # encoded once for both retrievals
             query_vectors = session.encode_queries(search.dense_queries or search.queries, search.space)
         matched = session.matched(search.queries, search.space, search.mode, query_vectors, search.allowed)
+        matched = [without_hidden(session, s, r, f) for (s, r), f in zip(matched, fired)]
     if search.by_price:
         answers = [Hits(_by_price(session, s, r, search)) for s, r in matched]
     else:
-        answers = _by_relevance(session, search, query_vectors, behaviour, weight)
+        answers = _by_relevance(session, search, query_vectors, behaviour, weight, fired)
     if matched is not None and search.facets is not None:
         for answer, (_, rows) in zip(answers, matched):
             answer.facets = {c: session.filters.facet_counts(c, rows, FACET_VALUES) for c in search.facets}
@@ -161,22 +164,26 @@ def run_text_search(
     if matched is not None:
         for answer, (_, rows) in zip(answers, matched):
             answer.total = len(rows)
-    for answer, query in zip(answers, search.queries):
+    for answer, query, rules in zip(answers, search.queries, fired):
         answer.corrected_query = session.corrected_query(query, search.mode)
+        answer.rules_fired = [rule.id for rule in rules]
     return answers
 
 
 def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.ndarray | None,
-                  behaviour: BehaviourModel | None, weight: float) -> list[Hits]:
+                  behaviour: BehaviourModel | None, weight: float, fired: list) -> list[Hits]:
     personal = search.user is not None and behaviour is not None
     end = search.offset + search.k
-    depth = max(end, PERSONAL_DEPTH) if personal else end
+    ranked = max(rules_depth(end, rules) for rules in fired)  # end, unless rules hide, boost or bury
+    depth = max(ranked, PERSONAL_DEPTH) if personal else ranked
     scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
     if personal:
-        answers = [personalise(session, behaviour, s, r, search.user, end, weight) for s, r in zip(scores, rows)]
-        return [Hits(hits[search.offset:], personalised) for hits, personalised in answers]
-    personalised = None if search.user is None else False
-    return [Hits(session.hits(s, r, k=end)[search.offset:], personalised) for s, r in zip(scores, rows)]
+        answers = [personalise(session, behaviour, s, r, search.user, ranked, weight) for s, r in zip(scores, rows)]
+    else:
+        personalised = None if search.user is None else False
+        answers = [(session.hits(s, r, k=ranked), personalised) for s, r in zip(scores, rows)]
+    return [Hits(merchandise(session, hits, rules, search.allowed)[search.offset:end], personalised)
+            for (hits, personalised), rules in zip(answers, fired)]
 
 
 def _by_price(session: SearchSession, scores: np.ndarray, rows: np.ndarray, search: TextSearch) -> list[SearchHit]:

@@ -39,17 +39,20 @@ class Hits(list[SearchHit]):
     None when the query was searched as typed.
     With facets asked for, `facets`, `price_range` and `total` describe the matched set (see
     engine.query.compose); otherwise they are None.
+    `rules_fired` lists the ids of the merchandising rules that acted on the answer (engine.query.rules).
     """
 
     def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None,
                  corrected_query: str | None = None, *, facets: dict[str, dict[str, int]] | None = None,
-                 price_range: tuple[float, float] | None = None, total: int | None = None) -> None:
+                 price_range: tuple[float, float] | None = None, total: int | None = None,
+                 rules_fired: list[str] | None = None) -> None:
         super().__init__(hits)
         self.personalised = personalised
         self.corrected_query = corrected_query
         self.facets = facets  # column -> {value: count} over the matched set, when facets were asked for
         self.price_range = price_range  # (lowest, highest) known price of the matched set, with facets
         self.total = total  # the size of the matched set, when it was computed (facets, or a price sort)
+        self.rules_fired = list(rules_fired or [])  # ids of the merchandising rules that acted, in file order
 
     def facets_json(self) -> dict[str, Any]:
         """`{"facets": ..., "price": {"min", "max"} or None, "total": N}` for answers that asked for facets."""
@@ -60,6 +63,8 @@ class Hits(list[SearchHit]):
         extra = "" if self.corrected_query is None else f", corrected_query={self.corrected_query!r}"
         if self.facets is not None:
             extra += f", facets={self.facets!r}, price_range={self.price_range!r}"
+        if self.rules_fired:
+            extra += f", rules_fired={self.rules_fired!r}"
         return f"Hits({list.__repr__(self)}, personalised={self.personalised!r}{extra})"
 
 

@@ -25,6 +25,7 @@ from vitrina.index.versions import resolve_index_path
 from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
 from vitrina.engine.query.filters import PriceRange, product_filter as combined_filter
 from vitrina.engine.query.hits import Hits, SearchHit, check_k, clean_query
+from vitrina.engine.query.rules.apply import MerchandisingRules
 from vitrina.index.filters import FilterColumns, FilterError, ProductFilter
 from vitrina.index.hybrid import fuse
 from vitrina.errors import Param
@@ -133,6 +134,13 @@ class SearchSession:
             return self.filters.mask(query)
         except FilterError as exc:
             raise QueryError(str(exc)) from None
+
+    @cached_property
+    def rules(self) -> MerchandisingRules | None:
+        """The merchandising rules stored with this index version (engine.query.rules), or None."""
+        from vitrina.engine.query.rules.stored import load_index_rules
+
+        return load_index_rules(self)
 
     @cached_property
     def fusion(self) -> FusionModel | None:

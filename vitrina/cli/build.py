@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vitrina.cli.common import add_catalog_flags, config_from_args, print_lines
 from vitrina.cli.output import print_json
+from vitrina.cli.rules import add_rules_flag, build_rules_setting, check_built_rules
 from vitrina.engine.build.indexing import IndexReport, build_index
 from vitrina.engine.build.pipeline import ENGINES
 from vitrina.engine.build.reindex import ReindexConfig, ReindexReport, reindex
@@ -26,7 +27,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         from vitrina.engine.learn.fusion import FUSION_DIR, FusionModel
 
         heads = FusionModel.load(Path(args.fusion_from) / FUSION_DIR)
-    report = build_index(args.catalog, args.out, config)
+    report = build_index(args.catalog, args.out, config, settings_files=settings_files(args))
     notes = []
     if heads is not None:
         from vitrina.engine.learn.shared_space import apply_shared_space
@@ -34,16 +35,18 @@ def cmd_index(args: argparse.Namespace) -> int:
         notes = apply_shared_space(Path(args.out), heads, config)
         report.manifest = IndexManifest.load(Path(args.out))
     print_lines(index_lines(report, notes))
+    check_built_rules(args, args.out)
     return 0
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     report = reindex(args.catalog, args.out, config_from_args(args), reindex_config(args), resume=args.resume,
-                     retrain=args.retrain)
+                     retrain=args.retrain, settings_files=settings_files(args))
     if args.json:
         print_json(report.to_json())
     else:
         print_lines(reindex_lines(report))
+    check_built_rules(args, args.out)
     return 0
 
 
@@ -57,6 +60,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     report = delete(args.dir, args.ids, config_from_args(args), reindex_config(args), retrain=args.retrain)
     print_update(args, report)
     return 0
+
+
+def settings_files(args: argparse.Namespace) -> dict[str, bytes]:
+    """The index settings files (engine.build.settings) that flags of `vitrina index`/`reindex` give: name -> bytes.
+    A feature storing a file at build time adds its flag's line here."""
+    files: dict[str, bytes] = {}
+    files.update(build_rules_setting(args))  # --rules FILE (vitrina.cli.rules)
+    return files
 
 
 def reindex_config(args: argparse.Namespace) -> ReindexConfig:
@@ -126,6 +137,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_catalog_flags(p)
     p.add_argument("--fusion-from", default=None, metavar="DIR",
                    help="add a shared space with the heads `vitrina train` learned on another index (same encoders)")
+    add_rules_flag(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("reindex", help="re-embed a catalog into a new version of a versioned root, resumably, then switch to it")
@@ -144,6 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="recall@10 against exact search that IVF nprobe / HNSW efSearch are tuned to (default 0.95)")
     p.add_argument("--retrain", action="store_true", help=RETRAIN_HELP)
     p.add_argument("--json", action="store_true", help=JSON_REPORT_HELP)
+    add_rules_flag(p)
     add_catalog_flags(p)
     p.set_defaults(func=cmd_reindex)
 

@@ -7,13 +7,14 @@ import logging
 import sys
 from typing import Sequence
 
-from vitrina.cli import build, demo, evaluate, events, export, learn, query, serve
+from vitrina.cli import build, demo, evaluate, events, export, learn, query, rules, serve
 from vitrina.cli.common import run_reporting_errors
 from vitrina.engine import __version__
 
 # Each adds its commands to the subparsers, in the order `vitrina --help` lists them (part of the contract).
 COMMAND_GROUPS = (
     build.add_parsers,  # index, reindex, upsert, delete
+    rules.add_parsers,  # rules
     query.add_parsers,  # search, similar
     evaluate.add_parsers,  # eval text|image|cross-modal
     learn.add_parsers,  # train-text, train

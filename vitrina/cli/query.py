@@ -37,15 +37,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise QueryError("give a QUERY or --queries FILE.csv")
     hits = index.search(args.query, k_or_default(args, 10), space=args.space, mode=args.mode, user=args.user,
                         **filters, **page_from_flags(args))
-    title = f"Search: {args.query}" + _corrected(hits)
+    title = f"Search: {args.query}" + _corrected(hits) + _fired(hits)
     if args.user is None:
-        record = {"query": args.query, "results": hits_json(hits), **_facets(hits)}
+        record = {"query": args.query, "results": hits_json(hits), **_facets(hits), **_rules(hits)}
         emit(args, index, _with_correction(record, hits), title, hits, args.offset + 1)
         return 0
     if not hits.personalised:
         print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
     record = {"query": args.query, "user": args.user, "personalised": hits.personalised, "results": hits_json(hits),
-              **_facets(hits)}
+              **_facets(hits), **_rules(hits)}
     emit(args, index, _with_correction(record, hits), f"{title} (for {args.user})", hits, args.offset + 1)
     return 0
 
@@ -54,6 +54,16 @@ def _corrected(hits: Any) -> str:
     """' (showing results for: CORRECTED)' where typos were corrected, else nothing."""
     corrected = getattr(hits, "corrected_query", None)
     return "" if corrected is None else f" (showing results for: {corrected})"
+
+
+def _fired(hits: Hits) -> str:
+    """' (rules: A, B)' where merchandising rules acted on the hits, else nothing."""
+    return f" (rules: {', '.join(hits.rules_fired)})" if hits.rules_fired else ""
+
+
+def _rules(hits: Hits) -> dict[str, Any]:
+    """`rules_fired` for the JSON record where merchandising rules acted; else nothing."""
+    return {"rules_fired": hits.rules_fired} if hits.rules_fired else {}
 
 
 def _with_correction(record: dict[str, Any], hits: Any) -> dict[str, Any]:
@@ -98,8 +108,9 @@ def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any
     results = index.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
                            **filters, **page_from_flags(args))
     for (qid, query), hits in zip(queries, results):
-        emit(args, index, _with_correction({"query_id": qid, "results": hits_json(hits), **_facets(hits)}, hits),
-             f"{qid}: {query}" + _corrected(hits), hits, args.offset + 1)
+        emit(args, index, _with_correction({"query_id": qid, "results": hits_json(hits), **_facets(hits),
+                                            **_rules(hits)}, hits),
+             f"{qid}: {query}" + _corrected(hits) + _fired(hits), hits, args.offset + 1)
     return 0
 
 
