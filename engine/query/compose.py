@@ -33,6 +33,7 @@ from vitrina.engine.query.filters import PriceRange
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
 from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, personalise
+from vitrina.engine.query.variants import group_count, grouped_text_answers, grouped_vector_hits
 from vitrina.index.filters import ProductFilter
 
 if TYPE_CHECKING:
@@ -150,7 +151,11 @@ def run_text_search(
         if query_vectors is None and search.needs_vectors:  # encoded once for both retrievals
             query_vectors = session.encode_queries(search.dense_queries or search.queries, search.space)
         matched = session.matched(search.queries, search.space, search.mode, query_vectors, search.allowed)
-    if search.by_price:
+    if session.groups is not None:  # one hit per product group (engine.query.variants)
+        answers = grouped_text_answers(session, search, matched, query_vectors,
+                                       lambda part, vectors: _by_relevance(session, part, vectors, behaviour, weight),
+                                       lambda s, r, part: _by_price(session, s, r, part))
+    elif search.by_price:
         answers = [Hits(_by_price(session, s, r, search)) for s, r in matched]
     else:
         answers = _by_relevance(session, search, query_vectors, behaviour, weight)
@@ -160,7 +165,7 @@ def run_text_search(
             answer.price_range = session.filters.price_range_of(rows)
     if matched is not None:
         for answer, (_, rows) in zip(answers, matched):
-            answer.total = len(rows)
+            answer.total = group_count(session, rows)
     for answer, query in zip(answers, search.queries):
         answer.corrected_query = session.corrected_query(query, search.mode)
     return answers
@@ -204,4 +209,6 @@ def run_image_search(
     """The hits of each query image (or of its vector, already encoded for `search.space`), inside the mask."""
     if query_vectors is None:
         query_vectors = session.encode_images(images, search.space)
+    if session.groups is not None:  # one hit per product group
+        return grouped_vector_hits(session, search.space, query_vectors, search.k, search.allowed)
     return session.search_vectors(search.space, query_vectors, search.k, search.allowed)

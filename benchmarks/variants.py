@@ -1,0 +1,179 @@
+"""Variants and near-duplicates: the duplicate threshold, one hit per group on H&M, and Home Depot unchanged.
+
+Three measurements (subcommands):
+
+  threshold  The image cosine from which two equal-titled products are duplicates (`--collapse-duplicates`).
+             Image vectors of the default image model (efficientnet-lite0) for pairs of products:
+               re-upload (bytes)    fashion/ products with equal normalised titles and byte-identical photos
+               re-upload (re-saved) a fashion/ photo against itself shrunk to 90% and saved as JPEG q70
+               colour variant       H&M articles of one product_code in different colours
+               same title, diff.    fashion/ products with equal normalised titles and different photos
+               different product    random pairs of fashion/ products
+             and the share of each kind at or above candidate thresholds.
+  hm         H&M articles indexed with `product_code` as the group field (text and images, or --text-only)
+             and without grouping; 30 natural queries: distinct product codes in every top 10, and the
+             slots spent on another colour of a product already shown.
+  hd         Home Depot dev queries against titles: nDCG@10 and recall@100 (relevance >= 2.5) of hybrid
+             search without grouping and with --collapse-duplicates (text only: equal normalised titles),
+             on a sample of queries.
+
+    .venv/bin/python benchmarks/variants.py threshold
+    .venv/bin/python benchmarks/variants.py hm [--text-only]
+    .venv/bin/python benchmarks/variants.py hd --queries 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, markdown_table
+from vitrina.engine.build.groups import normalised_title
+
+FASHION = DATA / "fashion"
+HM = DATA / "hm"
+HD = DATA / "homedepot"
+THRESHOLDS = (0.90, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99)
+
+HM_QUERIES = (
+    "knitted cardigan", "black skinny jeans", "denim jacket", "floral summer dress", "striped t-shirt",
+    "hooded sweatshirt", "wool coat", "leather boots", "swimsuit", "bikini top", "high waist trousers",
+    "oversized shirt", "ribbed jumper", "pyjamas", "lace bra", "sports tights", "baby bodysuit",
+    "kids dungarees", "puffer jacket", "linen shorts", "wrap dress", "blazer", "pleated skirt",
+    "socks", "sunglasses", "crossbody bag", "knitted hat", "slip dress", "chinos slim fit", "cotton joggers",
+)
+
+
+# --- threshold -----------------------------------------------------------------------------------------------
+
+def _image_encoder():
+    from vitrina.encoders import DEFAULT_IMAGE_MODEL, EncoderConfig, load_image_encoder
+
+    return load_image_encoder(DEFAULT_IMAGE_MODEL, EncoderConfig(threads=1))
+
+
+def _encode(encoder, images: list, batch: int = 64) -> np.ndarray:
+    parts = [encoder.encode(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _load(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _resaved(image):
+    """The photo shrunk to 90% and saved as JPEG quality 70: a re-upload that is not the same bytes."""
+    from PIL import Image
+
+    small = image.resize((max(1, int(image.width * 0.9)), max(1, int(image.height * 0.9))), Image.BICUBIC)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=70)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def measure_threshold(args: argparse.Namespace) -> dict:
+    rng = random.Random(args.seed)
+    fashion = list(csv.DictReader((FASHION / "products.csv").open(newline="", encoding="utf-8")))
+    by_title: dict[str, list[dict]] = defaultdict(list)
+    for row in fashion:
+        by_title[normalised_title(row["title"])].append(row)
+    digest = {}
+    same_title = [rows for rows in by_title.values() if len(rows) > 1]
+    for rows in same_title:
+        for row in rows:
+            digest[row["id"]] = hashlib.md5((FASHION / row["image"]).read_bytes()).hexdigest()
+    bytes_pairs, diff_pairs = [], []
+    for rows in same_title:
+        for i in range(len(rows)):
+            for j in range(i + 1, len(rows)):
+                pair = (rows[i]["id"], rows[j]["id"])
+                (bytes_pairs if digest[pair[0]] == digest[pair[1]] else diff_pairs).append(pair)
+    rng.shuffle(diff_pairs)
+    diff_pairs = diff_pairs[: args.pairs]
+    random_pairs = []
+    while len(random_pairs) < args.pairs:
+        a, b = rng.sample(fashion, 2)
+        if normalised_title(a["title"]) != normalised_title(b["title"]):
+            random_pairs.append((a["id"], b["id"]))
+    resave_ids = [row["id"] for row in rng.sample(fashion, args.pairs)]
+
+    hm = list(csv.DictReader((HM / "articles.csv").open(newline="", encoding="utf-8")))
+    by_code: dict[str, list[dict]] = defaultdict(list)
+    for row in hm:
+        by_code[row["product_code"]].append(row)
+    colour_pairs = []
+    for rows in by_code.values():
+        for i in range(len(rows)):
+            for j in range(i + 1, len(rows)):
+                if rows[i]["colour_group_code"] != rows[j]["colour_group_code"]:
+                    colour_pairs.append((rows[i]["article_id"], rows[j]["article_id"]))
+    rng.shuffle(colour_pairs)
+    colour_pairs = colour_pairs[: args.pairs]
+
+    encoder = _image_encoder()
+    started = time.perf_counter()
+    fashion_path = {row["id"]: FASHION / row["image"] for row in fashion}
+    hm_path = {row["article_id"]: HM / row["image"] for row in hm}
+    needed_fashion = sorted({i for pairs in (bytes_pairs, diff_pairs, random_pairs) for p in pairs for i in p} | set(resave_ids))
+    needed_hm = sorted({i for p in colour_pairs for i in p})
+    vectors = {}
+    images = [_load(fashion_path[i]) for i in needed_fashion]
+    vectors.update({("f", i): v for i, v in zip(needed_fashion, _encode(encoder, images))})
+    resaved = _encode(encoder, [_resaved(images[needed_fashion.index(i)]) for i in resave_ids])
+    vectors.update({("r", i): v for i, v in zip(resave_ids, resaved)})
+    vectors.update({("h", i): v for i, v in zip(needed_hm, _encode(encoder, [_load(hm_path[i]) for i in needed_hm]))})
+    seconds = time.perf_counter() - started
+
+    def cosines(kind_a: str, kind_b: str, pairs) -> np.ndarray:
+        return np.array([float(vectors[(kind_a, a)] @ vectors[(kind_b, b)]) for a, b in pairs])
+
+    kinds = {
+        "re-upload (bytes)": cosines("f", "f", bytes_pairs),
+        "re-upload (re-saved)": cosines("f", "r", [(i, i) for i in resave_ids]),
+        "colour variant (H&M)": cosines("h", "h", colour_pairs),
+        "same title, different photo": cosines("f", "f", diff_pairs),
+        "different product": cosines("f", "f", random_pairs),
+    }
+    table = []
+    for name, values in kinds.items():
+        shares = [f"{np.mean(values >= t):.3f}" for t in THRESHOLDS]
+        table.append([name, len(values), f"{np.min(values):.3f}", f"{np.percentile(values, 5):.3f}",
+                      f"{np.median(values):.3f}", f"{np.percentile(values, 95):.3f}", *shares])
+    headers = ["pairs", "n", "min", "p5", "median", "p95", *[f">= {t}" for t in THRESHOLDS]]
+    print(markdown_table(headers, table))
+    print(f"encoded {len(vectors)} images in {seconds:.0f} s")
+    return {"kinds": {k: {"n": len(v), "min": float(v.min()), "median": float(np.median(v)),
+                          **{f">={t}": float(np.mean(v >= t)) for t in THRESHOLDS}} for k, v in kinds.items()},
+            "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("threshold")
+    p.add_argument("--pairs", type=int, default=400, help="pairs sampled per kind (default 400)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "variants-threshold.json")
+    p.set_defaults(run=measure_threshold)
+    args = parser.parse_args()
+    result = args.run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
