@@ -160,6 +160,127 @@ def measure_threshold(args: argparse.Namespace) -> dict:
             "seconds": seconds}
 
 
+# --- H&M: one hit per product --------------------------------------------------------------------------------
+
+HM_TEXT_FIELDS = ("prod_name", "product_type_name", "colour_group_name", "detail_desc")
+
+
+def _ungrouped(session):
+    """The same index read without its groups: the search as it was before grouping."""
+    session.__dict__["groups"] = None
+    return session
+
+
+def measure_hm(args: argparse.Namespace) -> dict:
+    from vitrina.engine.build.indexing import build_index
+    from vitrina.engine.config import VitrinaConfig
+    from vitrina.engine.data.catalog import CatalogConfig
+    from vitrina.engine.query.search import SearchSession
+    from vitrina.index.manifest import MANIFEST_FILE
+
+    image_model = None if args.text_only else "efficientnet-lite0"
+    target = args.index or DEFAULT_OUT / ("hm-grouped-text" if args.text_only else "hm-grouped")
+    config = VitrinaConfig(image_model=image_model, progress=False, images=DATA_IMAGES,
+                           catalog=CatalogConfig(id_field="article_id", text_fields=HM_TEXT_FIELDS,
+                                                 image_field=None if args.text_only else "image",
+                                                 group_field="product_code"))
+    build_seconds = None
+    if not (args.reuse and (target / MANIFEST_FILE).is_file()):
+        print(f"indexing {HM / 'articles.csv'} into {target} ...")
+        started = time.perf_counter()
+        report = build_index(HM / "articles.csv", target, config)
+        build_seconds = {k: round(v, 1) for k, v in report.seconds.items()}
+        print(f"indexed in {time.perf_counter() - started:.0f} s: {build_seconds}")
+    grouped = SearchSession(target, config)
+    plain = _ungrouped(SearchSession(target, config))
+    code = {pid: grouped.products.metadata(row)["product_code"] for row, pid in enumerate(grouped.products.ids)}
+    rows = []
+    seconds = {"grouped": 0.0, "ungrouped": 0.0}
+    for query in HM_QUERIES:
+        answers = {}
+        for name, session in (("grouped", grouped), ("ungrouped", plain)):
+            started = time.perf_counter()
+            answers[name] = session.search([query], 10)[0]
+            seconds[name] += time.perf_counter() - started
+        distinct = {name: len({code[h.id] for h in hits}) for name, hits in answers.items()}
+        top = answers["ungrouped"][0] if answers["ungrouped"] else None
+        rows.append({"query": query, "grouped": distinct["grouped"], "ungrouped": distinct["ungrouped"],
+                     "hits": len(answers["grouped"]), "variants": sum(len(h.variants) for h in answers["grouped"]),
+                     "ungrouped_top": top and grouped.products.metadata(grouped.products.row_of(top.id))["prod_name"]})
+    similar = []
+    rng = random.Random(args.seed)
+    if not args.text_only:
+        for pid in rng.sample(list(code), 30):
+            hits = grouped.similar_to_product(pid, 10)
+            before = plain.similar_to_product(pid, 10)
+            similar.append((len({code[h.id] for h in hits}), len({code[h.id] for h in before}),
+                            sum(code[h.id] == code[pid] for h in before)))
+    table = [[r["query"], r["ungrouped"], r["grouped"], r["variants"]] for r in rows]
+    print(markdown_table(["query", "distinct products in top 10, ungrouped", "grouped", "variants listed"], table))
+    ungrouped = [r["ungrouped"] for r in rows]
+    grouped_counts = [r["grouped"] for r in rows]
+    summary = {
+        "queries": len(rows), "index": str(target), "images": not args.text_only, "build_seconds": build_seconds,
+        "grouped_all_10_distinct": sum(c == 10 for c in grouped_counts),
+        "grouped_mean_distinct": float(np.mean(grouped_counts)),
+        "ungrouped_all_10_distinct": sum(c == 10 for c in ungrouped),
+        "ungrouped_mean_distinct": float(np.mean(ungrouped)),
+        "ungrouped_slots_repeating_a_product": float(np.mean([10 - c for c in ungrouped])),
+        "ms_per_query": {k: round(1000 * v / len(rows), 1) for k, v in seconds.items()},
+    }
+    if similar:
+        summary["similar_by_id"] = {"products": len(similar),
+                                    "grouped_mean_distinct": float(np.mean([s[0] for s in similar])),
+                                    "ungrouped_mean_distinct": float(np.mean([s[1] for s in similar])),
+                                    "ungrouped_mean_own_product_colours": float(np.mean([s[2] for s in similar]))}
+    print(json.dumps(summary, indent=2))
+    return {"summary": summary, "queries": rows}
+
+
+# --- Home Depot: grouping does not cost relevance --------------------------------------------------------------
+
+def measure_hd(args: argparse.Namespace) -> dict:
+    from vitrina.engine.build.groups import DUPLICATE_COSINE, Grouping, attach_groups
+    from vitrina.engine.config import VitrinaConfig
+    from vitrina.engine.evaluate.evaluation import read_qrels
+    from vitrina.engine.evaluate.relevance import ndcg_at_k, recall_at_k
+    from vitrina.engine.query.search import SearchSession
+    from vitrina.engine.query.variants import load_groups
+
+    config = VitrinaConfig(progress=False)
+    qrels = read_qrels(HD / "qrels_dev.csv")
+    qids = sorted(qrels.queries)
+    random.Random(args.seed).shuffle(qids)
+    qids = qids[: args.queries]
+    plain = SearchSession(args.index, config)
+    collapsed = SearchSession(args.index, config)
+    # --collapse-duplicates on a text-only catalog: equal normalised titles (the index-time code, in memory:
+    # the index is not re-encoded)
+    attach_groups(collapsed.directory, Grouping(cosine=DUPLICATE_COSINE, title_field="title"))
+    collapsed.__dict__["groups"] = load_groups(collapsed.directory)
+    groups = collapsed.groups.ids
+    results = {}
+    for name, session in (("grouping off", plain), ("--collapse-duplicates", collapsed)):
+        started = time.perf_counter()
+        answers = session.search([qrels.queries[q] for q in qids], 100, mode="hybrid")
+        seconds = time.perf_counter() - started
+        ranked = [[h.id for h in hits] for hits in answers]
+        ndcg = [ndcg_at_k(r, qrels.judgements[q], 10) for r, q in zip(ranked, qids)]
+        recall = [recall_at_k(r, {p for p, g in qrels.judgements[q].items() if g >= 2.5}, 100)
+                  for r, q in zip(ranked, qids) if any(g >= 2.5 for g in qrels.judgements[q].values())]
+        results[name] = {"ndcg@10": float(np.mean(ndcg)), "recall@100": float(np.mean(recall)),
+                         "ms_per_query": round(1000 * seconds / len(qids), 1), "ranked": ranked}
+    changed = sum(a[:10] != b[:10] for a, b in zip(results["grouping off"]["ranked"],
+                                                  results["--collapse-duplicates"]["ranked"]))
+    table = [[name, f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", r["ms_per_query"]] for name, r in results.items()]
+    print(markdown_table(["hybrid, Home Depot dev", "nDCG@10", "recall@100 (rel >= 2.5)", "ms/query"], table))
+    summary = {"queries": len(qids), "products": len(groups), "groups": int(groups.max()) + 1,
+               "top10_changed": changed,
+               **{name: {k: v for k, v in r.items() if k != "ranked"} for name, r in results.items()}}
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +289,20 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "variants-threshold.json")
     p.set_defaults(run=measure_threshold)
+    p = sub.add_parser("hm")
+    p.add_argument("--text-only", action="store_true", help="index text only (no image encoding)")
+    p.add_argument("--index", type=Path, default=None, help="where the grouped H&M index goes (default under out/)")
+    p.add_argument("--reuse", action="store_true", help="reuse an index already built there")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "variants-hm.json")
+    p.set_defaults(run=measure_hm)
+    p = sub.add_parser("hd")
+    p.add_argument("--index", type=Path, default=Path("/work/main/benchmarks/out/hd-hybrid"),
+                   help="a hybrid index of homedepot/products.csv titles (opened read-only)")
+    p.add_argument("--queries", type=int, default=500, help="dev queries sampled (default 500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "variants-hd.json")
+    p.set_defaults(run=measure_hd)
     args = parser.parse_args()
     result = args.run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,9 @@ def test_a_missing_group_field_is_an_error_naming_it(tmp_path, models) -> None:
                            "colourway", "--text-model", models["text_model"], "--image-model", "none", "-q")
     assert code == 1 and "group field 'colourway' is not a column" in err and "--group-field" in err
     assert "Traceback" not in err
+    code, _, err = run_cli("reindex", catalog, "--out", tmp_path / "root", "--text-fields", "title", "--group-field",
+                           "colourway", "--text-model", models["text_model"], "--image-model", "none", "-q")
+    assert code == 1 and "group field 'colourway' is not a column" in err and not (tmp_path / "root" / "current").exists()
 
 
 def test_pages_of_groups_concatenate_to_the_unpaged_list(shop) -> None:
