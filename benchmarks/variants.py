@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, markdown_table
-from vitrina.engine.build.groups import normalised_title
 
 FASHION = DATA / "fashion"
 HM = DATA / "hm"
@@ -85,6 +84,8 @@ def _resaved(image):
 
 
 def measure_threshold(args: argparse.Namespace) -> dict:
+    from vitrina.engine.build.groups import normalised_title
+
     rng = random.Random(args.seed)
     fashion = list(csv.DictReader((FASHION / "products.csv").open(newline="", encoding="utf-8")))
     by_title: dict[str, list[dict]] = defaultdict(list)
@@ -176,6 +177,7 @@ def measure_hm(args: argparse.Namespace) -> dict:
     from vitrina.engine.config import VitrinaConfig
     from vitrina.engine.data.catalog import CatalogConfig
     from vitrina.engine.query.search import SearchSession
+    from vitrina.engine.query.variants import DEPTHS
     from vitrina.index.manifest import MANIFEST_FILE
 
     image_model = None if args.text_only else "efficientnet-lite0"
@@ -207,6 +209,8 @@ def measure_hm(args: argparse.Namespace) -> dict:
         rows.append({"query": query, "grouped": distinct["grouped"], "ungrouped": distinct["ungrouped"],
                      "hits": len(answers["grouped"]), "variants": sum(len(h.variants) for h in answers["grouped"]),
                      "ungrouped_top": top and grouped.products.metadata(grouped.products.row_of(top.id))["prod_name"]})
+    _, first_rows = grouped.retrieve(list(HM_QUERIES), DEPTHS[0])  # what the first retrieval depth holds
+    groups_at_first_depth = [len(np.unique(grouped.groups.ids[r[r >= 0]])) for r in first_rows]
     similar = []
     rng = random.Random(args.seed)
     if not args.text_only:
@@ -227,6 +231,7 @@ def measure_hm(args: argparse.Namespace) -> dict:
         "ungrouped_mean_distinct": float(np.mean(ungrouped)),
         "ungrouped_slots_repeating_a_product": float(np.mean([10 - c for c in ungrouped])),
         "ms_per_query": {k: round(1000 * v / len(rows), 1) for k, v in seconds.items()},
+        f"fewest_groups_in_the_first_{DEPTHS[0]}_rows": min(groups_at_first_depth),
     }
     if similar:
         summary["similar_by_id"] = {"products": len(similar),
@@ -240,45 +245,58 @@ def measure_hm(args: argparse.Namespace) -> dict:
 # --- Home Depot: grouping does not cost relevance --------------------------------------------------------------
 
 def measure_hd(args: argparse.Namespace) -> dict:
-    from vitrina.engine.build.groups import DUPLICATE_COSINE, Grouping, attach_groups
     from vitrina.engine.config import VitrinaConfig
     from vitrina.engine.evaluate.evaluation import read_qrels
     from vitrina.engine.evaluate.relevance import ndcg_at_k, recall_at_k
     from vitrina.engine.query.search import SearchSession
-    from vitrina.engine.query.variants import load_groups
 
     config = VitrinaConfig(progress=False)
     qrels = read_qrels(HD / "qrels_dev.csv")
     qids = sorted(qrels.queries)
     random.Random(args.seed).shuffle(qids)
     qids = qids[: args.queries]
-    plain = SearchSession(args.index, config)
-    collapsed = SearchSession(args.index, config)
-    # --collapse-duplicates on a text-only catalog: equal normalised titles (the index-time code, in memory:
-    # the index is not re-encoded)
-    attach_groups(collapsed.directory, Grouping(cosine=DUPLICATE_COSINE, title_field="title"))
-    collapsed.__dict__["groups"] = load_groups(collapsed.directory)
-    groups = collapsed.groups.ids
-    results = {}
-    for name, session in (("grouping off", plain), ("--collapse-duplicates", collapsed)):
+    sessions = {"grouping off": SearchSession(args.index, config)}
+    if not args.off_only:
+        from vitrina.engine.build.groups import DUPLICATE_COSINE, Grouping, attach_groups
+        from vitrina.engine.query.variants import load_groups
+
+        collapsed = SearchSession(args.index, config)
+        # --collapse-duplicates on a text-only catalog: equal normalised titles (the index-time code run on the
+        # loaded index, in memory: the 54,667 titles are not encoded again)
+        attach_groups(collapsed.directory, Grouping(cosine=DUPLICATE_COSINE, title_field="title"))
+        collapsed.__dict__["groups"] = load_groups(collapsed.directory)
+        sessions["--collapse-duplicates"] = collapsed
+    results, rankings = {}, {}
+    for name, session in sessions.items():
         started = time.perf_counter()
         answers = session.search([qrels.queries[q] for q in qids], 100, mode="hybrid")
         seconds = time.perf_counter() - started
-        ranked = [[h.id for h in hits] for hits in answers]
-        ndcg = [ndcg_at_k(r, qrels.judgements[q], 10) for r, q in zip(ranked, qids)]
-        recall = [recall_at_k(r, {p for p, g in qrels.judgements[q].items() if g >= 2.5}, 100)
-                  for r, q in zip(ranked, qids) if any(g >= 2.5 for g in qrels.judgements[q].values())]
-        results[name] = {"ndcg@10": float(np.mean(ndcg)), "recall@100": float(np.mean(recall)),
-                         "ms_per_query": round(1000 * seconds / len(qids), 1), "ranked": ranked}
-    changed = sum(a[:10] != b[:10] for a, b in zip(results["grouping off"]["ranked"],
-                                                  results["--collapse-duplicates"]["ranked"]))
-    table = [[name, f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", r["ms_per_query"]] for name, r in results.items()]
-    print(markdown_table(["hybrid, Home Depot dev", "nDCG@10", "recall@100 (rel >= 2.5)", "ms/query"], table))
-    summary = {"queries": len(qids), "products": len(groups), "groups": int(groups.max()) + 1,
-               "top10_changed": changed,
-               **{name: {k: v for k, v in r.items() if k != "ranked"} for name, r in results.items()}}
+        shown = [[h.id for h in hits] for hits in answers]
+        covered = [[i for h in hits for i in [h.id, *(getattr(h, "variants", None) or [])]] for hits in answers]  # with the variants
+        rankings[name] = [[[h.id, round(h.score, 6)] for h in hits] for hits in answers]
+        strong = {q: {p for p, g in qrels.judgements[q].items() if g >= 2.5} for q in qids}
+        with_strong = [i for i, q in enumerate(qids) if strong[q]]
+        results[name] = {
+            "ndcg@10": float(np.mean([ndcg_at_k(r, qrels.judgements[q], 10) for r, q in zip(shown, qids)])),
+            "recall@100": float(np.mean([recall_at_k(shown[i], strong[qids[i]], 100) for i in with_strong])),
+            "recall@100, variants counted": float(np.mean(
+                [len(set(covered[i]) & strong[qids[i]]) / len(strong[qids[i]]) for i in with_strong])),
+            "ms_per_query": round(1000 * seconds / len(qids), 1)}
+    table = [[name, f"{r['ndcg@10']:.4f}", f"{r['recall@100']:.4f}", f"{r['recall@100, variants counted']:.4f}",
+              r["ms_per_query"]] for name, r in results.items()]
+    print(markdown_table(["hybrid, Home Depot dev", "nDCG@10", "recall@100 (rel >= 2.5)",
+                          "recall@100, a hit's variants counted", "ms/query"], table))
+    summary: dict = {"queries": len(qids), **results}
+    if not args.off_only:
+        groups = sessions["--collapse-duplicates"].groups.ids
+        summary.update(products=len(groups), groups=int(groups.max()) + 1, top10_changed=sum(
+            [p for p, _ in a[:10]] != [p for p, _ in b[:10]]
+            for a, b in zip(rankings["grouping off"], rankings["--collapse-duplicates"])))
+    if args.same_as:
+        before = json.loads(args.same_as.read_text())["off_rankings"]
+        summary["grouping_off_identical_to"] = {"file": str(args.same_as), "identical": before == rankings["grouping off"]}
     print(json.dumps(summary, indent=2))
-    return summary
+    return {**summary, "off_rankings": rankings["grouping off"]}
 
 
 def main() -> None:
@@ -301,6 +319,9 @@ def main() -> None:
                    help="a hybrid index of homedepot/products.csv titles (opened read-only)")
     p.add_argument("--queries", type=int, default=500, help="dev queries sampled (default 500)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--off-only", action="store_true", help="only search without grouping (runs on older checkouts)")
+    p.add_argument("--same-as", type=Path, default=None,
+                   help="the JSON of an --off-only run (e.g. by the code before variants): are the rankings identical?")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "variants-hd.json")
     p.set_defaults(run=measure_hd)
     args = parser.parse_args()
