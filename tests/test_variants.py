@@ -13,6 +13,7 @@ import pytest
 import vitrina
 from vitrina.engine.build.groups import DUPLICATE_COSINE, duplicate_groups, field_groups, normalised_title
 from vitrina.engine.errors import CatalogError
+from vitrina.engine.query.hits import MAX_K
 from vitrina.index import IndexDirectory
 from vitrina.index.versions import resolve_index_path
 from tests.helpers import demo_catalog, demo_rows, run_cli, write_csv
@@ -138,6 +139,24 @@ def test_pages_of_groups_concatenate_to_the_unpaged_list(shop) -> None:
         whole = index.search("shoes for men", 9, mode=mode)
         pages = [h for offset in (0, 3, 6) for h in index.search("shoes for men", 3, mode=mode, offset=offset)]
         assert [(h.id, h.variants) for h in pages] == [(h.id, h.variants) for h in whole]
+
+
+def test_retrieval_widens_until_the_page_is_full_of_groups(shop, monkeypatch) -> None:
+    """With retrieval depths below the catalog size, deeper retrievals extend the ranking: the page still holds
+    k groups, equal to the ungrouped ranking collapsed (lexical, dense), and pages still concatenate (hybrid)."""
+    import vitrina.engine.query.variants as variants
+
+    grouped, plain, rows = shop
+    monkeypatch.setattr(variants, "DEPTHS", (3, 6, 12, MAX_K))
+    index = vitrina.Index(grouped, CONFIG)
+    for mode in ("lexical", "dense"):
+        everything = vitrina.Index(plain, CONFIG).search("men", len(rows), mode=mode)
+        hits = index.search("men", 8, mode=mode)  # variants past the rows retrieved come in catalog order
+        assert [(h.id, set(h.variants)) for h in hits] == [(i, set(v)) for i, v in expected_page(everything, rows, 8)]
+    whole = index.search("shoes for men", 8)
+    assert len(whole) == 8
+    pages = [h for offset in (0, 2, 4, 6) for h in index.search("shoes for men", 2, offset=offset)]
+    assert [(h.id, h.variants) for h in pages] == [(h.id, h.variants) for h in whole]
 
 
 def test_price_sorts_page_through_groups_and_total_counts_groups(shop) -> None:

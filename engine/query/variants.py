@@ -5,7 +5,8 @@ listed as `variants`.
 - The best member of a group is its first product in the answer's own order: the best scoring by
   relevance (personalised too), the first by price for a price sort, the most alike for `similar`.
 - `SearchHit.variants` (JSON `"variants"`) lists the ids of the group's other products, best first: those
-  retrieved in the answer's order, then the rest by catalog row; only products the filters allow. On
+  among the first 100 rows retrieved in the answer's order, then the rest by catalog row; only products
+  the filters allow. (The first 100 rows are read for every page, so variants are listed alike on all.) On
   an index without groups it is None and left out of the JSON, so answers are as before.
 - Retrieval goes deep enough to fill the page with groups: the rows are retrieved 100 deep (`DEPTHS`),
   then 400, 1,600, ... deep while fewer groups than offset + k came back and more rows were there; each
@@ -88,19 +89,23 @@ class _Shown:
     ranked: list[int]  # the group's rows in the answer's order, the best member first
 
 
-def _ranked_groups(session: SearchSession, hits: Sequence[SearchHit], skip_group: int | None = None) -> list[_Shown]:
-    """The groups of ranked hits in order of their best member (hits of `skip_group` left out)."""
+def _ranked_groups(session: SearchSession, hits: Sequence[SearchHit], skip_group: int | None = None,
+                   ranked_within: int | None = None) -> list[_Shown]:
+    """The groups of ranked hits in order of their best member (hits of `skip_group` left out). Other members
+    count as ranked only among the first `ranked_within` hits (the first retrieval depth, which every page
+    reads, so a group's variants are in the same order on every page); later ones go with the unretrieved."""
     groups, rows_by_id = session.groups, session.products.rows_by_id
+    limit = len(hits) if ranked_within is None else ranked_within
     shown: dict[int, _Shown] = {}
-    for hit in hits:
+    for position, hit in enumerate(hits):
         row = rows_by_id[hit.id]
         group = int(groups.ids[row])
         if group == skip_group:
             continue
-        if group in shown:
-            shown[group].ranked.append(row)
-        else:
+        if group not in shown:
             shown[group] = _Shown(hit, group, [row])
+        elif position < limit:
+            shown[group].ranked.append(row)
     return list(shown.values())
 
 
@@ -134,13 +139,15 @@ def widened(session: SearchSession, fetch: Fetch, queries: int, need: int,
     ungrouped search (in hybrid mode a deeper candidate list would otherwise re-scale the blend)."""
     answers: list[list[_Shown]] = [[] for _ in range(queries)]
     ranked: list[list[SearchHit]] = [[] for _ in range(queries)]
+    first = [0] * queries  # hits of the first depth
     pending = list(range(queries))
     for depth in DEPTHS:
         still = []
         for i, hits in zip(pending, fetch(depth, pending)):
             known = {hit.id for hit in ranked[i]}
             ranked[i] += [hit for hit in hits if hit.id not in known]
-            answers[i] = _ranked_groups(session, ranked[i], None if skip_groups is None else skip_groups[i])
+            first[i] = first[i] or len(ranked[i])
+            answers[i] = _ranked_groups(session, ranked[i], None if skip_groups is None else skip_groups[i], first[i])
             if len(answers[i]) < need and len(hits) >= depth and depth < MAX_K:
                 still.append(i)
         pending = still
