@@ -159,6 +159,18 @@ def test_retrieval_widens_until_the_page_is_full_of_groups(shop, monkeypatch) ->
     assert [(h.id, h.variants) for h in pages] == [(h.id, h.variants) for h in whole]
 
 
+def test_variants_are_capped_best_first(shop, monkeypatch) -> None:
+    import vitrina.engine.query.variants as variants
+
+    grouped, _, _ = shop
+    index = vitrina.Index(grouped, CONFIG)
+    full = index.search("watch", 6, mode="dense")
+    monkeypatch.setattr(variants, "MAX_VARIANTS", 1)
+    capped = index.search("watch", 6, mode="dense")
+    assert any(len(h.variants) > 1 for h in full)
+    assert [(h.id, h.variants) for h in capped] == [(h.id, h.variants[:1]) for h in full]
+
+
 def test_price_sorts_page_through_groups_and_total_counts_groups(shop) -> None:
     grouped, plain, rows = shop
     index = vitrina.Index(grouped, CONFIG)

@@ -21,7 +21,6 @@ class SearchHit:
     metadata: dict[str, Any]
     variants: list[str] | None = None  # the other products of its group, best first; None: index not grouped
 
-
     @property
     def product(self) -> dict[str, Any]:
         """The product's catalog row (its columns but the id), as `metadata`."""

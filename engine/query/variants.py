@@ -6,7 +6,8 @@ listed as `variants`.
   relevance (personalised too), the first by price for a price sort, the most alike for `similar`.
 - `SearchHit.variants` (JSON `"variants"`) lists the ids of the group's other products, best first: those
   among the first 100 rows retrieved in the answer's order, then the rest by catalog row; only products
-  the filters allow. (The first 100 rows are read for every page, so variants are listed alike on all.) On
+  the filters allow, at most `MAX_VARIANTS` (100). (The first 100 rows are read for every page, so variants
+  are listed alike on all.) On
   an index without groups it is None and left out of the JSON, so answers are as before.
 - Retrieval goes deep enough to fill the page with groups: the rows are retrieved 100 deep (`DEPTHS`),
   then 400, 1,600, ... deep while fewer groups than offset + k came back and more rows were there; each
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from vitrina.index import IndexDirectory
 
 DEPTHS = (100, 400, 1_600, 6_400, MAX_K)  # retrieval depths tried in turn until the page fills with groups
+MAX_VARIANTS = 100  # variants listed per hit, best first (a group field as coarse as a category stays answerable)
 Fetch = Callable[[int, list[int]], list[list[SearchHit]]]  # (depth, query numbers) -> each query's hits
 
 
@@ -119,7 +121,8 @@ def _with_variants(session: SearchSession, shown: Sequence[_Shown], allowed: np.
         rest = [int(r) for r in session.groups.members(item.group) if int(r) not in listed]
         if allowed is not None:
             rest = [r for r in rest if allowed[r]]
-        out.append(dataclasses.replace(item.hit, variants=[ids[r] for r in item.ranked[1:] + rest]))
+        listed_rows = (item.ranked[1:] + rest)[:MAX_VARIANTS]
+        out.append(dataclasses.replace(item.hit, variants=[ids[r] for r in listed_rows]))
     return out
 
 
