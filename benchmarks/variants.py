@@ -31,7 +31,7 @@ import io
 import json
 import random
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np

@@ -21,6 +21,7 @@ computes them again from the products and vectors of the new version, so they ar
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ def normalised_title(value: Any) -> str:
 def group_key(value: Any) -> str | None:
     """A group field's value as groups compare it (surrounding blanks dropped, at most MAX_GROUP_VALUE
     characters); None for an empty or missing value (the product is a group of its own)."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     text = str(value).strip()
     return text[:MAX_GROUP_VALUE] or None

@@ -57,9 +57,16 @@ def results_table(title: str, hits: Sequence[SearchHit], text_fields: Sequence[s
             cells.append(_short(hit.metadata.get(main)))
         cells.extend(_short(hit.metadata.get(key)) for key in extra)
         if grouped:
-            cells.append(_short(f"+{len(hit.variants)}: {', '.join(hit.variants)}" if hit.variants else ""))
+            cells.append(_variants_cell(hit.variants))
         table.add_row(*cells)
     return table
+
+
+def _variants_cell(variants: Sequence[str]) -> str:
+    """'+N: first, second…' for a hit's variants (nothing for none)."""
+    if not variants:
+        return ""
+    return f"+{len(variants)}: {', '.join(variants[:2])}" + ("…" if len(variants) > 2 else "")
 
 
 def facets_table(hits: Any, shown: int = FACET_ROWS) -> Table:
