@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union, overload
 from PIL import Image
 
 from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
+from vitrina.engine.build.groups import grouping_settings
 from vitrina.engine.build.in_place import versioned_in_place
 from vitrina.engine.data.catalog import records_table
 from vitrina.engine.errors import ArgumentError
@@ -96,7 +97,8 @@ class Index:
               text_fields: Sequence[str] | None = None, image_field: str | None = None,
               price_field: str | None = None, text_model: str | None = None, image_model: str | None = None,
               versioned: bool | None = None, config: VitrinaConfig | None = None,
-              rules: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> "Index":
+              rules: str | os.PathLike[str] | Mapping[str, Any] | None = None, group_field: str | None = None,
+              collapse_duplicates: bool | float = False) -> "Index":
         """Embed and index a catalog at `path`, and open it.
 
         Args:
@@ -118,12 +120,19 @@ class Index:
                 dict (see `set_rules`). Their form is checked before indexing, their products, columns and
                 values once the index is built (RulesError; the index is then built, without the parts that
                 do not fit).
+            group_field: a column whose equal values make one product group (e.g. "product_code": the colours
+                of one product): search, similar and recommend show one hit per group, its other products
+                in `hit.variants`.
+            collapse_duplicates: without a group field, group products whose normalised title is equal and
+                whose photos are near-identical (True: image cosine >= 0.95; a float: that cosine; text-only
+                catalogs: equal titles).
 
         Building again at the same path re-indexes: a root gets a new version (behaviour vectors and
         trained heads carried over), a plain directory is replaced once the new index is complete.
         """
         config = _build_config(config, id_field=id_field, text_fields=text_fields, image_field=image_field,
-                               price_field=price_field, text_model=text_model, image_model=image_model)
+                               price_field=price_field, text_model=text_model, image_model=image_model,
+                               group_field=group_field, collapse_duplicates=collapse_duplicates)
         path = Path(path)
         if versioned is None:
             versioned = not _is_plain_index(path)
@@ -561,6 +570,7 @@ def _build_config(config: VitrinaConfig | None, **given: Any) -> VitrinaConfig:
         catalog.update(image_field=given["image_field"], image_field_required=True)
     if given["price_field"] is not None:
         catalog["price_field"] = given["price_field"]
+    catalog.update(grouping_settings(given["group_field"], given["collapse_duplicates"]))
     models = {name: given[name] for name in ("text_model", "image_model") if given[name] is not None}
     return dataclasses.replace(config, catalog=dataclasses.replace(config.catalog, **catalog), **models)
 

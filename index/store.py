@@ -9,6 +9,7 @@ Layout of DIR:
   lexical/               the BM25 index over the product text (bm25s files); settings in the manifest
   encoders/<role>/       exported ONNX encoders ("text", "image", "image-text"), so searching needs no export
   content.parquet        product texts and content hashes (index.content; written by `vitrina reindex`)
+  groups.npy             the group id of each product row, on indexes built with a group field (engine.build.groups)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from vitrina.index.versions import resolve_index_path
 from vitrina.errors import Param
 
 PRODUCTS_FILE = "products.parquet"
+GROUPS_FILE = "groups.npy"
 EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
@@ -127,6 +129,7 @@ class IndexDirectory:
     path: Path | None = None  # where it was loaded from
     content: ProductContent | None = None  # texts and content hashes, row-aligned with products
     settings: dict[str, bytes] = field(default_factory=dict)  # settings/<name> files (index.settings): synonyms, rules
+    groups: np.ndarray | None = None  # group id per product row (engine.build.groups); None: not grouped
 
     def encoder_dir(self, role: str) -> Path | None:
         """The exported encoder kept under `role`, if any."""
@@ -186,6 +189,8 @@ class IndexDirectory:
             self.products.save(tmp / PRODUCTS_FILE)
             if self.content is not None:
                 self.content.save(tmp / CONTENT_FILE)
+            if self.groups is not None:
+                np.save(tmp / GROUPS_FILE, np.asarray(self.groups, dtype=np.int64))
             for name, space in self.spaces.items():
                 space.index.save(tmp / f"{name}.faiss")
                 np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
@@ -228,7 +233,10 @@ class IndexDirectory:
         content = ProductContent.load(path / CONTENT_FILE)
         if content is not None and content.ids != products.ids:
             raise IndexStoreError(f"{path}: {CONTENT_FILE} and {PRODUCTS_FILE} list different products; re-index it")
-        return cls(manifest, products, spaces, lexical, encoder_dirs, path, content, read_settings(path))
+        groups = _read_npy(path / GROUPS_FILE, mmap=False) if (path / GROUPS_FILE).is_file() else None
+        if groups is not None and groups.shape != (len(products),):
+            raise IndexStoreError(f"{path / GROUPS_FILE} holds {groups.shape} group ids for {len(products)} products; re-index it")
+        return cls(manifest, products, spaces, lexical, encoder_dirs, path, content, read_settings(path), groups)
 
 
 def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | None = None,

@@ -11,6 +11,8 @@ class Hit(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     score: float
+    variants: list[str] | None = Field(
+        default=None, description="on indexes with product groups: the ids of the other products of its group")
 
 
 class PriceRange(BaseModel):

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from vitrina.encoders import Encoder, ImageConfig
 from vitrina.engine import __version__
 from vitrina.engine.build.encode import Encoders
+from vitrina.engine.build.groups import attach_groups, grouping_of
 from vitrina.engine.build.shards import Shard
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogConfig, CatalogOrigin, Product
@@ -137,4 +138,5 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
     content = ProductContent(ids, texts, text_hashes, image_hashes) if versioned else None
     used = {"text": encoders.text, **({"image": encoders.image} if "image" in spaces else {})}
     directory = IndexDirectory(manifest, table, spaces, lexical, exported_dirs(used), content=content)
+    attach_groups(directory, grouping_of(fields))
     return Assembled(directory, failures, encoded, reused, tuning, lexical_seconds)

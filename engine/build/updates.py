@@ -22,6 +22,7 @@ from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import CatalogError
 from vitrina.engine.build.assemble import image_roots, image_url_rules, recorded_image_roots
 from vitrina.engine.build.encode import Encoders, ModelSpecs, Previous, executor_for
+from vitrina.engine.build.groups import Grouping, attach_groups, check_upserted
 from vitrina.engine.build.pipeline import ReindexConfig, publish_version, root_lock
 from vitrina.engine.build.shards import Shard
 from vitrina.index import IndexDirectory, LexicalIndex, ProductTable, VectorSpace
@@ -78,6 +79,8 @@ def upsert(root: str | Path, catalog: CatalogSource, config: VitrinaConfig | Non
     with root_lock(root):
         live = _live(root, config)
         catalog = read_catalog(catalog, config.catalog)
+        check_upserted(Grouping.from_record(live.manifest.catalog.get("groups")), [p.metadata for p in catalog.products],
+                       catalog.origin.label)
         config = replace(config, images=config.images.for_catalog(catalog.origin.image_dir))
         manifest = live.manifest
         manifest.catalog["image_roots"] = image_roots(config, recorded_image_roots(manifest.catalog))
@@ -220,6 +223,7 @@ def _publish_refilled(root: Path, live: IndexDirectory, keep: list[int], added: 
     manifest.spaces = infos
     manifest.product_count = len(content)
     directory = IndexDirectory(manifest, table, spaces, lexical, dict(live.encoder_dirs), content=content)
+    attach_groups(directory)  # the live version's grouping, over the new products
     published = publish_version(root, live.path, directory, config, retrain, keep_versions)
     dropped = sorted(set(live.spaces) - set(directory.spaces))
     return published.path, directory, dropped, published.notes

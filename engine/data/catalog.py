@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas
     import pyarrow
 
+from vitrina.engine.build.groups import grouping_for
 from vitrina.engine.errors import CatalogError
 from vitrina.errors import Param
 
@@ -49,6 +50,8 @@ class CatalogConfig:
     image_field: str | None = "image"
     image_field_required: bool = False
     price_field: str = "price"
+    group_field: str | None = None  # products sharing this column's value are one group (engine.build.groups)
+    collapse_duplicates: float | None = None  # else: group equal titles with image cosine >= this (None: off)
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,7 @@ def resolve_fields(source: str | Path, columns: list[str], fields: CatalogConfig
         if fields.image_field_required:
             raise CatalogError(f"{path}: image field {image_field!r} is not a column (columns: {listing})")
         image_field = None
+    grouping_for(columns, text_fields, fields.group_field, fields.collapse_duplicates, path)  # a clear error now
     return replace(fields, text_fields=text_fields, image_field=image_field)
 
 

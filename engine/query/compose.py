@@ -34,6 +34,7 @@ from vitrina.engine.errors import QueryError
 from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
 from vitrina.engine.query.personalise import PERSONAL_DEPTH, PERSONAL_WEIGHT, personalise
 from vitrina.engine.query.rules.apply import fired_rules, merchandise, rules_depth, without_hidden
+from vitrina.engine.query.variants import group_count, grouped_text_answers, grouped_vector_hits
 from vitrina.index.filters import ProductFilter
 
 if TYPE_CHECKING:
@@ -153,7 +154,12 @@ def run_text_search(
             query_vectors = session.encode_queries(search.dense_queries or search.queries, search.space)
         matched = session.matched(search.queries, search.space, search.mode, query_vectors, search.allowed)
         matched = [without_hidden(session, s, r, f) for (s, r), f in zip(matched, fired)]
-    if search.by_price:
+    if session.groups is not None:  # one hit per product group (engine.query.variants), after the rules act
+        answers = grouped_text_answers(
+            session, search, matched, query_vectors,
+            lambda part, vectors: _by_relevance(session, part, vectors, behaviour, weight, fired_rules(session, part)),
+            lambda s, r, part: _by_price(session, s, r, part))
+    elif search.by_price:
         answers = [Hits(_by_price(session, s, r, search)) for s, r in matched]
     else:
         answers = _by_relevance(session, search, query_vectors, behaviour, weight, fired)
@@ -163,7 +169,7 @@ def run_text_search(
             answer.price_range = session.filters.price_range_of(rows)
     if matched is not None:
         for answer, (_, rows) in zip(answers, matched):
-            answer.total = len(rows)
+            answer.total = group_count(session, rows)
     for answer, query, rules in zip(answers, search.queries, fired):
         answer.corrected_query = session.corrected_query(query, search.mode)
         answer.rules_fired = [rule.id for rule in rules]
@@ -211,4 +217,6 @@ def run_image_search(
     """The hits of each query image (or of its vector, already encoded for `search.space`), inside the mask."""
     if query_vectors is None:
         query_vectors = session.encode_images(images, search.space)
+    if session.groups is not None:  # one hit per product group
+        return grouped_vector_hits(session, search.space, query_vectors, search.k, search.allowed)
     return session.search_vectors(search.space, query_vectors, search.k, search.allowed)

@@ -19,6 +19,7 @@ class SearchHit:
     id: str
     score: float
     metadata: dict[str, Any]
+    variants: list[str] | None = None  # the other products of its group, best first; None: index not grouped
 
     @property
     def product(self) -> dict[str, Any]:
@@ -26,7 +27,8 @@ class SearchHit:
         return self.metadata
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "score": round(float(self.score), 6), **self.metadata}
+        out = {"id": self.id, "score": round(float(self.score), 6), **self.metadata}
+        return out if self.variants is None else {**out, "variants": list(self.variants)}
 
 
 class Hits(list[SearchHit]):

@@ -22,6 +22,7 @@ from vitrina.engine.learn.behaviour import BehaviourModel
 from vitrina.engine.config import RecommendConfig
 from vitrina.engine.query.personalise import load_behaviour
 from vitrina.engine.query.search import SearchHit, SearchSession, check_k
+from vitrina.engine.query.variants import grouped_top
 
 
 def popularity(model: BehaviourModel) -> np.ndarray:
@@ -59,10 +60,15 @@ def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool
     model = model or load_behaviour(session)
     popular = popularity(model) if popular is None else popular
     if str(user) not in model.user_index:
+        if session.groups is not None:  # one hit per product group
+            top = best_sellers(popular, len(popular))
+            return grouped_top(session, popular[top], top, k, model.has_vector[top]), False
         top = best_sellers(popular, k)
         top = top[model.has_vector[top]]
         return session.hits(popular[top], top), False
     rows, scores = score_for_user(session, model, str(user), settings, popular, include_seen)
+    if session.groups is not None:  # one hit per product group
+        return grouped_top(session, scores, rows, k), True
     order = np.lexsort((rows, -scores))[:k]
     return session.hits(scores[order], rows[order]), True
 

@@ -26,6 +26,7 @@ from vitrina.engine.query.compose import plan_image_search, plan_text_search, ru
 from vitrina.engine.query.filters import PriceRange, product_filter as combined_filter
 from vitrina.engine.query.hits import Hits, SearchHit, check_k, clean_query
 from vitrina.engine.query.rules.apply import MerchandisingRules
+from vitrina.engine.query.variants import ProductGroups, grouped_similar, load_groups
 from vitrina.index.filters import FilterColumns, FilterError, ProductFilter
 from vitrina.index.hybrid import fuse
 from vitrina.errors import Param
@@ -141,6 +142,11 @@ class SearchSession:
         from vitrina.engine.query.rules.stored import load_index_rules
 
         return load_index_rules(self)
+
+    @cached_property
+    def groups(self) -> ProductGroups | None:
+        """The product groups of an index built with a group field or collapsed duplicates, else None."""
+        return load_groups(self.directory)
 
     @cached_property
     def fusion(self) -> FusionModel | None:
@@ -362,6 +368,8 @@ class SearchSession:
             why = "no image, or it failed at index time" if space == "image" else "nothing to build it from"
             raise QueryError(f"product {product_id!r} has no {space} vector ({why})")
         allowed = self.allowed_rows(product_filter, where=where, price=price)
+        if self.groups is not None:  # one hit per product group, its own group left out
+            return grouped_similar(self, vectors, vector, row, check_k(k), allowed)
         scores, rows = vectors.search(vector[None, :], check_k(k) + 1, allowed)
         return self.hits(scores[0], rows[0], exclude=row, k=k)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from vitrina.cli.common import add_catalog_flags, config_from_args, print_lines
 from vitrina.cli.output import print_json
 from vitrina.cli.rules import add_rules_flag, build_rules_setting, check_built_rules
+from vitrina.engine.build.groups import DUPLICATE_COSINE
 from vitrina.engine.build.indexing import IndexReport, build_index
 from vitrina.engine.build.pipeline import ENGINES
 from vitrina.engine.build.reindex import ReindexConfig, ReindexReport, reindex
@@ -130,11 +131,24 @@ def update_lines(report: UpdateReport) -> list[str]:
     return lines + [f"  note: {note}" for note in report.notes]
 
 
+def add_grouping_flags(p: argparse.ArgumentParser) -> None:
+    """--group-field, --collapse-duplicates and --duplicate-cosine: one hit per product group (engine.build.groups)."""
+    p.add_argument("--group-field", default=None, metavar="F",
+                   help="products with the same value of column F are one group (e.g. product_code: the colours of "
+                        "one product); search, similar and recommend show one hit per group, the others as variants")
+    p.add_argument("--collapse-duplicates", action="store_true",
+                   help="without a group field: group products whose normalised title is equal and whose images are "
+                        "near-identical (text-only catalogs: equal titles)")
+    p.add_argument("--duplicate-cosine", type=float, default=DUPLICATE_COSINE, metavar="C",
+                   help=f"image cosine from which --collapse-duplicates groups equal titles (default {DUPLICATE_COSINE})")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="embed a catalog and build an index directory")
     p.add_argument("catalog", metavar="CATALOG", help="catalog file: .csv, .tsv, .jsonl or .parquet")
     p.add_argument("--out", required=True, metavar="DIR", help="index directory (replaced only when indexing succeeds)")
     add_catalog_flags(p)
+    add_grouping_flags(p)
     p.add_argument("--fusion-from", default=None, metavar="DIR",
                    help="add a shared space with the heads `vitrina train` learned on another index (same encoders)")
     add_rules_flag(p)
@@ -158,6 +172,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help=JSON_REPORT_HELP)
     add_rules_flag(p)
     add_catalog_flags(p)
+    add_grouping_flags(p)
     p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("upsert", help="add or replace products of a versioned root without re-indexing the catalog")

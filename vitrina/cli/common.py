@@ -14,6 +14,7 @@ from vitrina.encoders.config import BACKENDS, PRECISIONS
 from vitrina.encoders.image_policy import ImageConfig
 from vitrina.engine.api import Index
 from vitrina.engine.config import ShopperConfig, VitrinaConfig
+from vitrina.engine.build.groups import grouping_settings
 from vitrina.engine.data.catalog import CatalogConfig
 from vitrina.engine.data.events import MissingColumnError
 from vitrina.engine.errors import USER_ERRORS, QueryError
@@ -39,6 +40,7 @@ def config_from_args(args: argparse.Namespace) -> VitrinaConfig:
             image_field=get("image_field") or "image",
             image_field_required=get("image_field") is not None,
             price_field=get("price_field", "price"),
+            **grouping_settings(get("group_field"), get("duplicate_cosine") if get("collapse_duplicates") else None),
         ),
         encoders=EncoderConfig(
             backend=get("backend") or DEFAULT_BACKEND, device=get("device"), batch_size=get("batch_size") or 32,

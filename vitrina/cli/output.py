@@ -48,13 +48,25 @@ def results_table(title: str, hits: Sequence[SearchHit], text_fields: Sequence[s
         table.add_column(main)
     for key in extra:
         table.add_column(key)
+    grouped = any(hit.variants is not None for hit in hits)  # an index with product groups
+    if grouped:
+        table.add_column("variants")
     for rank, hit in enumerate(hits, start=first):
         cells = [str(rank), hit.id, f"{hit.score:.3f}"]
         if main:
             cells.append(_short(hit.metadata.get(main)))
         cells.extend(_short(hit.metadata.get(key)) for key in extra)
+        if grouped:
+            cells.append(_variants_cell(hit.variants))
         table.add_row(*cells)
     return table
+
+
+def _variants_cell(variants: Sequence[str]) -> str:
+    """'+N: first, second…' for a hit's variants (nothing for none)."""
+    if not variants:
+        return ""
+    return f"+{len(variants)}: {', '.join(variants[:2])}" + ("…" if len(variants) > 2 else "")
 
 
 def facets_table(hits: Any, shown: int = FACET_ROWS) -> Table:
