@@ -27,6 +27,9 @@ class Results(BaseModel):
         default=None, description="with facets=: each column's value counts over the matched set, most frequent first")
     price: PriceRange | None = Field(default=None, description="with facets=: the price range of the matched set")
     total: int | None = Field(default=None, description="with facets=: how many products the matched set holds")
+    suggestions: list[str] | None = Field(
+        default=None, description="only when results is empty because the query fell below the relevance floor: "
+                                  "catalog words to try")
 
 
 class EventIn(BaseModel):

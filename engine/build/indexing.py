@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vitrina.engine.build.calibrate import calibrate_index
 from vitrina.engine.build.pipeline import MemoryShards, Plan, ReindexConfig, build
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogSource, read_catalog
@@ -41,6 +42,7 @@ def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig |
     built = build(plan, ReindexConfig(), MemoryShards(), bars=bars, versioned=False)
     directory = built.assembled.directory
     directory.save(Path(out))
+    calibrate_index(Path(out), config)  # the relevance floor and score scale, stored beside (engine.build.calibrate)
     seconds = {"read": read_seconds, "text": built.seconds["text"]}
     if directory.lexical is not None:
         seconds["lexical"] = built.seconds["lexical"]

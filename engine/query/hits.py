@@ -39,6 +39,8 @@ class Hits(list[SearchHit]):
     None when the query was searched as typed.
     With facets asked for, `facets`, `price_range` and `total` describe the matched set (see
     engine.query.compose); otherwise they are None.
+    `suggestions` lists catalog words to try when the query fell below the relevance floor and the answer is
+    empty (engine.query.calibration); otherwise it is [].
     """
 
     def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None,
@@ -50,6 +52,7 @@ class Hits(list[SearchHit]):
         self.facets = facets  # column -> {value: count} over the matched set, when facets were asked for
         self.price_range = price_range  # (lowest, highest) known price of the matched set, with facets
         self.total = total  # the size of the matched set, when it was computed (facets, or a price sort)
+        self.suggestions: list[str] = []  # catalog words to try, when the relevance floor left this answer empty
 
     def facets_json(self) -> dict[str, Any]:
         """`{"facets": ..., "price": {"min", "max"} or None, "total": N}` for answers that asked for facets."""

@@ -51,7 +51,8 @@ def router(deps: Dependencies) -> APIRouter:
         answer = run_text_search(index.session, plan, None if vector is None else vector[None, :], index.behaviour)[0]
         index.metrics.index_seconds.labels(plan.space).observe(time.perf_counter() - started)
         out = results(index, answer, answer.personalised, answer.corrected_query)
-        return {**out, **answer.facets_json()} if answer.facets is not None else out
+        out = {**out, **answer.facets_json()} if answer.facets is not None else out
+        return {**out, "suggestions": answer.suggestions} if answer.suggestions else out
 
     @routes.post("/search/image", response_model=Results, response_model_exclude_unset=True, dependencies=deps.read,
                  summary="Products that look like an uploaded photo")
