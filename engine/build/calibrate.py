@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -129,8 +130,15 @@ def read_calibration(directory: Path) -> dict[str, SpaceCalibration]:
 
 
 def write_calibration(directory: Path, spaces: dict[str, SpaceCalibration]) -> None:
+    """Store the calibration in the index directory (written beside, then renamed: never half a file)."""
     data = {"format": CALIBRATION_FORMAT, "spaces": {name: c.to_json() for name, c in spaces.items()}}
-    (Path(directory) / CALIBRATION_FILE).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    target = Path(directory) / CALIBRATION_FILE
+    tmp = target.with_name(f".{CALIBRATION_FILE}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def calibrate_index(path: Path, config=None) -> dict[str, SpaceCalibration]:

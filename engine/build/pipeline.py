@@ -246,12 +246,14 @@ def publish_version(root: Path, live_dir: Path | None, directory: IndexDirectory
                     keep: int, hook: StageHook | None = None) -> Published:
     """Carry the live version's behaviour and trained spaces over into `directory` (engine.build.carry_over), save
     it as a new version of `root` and make it the current one, keeping the last `keep` versions."""
+    from vitrina.engine.build.calibrate import calibrate_index
     from vitrina.engine.build.carry_over import carry_over
 
     hook = hook or (lambda stage, shard: None)
     carried = carry_over(root, live_dir, directory, config, retrain)
     version_dir = save_version(root, directory)
     carried.write(version_dir)
+    calibrate_index(version_dir, config)  # the relevance floor (engine.build.calibrate), before it goes live
     hook("save", -1)
     removed = publish(root, version_dir, keep)
     hook("publish", -1)

@@ -14,7 +14,7 @@ Both parts depend only on the query and the product, so a score means the same i
 ranking, a hit reports the lowest relevance of itself and the hits above it, so scores never rise down a
 list and a page's scores do not depend on its size.
 
-The floor (hybrid mode): a query gets no results when no lexical candidate holds at least half of its words
+The floor (hybrid mode): a query gets no results when no product holds at least half of its words
 (COVERAGE_FLOOR, typos corrected) and its best dense similarity is below the catalog's floor, both inside
 the filters. Its answer is then empty, with `suggestions`: catalog words close to the query's words.
 The matched set that facets count and price sorts order keeps only the dense candidates at or above the
@@ -89,7 +89,7 @@ class Floor:
         return self.calibration.floor
 
     def check(self) -> "Floor":
-        """Mark each query below the floor (no half-covering lexical match, best similarity below the floor)."""
+        """Mark each query below the floor (no product holds half its words, best similarity below the floor)."""
         session, search = self.session, self.search
         vectors = session.directory.spaces[session._text_target(search.space)[1]]
         best, rows = vectors.search(self.query_vectors, 1, search.allowed)
@@ -144,12 +144,10 @@ def plan_floor(session: SearchSession, search: TextSearch, query_vectors: np.nda
 
 
 def best_coverage(session: SearchSession, query: str, allowed: np.ndarray | None = None) -> float:
-    """The largest share of the query's words that one product inside `allowed` holds (typos corrected),
-    among its lexical candidates (the hybrid candidate depth)."""
+    """The largest share of the query's words that one product inside `allowed` holds (typos corrected)."""
     lexical = session.directory.lexical
-    _, rows = lexical.search([query], session.config.hybrid.candidates, allowed)
-    found = rows[0][rows[0] >= 0]
-    return float(lexical.coverage_of(query, found).max()) if len(found) else 0.0
+    rows = np.arange(lexical.count) if allowed is None else np.flatnonzero(allowed)
+    return float(lexical.coverage_of(query, rows).max()) if len(rows) else 0.0
 
 
 def suggestions(session: SearchSession, query: str, limit: int = SUGGESTIONS) -> list[str]:

@@ -13,8 +13,8 @@ the hybrid candidate depth (`HybridConfig.candidates`, 100 by default) whose sim
 catalog's relevance floor (hybrid searches; engine.query.calibration). Counts are numpy bincounts over
 `FilterColumns` column codes.
 
-Relevance floor and calibrated scores (hybrid mode, engine.query.calibration): a query that no lexical
-candidate half covers and whose best dense similarity is below the catalog's floor gets no results, with
+Relevance floor and calibrated scores (hybrid mode, engine.query.calibration): a query of which no product
+holds half the words and whose best dense similarity is below the catalog's floor gets no results, with
 `suggestions` (its matched set is empty too); the other queries keep today's ranking, and each hit's score
 is a calibrated relevance in [0, 1] that means the same across queries.
 `sort="relevance"` (the default) keeps the usual ranking; `price_asc` / `price_desc` order the matched
