@@ -93,7 +93,7 @@ def main() -> None:
         qids = sorted(random.Random(args.seed).sample(qids, args.limit))
     dev = [qrels.queries[q] for q in qids]
     strings = random_strings([qrels.queries[q] for q in sorted(qrels.queries)], args.strings, args.seed)
-    print(f"{len(strings)} random strings, e.g. {strings[:5]}; {len(dev)} dev queries")
+    print(f"{len(strings)} random strings, e.g. {strings[:5]}" + ("" if args.strings_only else f"; {len(dev)} dev queries"))
 
     session = SearchSession(args.index, VitrinaConfig(progress=False))
     began = time.perf_counter()
