@@ -82,34 +82,48 @@ class Floor:
     search: TextSearch
     calibration: SpaceCalibration
     query_vectors: np.ndarray
-    below: list[bool] = field(default_factory=list)
+    answered: dict[int, bool] = field(default_factory=dict)  # query -> a ranked hit is at or above the floor
+    _below: list[bool] | None = None
 
     @property
     def dense_floor(self) -> float:
         return self.calibration.floor
 
-    def check(self) -> "Floor":
-        """Mark each query below the floor (no product holds half its words, best similarity below the floor)."""
-        session, search = self.session, self.search
-        vectors = session.directory.spaces[session._text_target(search.space)[1]]
-        best, rows = vectors.search(self.query_vectors, 1, search.allowed)
-        best = np.where(rows[:, 0] >= 0, best[:, 0], -np.inf)
-        self.below = [bool(b < self.calibration.floor) and best_coverage(session, q, search.allowed) < COVERAGE_FLOOR
-                      for q, b in zip(search.queries, best)]
-        return self
+    @property
+    def below(self) -> list[bool]:
+        """Whether each query is below the floor: no product holds half its words and its best similarity is
+        below the floor. A query whose ranked hits already hold one such product (`scores`) costs nothing more;
+        the others take one top-1 vector search and, below the floor, a count of their words."""
+        if self._below is None:
+            session, search = self.session, self.search
+            unsure = [i for i in range(len(search.queries)) if not self.answered.get(i, False)]
+            below = [False] * len(search.queries)
+            if unsure:
+                best, rows = self._vectors.search(self.query_vectors[unsure], 1, search.allowed)
+                best = np.where(rows[:, 0] >= 0, best[:, 0], -np.inf)
+                for i, b in zip(unsure, best):
+                    below[i] = bool(b < self.calibration.floor) and \
+                        best_coverage(session, search.queries[i], search.allowed) < COVERAGE_FLOOR
+            self._below = below
+        return self._below
+
+    @property
+    def _vectors(self):
+        return self.session.directory.spaces[self.session._text_target(self.search.space)[1]]
 
     def scores(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Calibrated scores of each query's ranked rows (padding rows keep their score)."""
         lexical = self.session.directory.lexical
-        vectors = self.session.directory.spaces[self.session._text_target(self.search.space)[1]]
         out = np.array(scores, dtype=np.float32, copy=True)
         for i, (query, ranked) in enumerate(zip(self.search.queries, rows)):
             valid = ranked >= 0
             if not valid.any():
                 continue
             found = ranked[valid]
-            relevance = (lexical.coverage_of(query, found)
-                         + dense_relevance(vectors.scores_of(self.query_vectors[i], found), self.calibration)) / 2.0
+            coverage = lexical.coverage_of(query, found)
+            similarity = self._vectors.scores_of(self.query_vectors[i], found)
+            self.answered[i] = bool((coverage >= COVERAGE_FLOOR).any() or (similarity >= self.calibration.floor).any())
+            relevance = (coverage + dense_relevance(similarity, self.calibration)) / 2.0
             out[i, valid] = np.minimum.accumulate(relevance)
         return out
 
@@ -140,7 +154,7 @@ def plan_floor(session: SearchSession, search: TextSearch, query_vectors: np.nda
         return None
     if query_vectors is None:
         query_vectors = session.encode_queries(search.dense_queries or search.queries, search.space)
-    return Floor(session, search, calibration, query_vectors).check()
+    return Floor(session, search, calibration, query_vectors)
 
 
 def best_coverage(session: SearchSession, query: str, allowed: np.ndarray | None = None) -> float:
