@@ -11,7 +11,8 @@ import pytest
 
 import vitrina
 from vitrina.engine.build.calibrate import CALIBRATION_FILE, SpaceCalibration, read_calibration
-from vitrina.engine.query.calibration import COVERAGE_FLOOR, best_coverage, calibration_of, dense_relevance
+from vitrina.engine.query.calibration import (COVERAGE_FLOOR, best_coverage, calibration_of, dense_relevance,
+                                             popular_words, suggestions)
 from vitrina.engine.query.search import SearchSession
 from vitrina.index.versions import resolve_index_path
 from tests.helpers import demo_rows, run_cli, write_csv
@@ -62,10 +63,18 @@ def test_gibberish_gets_no_results_with_suggestions(demo_index):
     index = vitrina.Index.open(demo_index, CONFIG)
     hits = index.search(GIBBERISH, k=5)
     assert list(hits) == [] and hits.suggestions and all(isinstance(w, str) and w for w in hits.suggestions)
-    close = index.search("wallte xqzvkj", k=5)  # half its words close to a catalog word: suggestions name it
-    assert close  # "wallte" is corrected to "wallet": a half-covering lexical match answers
-    near = index.search("xqzvkj leathr", k=5, mode="hybrid")
-    assert near  # "leathr" -> "leather" covers half the words
+    assert index.search("wallte xqzvkj", k=5)  # "wallte" is corrected to "wallet": half the words are held
+    assert index.search("xqzvkj leathr", k=5, mode="hybrid")  # "leathr" -> "leather"
+
+
+def test_suggestions_are_close_catalog_words_else_the_most_frequent_ones(demo_index):
+    session = SearchSession(demo_index, CONFIG)
+    assert "wallet" in suggestions(session, "wallte xqzvkj")
+    assert "leather" in suggestions(session, "xqzvkj laether")  # two edits (a transposition counts one)
+    popular = popular_words(session)
+    assert suggestions(session, "qqqqqqqq zzzzzzzz") == popular and len(popular) == 5
+    counts = session.directory.lexical.vocabulary.counts
+    assert [counts[w] for w in popular] == sorted((counts[w] for w in popular), reverse=True)
 
 
 def test_a_real_query_gets_results_scored_in_zero_to_one(demo_index):
@@ -175,3 +184,17 @@ def test_http_answers_empty_results_with_suggestions(demo_index):
         assert all(0.0 <= h["score"] <= 1.0 for h in real["results"])
     finally:
         client.__exit__(None, None, None)
+
+
+def test_each_published_version_of_a_versioned_root_is_calibrated(tiny_bert_dir, tmp_path):
+    rows = [{"id": r["id"], "title": r["title"]} for r in demo_rows()[:60]]
+    catalog = write_csv(tmp_path / "products.csv", rows)
+    root = tmp_path / "root"
+    index = vitrina.Index.build(catalog, root, text_fields=["title"], text_model=str(tiny_bert_dir), versioned=True,
+                                config=CONFIG)
+    first = resolve_index_path(root)
+    assert read_calibration(first)["text"].products == 60
+    index.upsert([{"id": "new-1", "title": "Blue leather wallet"}])
+    second = resolve_index_path(root)
+    assert second != first and read_calibration(second)["text"].products == 61
+    assert list(vitrina.Index.open(root, CONFIG).search(GIBBERISH, k=3)) == []
