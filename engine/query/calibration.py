@@ -15,8 +15,10 @@ ranking, a hit reports the lowest relevance of itself and the hits above it, so 
 list and a page's scores do not depend on its size.
 
 The floor (hybrid mode): a query gets no results when no product holds at least half of its words
-(COVERAGE_FLOOR, typos corrected) and its best dense similarity is below the catalog's floor, both inside
-the filters. Its answer is then empty, with `suggestions`: catalog words close to the query's words.
+(COVERAGE_FLOOR, typos corrected) and its best dense similarity is below the catalog's floor, both over the
+whole catalog: the floor judges the query, and filters then narrow the answer of a query that passes (a
+sensible query inside a filter with no good match still lists the filter's closest products, as before).
+Its answer is then empty, with `suggestions`: catalog words close to the query's words.
 The matched set that facets count and price sorts order keeps only the dense candidates at or above the
 floor (and is empty for a query below it).
 
@@ -99,11 +101,10 @@ class Floor:
             unsure = [i for i in range(len(search.queries)) if not self.answered.get(i, False)]
             below = [False] * len(search.queries)
             if unsure:
-                best, rows = self._vectors.search(self.query_vectors[unsure], 1, search.allowed)
-                best = np.where(rows[:, 0] >= 0, best[:, 0], -np.inf)
+                best, rows = self._vectors.search(self.query_vectors[unsure], 1)  # the whole catalog: filters
+                best = np.where(rows[:, 0] >= 0, best[:, 0], -np.inf)           # never make a query fail
                 for i, b in zip(unsure, best):
-                    below[i] = bool(b < self.calibration.floor) and \
-                        best_coverage(session, search.queries[i], search.allowed) < COVERAGE_FLOOR
+                    below[i] = bool(b < self.calibration.floor) and best_coverage(session, search.queries[i]) < COVERAGE_FLOOR
             self._below = below
         return self._below
 
