@@ -17,6 +17,7 @@ Relevance floor and calibrated scores (hybrid mode, engine.query.calibration): a
 holds half the words and whose best dense similarity is below the catalog's floor gets no results, with
 `suggestions` (its matched set is empty too); the other queries keep today's ranking, and each hit's score
 is a calibrated relevance in [0, 1] that means the same across queries.
+
 `sort="relevance"` (the default) keeps the usual ranking; `price_asc` / `price_desc` order the matched
 set by price (products without one last; equal prices in relevance order, then by row), so a price sort
 pages through the same set the facets count. `offset` skips that many hits (paging: `offset` + `k` at
