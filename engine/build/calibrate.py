@@ -12,8 +12,10 @@ random probes' best similarities: a query whose best match is below it looks no 
 than 99% of random strings. `high` is the HIGH_QUANTILE (90%) of the catalog probes' best similarities.
 `engine.query.calibration` maps a similarity to a relevance of 0.5 at the floor and 0.9 at `high`.
 
-`vitrina index` writes the result into the index directory (`calibration.json`); an index without it (built
-before, a re-indexed version, or a space trained later) is calibrated the same way on first use, in memory.
+`vitrina index` and every published version of a versioned root (reindex, upsert, delete) write the result
+into the index directory (`calibration.json`, the text space); an index without it (built before this, or
+copied with another catalog size) and a space trained later (fused) are calibrated the same way on first
+use, in memory.
 """
 
 from __future__ import annotations
