@@ -31,6 +31,9 @@ class Results(BaseModel):
     total: int | None = Field(default=None, description="with facets=: how many products the matched set holds")
     rules_fired: list[str] | None = Field(
         default=None, description="the ids of the merchandising rules that acted on the results, when any did")
+    suggestions: list[str] | None = Field(
+        default=None, description="only when results is empty because the query fell below the relevance floor: "
+                                  "catalog words to try")
 
 
 class EventIn(BaseModel):

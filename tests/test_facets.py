@@ -47,9 +47,13 @@ def shop(shop_path) -> tuple[vitrina.Index, list[dict]]:
 
 
 def matched_ids(index: vitrina.Index, query: str, mode: str | None = None) -> list[str]:
-    """The matched set, read from the session's retrievers (all lexical matches, dense at the candidate depth)."""
+    """The matched set, read from the session's retrievers (all lexical matches, dense at the candidate depth;
+    in hybrid mode only the dense candidates at or above the relevance floor, engine.query.calibration)."""
+    from vitrina.engine.query.calibration import calibration_of
+
     session = index._session
-    return [session.products.ids[r] for r in session.matched([query], mode=mode)[0][1]]
+    floor = calibration_of(session, "text").floor if (mode or session.default_mode()) == "hybrid" else None
+    return [session.products.ids[r] for r in session.matched([query], mode=mode, dense_floor=floor)[0][1]]
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "lexical", "dense"])
@@ -70,9 +74,12 @@ def test_facet_counts_equal_a_brute_force_count_over_the_matched_set(shop, query
 
 
 def test_the_matched_set_is_all_lexical_matches_plus_the_dense_candidates(shop) -> None:
+    from vitrina.engine.query.calibration import calibration_of
+
     index, _ = shop
     lexical = {h.id for h in index.search("watch", MAX_K, mode="lexical")}
-    dense = [h.id for h in index.search("watch", 6, mode="dense")]
+    floor = calibration_of(index._session, "text").floor  # dense candidates below the relevance floor do not count
+    dense = [h.id for h in index.search("watch", 6, mode="dense") if h.score >= floor]
     assert set(matched_ids(index, "watch")) == lexical | set(dense)
     assert index.search("watch", 3, facets=["articleType"]).total == len(lexical | set(dense))
 

@@ -10,6 +10,7 @@ from typing import Mapping
 
 from tqdm import tqdm
 
+from vitrina.engine.build.calibrate import calibrate_index
 from vitrina.engine.build.pipeline import MemoryShards, Plan, ReindexConfig, build
 from vitrina.engine.build.settings import build_settings
 from vitrina.engine.config import VitrinaConfig
@@ -47,6 +48,7 @@ def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig |
     directory = built.assembled.directory
     directory.settings = files
     directory.save(Path(out))
+    calibrate_index(Path(out), config)  # the relevance floor and score scale, stored beside (engine.build.calibrate)
     seconds = {"read": read_seconds, "text": built.seconds["text"]}
     if directory.lexical is not None:
         seconds["lexical"] = built.seconds["lexical"]

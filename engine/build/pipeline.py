@@ -247,6 +247,7 @@ def publish_version(root: Path, live_dir: Path | None, directory: IndexDirectory
     """Carry the live version's behaviour, trained spaces (engine.build.carry_over) and settings files (those
     `directory` does not set itself, engine.build.settings) over into `directory`, save
     it as a new version of `root` and make it the current one, keeping the last `keep` versions."""
+    from vitrina.engine.build.calibrate import calibrate_index
     from vitrina.engine.build.carry_over import carry_over
     from vitrina.engine.build.settings import carried_settings
 
@@ -255,6 +256,7 @@ def publish_version(root: Path, live_dir: Path | None, directory: IndexDirectory
     directory.settings = carried_settings(live_dir, directory.settings)
     version_dir = save_version(root, directory)
     carried.write(version_dir)
+    calibrate_index(version_dir, config)  # the relevance floor (engine.build.calibrate), before it goes live
     hook("save", -1)
     removed = publish(root, version_dir, keep)
     hook("publish", -1)

@@ -9,8 +9,15 @@ image search is the same two steps (`plan_image_search`, `run_image_search`).
 Facets, sorting and paging (text search): `facets` names catalog columns whose value counts, with the
 price range, are computed over the *matched set* (`SearchSession.matched`): every product inside the
 filters that shares a word with the query (all lexical matches) plus the dense candidates retrieved at
-the hybrid candidate depth (`HybridConfig.candidates`, 100 by default). No relevance floor exists yet, so
-weak dense candidates count too. Counts are numpy bincounts over `FilterColumns` column codes.
+the hybrid candidate depth (`HybridConfig.candidates`, 100 by default) whose similarity reaches the
+catalog's relevance floor (hybrid searches; engine.query.calibration). Counts are numpy bincounts over
+`FilterColumns` column codes.
+
+Relevance floor and calibrated scores (hybrid mode, engine.query.calibration): a query of which no product
+holds half the words and whose best dense similarity is below the catalog's floor gets no results, with
+`suggestions` (its matched set is empty too); the other queries keep today's ranking, and each hit's score
+is a calibrated relevance in [0, 1] that means the same across queries.
+
 `sort="relevance"` (the default) keeps the usual ranking; `price_asc` / `price_desc` order the matched
 set by price (products without one last; equal prices in relevance order, then by row), so a price sort
 pages through the same set the facets count. `offset` skips that many hits (paging: `offset` + `k` at
@@ -29,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from vitrina.engine.learn.behaviour import BehaviourModel
+from vitrina.engine.query.calibration import Floor, plan_floor
 from vitrina.engine.query.filters import PriceRange
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
@@ -148,21 +156,26 @@ def run_text_search(
     behaviour: the model that personalises for `search.user`; without one, answers are not personalised.
     """
     fired = fired_rules(session, search)  # each query's merchandising rules (engine.query.rules)
+    floor = plan_floor(session, search, query_vectors)  # hybrid: calibrated scores and the relevance floor
+    query_vectors = query_vectors if floor is None else floor.query_vectors
     matched = None
     if search.facets is not None or search.by_price:
         if query_vectors is None and search.needs_vectors:  # encoded once for both retrievals
             query_vectors = session.encode_queries(search.dense_queries or search.queries, search.space)
-        matched = session.matched(search.queries, search.space, search.mode, query_vectors, search.allowed)
+        matched = session.matched(search.queries, search.space, search.mode, query_vectors, search.allowed,
+                                  dense_floor=None if floor is None else floor.dense_floor)
+        matched = matched if floor is None else floor.matched(matched)
         matched = [without_hidden(session, s, r, f) for (s, r), f in zip(matched, fired)]
     if session.groups is not None:  # one hit per product group (engine.query.variants), after the rules act
         answers = grouped_text_answers(
             session, search, matched, query_vectors,
-            lambda part, vectors: _by_relevance(session, part, vectors, behaviour, weight, fired_rules(session, part)),
+            lambda part, vectors: _by_relevance(session, part, vectors, behaviour, weight, fired_rules(session, part),
+                                                plan_floor(session, part, vectors)),
             lambda s, r, part: _by_price(session, s, r, part))
     elif search.by_price:
         answers = [Hits(_by_price(session, s, r, search)) for s, r in matched]
     else:
-        answers = _by_relevance(session, search, query_vectors, behaviour, weight, fired)
+        answers = _by_relevance(session, search, query_vectors, behaviour, weight, fired, floor)
     if matched is not None and search.facets is not None:
         for answer, (_, rows) in zip(answers, matched):
             answer.facets = {c: session.filters.facet_counts(c, rows, FACET_VALUES) for c in search.facets}
@@ -173,11 +186,14 @@ def run_text_search(
     for answer, query, rules in zip(answers, search.queries, fired):
         answer.corrected_query = session.corrected_query(query, search.mode)
         answer.rules_fired = [rule.id for rule in rules]
+    if floor is not None:
+        floor.apply(answers)
     return answers
 
 
 def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.ndarray | None,
-                  behaviour: BehaviourModel | None, weight: float, fired: list) -> list[Hits]:
+                  behaviour: BehaviourModel | None, weight: float, fired: list,
+                  floor: Floor | None = None) -> list[Hits]:
     personal = search.user is not None and behaviour is not None
     end = search.offset + search.k
     ranked = max(rules_depth(end, rules) for rules in fired)  # end, unless rules hide, boost or bury
@@ -187,6 +203,7 @@ def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.
         answers = [personalise(session, behaviour, s, r, search.user, ranked, weight) for s, r in zip(scores, rows)]
     else:
         personalised = None if search.user is None else False
+        scores = scores if floor is None else floor.scores(scores, rows)  # calibrated (engine.query.calibration)
         answers = [(session.hits(s, r, k=ranked), personalised) for s, r in zip(scores, rows)]
     return [Hits(merchandise(session, hits, rules, search.allowed)[search.offset:end], personalised)
             for (hits, personalised), rules in zip(answers, fired)]

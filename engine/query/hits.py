@@ -42,6 +42,8 @@ class Hits(list[SearchHit]):
     With facets asked for, `facets`, `price_range` and `total` describe the matched set (see
     engine.query.compose); otherwise they are None.
     `rules_fired` lists the ids of the merchandising rules that acted on the answer (engine.query.rules).
+    `suggestions` lists catalog words to try when the query fell below the relevance floor and the answer is
+    empty (engine.query.calibration); otherwise it is [].
     """
 
     def __init__(self, hits: Iterable[SearchHit] = (), personalised: bool | None = None,
@@ -55,6 +57,7 @@ class Hits(list[SearchHit]):
         self.price_range = price_range  # (lowest, highest) known price of the matched set, with facets
         self.total = total  # the size of the matched set, when it was computed (facets, or a price sort)
         self.rules_fired = list(rules_fired or [])  # ids of the merchandising rules that acted, in file order
+        self.suggestions: list[str] = []  # catalog words to try, when the relevance floor left this answer empty
 
     def facets_json(self) -> dict[str, Any]:
         """`{"facets": ..., "price": {"min", "max"} or None, "total": N}` for answers that asked for facets."""

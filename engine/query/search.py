@@ -265,14 +265,16 @@ class SearchSession:
         mode: str | None = None,
         query_vectors: np.ndarray | None = None,
         allowed: np.ndarray | None = None,
+        dense_floor: float | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each query's matched set, ranked by relevance: (scores, rows), no padding. Facets count it and a
         price sort orders it (engine.query.compose).
 
         The matched set is every product inside `allowed` that shares a word with the query (all lexical
         matches, lexical and hybrid modes) plus the dense candidates retrieved at the hybrid candidate depth
-        (`HybridConfig.candidates`, dense and hybrid modes). There is no relevance floor yet, so dense
-        candidates count however weak. In hybrid mode the scores blend both sides over that whole set.
+        (`HybridConfig.candidates`, dense and hybrid modes) whose similarity reaches `dense_floor` (hybrid
+        searches pass the catalog's relevance floor, engine.query.calibration; None: every candidate counts).
+        In hybrid mode the scores blend both sides over that whole set.
         """
         self._check_space(space)
         mode = mode or self.default_mode(space)
@@ -296,6 +298,8 @@ class SearchSession:
             query_vectors = self._encode_clean([self.dense_text(q, mode) for q in cleaned], space)
         vectors = self.directory.spaces[target]
         dense = ties_by_row(*vectors.search(query_vectors, self.config.hybrid.candidates, allowed))
+        if dense_floor is not None:  # candidates below the floor are left out (rows -1, as padding)
+            dense = (dense[0], np.where(dense[0] >= dense_floor, dense[1], -1))
         if mode == "dense":
             return _unpadded(*dense)
         width = lexical[1].shape[1] + dense[1].shape[1]  # the union is never wider

@@ -52,7 +52,8 @@ def router(deps: Dependencies) -> APIRouter:
         index.metrics.index_seconds.labels(plan.space).observe(time.perf_counter() - started)
         out = results(index, answer, answer.personalised, answer.corrected_query)
         out = {**out, **answer.facets_json()} if answer.facets is not None else out
-        return {**out, "rules_fired": answer.rules_fired} if answer.rules_fired else out
+        out = {**out, "rules_fired": answer.rules_fired} if answer.rules_fired else out
+        return {**out, "suggestions": answer.suggestions} if answer.suggestions else out
 
     @routes.post("/search/image", response_model=Results, response_model_exclude_unset=True, dependencies=deps.read,
                  summary="Products that look like an uploaded photo")

@@ -40,7 +40,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     title = f"Search: {args.query}" + _corrected(hits) + _fired(hits)
     if args.user is None:
         record = {"query": args.query, "results": hits_json(hits), **_facets(hits), **_rules(hits)}
-        emit(args, index, _with_correction(record, hits), title, hits, args.offset + 1)
+        if not _said_no_results(args, args.query, hits):
+            emit(args, index, _with_correction(record, hits), title, hits, args.offset + 1)
         return 0
     if not hits.personalised:
         print(f"vitrina: user {args.user!r} has no behaviour vector; results are not personalised", file=sys.stderr)
@@ -64,6 +65,15 @@ def _fired(hits: Hits) -> str:
 def _rules(hits: Hits) -> dict[str, Any]:
     """`rules_fired` for the JSON record where merchandising rules acted; else nothing."""
     return {"rules_fired": hits.rules_fired} if hits.rules_fired else {}
+
+
+def _said_no_results(args: argparse.Namespace, query: str, hits: Hits) -> bool:
+    """For a table (not --json): 'No results for QUERY; try: WORDS' where the relevance floor left the answer
+    empty (engine.query.calibration); whether it was said."""
+    if args.json or hits or not getattr(hits, "suggestions", None):
+        return False
+    print(f"No results for {query!r}; try: {', '.join(hits.suggestions)}")
+    return True
 
 
 def _with_correction(record: dict[str, Any], hits: Any) -> dict[str, Any]:
@@ -97,8 +107,10 @@ def _facet_columns(text: str) -> list[str]:
 
 
 def _facets(hits: Hits) -> dict[str, Any]:
-    """`facets`, `price` and `total` for the JSON record of an answer that asked for facets; else nothing."""
-    return hits.facets_json() if hits.facets is not None else {}
+    """`facets`, `price` and `total` for the JSON record of an answer that asked for facets, and `suggestions`
+    for an answer the relevance floor left empty; else nothing."""
+    out = hits.facets_json() if hits.facets is not None else {}
+    return {**out, "suggestions": hits.suggestions} if getattr(hits, "suggestions", None) else out
 
 
 def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any]) -> int:
@@ -108,6 +120,8 @@ def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any
     results = index.search([q for _, q in queries], k_or_default(args, 100), space=args.space, mode=args.mode,
                            **filters, **page_from_flags(args))
     for (qid, query), hits in zip(queries, results):
+        if _said_no_results(args, f"{qid}: {query}", hits):
+            continue
         emit(args, index, _with_correction({"query_id": qid, "results": hits_json(hits), **_facets(hits),
                                             **_rules(hits)}, hits),
              f"{qid}: {query}" + _corrected(hits) + _fired(hits), hits, args.offset + 1)
