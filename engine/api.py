@@ -95,7 +95,8 @@ class Index:
     def build(cls, data: CatalogData, path: str | os.PathLike[str], *, id_field: str | None = None,
               text_fields: Sequence[str] | None = None, image_field: str | None = None,
               price_field: str | None = None, text_model: str | None = None, image_model: str | None = None,
-              versioned: bool | None = None, config: VitrinaConfig | None = None) -> "Index":
+              versioned: bool | None = None, config: VitrinaConfig | None = None,
+              synonyms: str | os.PathLike[str] | None = None) -> "Index":
         """Embed and index a catalog at `path`, and open it.
 
         Args:
@@ -113,6 +114,8 @@ class Index:
                 unchanged products never re-encoded); False a plain directory (`vitrina index`). Default:
                 a versioned root, unless `path` already holds a plain index.
             config: every other setting; the keyword arguments above override its parts.
+            synonyms: a synonyms file (Solr format, index.synonyms) stored with the index; building a root
+                again without one keeps the live version's.
 
         Building again at the same path re-indexes: a root gets a new version (behaviour vectors and
         trained heads carried over), a plain directory is replaced once the new index is complete.
@@ -125,11 +128,12 @@ class Index:
         if versioned:
             from vitrina.engine.build.reindex import reindex
 
-            report: IndexReport | ReindexReport = reindex(_catalog_input(data), path, config)
+            report: IndexReport | ReindexReport = reindex(_catalog_input(data), path, config,
+                                                          settings_files=_synonyms_file(synonyms))
         else:
             from vitrina.engine.build.indexing import build_index
 
-            report = build_index(_catalog_input(data), path, config)
+            report = build_index(_catalog_input(data), path, config, settings_files=_synonyms_file(synonyms))
         index = cls(path, config)
         index.build_report = report
         return index
@@ -452,6 +456,23 @@ class Index:
         """Load the index again: a versioned root's current version, with writes by other processes."""
         self._loaded = self._open_session()
 
+    def set_synonyms(self, path: str | os.PathLike[str] | None, *, keep: int = 3) -> Path:
+        """Store the synonyms file at `path` with the index (None removes them): a new version of the root,
+        a copy of the live one with the new file, made current (a plain directory becomes a root first).
+
+        Phrases are matched on whole words after typo correction; `tv, television` equivalences add the
+        other phrases, `laptop => notebook` rules rewrite the query, in both the lexical and the dense leg.
+        A SynonymsError names the file and line of a problem. Returns the new version's directory; a server
+        serving this root picks it up on `POST /admin/reload`.
+        """
+        from vitrina.engine.build.settings import publish_setting
+        from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
+
+        data = None if path is None else Synonyms.read(path).to_bytes()
+        version_dir = publish_setting(self.path, SYNONYMS_FILE, data, self.config, keep=keep)
+        self._written()
+        return version_dir
+
     def make_versioned(self) -> None:
         """Turn a plain index directory into a versioned root in place (nothing to do for a root).
 
@@ -518,6 +539,13 @@ def _build_config(config: VitrinaConfig | None, **given: Any) -> VitrinaConfig:
         catalog["price_field"] = given["price_field"]
     models = {name: given[name] for name in ("text_model", "image_model") if given[name] is not None}
     return dataclasses.replace(config, catalog=dataclasses.replace(config.catalog, **catalog), **models)
+
+
+def _synonyms_file(path: str | os.PathLike[str] | None) -> dict[str, bytes]:
+    """The settings file of `Index.build(synonyms=path)`, checked (none without a path)."""
+    from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
+
+    return {} if path is None else {SYNONYMS_FILE: Synonyms.read(path).to_bytes()}
 
 
 def _is_plain_index(path: Path) -> bool:

@@ -90,7 +90,7 @@ def plan_text_search(
     space = space or session.default_space()
     mode = mode or session.default_mode(space)
     allowed = session.allowed_rows(product_filter, where=where, price=price)
-    dense = tuple(session.dense_text(q, mode) for q in cleaned) if mode == "hybrid" else cleaned
+    dense = tuple(session.dense_text(q, mode) for q in cleaned)
     columns = check_facets(session, facets)
     sort = check_sort(session, sort, user)
     offset = check_offset(offset, k)

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
-from vitrina.cli import build, demo, evaluate, events, export, learn, query, serve
+from vitrina.cli import build, demo, evaluate, events, export, learn, query, serve, synonyms
 from vitrina.cli.common import run_reporting_errors
 from vitrina.engine import __version__
 
@@ -20,6 +20,7 @@ COMMAND_GROUPS = (
     export.add_parsers,  # export-onnx
     events.add_parsers,  # events add|forget, recommend
     serve.add_parsers,  # serve
+    synonyms.add_parsers,  # synonyms
     query.add_info_parser,  # info
     demo.add_parsers,  # demo
 )
