@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from vitrina.engine.learn.behaviour import BehaviourModel
+from vitrina.engine.query.exact import exact_first
 from vitrina.engine.query.filters import PriceRange
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
@@ -172,6 +173,7 @@ def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.
     end = search.offset + search.k
     depth = max(end, PERSONAL_DEPTH) if personal else end
     scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
+    scores, rows = exact_first(session, search.queries, scores, rows, search.allowed)
     if personal:
         answers = [personalise(session, behaviour, s, r, search.user, end, weight) for s, r in zip(scores, rows)]
         return [Hits(hits[search.offset:], personalised) for hits, personalised in answers]

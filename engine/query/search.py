@@ -22,6 +22,7 @@ from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SP
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import resolve_index_path
+from vitrina.engine.query.exact import ExactCodes
 from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
 from vitrina.engine.query.filters import PriceRange, product_filter as combined_filter
 from vitrina.engine.query.hits import Hits, SearchHit, check_k, clean_query
@@ -57,6 +58,7 @@ class SearchSession:
         self.products = self.directory.products
         self._models = {"text": text_model, "image": image_model}
         self._encoders: dict[str, Encoder] = {}
+        self.exact_match = True  # a query that is a product's id or code ranks that product first (engine.query.exact)
 
     def encoder(self, role: str) -> Encoder:
         """The encoder for 'text' (text space), 'image' (image space) or 'text->image' (CLIP text tower).
@@ -167,6 +169,19 @@ class SearchSession:
     def default_mode(self, space: str = "text") -> str:
         """hybrid for text search (text or fused space) when the index has a lexical index, else dense."""
         return "hybrid" if space in ("text", "fused") and self.directory.lexical is not None else "dense"
+
+    @cached_property
+    def exact_codes(self) -> ExactCodes | None:
+        """Product ids and code-like tokens of the product texts, for exact matches first (engine.query.exact);
+        built on first use; None when `exact_match` is off."""
+        if not self.exact_match:
+            return None
+        content = self.directory.content
+        if content is None:  # an index built by `vitrina index`: its texts from the stored catalog columns
+            from vitrina.engine.build.in_place import derived_content
+
+            content = derived_content(self.directory)
+        return ExactCodes.build(self.products.ids, content.texts)
 
     def corrected_query(self, query: str, mode: str = "hybrid") -> str | None:
         """The query as the lexical leg searches it once typos are corrected (`index.typos`), or None where it
