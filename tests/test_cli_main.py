@@ -15,10 +15,11 @@ from vitrina.errors import Param
 from tests.helpers import run_cli
 
 COMMANDS = ["index", "reindex", "upsert", "delete", "search", "similar", "eval", "train-text", "train", "export-onnx",
-            "events", "recommend", "serve", "info", "demo"]
+            "events", "recommend", "serve", "synonyms", "info", "demo"]
 GROUP_OF = {"index": "build", "reindex": "build", "upsert": "build", "delete": "build", "search": "query",
             "similar": "query", "info": "query", "eval": "evaluate", "train-text": "learn", "train": "learn",
-            "export-onnx": "export", "events": "events", "recommend": "events", "serve": "serve", "demo": "demo"}
+            "export-onnx": "export", "events": "events", "recommend": "events", "serve": "serve", "demo": "demo",
+            "synonyms": "synonyms"}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -13,7 +13,7 @@ import pytest
 
 import vitrina
 from vitrina.index.synonyms import (MAX_EXTRAS, MAX_FILE_BYTES, MAX_LINE_CHARS, MAX_RULES_PER_PHRASE, SYNONYMS_FILE,
-                                    Expansion, Synonyms, SynonymsError)
+                                    Synonyms, SynonymsError)
 from vitrina.index.settings import SETTINGS_DIR, read_setting
 from vitrina.index.versions import is_versioned_root, resolve_index_path
 from tests.helpers import demo_rows, run_cli, write_csv
@@ -41,13 +41,13 @@ def expanded(synonyms: Synonyms, query: str) -> tuple[str, tuple[str, ...]] | No
 def test_equivalent_phrases_add_the_others(synonyms):
     assert expanded(synonyms, "Samsung TV 55 in") == ("samsung tv 55 in", ("television", "telly"))
     assert expanded(synonyms, "flat screen television") == ("flat screen television", ("tv", "telly", "flatscreen"))
-    assert synonyms.expand("tv").dense_text == "tv television telly"
+    assert synonyms.dense_query("Samsung TV") == "Samsung TV"  # the dense leg: equivalents not appended
 
 
 def test_explicit_rules_replace_the_left_side(synonyms):
     assert expanded(synonyms, "gaming LAPTOP bag") == ("gaming notebook bag", ())
     assert expanded(synonyms, "leather couch") == ("leather sofa settee", ())
-    assert synonyms.expand("leather couch").dense_text == "leather sofa settee"
+    assert synonyms.dense_query("Leather Couch") == "leather sofa settee"
 
 
 def test_only_whole_words_match_and_no_rule_gives_none(synonyms):
@@ -125,7 +125,8 @@ def test_a_big_file_parses_and_expands_quickly():
     t0 = time.perf_counter()
     for i in range(2_000):
         assert expanded(rules, f"blue alias{i * 7} for kids") == (f"blue word{i * 7} for kids", (f"term{i * 7}", f"thing {i * 7}"))
-    assert parsed < 10 and time.perf_counter() - t0 < 2  # 100,000 rules: no scan of every rule per query
+    assert parsed < 60  # seconds, on a loaded 2-core machine
+    assert time.perf_counter() - t0 < 2  # 100,000 rules: expanding a query looks up its words, never scans the rules
 
 
 # --- search with synonyms: the demo catalog through Python, the CLI and HTTP --------------------------------------
@@ -189,10 +190,10 @@ def test_dense_leg_encodes_the_rewritten_query(demo):
     from vitrina.engine.query.search import SearchSession
 
     session = SearchSession(demo["index"], demo["config"])
-    assert session.dense_text("zorbleflex", "dense") == "wallet billfold purse"  # rewritten, then equivalents added
-    assert session.dense_text("Leather PURSE", "hybrid") == "leather purse billfold wallet"
+    assert session.dense_text("zorbleflex", "dense") == "wallet"  # rewritten (equivalents are not appended)
+    assert session.dense_text("Leather PURSE", "hybrid") == "Leather PURSE"  # equivalents only: as typed
     assert session.dense_text("black belt", "hybrid") == "black belt"  # no rule: as typed
-    assert plan_text_search(session, "zorbleflex", 5, mode="hybrid").dense_queries == ("wallet billfold purse",)
+    assert plan_text_search(session, "zorbleflex", 5, mode="hybrid").dense_queries == ("wallet",)
     index = vitrina.Index.open(demo["index"], demo["config"])
     dense = index.search("zorbleflex", k=10, mode="dense")
     assert [(h.id, h.score) for h in dense] == [(h.id, h.score) for h in index.search("wallet", k=10, mode="dense")]

@@ -193,12 +193,11 @@ class SearchSession:
     def dense_text(self, query: str, mode: str) -> str:
         """What the dense leg encodes for a query: in hybrid mode the corrected query where the lexical leg
         corrected it (on Home Depot queries with one typo, nDCG@10 0.918x -> 0.946x of clean, clean ones
-        unchanged: benchmarks/typos.py), else the query as typed (dense mode searches what was typed); then,
-        where the index's synonyms match it, their `Expansion.dense_text` (index.synonyms)."""
+        unchanged: benchmarks/typos.py), else the query as typed (dense mode searches what was typed); then
+        as the index's synonyms rewrite it (`Synonyms.dense_query`, index.synonyms)."""
         cleaned = clean_query(query)
         text = (self.corrected_query(cleaned, mode) or cleaned) if mode == "hybrid" else cleaned
-        expansion = self.directory.synonyms.expand(text) if self.directory.synonyms is not None else None
-        return text if expansion is None else expansion.dense_text
+        return text if self.directory.synonyms is None else self.directory.synonyms.dense_query(text)
 
     def encode_queries(self, queries: Sequence[str], space: str = "text") -> np.ndarray:
         """Query vectors for the dense side of `retrieve` (to encode once and reuse across modes)."""
