@@ -247,7 +247,11 @@ class Synonyms:
         matches = sorted(self._matches(text, explicit=False), key=lambda m: (m[3].line, m[0]))
         held = {phrase for _, _, phrase, _ in matches}
         groups: dict[str, list[str]] = {}
+        added: set[str] = set()
         for _, _, phrase, rule in matches:
             alternatives = groups.setdefault(phrase, [])
-            alternatives += [p for p in rule.right if p not in held and p not in alternatives]
+            for p in rule.right:
+                if p not in held and p not in alternatives and (p in added or len(added) < MAX_EXTRAS):
+                    alternatives.append(p)
+                    added.add(p)
         return tuple((phrase, tuple(alts)) for phrase, alts in groups.items() if alts)

@@ -70,6 +70,9 @@ def test_longest_phrase_wins_and_equivalents_are_capped():
     assert expanded(rules, "flat screen") == ("monitor", ())
     many = Synonyms.parse(", ".join(f"w{i}" for i in range(100)) + "\n", "many.txt")
     assert len(many.expand("w0").extras) == MAX_EXTRAS
+    wide = Synonyms.parse("".join(", ".join(["tv", *(f"t{r}x{i}" for i in range(99))]) + "\n" for r in range(20)), "wide.txt")
+    expansion = wide.expand("tv")  # 20 rules of 100 phrases: 1,980 equivalents, 32 searched
+    assert len(expansion.extras) == MAX_EXTRAS and sum(len(alts) for _, alts in expansion.groups) == MAX_EXTRAS
 
 
 def test_store_and_load(synonyms, tmp_path):
@@ -272,6 +275,8 @@ def test_cli_index_reindex_and_synonyms_commands(demo, tmp_path):
     code, out, err = run_cli("synonyms", root, other, "--clear")
     assert code == 1 and "not both" in err
     code, out, err = run_cli("synonyms", tmp_path / "nowhere", other)
+    assert code == 1 and "is not a Vitrina index" in err
+    code, out, err = run_cli("synonyms", tmp_path / "nowhere")
     assert code == 1 and "is not a Vitrina index" in err
 
 

@@ -12,7 +12,8 @@ only when the whole query is one token (no spaces) equal to a key.
 
 `exact_first` puts a query's exact matches (those inside the filters) at the top of a relevance ranking, ids
 before text codes, each group in its ranking order (then by row), without repeating them further down; they take
-the best score of the ranking (or their own, if higher), so scores never rise down a list.
+the best score of the ranking (1.0 where it is empty), so scores never rise down a list. A personalised search
+re-ranks after this (engine.query.personalise), so there exact matches start first but may move.
 """
 
 from __future__ import annotations
@@ -139,9 +140,7 @@ def exact_first(session: SearchSession, queries: Sequence[str], scores: np.ndarr
         exact = np.concatenate([by_id, holders])
         rest = ~np.isin(ranked, exact)
         valid_scores = scores[i][rows[i] >= 0]
-        best = float(valid_scores.max()) if len(valid_scores) else 1.0
-        own = {int(r): float(s) for r, s in zip(ranked, valid_scores)}
-        top_scores = np.asarray([max(best, own.get(int(r), best)) for r in exact], dtype=scores.dtype)
+        top_scores = np.full(len(exact), valid_scores.max() if len(valid_scores) else 1.0, dtype=scores.dtype)
         new_rows = np.concatenate([exact, ranked[rest]])[: rows.shape[1]]
         new_scores = np.concatenate([top_scores, valid_scores[rest]])[: rows.shape[1]]
         rows[i], scores[i] = -1, 0

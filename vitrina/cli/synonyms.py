@@ -11,8 +11,11 @@ from vitrina.cli.output import print_json
 from vitrina.engine.build.settings import publish_setting
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import ArgumentError
+from vitrina.index.errors import IndexStoreError
+from vitrina.index.manifest import MANIFEST_FILE
 from vitrina.index.settings import read_setting
 from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
+from vitrina.index.versions import resolve_index_path
 
 SYNONYMS_HELP = ("a synonyms file in Solr's format (`tv, television` equivalences, `laptop => notebook` rewrites), "
                  "stored with the index and applied to both legs of text search")
@@ -23,6 +26,8 @@ def cmd_synonyms(args: argparse.Namespace) -> int:
     if args.file and args.clear:
         raise ArgumentError("give a synonyms FILE or --clear, not both")
     if not args.file and not args.clear:  # show what is stored
+        if not (resolve_index_path(root) / MANIFEST_FILE).is_file():
+            raise IndexStoreError(f"{root} is not a Vitrina index (no {MANIFEST_FILE} and no current version)")
         data = read_setting(root, SYNONYMS_FILE)
         if args.json:
             print_json({"dir": str(root), "synonyms": None if data is None else data.decode("utf-8")})
