@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 import vitrina
@@ -130,6 +128,24 @@ def test_a_big_file_parses_and_expands_quickly():
         assert expanded(rules, f"blue alias{i * 7} for kids") == (f"blue word{i * 7} for kids", (f"term{i * 7}", f"thing {i * 7}"))
     assert parsed < 60  # seconds, on a loaded 2-core machine
     assert time.perf_counter() - t0 < 2  # 100,000 rules: expanding a query looks up its words, never scans the rules
+
+
+def test_bm25_scores_added_phrases_below_typed_words_and_counts_them_as_held():
+    import numpy as np
+
+    from vitrina.index import LexicalIndex
+
+    titles = ["Samsung TV stand", "Samsung television stand", "Garden hose", "Notebook sleeve"]
+    lexical = LexicalIndex.build(titles)
+    rows = np.arange(len(titles))
+    assert list(lexical.scores_of("tv stand", rows)[1:3]) == [lexical.scores_of("stand", rows)[1], 0.0]
+    assert list(lexical.coverage_of("tv stand", rows)) == [1.0, 0.5, 0.0, 0.0]
+    lexical.synonyms = Synonyms.parse("tv, television\nlaptop => notebook\n", "syn.txt")
+    scores = lexical.scores_of("tv stand", rows)
+    assert scores[0] > scores[1] > 0 == scores[2]  # "television" found, just below the typed "tv"
+    assert list(lexical.coverage_of("tv stand", rows)) == [1.0, 1.0, 0.0, 0.0]
+    assert lexical.search(["laptop sleeve"], 2)[1][0][0] == 3  # rewritten: "notebook sleeve"
+    assert lexical.coverage_of("laptop sleeve", rows)[3] == 1.0
 
 
 # --- search with synonyms: the demo catalog through Python, the CLI and HTTP --------------------------------------
