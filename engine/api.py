@@ -98,7 +98,7 @@ class Index:
               price_field: str | None = None, text_model: str | None = None, image_model: str | None = None,
               versioned: bool | None = None, config: VitrinaConfig | None = None,
               rules: str | os.PathLike[str] | Mapping[str, Any] | None = None, group_field: str | None = None,
-              collapse_duplicates: bool | float = False) -> "Index":
+              collapse_duplicates: bool | float = False, synonyms: str | os.PathLike[str] | None = None) -> "Index":
         """Embed and index a catalog at `path`, and open it.
 
         Args:
@@ -126,6 +126,8 @@ class Index:
             collapse_duplicates: without a group field, group products whose normalised title is equal and
                 whose photos are near-identical (True: image cosine >= 0.95; a float: that cosine; text-only
                 catalogs: equal titles).
+            synonyms: a synonyms file (Solr format, index.synonyms) stored with the index; building a root
+                again without one keeps the live version's.
 
         Building again at the same path re-indexes: a root gets a new version (behaviour vectors and
         trained heads carried over), a plain directory is replaced once the new index is complete.
@@ -142,6 +144,7 @@ class Index:
 
             ruleset = rules_from(rules)
             settings = {RULES_SETTING: rules_setting(ruleset)}
+        settings = {**_synonyms_file(synonyms), **(settings or {})}
         if versioned:
             from vitrina.engine.build.reindex import reindex
 
@@ -506,6 +509,23 @@ class Index:
         """Load the index again: a versioned root's current version, with writes by other processes."""
         self._loaded = self._open_session()
 
+    def set_synonyms(self, path: str | os.PathLike[str] | None, *, keep: int = 3) -> Path:
+        """Store the synonyms file at `path` with the index (None removes them): a new version of the root,
+        a copy of the live one with the new file, made current (a plain directory becomes a root first).
+
+        Phrases are matched on whole words after typo correction; `tv, television` equivalences add the
+        other phrases, `laptop => notebook` rules rewrite the query, in both the lexical and the dense leg.
+        A SynonymsError names the file and line of a problem. Returns the new version's directory; a server
+        serving this root picks it up on `POST /admin/reload`.
+        """
+        from vitrina.engine.build.settings import publish_setting
+        from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
+
+        data = None if path is None else Synonyms.read(path).to_bytes()
+        version_dir = publish_setting(self.path, SYNONYMS_FILE, data, self.config, keep=keep)
+        self._written()
+        return version_dir
+
     def make_versioned(self) -> None:
         """Turn a plain index directory into a versioned root in place (nothing to do for a root).
 
@@ -573,6 +593,13 @@ def _build_config(config: VitrinaConfig | None, **given: Any) -> VitrinaConfig:
     catalog.update(grouping_settings(given["group_field"], given["collapse_duplicates"]))
     models = {name: given[name] for name in ("text_model", "image_model") if given[name] is not None}
     return dataclasses.replace(config, catalog=dataclasses.replace(config.catalog, **catalog), **models)
+
+
+def _synonyms_file(path: str | os.PathLike[str] | None) -> dict[str, bytes]:
+    """The settings file of `Index.build(synonyms=path)`, checked (none without a path)."""
+    from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
+
+    return {} if path is None else {SYNONYMS_FILE: Synonyms.read(path).to_bytes()}
 
 
 def _is_plain_index(path: Path) -> bool:

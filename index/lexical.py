@@ -15,13 +15,16 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import bm25s
 import numpy as np
 
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.typos import _ANY_WORD, FUZZY_WEIGHT, Correction, Vocabulary, is_fuzzable
+
+if TYPE_CHECKING:
+    from vitrina.index.synonyms import Expansion, Synonyms
 
 ANALYZER = "vitrina-units-1"
 
@@ -126,6 +129,7 @@ class LexicalIndex:
         self.vocabulary = vocabulary  # None (an index built before typo tolerance): queries are never corrected
         self.correct_typos = True  # False: search the query as typed even where a vocabulary exists
         self._corrections: dict[str, Correction | None] = {}
+        self.synonyms: Synonyms | None = None  # the index's synonyms (index.synonyms): expand the corrected query
 
     @classmethod
     def build(cls, texts: Sequence[str], settings: LexicalConfig | None = None) -> "LexicalIndex":
@@ -147,6 +151,8 @@ class LexicalIndex:
         for word in _ANY_WORD.findall(fold(query)):
             if word in fixes or not is_fuzzable(word) or word in self.vocabulary or word in _UNIT_OF:
                 continue
+            if self.synonyms is not None and word in self.synonyms.words:  # a shop's word: expanded, not corrected
+                continue
             tokens = self.analyzer.tokens(word)
             if not tokens or any(t in vocab for t in tokens):  # a stopword, or a known stem ("jacketing")
                 continue
@@ -162,9 +168,17 @@ class LexicalIndex:
         self._corrections[query] = correction
         return correction
 
+    def expand(self, query: str) -> Expansion | None:
+        """The synonyms' expansion of the query once its typos are corrected (None: no synonyms, or no rule
+        matches it)."""
+        if self.synonyms is None:
+            return None
+        correction = self.correct(query)
+        return self.synonyms.expand(query if correction is None else correction.text)
+
     def _doc_scores(self, query: str) -> np.ndarray | None:
-        """BM25 scores of every product for the query (corrected words weighted FUZZY_WEIGHT), or None
-        where no query token is in the catalog."""
+        """BM25 scores of every product for the query (corrected words weighted FUZZY_WEIGHT, words added by
+        synonyms their weight), or None where no query token is in the catalog."""
         ids = self._token_ids(query)
         correction = self.correct(query)
         fuzzy: list[int] = []
@@ -172,11 +186,18 @@ class LexicalIndex:
             vocab = self.retriever.vocab_dict
             fuzzy = [vocab[t] for t in self.analyzer.tokens(" ".join(right for _, right in correction.fixes))
                      if t in vocab and vocab[t] not in ids]
-        if not ids and not fuzzy:
+        expansion = self.expand(query)
+        added: list[int] = []
+        if expansion is not None:  # search the rewritten query; corrected words keep their weight
+            ids = [t for t in self._token_ids(expansion.text) if t not in fuzzy]
+            added = [t for t in self._token_ids(" ".join(expansion.extras)) if t not in ids and t not in fuzzy]
+        if not ids and not fuzzy and not added:
             return None
         scores = self.retriever.get_scores(ids) if ids else np.zeros(self.count, dtype=np.float32)
         if fuzzy:
             scores = scores + np.float32(FUZZY_WEIGHT) * self.retriever.get_scores(fuzzy)
+        if added:
+            scores = scores + np.float32(expansion.weight) * self.retriever.get_scores(list(dict.fromkeys(added)))
         return scores
 
     def search(self, queries: Sequence[str], k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -217,19 +238,36 @@ class LexicalIndex:
 
         Tokens the catalog never uses count as missing, so "all words present" scores 1 only when
         the product really holds every word, number and unit of the query. A corrected query counts
-        the corrected words, not the typed ones.
+        the corrected words, not the typed ones; with synonyms, the words of the rewritten query, a phrase's
+        words counting as held where the product holds all words of one of its equivalents.
         """
         correction = self.correct(query)
-        tokens = set(self.analyzer.tokens(query if correction is None else correction.text))
+        expansion = self.expand(query)
+        text = expansion.text if expansion is not None else query if correction is None else correction.text
+        tokens = set(self.analyzer.tokens(text))
         rows = np.asarray(rows, dtype=np.int64)
         found = np.zeros(len(rows), dtype=np.float64)
         if not tokens:
             return found
-        vocab = self.retriever.vocab_dict
+        held = {token: self._holds(token, rows) for token in tokens}
+        for phrase, alternatives in expansion.groups if expansion is not None else ():
+            by_synonym = np.zeros(len(rows), dtype=bool)
+            for alternative in alternatives:
+                words = set(self.analyzer.tokens(alternative))
+                if words:
+                    by_synonym |= np.logical_and.reduce([self._holds(t, rows) for t in words])
+            for token in set(self.analyzer.tokens(phrase)) & tokens:
+                held[token] = held[token] | by_synonym
         for token in tokens:
-            if token in vocab:  # a BM25 score is > 0 exactly where the text holds the token
-                found += self.retriever.get_scores([vocab[token]])[rows] > 0
+            found += held[token]
         return found / len(tokens)
+
+    def _holds(self, token: str, rows: np.ndarray) -> np.ndarray:
+        """Whether each of `rows` holds the token (a BM25 score is > 0 exactly there)."""
+        vocab = self.retriever.vocab_dict
+        if token not in vocab:
+            return np.zeros(len(rows), dtype=bool)
+        return self.retriever.get_scores([vocab[token]])[rows] > 0
 
     def _token_ids(self, query: str) -> list[int]:
         vocab = self.retriever.vocab_dict

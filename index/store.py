@@ -35,7 +35,8 @@ from vitrina.index.locks import folder_lock
 from vitrina.index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
 from vitrina.index.product_index import ProductIndex
 from vitrina.index.products import ProductTable
-from vitrina.index.settings import read_settings, write_settings
+from vitrina.index.settings import SETTINGS_DIR, read_settings, write_settings
+from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
 from vitrina.index.versions import resolve_index_path
 from vitrina.errors import Param
 
@@ -130,6 +131,12 @@ class IndexDirectory:
     content: ProductContent | None = None  # texts and content hashes, row-aligned with products
     settings: dict[str, bytes] = field(default_factory=dict)  # settings/<name> files (index.settings): synonyms, rules
     groups: np.ndarray | None = None  # group id per product row (engine.build.groups); None: not grouped
+
+    @cached_property
+    def synonyms(self) -> Synonyms | None:
+        """The synonyms stored with the index (settings/synonyms.txt, index.synonyms), or None."""
+        source = str((self.path or Path(".")) / SETTINGS_DIR / SYNONYMS_FILE)
+        return Synonyms.stored(self.settings, source)
 
     def encoder_dir(self, role: str) -> Path | None:
         """The exported encoder kept under `role`, if any."""
@@ -236,7 +243,10 @@ class IndexDirectory:
         groups = _read_npy(path / GROUPS_FILE, mmap=False) if (path / GROUPS_FILE).is_file() else None
         if groups is not None and groups.shape != (len(products),):
             raise IndexStoreError(f"{path / GROUPS_FILE} holds {groups.shape} group ids for {len(products)} products; re-index it")
-        return cls(manifest, products, spaces, lexical, encoder_dirs, path, content, read_settings(path), groups)
+        directory = cls(manifest, products, spaces, lexical, encoder_dirs, path, content, read_settings(path), groups)
+        if lexical is not None:
+            lexical.synonyms = directory.synonyms
+        return directory
 
 
 def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | None = None,

@@ -118,13 +118,14 @@ class LiveIndex:
         return self.trained and (self.fused_stale or rewritten)
 
     def warm_up(self) -> None:
-        """Load the encoders and run each once, and build the typo corrector's lookup, so the first real query
-        is not the slow one."""
+        """Load the encoders and run each once, and build the typo corrector's and exact codes' lookups, so the
+        first real query is not the slow one."""
         self.session.encode_queries(["warm up"], self.session.default_space())
         self.session.rules  # noqa: B018 - the merchandising rules: a damaged file refuses the version here
         lexical = self.session.directory.lexical
         if lexical is not None and lexical.vocabulary is not None:
             lexical.vocabulary.symspell  # noqa: B018 - built on first use: a second or two on a large catalog
+        self.session.exact_codes  # noqa: B018 - the exact-code lookup (engine.query.exact): ~1 s per 50,000 products
         if "image" in self.session.manifest.spaces:
             self.session.encode_images([WARM_UP_IMAGE], self.session.default_image_space())
 

@@ -14,11 +14,12 @@ from vitrina.engine.errors import ArgumentError, QueryError
 from vitrina.errors import Param
 from tests.helpers import run_cli
 
-COMMANDS = ["index", "reindex", "upsert", "delete", "rules", "search", "similar", "eval", "train-text", "train", "export-onnx",
-            "events", "recommend", "serve", "info", "demo"]
+COMMANDS = ["index", "reindex", "upsert", "delete", "rules", "synonyms", "search", "similar", "eval", "train-text",
+            "train", "export-onnx", "events", "recommend", "serve", "info", "demo"]
 GROUP_OF = {"index": "build", "reindex": "build", "upsert": "build", "delete": "build", "rules": "rules", "search": "query",
             "similar": "query", "info": "query", "eval": "evaluate", "train-text": "learn", "train": "learn",
-            "export-onnx": "export", "events": "events", "recommend": "events", "serve": "serve", "demo": "demo"}
+            "export-onnx": "export", "events": "events", "recommend": "events", "serve": "serve", "demo": "demo",
+            "synonyms": "synonyms"}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

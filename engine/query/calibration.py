@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from vitrina.engine.build.calibrate import SpaceCalibration, calibrate_space, read_calibration
+from vitrina.engine.query.exact import has_exact_match
 from vitrina.engine.query.hits import Hits
 
 if TYPE_CHECKING:
@@ -100,7 +101,8 @@ class Floor:
         the others take one top-1 vector search and, below the floor, a count of their words."""
         if self._below is None:
             session, search = self.session, self.search
-            unsure = [i for i in range(len(search.queries)) if not self.answered.get(i, False)]
+            unsure = [i for i in range(len(search.queries))  # a product code the catalog holds is an answer
+                      if not self.answered.get(i, False) and not has_exact_match(session, search.queries[i])]
             below = [False] * len(search.queries)
             if unsure:
                 best, rows = self._vectors.search(self.query_vectors[unsure], 1)  # the whole catalog: filters

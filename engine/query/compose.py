@@ -37,6 +37,7 @@ from PIL import Image
 
 from vitrina.engine.learn.behaviour import BehaviourModel
 from vitrina.engine.query.calibration import Floor, plan_floor
+from vitrina.engine.query.exact import exact_first
 from vitrina.engine.query.filters import PriceRange
 from vitrina.engine.errors import QueryError
 from vitrina.engine.query.hits import MAX_K, Hits, SearchHit, clean_query
@@ -100,7 +101,7 @@ def plan_text_search(
     space = space or session.default_space()
     mode = mode or session.default_mode(space)
     allowed = session.allowed_rows(product_filter, where=where, price=price)
-    dense = tuple(session.dense_text(q, mode) for q in cleaned) if mode == "hybrid" else cleaned
+    dense = tuple(session.dense_text(q, mode) for q in cleaned)
     columns = check_facets(session, facets)
     sort = check_sort(session, sort, user)
     offset = check_offset(offset, k)
@@ -199,11 +200,13 @@ def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.
     ranked = max(rules_depth(end, rules) for rules in fired)  # end, unless rules hide, boost or bury
     depth = max(ranked, PERSONAL_DEPTH) if personal else ranked
     scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
+    if floor is not None and not personal:
+        scores = floor.scores(scores, rows)  # calibrated (engine.query.calibration)
+    scores, rows = exact_first(session, search.queries, scores, rows, search.allowed)
     if personal:
         answers = [personalise(session, behaviour, s, r, search.user, ranked, weight) for s, r in zip(scores, rows)]
     else:
         personalised = None if search.user is None else False
-        scores = scores if floor is None else floor.scores(scores, rows)  # calibrated (engine.query.calibration)
         answers = [(session.hits(s, r, k=ranked), personalised) for s, r in zip(scores, rows)]
     return [Hits(merchandise(session, hits, rules, search.allowed)[search.offset:end], personalised)
             for (hits, personalised), rules in zip(answers, fired)]

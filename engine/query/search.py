@@ -22,6 +22,7 @@ from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SP
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import resolve_index_path
+from vitrina.engine.query.exact import ExactCodes
 from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
 from vitrina.engine.query.filters import PriceRange, product_filter as combined_filter
 from vitrina.engine.query.hits import Hits, SearchHit, check_k, clean_query
@@ -59,6 +60,7 @@ class SearchSession:
         self.products = self.directory.products
         self._models = {"text": text_model, "image": image_model}
         self._encoders: dict[str, Encoder] = {}
+        self.exact_match = True  # a query that is a product's id or code ranks that product first (engine.query.exact)
 
     def encoder(self, role: str) -> Encoder:
         """The encoder for 'text' (text space), 'image' (image space) or 'text->image' (CLIP text tower).
@@ -182,6 +184,19 @@ class SearchSession:
         """hybrid for text search (text or fused space) when the index has a lexical index, else dense."""
         return "hybrid" if space in ("text", "fused") and self.directory.lexical is not None else "dense"
 
+    @cached_property
+    def exact_codes(self) -> ExactCodes | None:
+        """Product ids and code-like tokens of the product texts, for exact matches first (engine.query.exact);
+        built on first use; None when `exact_match` is off."""
+        if not self.exact_match:
+            return None
+        content = self.directory.content
+        if content is None:  # an index built by `vitrina index`: its texts from the stored catalog columns
+            from vitrina.engine.build.in_place import derived_content
+
+            content = derived_content(self.directory)
+        return ExactCodes.build(self.products.ids, content.texts)
+
     def corrected_query(self, query: str, mode: str = "hybrid") -> str | None:
         """The query as the lexical leg searches it once typos are corrected (`index.typos`), or None where it
         searches it as typed (no change, dense mode, or an index without a vocabulary)."""
@@ -192,9 +207,11 @@ class SearchSession:
     def dense_text(self, query: str, mode: str) -> str:
         """What the dense leg encodes for a query: in hybrid mode the corrected query where the lexical leg
         corrected it (on Home Depot queries with one typo, nDCG@10 0.918x -> 0.946x of clean, clean ones
-        unchanged: benchmarks/typos.py), else the query as typed (dense mode searches what was typed)."""
+        unchanged: benchmarks/typos.py), else the query as typed (dense mode searches what was typed); then
+        as the index's synonyms rewrite it (`Synonyms.dense_query`, index.synonyms)."""
         cleaned = clean_query(query)
-        return (self.corrected_query(cleaned, mode) or cleaned) if mode == "hybrid" else cleaned
+        text = (self.corrected_query(cleaned, mode) or cleaned) if mode == "hybrid" else cleaned
+        return text if self.directory.synonyms is None else self.directory.synonyms.dense_query(text)
 
     def encode_queries(self, queries: Sequence[str], space: str = "text") -> np.ndarray:
         """Query vectors for the dense side of `retrieve` (to encode once and reuse across modes)."""

@@ -13,7 +13,9 @@ from vitrina.engine.build.indexing import IndexReport, build_index
 from vitrina.engine.build.pipeline import ENGINES
 from vitrina.engine.build.reindex import ReindexConfig, ReindexReport, reindex
 from vitrina.engine.build.updates import UpdateReport, delete, upsert
+from vitrina.cli.synonyms import SYNONYMS_HELP
 from vitrina.index import IndexManifest
+from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
 
 RETRAIN_HELP = ("retrain the shared-space heads for the new version (else they are reused when its encoders "
                 "match, and the fused space is left out with a note when they do not)")
@@ -68,6 +70,8 @@ def settings_files(args: argparse.Namespace) -> dict[str, bytes]:
     A feature storing a file at build time adds its flag's line here."""
     files: dict[str, bytes] = {}
     files.update(build_rules_setting(args))  # --rules FILE (vitrina.cli.rules)
+    if getattr(args, "synonyms", None):
+        files[SYNONYMS_FILE] = Synonyms.read(args.synonyms).to_bytes()
     return files
 
 
@@ -152,6 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fusion-from", default=None, metavar="DIR",
                    help="add a shared space with the heads `vitrina train` learned on another index (same encoders)")
     add_rules_flag(p)
+    p.add_argument("--synonyms", default=None, metavar="FILE", help=SYNONYMS_HELP)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("reindex", help="re-embed a catalog into a new version of a versioned root, resumably, then switch to it")
@@ -171,6 +176,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain", action="store_true", help=RETRAIN_HELP)
     p.add_argument("--json", action="store_true", help=JSON_REPORT_HELP)
     add_rules_flag(p)
+    p.add_argument("--synonyms", default=None, metavar="FILE", help=SYNONYMS_HELP + " (default: keep the live version's)")
     add_catalog_flags(p)
     add_grouping_flags(p)
     p.set_defaults(func=cmd_reindex)

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
-from vitrina.cli import build, demo, evaluate, events, export, learn, query, rules, serve
+from vitrina.cli import build, demo, evaluate, events, export, learn, query, rules, serve, synonyms
 from vitrina.cli.common import run_reporting_errors
 from vitrina.engine import __version__
 
@@ -15,6 +15,7 @@ from vitrina.engine import __version__
 COMMAND_GROUPS = (
     build.add_parsers,  # index, reindex, upsert, delete
     rules.add_parsers,  # rules
+    synonyms.add_parsers,  # synonyms
     query.add_parsers,  # search, similar
     evaluate.add_parsers,  # eval text|image|cross-modal
     learn.add_parsers,  # train-text, train
