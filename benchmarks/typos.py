@@ -21,7 +21,9 @@ Figures (nDCG@10, unjudged products count 0, as `vitrina eval text`):
 Without --index, a BM25 index of homedepot/products.csv titles is built in memory (seconds). With
 --index DIR (an index of homedepot/products.csv built by `vitrina index`), --mode picks lexical or
 hybrid search through the index. In hybrid, the rows without "dense too" feed the dense leg the query
-as typed, the "dense too" rows the corrected query (what `search` does: `SearchSession.dense_text`).
+as typed, the "dense too" rows the corrected query (what `search` does: `SearchSession.dense_text`), and
+the "as served" rows run the whole search composition (`SearchSession.search`: the relevance floor, exact
+product codes and any stored synonyms and rules too), so an emptied answer scores 0.
 
     .venv/bin/python benchmarks/typos.py                     # BM25, all dev queries
     .venv/bin/python benchmarks/typos.py --limit 2000 --seed 0
@@ -126,11 +128,15 @@ def session_searcher(path: Path, mode: str) -> tuple[Callable[[Sequence[str], bo
     if lexical is None or lexical.vocabulary is None:
         raise SystemExit(f"{path} has no lexical vocabulary; re-index it with this Vitrina")
 
-    def search(queries: Sequence[str], correct: bool, dense_corrected: bool = False) -> list[list[str]]:
+    def search(queries: Sequence[str], correct: bool, dense_corrected: bool = False,
+               served: bool = False) -> list[list[str]]:
         lexical.correct_typos = correct
         out = []
         for start in range(0, len(queries), 256):
             batch = list(queries[start:start + 256])
+            if served:  # the whole search composition: floor, exact codes, synonyms and rules, as `search` serves
+                out += [[h.id for h in hits] for hits in session.search(batch, K, "text", mode)]
+                continue
             vectors = None
             if mode == "hybrid":
                 dense_text = [(session.corrected_query(q, mode) or q) if dense_corrected else q for q in batch]
@@ -174,9 +180,13 @@ def main() -> None:
         search, correction = session_searcher(args.index, args.mode)
         label = f"{args.mode} ({args.index})"
 
-    def ndcg(queries: Sequence[str], correct: bool, dense_corrected: bool = False) -> tuple[float, float]:
+    def ndcg(queries: Sequence[str], correct: bool, dense_corrected: bool = False,
+             served: bool = False) -> tuple[float, float]:
         started = time.perf_counter()
-        ranked = search(queries, correct, dense_corrected) if dense_corrected else search(queries, correct)
+        if served:
+            ranked = search(queries, correct, served=True)
+        else:
+            ranked = search(queries, correct, dense_corrected) if dense_corrected else search(queries, correct)
         seconds = time.perf_counter() - started
         values = [ndcg_at_k(r, qrels.judgements[q], K) for r, q in zip(ranked, qids)]
         return sum(values) / len(values), seconds
@@ -190,6 +200,8 @@ def main() -> None:
     if args.mode == "hybrid" and args.index is not None:  # the dense leg fed the corrected query as well
         figures["clean, corrected, dense too"] = ndcg(clean, True, True)
         figures["typo, corrected, dense too"] = ndcg(typed, True, True)
+        figures["clean, as served"] = ndcg(clean, True, served=True)  # Index.search / GET /search, relevance floor on
+        figures["typo, as served"] = ndcg(typed, True, served=True)
     changed_clean = sum(correction(q) is not None for q in clean)
     fixed = sum(correction(t) is not None for t in typed)
     same = lambda a, b: a.lower().split() == b.lower().split()  # noqa: E731 (the session collapses spaces)
