@@ -54,7 +54,11 @@ def test_homedepot_qrels_file_works_as_a_batch_query_file(tmp_path):
     code, out, err = run_cli("search", tmp_path / "idx", "--queries", qrels, "-k", "10", "--json")
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
-    assert len(lines) == len({r["query_id"] for r in judged}) and all(len(x["results"]) == 10 for x in lines)
+    assert len(lines) == len({r["query_id"] for r in judged})
+    # Every query gets 10 hits, or none with suggestions where it fell below the relevance floor: few real ones do
+    empty = [x for x in lines if not x["results"]]
+    assert all(len(x["results"]) == 10 or (not x["results"] and x["suggestions"]) for x in lines)
+    assert len(empty) <= 0.05 * len(lines), [x["query_id"] for x in empty]
     # Dense retrieval finds judged products: most queries have a judged product in their top 10.
     relevant = {}
     for r in judged:
