@@ -25,6 +25,13 @@ most MAX_K). Equal scores rank by row. Pages of one query concatenate to the unp
 sorts and lexical relevance; for the hybrid and dense relevance rankings, as long as `offset + k` stays
 within the candidate depth (the dense side always retrieves at least that deep; beyond it, deeper
 candidate lists can re-order the blend or a vector index's approximate top-k).
+
+The stages of a relevance-sorted text search, in order: retrieve (typos corrected and synonyms expanded
+inside the lexical leg; the dense leg reads the corrected, rewritten query), calibrate the hybrid scores,
+put exact product codes first (engine.query.exact), personalise, apply the merchandising rules that fire
+(hide, boost/bury, pin: engine.query.rules), collapse product groups to one hit each (engine.query.variants),
+page, and finally empty the answers of queries below the relevance floor (a product code the catalog holds
+is never below it). A price sort orders the matched set without the hidden products, then groups and pages.
 """
 
 from __future__ import annotations
