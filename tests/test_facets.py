@@ -190,6 +190,16 @@ def test_http_facets_sort_and_offset_match_python(client, shop_path) -> None:
     assert body["price"] == {"min": hits.price_range[0], "max": hits.price_range[1]} and body["total"] == hits.total
 
 
+def test_a_comma_separated_facets_value_names_several_columns(client, shop_path) -> None:
+    repeated = client.get("/search", params={"q": "black watch", "facets": ["articleType", "baseColour"]}).json()
+    commas = client.get("/search", params={"q": "black watch", "facets": "articleType, baseColour"}).json()
+    assert commas["facets"] == repeated["facets"] and set(commas["facets"]) == {"articleType", "baseColour"}
+    index = vitrina.Index.open(shop_path[0], vitrina.VitrinaConfig(progress=False))  # the server's default config
+    assert index.search("black watch", facets="articleType,baseColour").facets == repeated["facets"]
+    bad = client.get("/search", params={"q": "black watch", "facets": "articleType,colour"})
+    assert bad.status_code == 422 and "'colour'" in bad.text
+
+
 def test_http_answers_without_facets_are_unchanged(client) -> None:
     plain = client.get("/search", params={"q": "black watch", "k": 4})
     assert set(plain.json()) == {"results", "index_version"}

@@ -117,10 +117,13 @@ def plan_text_search(
 
 
 def check_facets(session: SearchSession, facets: Sequence[str] | None) -> tuple[str, ...] | None:
-    """The facet columns, each one the catalog has (None: no facets asked; a text is one column)."""
+    """The facet columns, each one the catalog has (None: no facets asked; a text is one column, or several
+    separated by commas: "category,brand")."""
     if facets is None:
         return None
     columns = [facets] if isinstance(facets, str) else list(facets)
+    columns = [part.strip() if isinstance(part, str) else part
+               for column in columns for part in _facet_names(session, column)]
     if len(columns) > MAX_FACETS:
         raise QueryError(f"facets names {len(columns)} columns; give at most {MAX_FACETS}")
     for column in columns:
@@ -130,6 +133,13 @@ def check_facets(session: SearchSession, facets: Sequence[str] | None) -> tuple[
             raise QueryError(f"this catalog has no column {column[:60]!r} to count in facets "
                              f"(columns: {', '.join(session.filters.available)})")
     return tuple(dict.fromkeys(columns))
+
+
+def _facet_names(session: SearchSession, column: Any) -> list[Any]:
+    """One facets item as column names: "category,brand" is two, unless the catalog has a column of that name."""
+    if isinstance(column, str) and "," in column and column not in session.filters.available:
+        return column.split(",")
+    return [column]
 
 
 def check_sort(session: SearchSession, sort: str, user: str | None) -> str:
