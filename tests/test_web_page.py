@@ -305,7 +305,7 @@ def test_sort_menu_price_slider_and_pages(shop, open_page):
     assert shown_ids(page) == [h["id"] for h in api(shop, q="men", k=24, offset=24, sort="price_asc")["results"]]
 
 
-def test_did_you_mean_and_no_results_with_suggestions(shop, open_page):
+def test_did_you_mean_and_no_results_with_suggestions(shop, open_page, shots):
     answer = api(shop, q="leather walet", k=24)
     assert answer.get("corrected_query") == "leather wallet"
     page = open_page(shop.base + "/?q=leather+walet")
@@ -337,6 +337,12 @@ def test_did_you_mean_and_no_results_with_suggestions(shop, open_page):
     page.go_back()
     page.wait_for_selector("#no-results:not([hidden])")
     assert links.all_inner_texts() == gibberish["suggestions"]
+    narrow = open_page(f"{shop.base}/?q=xyzzyqq+blorf", NARROW)
+    narrow.wait_for_selector("#no-results:not([hidden])")
+    assert narrow.locator("#no-results .suggestions a").all_inner_texts() == gibberish["suggestions"]
+    assert narrow.evaluate("document.documentElement.scrollWidth") <= 375
+    assert narrow.locator("#sort-label").is_hidden()  # nothing to sort
+    screenshot(narrow, shots / "no-results-375.png")
 
     # Two filters no product meets together: empty too, and the page offers to drop the filters (a sensible
     # query is above the floor, so the API suggests no words).
@@ -395,8 +401,9 @@ def test_variant_swatches_show_the_other_members_and_swap_the_card(shop, open_pa
     assert card.locator(".swatches").get_attribute("aria-label") == f"{len(others) + 1} variants"
     page.wait_for_function("els => els.every(i => i.complete && i.naturalWidth > 0)",
                            arg=card.locator(".swatch img").element_handles())
+    handle = card.element_handle()  # before the click: the card's id changes with it
     swatches.nth(1).click()
-    page.wait_for_function("([card, id]) => card.dataset.id === id", arg=[card.element_handle(), others[0]])
+    page.wait_for_function("([card, id]) => card.dataset.id === id", arg=[handle, others[0]])
     card = page.locator(f'#results .card[data-id="{others[0]}"]')
     assert card.locator(".title").inner_text() == shop.by_id[others[0]]["title"]
     assert card.locator(".meta").inner_text() == f"{shop.by_id[others[0]]['brand']} · {shop.by_id[others[0]]['baseColour']}"

@@ -245,6 +245,7 @@ function renderAnswer(body, what) {
   const empty = $("no-results");
   empty.hidden = body.results.length > 0;
   if (!body.results.length) renderNoResults(body);
+  if (!body.results.length && state.sort === "relevance") $("sort-label").hidden = true; // nothing to sort
   const k = pageSize(), first = (state.page - 1) * k + 1, last = first + body.results.length - 1;
   let line;
   if (!body.results.length) line = `No results ${what}`;
