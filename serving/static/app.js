@@ -250,7 +250,7 @@ function renderAnswer(body, what) {
   let line;
   if (!body.results.length) line = `No results ${what}`;
   else if (typeof body.total === "number" && !state.like) {
-    line = pastTotal(body) ? `${first}–${last} results ${what} (${closeMatches(body.total)}, then related products)`
+    line = pastTotal(body) ? `${first}–${last} results ${what} (${closeMatches(body.total)})`
                            : `${first}–${last} of ${body.total} results ${what}`;
   } else line = `${body.results.length} results ${what}`;
   if (state.debug && body.rules_fired?.length) line += ` · rules fired: ${body.rules_fired.join(", ")}`;
@@ -268,7 +268,8 @@ function pastTotal(body) {
 }
 
 function closeMatches(total) {
-  return total ? `${total} close ${total === 1 ? "match" : "matches"}` : "no close matches";
+  if (!total) return "no close matches, only related products";
+  return `${total} close ${total === 1 ? "match" : "matches"}, then related products`;
 }
 
 function countFilters() {
