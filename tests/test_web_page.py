@@ -1,13 +1,14 @@
 """The search page end to end in headless Chromium (Debian's, driven by Playwright), over real servers of two
-small indexes built once for the module: a shop with photos, brands and prices (served in euros), and a
-text-only catalog. Cards, facets with counts, the price slider, sorting, paging, "did you mean", variant
-swatches, "no results", the state in the URL (back button, shared links), photo upload, and screenshots at
-1280 and 375 px whose layout (bounding boxes) and pixels are checked."""
+small indexes built once for the module: a shop with photos, brands, prices (served in euros), a model code
+as its group field and a merchandising rule, and a text-only catalog. Cards, facets with counts, the price
+slider, sorting, paging, "did you mean", variant swatches, a pinned product, "no results" with suggested
+words, the state in the URL (back button, shared links), photo upload, and screenshots at 1280 and 375 px
+whose layout (bounding boxes) and pixels are checked. Nothing is faked: the page is checked against the
+API's own answers."""
 
 from __future__ import annotations
 
 import io
-import json
 import math
 import shutil
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import vitrina
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
 from vitrina.serving.config import ServingConfig
@@ -38,12 +40,24 @@ pytestmark = [
 ]
 
 
+# Products sold in several colours share a model code (the index's group field): one card each, with swatches.
+MODELS = {"14899": "UCB-SOLID-WALLET", "14903": "UCB-SOLID-WALLET", "14904": "UCB-SOLID-WALLET",
+          "17088": "LP-FLOWER-WALLET", "17100": "LP-FLOWER-WALLET", "14798": "UCB-SOLID-BAG", "14880": "UCB-SOLID-BAG"}
+PINNED = "15451"  # a leather handbag, pinned first for "polo tshirt" by a merchandising rule
+RULES = {"rules": [{"id": "polo-promo", "query": "polo tshirt", "pin": [{"product": PINNED, "position": 1}]}]}
+
+
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    """A served shop of 60 demo products with photos, a brand and a price; prices shown in euros."""
+    """A served shop of 60 demo products with photos, a brand, a price and a model code (the group field:
+    the colours of a few wallets and bags), and one merchandising rule; prices shown in euros."""
     root = tmp_path_factory.mktemp("shop")
-    catalog, rows = shop_catalog(root)
-    build_index(catalog, root / "idx", VitrinaConfig(progress=False))
+    _, rows = shop_catalog(root)
+    for r in rows:
+        r["model"] = MODELS.get(r["id"], f"M-{r['id']}")
+    catalog = write_csv(root / "products.csv", rows)
+    vitrina.Index.build(catalog, root / "idx", versioned=False, group_field="model", rules=RULES,
+                        config=VitrinaConfig(progress=False))
     with running_server(root / "idx", ServingConfig(api_key=KEY, currency="EUR")) as base:
         yield SimpleNamespace(base=base, rows=rows, by_id={r["id"]: r for r in rows}, root=root)
 
@@ -129,6 +143,18 @@ def screenshot(page, path: Path) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("RGB"), dtype=np.float32)
 
 
+def status_of(answer: dict, query: str, page: int = 1) -> str:
+    """The status line the page shows for an API answer with `total`: a relevance ranking that runs past the
+    matched set (what `total` and the facets count) says how many close matches there are instead."""
+    first = (page - 1) * 24 + 1
+    last = first + len(answer["results"]) - 1
+    if last > answer["total"] == 0:
+        return f"{first}–{last} results for “{query}” (no close matches, only related products)"
+    if last > answer["total"]:
+        return f"{first}–{last} results for “{query}” ({answer['total']} close matches, then related products)"
+    return f"{first}–{last} of {answer['total']} results for “{query}”"
+
+
 def boxes(page, selector: str) -> list[dict]:
     return [page.locator(selector).nth(i).bounding_box() for i in range(page.locator(selector).count())]
 
@@ -185,7 +211,7 @@ def test_facet_checkboxes_count_filter_and_keep_their_state_in_the_url(shop, ope
     group = page.locator('.facet[data-field="articleType"]')
     counts = dict(zip(group.locator(".name").all_inner_texts(), map(int, group.locator(".count").all_inner_texts())))
     assert counts == expected["facets"]["articleType"]
-    wait_status(page, f"1–24 of {expected['total']} results")
+    wait_status(page, status_of(expected, "shoes"))
 
     group.locator('input[value="Sports Shoes"]').check()
     page.wait_for_url("**where=articleType%3DSports+Shoes**")
@@ -204,7 +230,7 @@ def test_facet_checkboxes_count_filter_and_keep_their_state_in_the_url(shop, ope
     wait_status(page, f"of {counts['Sports Shoes']} results")
     assert page.locator('.facet[data-field="articleType"] input[value="Casual Shoes"]').is_checked() is False
     page.go_back()  # no filter
-    wait_status(page, f"1–24 of {expected['total']} results")
+    wait_status(page, status_of(expected, "shoes"))
     assert not url_state(page).get("where")
     page.go_forward()
     page.go_forward()
@@ -225,9 +251,12 @@ def test_sort_menu_price_slider_and_pages(shop, open_page):
 
     page.select_option("#sort", "price_asc")
     page.wait_for_url("**sort=price_asc**")
-    wait_status(page, "1–24 of")
-    assert prices() == sorted(prices()) and len(prices()) == 24
-    assert shown_ids(page) == [h["id"] for h in api(shop, q="shoes", k=24, sort="price_asc")["results"]]
+    by_price = api(shop, q="shoes", k=24, sort="price_asc", facets=["brand"])  # the matched set, by price
+    assert 0 < len(by_price["results"]) == by_price["total"] <= 24
+    wait_status(page, status_of(by_price, "shoes"))
+    assert prices() == sorted(prices()) and len(prices()) == by_price["total"]
+    assert shown_ids(page) == [h["id"] for h in by_price["results"]]
+    assert page.locator("#pager").is_hidden()  # one page holds them all
     page.select_option("#sort", "price_desc")
     page.wait_for_url("**sort=price_desc**")
     page.wait_for_function("id => document.querySelector('#results .card').dataset.id === id",
@@ -247,23 +276,38 @@ def test_sort_menu_price_slider_and_pages(shop, open_page):
     assert page.locator("#price-label").inner_text() == f"€{low:.2f} – €{cap:.2f}"
     assert page.get_attribute("#price-max", "max") == str(high)  # the slider keeps the whole range
 
-    page.goto(shop.base + "/?q=shoes")  # pages: Next, the page in the URL, Back
-    wait_status(page, "1–24 of")
-    total = api(shop, q="shoes", k=1, facets=["brand"])["total"]
-    assert page.locator("#page-label").inner_text() == f"Page 1 of {math.ceil(total / 24)}"
+    # pages: Next, the page in the URL, Back. The relevance ranking of "shoes" runs past its matched set (the
+    # shoes, a few close others) into related products, so the page counts pages while they are full.
+    page.goto(shop.base + "/?q=shoes")
+    ranked = api(shop, q="shoes", k=24, facets=["brand"])
+    assert len(ranked["results"]) == 24 > ranked["total"]
+    wait_status(page, status_of(ranked, "shoes"))
+    assert page.locator("#page-label").inner_text() == "Page 1" and page.locator("#next-page").is_enabled()
     first = shown_ids(page)
     page.click("#next-page")
     page.wait_for_url("**page=2**")
-    wait_status(page, f"25–{min(48, total)} of {total}")
+    second_page = api(shop, q="shoes", k=24, offset=24, facets=["brand"])
+    wait_status(page, status_of(second_page, "shoes", page=2))
     second = shown_ids(page)
-    assert second == [h["id"] for h in api(shop, q="shoes", k=24, offset=24)["results"]]
+    assert second == [h["id"] for h in second_page["results"]]
     assert not set(first) & set(second)
     page.go_back()
-    wait_status(page, "1–24 of")
+    wait_status(page, status_of(ranked, "shoes"))
     assert shown_ids(page) == first and page.locator("#prev-page").is_disabled()
 
+    page.goto(shop.base + "/?q=men&sort=price_asc")  # a price sort pages through the matched set: pages counted
+    men = api(shop, q="men", k=24, sort="price_asc", facets=["brand"])
+    assert 24 < men["total"] <= 48
+    wait_status(page, f"1–24 of {men['total']} results for “men”")
+    assert page.locator("#page-label").inner_text() == "Page 1 of 2" and page.locator("#next-page").is_enabled()
+    page.click("#next-page")
+    page.wait_for_url("**page=2**")
+    wait_status(page, f"25–{men['total']} of {men['total']} results for “men”")
+    assert page.locator("#page-label").inner_text() == "Page 2 of 2" and page.locator("#next-page").is_disabled()
+    assert shown_ids(page) == [h["id"] for h in api(shop, q="men", k=24, offset=24, sort="price_asc")["results"]]
 
-def test_did_you_mean_and_no_results_with_suggestions(shop, open_page):
+
+def test_did_you_mean_and_no_results_with_suggestions(shop, open_page, shots):
     answer = api(shop, q="leather walet", k=24)
     assert answer.get("corrected_query") == "leather wallet"
     page = open_page(shop.base + "/?q=leather+walet")
@@ -275,37 +319,56 @@ def test_did_you_mean_and_no_results_with_suggestions(shop, open_page):
     wait_status(page, "for “leather wallet”")
     assert page.locator("#did-you-mean").is_hidden()
 
-    # Two filters no product meets together: a real empty answer. `suggestions` (and `rules_fired`) come from
-    # work merged separately; until the server sends them, they are added to its real answer here.
+    # A query no product comes close to falls below the relevance floor: no results, and words to try.
+    gibberish = api(shop, q="xyzzyqq blorf", k=24)
+    assert gibberish["results"] == [] and len(gibberish["suggestions"]) >= 2
+    page.goto(f"{shop.base}/?q=xyzzyqq+blorf&debug=1")
+    page.wait_for_selector("#no-results:not([hidden])")
+    wait_status(page, "No results for “xyzzyqq blorf”")
+    assert page.locator("#results .card").count() == 0 and page.locator("#pager").is_hidden()
+    assert page.locator("#no-results p").first.inner_text() == "No products match “xyzzyqq blorf”."
+    links = page.locator("#no-results .suggestions a")
+    assert links.all_inner_texts() == gibberish["suggestions"]
+    word = gibberish["suggestions"][1]
+    assert links.nth(1).get_attribute("href") == f"/?q={word}&debug=1"
+    links.nth(1).click()
+    page.wait_for_url(f"**/?q={word}&debug=1")  # the suggestion searches for that word
+    wait_status(page, f"results for “{word}”")
+    assert page.locator("#no-results").is_hidden()
+    assert shown_ids(page) == [h["id"] for h in api(shop, q=word, k=24)["results"]]
+    page.go_back()
+    page.wait_for_selector("#no-results:not([hidden])")
+    assert links.all_inner_texts() == gibberish["suggestions"]
+    narrow = open_page(f"{shop.base}/?q=xyzzyqq+blorf", NARROW)
+    narrow.wait_for_selector("#no-results:not([hidden])")
+    assert narrow.locator("#no-results .suggestions a").all_inner_texts() == gibberish["suggestions"]
+    assert narrow.evaluate("document.documentElement.scrollWidth") <= 375
+    assert narrow.locator("#sort-label").is_hidden()  # nothing to sort
+    screenshot(narrow, shots / "no-results-375.png")
+
+    # Two filters no product meets together: empty too, and the page offers to drop the filters (a sensible
+    # query is above the floor, so the API suggests no words).
     watch_brands = {r["brand"] for r in shop.rows if r["articleType"] == "Watches"}
     brand = next(r["brand"] for r in shop.rows if r["brand"] not in watch_brands)
     empty = api(shop, q="wallet", k=24, where=["articleType=Watches", f"brand={brand}"])
-    assert empty["results"] == []
-
-    def with_suggestions(route):
-        response = route.fetch()
-        body = response.json()
-        if not body["results"]:
-            body.setdefault("suggestions", ["wallet", "watch"])
-        body.setdefault("rules_fired", ["bury-out-of-stock"])
-        route.fulfill(response=response, body=json.dumps(body))
-
-    page.route("**/search?*", with_suggestions)
-    page.goto(f"{shop.base}/?q=wallet&where=articleType%3DWatches&where=brand%3D{brand}&debug=1")
+    assert empty["results"] == [] and "suggestions" not in empty
+    page.goto(f"{shop.base}/?q=wallet&where=articleType%3DWatches&where=brand%3D{brand}")
     page.wait_for_selector("#no-results:not([hidden])")
     assert page.locator("#results .card").count() == 0
     assert "No products match “wallet” with these filters" in page.locator("#no-results").inner_text()
-    wait_status(page, "rules fired: bury-out-of-stock")  # shown in debug only
-    links = page.locator("#no-results .suggestions a")
-    assert links.all_inner_texts() == ["wallet", "watch"]
-    links.first.click()
-    page.wait_for_url("**/?q=wallet&debug=1")  # the suggestion searches without the filters
-    wait_status(page, "results for “wallet”")
-    assert page.locator("#results .card").count() == 24
-    page.uncheck("#debug")
+    assert page.locator("#no-results .suggestions").count() == 0
+    page.locator("#no-results button", has_text="Search without filters").click()
     page.wait_for_url("**/?q=wallet")
     wait_status(page, "results for “wallet”")
-    assert "rules fired" not in page.locator("#status").inner_text()
+    assert shown_ids(page) == [h["id"] for h in api(shop, q="wallet", k=24)["results"]]
+
+    # One filter no close match meets: its products are still listed by relevance, as related products.
+    watches = api(shop, q="wallet", k=24, where=["articleType=Watches"], facets=["brand"])
+    assert watches["total"] == 0 and len(watches["results"]) == 10
+    page.goto(f"{shop.base}/?q=wallet&where=articleType%3DWatches")
+    wait_status(page, status_of(watches, "wallet"))
+    assert "no close matches, only related products" in page.locator("#status").inner_text()
+    assert shown_ids(page) == [h["id"] for h in watches["results"]] and page.locator("#pager").is_hidden()
 
 
 def test_links_with_a_misspelt_filter_or_a_page_past_the_end_say_so_and_recover(shop, open_page):
@@ -314,52 +377,70 @@ def test_links_with_a_misspelt_filter_or_a_page_past_the_end_say_so_and_recover(
     assert "Blak" in page.locator("#status").inner_text() and "Black" in page.locator("#status").inner_text()
     refused = page.locator('.facet[data-field="baseColour"] input[value="Blak"]')
     assert refused.is_checked()
-    refused.uncheck()
+    refused.click()  # not uncheck(): its state check would look for the box again, gone once the answer shows
     page.wait_for_url("**/?q=shoes")
-    wait_status(page, "1–24 of")
+    wait_status(page, status_of(api(shop, q="shoes", k=24, facets=["brand"]), "shoes"))
 
     page.goto(shop.base + "/?q=shoes&page=9")
     page.wait_for_selector("#no-results:not([hidden])")
     assert "Page 9 is past the last result" in page.locator("#no-results").inner_text()
     page.locator("#no-results a").click()
     page.wait_for_url("**/?q=shoes")
-    wait_status(page, "1–24 of")
+    wait_status(page, status_of(api(shop, q="shoes", k=24, facets=["brand"]), "shoes"))
 
 
 def test_variant_swatches_show_the_other_members_and_swap_the_card(shop, open_page, shots):
-    # `variants` come from indexes built with a group field (merged separately); here each hit's variants are
-    # the other products of its brand and type, added to the server's real answer.
-    group_of = lambda r: (r["brand"], r["articleType"])  # noqa: E731
-    members: dict = {}
-    for r in shop.rows:
-        members.setdefault(group_of(r), []).append(r["id"])
-
-    def with_variants(route):
-        response = route.fetch()
-        body = response.json()
-        for hit in body["results"]:
-            hit["variants"] = [i for i in members[group_of(shop.by_id[hit["id"]])] if i != hit["id"]]
-        route.fulfill(response=response, body=json.dumps(body))
-
+    # the shop is grouped by its model column: a hit's `variants` are the other colours of its model
+    answer = {h["id"]: h for h in api(shop, q="leather wallet", k=24)["results"]}
     page = open_page(shop.base + "/")
-    page.route("**/search?*", with_variants)
     search(page, "leather wallet")
-    card = page.locator("#results .card").filter(has=page.locator(".swatch:nth-child(2)")).first
-    first_id = card.get_attribute("data-id")
-    others = [i for i in members[group_of(shop.by_id[first_id])] if i != first_id]
+    assert shown_ids(page) == list(answer)
+    grouped = [i for i in answer if answer[i]["variants"]]
+    assert len(grouped) >= 2, "the wallets and bags of one model make groups"
+    for hit_id in grouped:
+        model = shop.by_id[hit_id]["model"]
+        assert sorted([hit_id, *answer[hit_id]["variants"]]) == sorted(r["id"] for r in shop.rows if r["model"] == model)
+    plain = page.locator("#results .card").filter(has_not=page.locator(".swatch"))
+    assert plain.count() == len(answer) - len(grouped)  # a product of its own model shows no swatches
+
+    first_id = grouped[0]
+    others = answer[first_id]["variants"]
+    card = page.locator(f'#results .card[data-id="{first_id}"]')
     swatches = card.locator(".swatch")
-    assert swatches.count() == min(len(others) + 1, 6)
     assert swatches.evaluate_all("s => s.map(b => b.dataset.id)") == [first_id, *others][:6]
+    assert card.locator(".swatches").get_attribute("aria-label") == f"{len(others) + 1} variants"
     page.wait_for_function("els => els.every(i => i.complete && i.naturalWidth > 0)",
                            arg=card.locator(".swatch img").element_handles())
+    handle = card.element_handle()  # before the click: the card's id changes with it
     swatches.nth(1).click()
-    page.wait_for_function("([card, id]) => card.dataset.id === id", arg=[card.element_handle(), others[0]])
+    page.wait_for_function("([card, id]) => card.dataset.id === id", arg=[handle, others[0]])
+    card = page.locator(f'#results .card[data-id="{others[0]}"]')
     assert card.locator(".title").inner_text() == shop.by_id[others[0]]["title"]
+    assert card.locator(".meta").inner_text() == f"{shop.by_id[others[0]]['brand']} · {shop.by_id[others[0]]['baseColour']}"
     assert card.locator(".photo img").get_attribute("src") == f"/products/{others[0]}/image"
-    assert "active" in swatches.nth(1).get_attribute("class")
+    assert "active" in card.locator(".swatch").nth(1).get_attribute("class")
+    assert "active" not in card.locator(".swatch").nth(0).get_attribute("class")
     card.screenshot(path=str(shots / "variants-card.png"))
-    plain = page.locator("#results .card").filter(has_not=page.locator(".swatch:nth-child(2)"))
-    assert plain.count() == 0 or plain.first.locator(".swatch").count() <= 1
+    screenshot(page, shots / "variants-1280.png")
+
+
+def test_a_pinned_product_shows_first_and_the_rules_fired_only_in_debug(shop, open_page):
+    answer = api(shop, q="polo tshirt", k=24)
+    assert answer["results"][0]["id"] == PINNED and answer["rules_fired"] == ["polo-promo"]
+    assert shop.by_id[PINNED]["articleType"] == "Handbags"  # not a polo shirt: first only by the rule
+    page = open_page(shop.base + "/?q=polo+tshirt")
+    wait_status(page, "results for “polo tshirt”")
+    assert shown_ids(page) == [h["id"] for h in answer["results"]]
+    assert page.locator("#results .card").first.locator(".title").inner_text() == shop.by_id[PINNED]["title"]
+    assert "rules fired" not in page.locator("#status").inner_text()
+
+    page.check("#debug")
+    page.wait_for_url("**debug=1**")
+    wait_status(page, "rules fired: polo-promo")
+    assert shown_ids(page)[0] == PINNED
+    search(page, "leather wallet")  # no rule fires for another query
+    page.wait_for_selector("#results .card .debug")
+    assert "rules fired" not in page.locator("#status").inner_text()
 
 
 def test_at_375_px_two_cards_a_row_no_overflow_and_filters_fold(shop, open_page, shots):

@@ -245,11 +245,13 @@ function renderAnswer(body, what) {
   const empty = $("no-results");
   empty.hidden = body.results.length > 0;
   if (!body.results.length) renderNoResults(body);
-  const k = pageSize(), first = (state.page - 1) * k + 1;
+  if (!body.results.length && state.sort === "relevance") $("sort-label").hidden = true; // nothing to sort
+  const k = pageSize(), first = (state.page - 1) * k + 1, last = first + body.results.length - 1;
   let line;
   if (!body.results.length) line = `No results ${what}`;
   else if (typeof body.total === "number" && !state.like) {
-    line = `${first}–${first + body.results.length - 1} of ${body.total} results ${what}`;
+    line = pastTotal(body) ? `${first}–${last} results ${what} (${closeMatches(body.total)})`
+                           : `${first}–${last} of ${body.total} results ${what}`;
   } else line = `${body.results.length} results ${what}`;
   if (state.debug && body.rules_fired?.length) line += ` · rules fired: ${body.rules_fired.join(", ")}`;
   setStatus(line);
@@ -257,6 +259,17 @@ function renderAnswer(body, what) {
   $("clear-filters").hidden = !filtersActive();
   const nothingToFilter = !$("facets").children.length && $("price-filter").hidden && !filtersActive();
   document.body.classList.toggle("no-filters", nothingToFilter); // no empty filter column
+}
+
+// A relevance ranking goes on past the matched set that `total` and the facets count (the products holding
+// the query's words or close enough to it), with looser products: such pages do not say "of total".
+function pastTotal(body) {
+  return typeof body.total === "number" && (state.page - 1) * pageSize() + body.results.length > body.total;
+}
+
+function closeMatches(total) {
+  if (!total) return "no close matches, only related products";
+  return `${total} close ${total === 1 ? "match" : "matches"}, then related products`;
 }
 
 function countFilters() {
@@ -404,14 +417,17 @@ function renderPager(body) {
   const pager = $("pager");
   if (!body || !body.results.length) { pager.hidden = true; return; }
   const k = pageSize();
+  // A price sort pages through the matched set, so `total` says how many pages there are; a relevance
+  // ranking may go on past it (pastTotal), so it offers the next page while pages are full.
+  const counted = typeof body.total === "number" && state.sort !== "relevance" && !pastTotal(body);
   let pages;
-  if (typeof body.total === "number") pages = Math.max(1, Math.ceil(Math.min(body.total, MAX_END) / k));
-  else pages = body.results.length === k ? state.page + 1 : state.page; // no total: next while pages are full
+  if (counted) pages = Math.max(1, Math.ceil(Math.min(body.total, MAX_END) / k));
+  else pages = body.results.length === k ? state.page + 1 : state.page; // no end known: next while pages are full
   pages = Math.min(pages, Math.floor(MAX_END / k));
   pager.hidden = pages <= 1 && state.page <= 1;
   $("prev-page").disabled = state.page <= 1;
   $("next-page").disabled = state.page >= pages;
-  $("page-label").textContent = typeof body.total === "number" ? `Page ${state.page} of ${pages}` : `Page ${state.page}`;
+  $("page-label").textContent = counted ? `Page ${state.page} of ${pages}` : `Page ${state.page}`;
 }
 
 function renderFacets(facets) {
