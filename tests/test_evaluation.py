@@ -225,3 +225,17 @@ def test_train_text_refuses_an_unknown_output_directory(catalog, tmp_path, tiny_
     assert code == 1 and "refusing to replace it" in err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert IndexManifest.load(idx).to_json() == before  # the index is untouched
+
+
+def test_train_text_keeps_the_shops_settings_files_and_groups(catalog, tmp_path, tiny_bert_dir):
+    idx = tmp_path / "idx"
+    synonyms = tmp_path / "synonyms.txt"
+    synonyms.write_text("billfold, wallet\n")
+    code, _, err = run_cli("index", catalog[0], "--out", idx, "-q", "--text-model", tiny_bert_dir, "--image-model", "none",
+                           "--synonyms", synonyms, "--collapse-duplicates")
+    assert code == 0, err
+    before = {name: (idx / name).read_bytes() for name in ("settings/synonyms.txt", "groups.npy")}
+    code, _, err = run_cli("train-text", idx, "--qrels", make_qrels(tmp_path / "q.csv", catalog[1]), "--epochs", "1",
+                           "--train-batch-size", "4", "-q")
+    assert code == 0, err
+    assert {name: (idx / name).read_bytes() for name in before} == before

@@ -131,6 +131,7 @@ def train_text(
     kept = {role: path for role, path in old.encoder_dirs.items() if role != "text"}  # the old text model is stale
     if getattr(trained, "model_dir", None):
         kept["text"] = trained.model_dir
-    IndexDirectory(old.manifest, old.products, {**old.spaces, "text": space}, old.lexical, kept).save(index_dir)
+    IndexDirectory(old.manifest, old.products, {**old.spaces, "text": space}, old.lexical, kept,
+                   settings=old.settings, groups=old.groups).save(index_dir)  # the shop's synonyms, rules and groups
     timings["reindex"] = time.perf_counter() - t0
     return TrainTextResult(model_out, len(train_ids), len(held_ids), len(examples), report, timings)
