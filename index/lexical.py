@@ -90,6 +90,11 @@ class Analyzer:
             raise IndexStoreError(f"unknown stopword list {settings.stopwords!r}; use 'en' or none")
         self._stem = self._stemmer(settings.stemmer)
 
+    @property
+    def stopwords(self) -> frozenset[str]:
+        """The words the analyser drops (none when stopwords are off)."""
+        return self._stopwords
+
     @staticmethod
     def _stemmer(language: str | None):
         if not language:

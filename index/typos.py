@@ -59,6 +59,7 @@ class Vocabulary:
     def __init__(self, counts: dict[str, int]) -> None:
         self.counts = counts
         self._symspell = None
+        self._by_frequency: list[str] | None = None  # every word, most frequent first, built on first use
 
     @classmethod
     def build(cls, folded_texts: Iterable[str]) -> "Vocabulary":
@@ -102,6 +103,19 @@ class Vocabulary:
                 symspell.create_dictionary_entry(word, count)
             self._symspell = symspell
         return self._symspell
+
+    def near(self, word: str, max_distance: int = 2) -> list[tuple[int, int, str]]:
+        """Other catalog words within `max_distance` edits of `word`: (distance, count, word), as SymSpell finds them."""
+        from symspellpy import Verbosity
+
+        found = self.symspell.lookup(word, Verbosity.ALL, max_edit_distance=max_distance)
+        return [(s.distance, s.count, s.term) for s in found if s.term != word]
+
+    def most_frequent(self, limit: int, min_length: int = 1, skip: frozenset[str] = frozenset()) -> list[str]:
+        """The `limit` most frequent catalog words of at least `min_length` letters not in `skip` (ties by word)."""
+        if self._by_frequency is None:
+            self._by_frequency = sorted(self.counts, key=lambda w: (-self.counts[w], w))
+        return [w for w in self._by_frequency if len(w) >= min_length and w not in skip][:limit]
 
     def suggest(self, word: str) -> str | None:
         """The closest, then most frequent, catalog word within `max_distance(word)`, or None."""

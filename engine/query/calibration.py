@@ -176,17 +176,12 @@ def suggestions(session: SearchSession, query: str, limit: int = SUGGESTIONS) ->
     vocabulary = None if lexical is None else lexical.vocabulary
     if vocabulary is None:
         return []
-    from symspellpy import Verbosity
-
     from vitrina.index.lexical import fold
 
     found: list[tuple[int, int, str]] = []
     for word in dict.fromkeys(_WORD.findall(fold(query))):
-        if len(word) < 3:
-            continue
-        for s in vocabulary.symspell.lookup(word, Verbosity.ALL, max_edit_distance=2):
-            if s.term != word and len(s.term) >= 3:
-                found.append((s.distance, -s.count, s.term))
+        if len(word) >= 3:
+            found += [(distance, -count, term) for distance, count, term in vocabulary.near(word, 2) if len(term) >= 3]
     words = [term for _, _, term in sorted(found)]
     return list(dict.fromkeys(words))[:limit] or popular_words(session, limit)
 
@@ -194,10 +189,7 @@ def suggestions(session: SearchSession, query: str, limit: int = SUGGESTIONS) ->
 def popular_words(session: SearchSession, limit: int = SUGGESTIONS) -> list[str]:
     """The catalog's most frequent words of 4+ letters that are not stopwords."""
     lexical = session.directory.lexical
-    stopwords = lexical.analyzer._stopwords
-    counts = lexical.vocabulary.counts
-    words = (w for w in counts if len(w) >= 4 and w not in stopwords)
-    return sorted(words, key=lambda w: (-counts[w], w))[:limit]
+    return lexical.vocabulary.most_frequent(limit, min_length=4, skip=lexical.analyzer.stopwords)
 
 
 def queries_below(session: SearchSession, queries: Sequence[str], space: str = "text") -> list[bool]:
