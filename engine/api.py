@@ -234,7 +234,7 @@ class Index:
             facets: catalog columns, e.g. ["articleType", "brand"]: `hits.facets` counts their values
                 ({column: {value: count}}, most frequent first) and `hits.price_range` gives (lowest, highest)
                 price over the matched set: all lexical matches plus the dense candidates at the hybrid
-                candidate depth, inside the filters (`hits.total` is its size).
+                candidate depth that reach the relevance floor, inside the filters (`hits.total` is its size).
             sort: "relevance" (default), "price_asc" or "price_desc" (the matched set by price, unknown last).
             offset: hits to skip, for paging (offset + k at most 10,000); pages concatenate to the unpaged list.
 

@@ -23,7 +23,8 @@ User = Annotated[str | None, Query(min_length=1, max_length=256, description="pe
 Facets = Annotated[
     list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_VALUE_CHARS)]] | None,
     Query(max_length=MAX_FACETS, description="count these catalog columns' values (and the price range) over the "
-                                             "matched set: all lexical matches plus the dense candidates"),
+                                             "matched set: all lexical matches plus the dense candidates above "
+                                             "the relevance floor"),
 ]
 Offset = Annotated[int, Query(ge=0, lt=MAX_K, description=f"skip this many results, for paging (offset + k at most {MAX_K})")]
 

@@ -225,7 +225,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_filter_flags(p)
     p.add_argument("--facets", default=None, metavar="COLUMN,...",
                    help="count the values of these catalog columns (and the price range) over the matched set: "
-                        "all lexical matches plus the dense candidates; JSON gains facets, price and total")
+                        "all lexical matches plus the dense candidates above the relevance floor; "
+                        "JSON gains facets, price and total")
     p.add_argument("--sort", choices=SORTS, default="relevance",
                    help="relevance (default), or the matched set by price: price_asc, price_desc (no price: last)")
     p.add_argument("--offset", type=int, default=0, metavar="N",
