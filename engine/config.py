@@ -82,7 +82,7 @@ class RecommendConfig:
     # re-buys (only when the shopper's own products are included, `include_seen`): each own product adds
     # rebuy_weight x (its summed event weight ^ rebuy_count_power) x 0.5 ^ (days since its last event /
     # rebuy_half_life_days), scaled by the shopper's highest; chosen on Online Retail windows (RESULTS.md)
-    rebuy_weight: float = 1.0
+    rebuy_weight: float = 4.0
     rebuy_half_life_days: float | None = 120.0  # None: no decay
     rebuy_count_power: float = 1.0  # 0: how often does not count, only how recently
 
