@@ -57,14 +57,27 @@ def label(s: RecommendConfig) -> str:
     return f"behaviour {s.behaviour_weight:g}, popularity {s.popularity_weight:g}, half-life {half}"
 
 
-def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: list[RecommendConfig]) -> pd.DataFrame:
-    """Per window shopper: recall@K of popularity, ALS alone, and each settings (unknown shoppers get best sellers)."""
+def seen_label(s: RecommendConfig) -> str:
+    half = "none" if s.rebuy_half_life_days is None else f"{s.rebuy_half_life_days:g}d"
+    return (f"include seen: re-buy {s.rebuy_weight:g} (half-life {half}, count^{s.rebuy_count_power:g}), "
+            f"behaviour {s.behaviour_weight:g}, popularity {s.popularity_weight:g}")
+
+
+def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: list[RecommendConfig],
+                 seen_settings: tuple[RecommendConfig, ...] = (), coverage: dict | None = None,
+                 max_shoppers: int = 0) -> pd.DataFrame:
+    """Per window shopper: recall@K of popularity, ALS alone, and each settings (unknown shoppers get best
+    sellers); `seen_settings` are scored with the shopper's own products included (re-buys). `coverage`
+    collects, per method, the product rows in any known shopper's top K."""
     session = SearchSession(index, VitrinaConfig(progress=False))
     model = load_behaviour(session)
     popular = popularity(model)
     rows_by_id = session.products.rows_by_id
     window = log[(log.t > cut) & (log.t <= cut + pd.Timedelta(days=WINDOW_DAYS))]
     window = window[window["product"].isin(rows_by_id.keys())]
+    if max_shoppers:  # a fixed random subsample of the window's known shoppers (the same for every method)
+        known = pd.Series([u for u in window.user.unique() if u in model.user_index])
+        window = window[window.user.isin(known.sample(min(max_shoppers, len(known)), random_state=0))]
     truth = window.groupby("user")["product"].apply(lambda ids: {rows_by_id[i] for i in ids})
     best = best_sellers(popular, K)  # what `recommend` gives an unknown shopper
     before = log[(log.t <= cut) & log["product"].isin(rows_by_id.keys())]
@@ -74,11 +87,15 @@ def score_window(index: Path, log: pd.DataFrame, cut: pd.Timestamp, settings: li
     for user, bought in truth.items():
         record = {"user": user, "known": user in model.user_index, "popularity": len(set(best) & bought) / len(bought),
                   "best sellers by purchases": len(set(by_purchases.tolist()) & bought) / len(bought)}
-        for name, s in [("ALS only", als_only), *((label(s), s) for s in settings)]:
+        runs = [("ALS only", als_only, False), *((label(s), s, False) for s in settings),
+                *((seen_label(s), s, True) for s in seen_settings)]
+        for name, s, seen in runs:
             top = best
             if record["known"]:
-                rows, scores = score_for_user(session, model, user, s, popular)
+                rows, scores = score_for_user(session, model, user, s, popular, include_seen=seen)
                 top = rows[np.lexsort((rows, -scores))[:K]]
+                if coverage is not None:
+                    coverage.setdefault(name, set()).update(top.tolist())
             record[name] = len(set(top.tolist()) & bought) / len(bought)
         records.append(record)
     return pd.DataFrame(records)
@@ -138,30 +155,63 @@ def hm_windows(args: argparse.Namespace, results: dict) -> None:
                      "test_all_shoppers": data[data.window == 0][methods].mean().round(4).to_dict()}
 
 
+RETAIL_SEEN = [RecommendConfig(rebuy_weight=r) for r in (0.0, 1.0, 4.0)]  # half-life and count power: retail_experiments.py
+
+
 def online_retail(args: argparse.Namespace, results: dict) -> None:
+    """Windows 0 and 1 (the last 28 days) are the test windows; the earlier ones choose the re-buy weight.
+    Coverage: share of the catalog in any scored shopper's top 20 (so it shrinks with a subsample)."""
     raw = pd.read_csv(DATA / "online_retail" / "transactions.csv.gz", dtype={"StockCode": str, "CustomerID": str})
     raw = raw.dropna(subset=["CustomerID", "Description"])
     raw = raw[raw.Quantity > 0]
     catalog = args.out / "online-retail-items.csv"
     raw.groupby("StockCode").Description.first().reset_index().rename(
         columns={"StockCode": "id", "Description": "title"}).to_csv(catalog, index=False)
+    n_products = raw.StockCode.nunique()
     log = raw.rename(columns={"CustomerID": "user", "StockCode": "product"})
     log["t"] = pd.to_datetime(log.InvoiceDate)
-    cut = log.t.max() - pd.Timedelta(days=WINDOW_DAYS)
-    index = args.out / "online-retail-rec"
-    run("index", str(catalog), "--out", str(index), "--image-model", "none", "-q")
-    events = args.out / "online-retail-events.csv"
-    log[log.t <= cut][["InvoiceDate", "user", "product"]].to_csv(events, index=False)
-    run("events", "add", str(index), str(events), "--user-field", "user", "--product-field", "product",
-        "--timestamp-field", "InvoiceDate", "--default-event", "purchase")
-    events.unlink()
+    base = args.out / "online-retail-rec"
+    if not (base / "manifest.json").is_file():
+        run("index", str(catalog), "--out", str(base), "--image-model", "none", "-q")
     settings = [RecommendConfig(), replace(RecommendConfig(), behaviour_weight=0.3)]
-    frame = score_window(index, log, cut, settings)
-    known = frame[frame.known]
-    methods = ["popularity", "best sellers by purchases", "ALS only", *map(label, settings)]
-    rows = [[m, f"{known[m].mean():.4f}", f"{known[m].mean() / known['popularity'].mean():.2f}x"] for m in methods]
-    print(markdown_table([f"Online Retail recall@20, {len(known)} known shoppers", "recall@20", "/ popularity"], rows))
-    results["online_retail"] = {"shoppers": len(known), **known[methods].mean().round(4).to_dict()}
+    methods = ["popularity", "best sellers by purchases", "ALS only", *map(label, settings), *map(seen_label, RETAIL_SEEN)]
+    frames, covered = [], {}
+    for w in args.retail_windows:
+        cut = log.t.max() - pd.Timedelta(days=WINDOW_DAYS * (w + 1))
+        index = args.out / f"online-retail-rec-{w}"
+        shutil.rmtree(index, ignore_errors=True)
+        shutil.copytree(base, index)
+        events = args.out / "online-retail-events.csv"
+        log[log.t <= cut][["InvoiceDate", "user", "product"]].to_csv(events, index=False)
+        run("events", "add", str(index), str(events), "--user-field", "user", "--product-field", "product",
+            "--timestamp-field", "InvoiceDate", "--default-event", "purchase")
+        events.unlink()
+        coverage: dict = {}
+        frame = score_window(index, log, cut, settings, tuple(RETAIL_SEEN), coverage, args.retail_shoppers)
+        frame = frame[frame.known].assign(window=w)
+        frames.append(frame)
+        covered[w] = {m: len(rows) / n_products for m, rows in coverage.items()}
+        print(f"Online Retail window {w} (after {cut.date()}): {len(frame)} known shoppers, popularity "
+              f"{frame.popularity.mean():.4f}, default {frame[label(settings[0])].mean():.4f}", flush=True)
+        if not args.keep:
+            shutil.rmtree(index)
+    data = pd.concat(frames)
+    test_windows = [w for w in args.retail_windows if w < 2]
+    val = data[~data.window.isin(test_windows)]
+    ratio = lambda part, m: part.groupby("window")[m].mean() / part.groupby("window")["popularity"].mean()
+    chosen = max(map(seen_label, RETAIL_SEEN), key=lambda m: ratio(val, m).mean()) if len(val) else None
+    header = [f"Online Retail recall@20 / popularity (coverage), windows {args.retail_windows}"]
+    header += [f"window {w}" + (" (test)" if w in test_windows else " (val)") for w in args.retail_windows]
+    rows = []
+    for m in methods:
+        per = ratio(data, m)
+        rows.append([m + (" (chosen)" if m == chosen else "")] + [
+            f"{data[data.window == w][m].mean():.4f} ({per[w]:.2f}x, cov {covered[w].get(m, 20 / n_products):.2f})"
+            for w in args.retail_windows])
+    print(markdown_table(header, rows))
+    results["online_retail"] = {"chosen": chosen, "windows": {int(w): {
+        "shoppers": int((data.window == w).sum()), "recall": data[data.window == w][methods].mean().round(4).to_dict(),
+        "coverage": {m: round(c, 4) for m, c in covered[w].items()}} for w in args.retail_windows}}
 
 
 def main() -> None:
@@ -170,6 +220,10 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8, help="14-day windows: the last is the test, the rest choose")
     parser.add_argument("--keep", action="store_true", help="keep each window's index")
     parser.add_argument("--only", choices=("hm", "online_retail"))
+    parser.add_argument("--retail-windows", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="Online Retail 14-day windows back from the end: 0 and 1 test, the rest choose")
+    parser.add_argument("--retail-shoppers", type=int, default=0, metavar="N",
+                        help="score a fixed random N of each Online Retail window's known shoppers (0: all)")
     args = parser.parse_args()
     results: dict = {"grid": [asdict(s) for s in GRID]}
     if args.only != "online_retail":

@@ -79,8 +79,18 @@ class RecommendConfig:
     history: int = 50  # the shopper's most recent products that count
     neighbours: int = 100  # candidates per history product
     best_sellers: int = 200  # candidates from popularity (and as many from the behaviour model)
+    # re-buys (only when the shopper's own products are included, `include_seen`): each own product adds
+    # rebuy_weight x (its summed event weight ^ rebuy_count_power) x 0.5 ^ (days since its last event /
+    # rebuy_half_life_days), scaled by the shopper's highest; chosen on Online Retail windows (RESULTS.md)
+    rebuy_weight: float = 4.0
+    rebuy_half_life_days: float | None = 120.0  # None: no decay
+    rebuy_count_power: float = 1.0  # 0: how often does not count, only how recently
 
     def __post_init__(self) -> None:
+        if self.rebuy_weight < 0.0 or self.rebuy_count_power < 0.0:
+            raise QueryError("the re-buy weight and count power must be >= 0")
+        if self.rebuy_half_life_days is not None and self.rebuy_half_life_days <= 0:
+            raise QueryError(f"the re-buy half-life must be a positive number of days, got {self.rebuy_half_life_days}")
         if not 0.0 <= self.behaviour_weight <= 1.0 or self.popularity_weight < 0.0:
             raise QueryError("the behaviour weight must be in [0, 1] and the popularity weight >= 0")
         if self.half_life_days is not None and self.half_life_days <= 0:

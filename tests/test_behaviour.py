@@ -246,3 +246,54 @@ def test_recommend_reaches_unbought_products_like_the_shoppers_own(tmp_path):
     assert recommend(session, "boots", k=1, settings=RecommendConfig(popularity_weight=100.0))[0][0].id == "q5"
     assert recommend(session, "stranger", k=1)[0][0].id == "q5" and not recommend(session, "stranger")[1]
     assert {"q0", "q3"} <= {h.id for h in recommend(session, "boots", k=8, include_seen=True)[0]}
+
+
+def test_recommend_with_seen_products_ranks_re_buys_by_count_and_recency(tiny_bert_dir, tmp_path):
+    """Re-buys (issue 18): with include_seen, a shopper's own products score by how often and how lately."""
+    from vitrina.engine.config import RecommendConfig, VitrinaConfig
+    from vitrina.engine.query.recommend import recommend, repurchase
+    from vitrina.engine.query.personalise import load_behaviour
+    from vitrina.engine.query.search import SearchSession
+    from tests.helpers import demo_rows, run_cli
+
+    products = demo_rows()[:12]
+    catalog = write_csv(tmp_path / "products.csv", [{"id": r["id"], "title": r["title"]} for r in products])
+    index = tmp_path / "idx"
+    assert run_cli("index", catalog, "--out", index, "--text-model", tiny_bert_dir, "--image-model", "none", "-q")[0] == 0
+    ids = [r["id"] for r in products]
+    buy = lambda user, pid, day: {"user_id": user, "product_id": pid, "event": "purchase", "timestamp": day}
+    events = [buy("w", ids[0], day) for day in ("2023-12-30", "2023-12-31", "2024-01-01")]  # often, 120 days ago
+    events += [buy("w", ids[1], "2024-04-30"), buy("w", ids[2], "2024-04-30"), buy("w", ids[2], "2024-04-29")]
+    events += [buy(f"s{i}", ids[5], "2024-04-30") for i in range(8)]  # the best seller
+    write_csv(tmp_path / "events.csv", events)
+    assert run_cli("events", "add", index, tmp_path / "events.csv", "--factors", "2")[0] == 0
+    session = SearchSession(index, VitrinaConfig(image_model=None, progress=False))
+    model = load_behaviour(session)
+
+    rows, score = repurchase(model, "w", RecommendConfig())
+    by_id = dict(zip((ids[r] for r in rows), score))
+    assert by_id[ids[2]] == pytest.approx(1.0)  # two recent purchases: the highest
+    assert by_id[ids[0]] == pytest.approx(3 * 0.5 / 2, rel=0.01)  # three, a half-life old
+    assert by_id[ids[1]] == pytest.approx(0.5, rel=0.02)
+    flat = dict(zip((ids[r] for r in rows), repurchase(model, "w", RecommendConfig(rebuy_half_life_days=None))[1]))
+    assert flat[ids[0]] == pytest.approx(1.0)  # without decay the most often bought leads
+    recent = dict(zip((ids[r] for r in rows), repurchase(model, "w", RecommendConfig(rebuy_count_power=0.0))[1]))
+    assert recent[ids[1]] == recent[ids[2]] == pytest.approx(1.0)  # only how lately counts
+    assert recent[ids[0]] == pytest.approx(0.5, rel=0.01)
+
+    heavy = RecommendConfig(rebuy_weight=10.0)
+    top = [h.id for h in recommend(session, "w", k=3, include_seen=True, settings=heavy)[0]]
+    assert top == [ids[2], ids[0], ids[1]]  # own products first, by re-buy score (1.0, 0.75, 0.5)
+    unseen = {h.id for h in recommend(session, "w", k=12, settings=heavy)[0]}
+    assert not unseen & {ids[0], ids[1], ids[2]}  # without include_seen the re-buy score changes nothing
+    assert unseen == {h.id for h in recommend(session, "w", k=12)[0]}
+    import json
+    code, out, err = run_cli("recommend", index, "--user", "w", "-k", "3", "--json", "--include-seen", "--rebuy-weight", "10")
+    assert code == 0, err
+    assert [h["id"] for h in json.loads(out)["results"]] == top
+    code, _, err = run_cli("recommend", index, "--user", "w", "--include-seen", "--rebuy-weight", "-1")
+    assert code == 1 and "re-buy" in err
+    with pytest.raises(QueryError, match="re-buy"):
+        RecommendConfig(rebuy_weight=-1.0)
+    with pytest.raises(QueryError, match="re-buy half-life"):
+        RecommendConfig(rebuy_half_life_days=0.0)

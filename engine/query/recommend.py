@@ -9,6 +9,8 @@ A known shopper's score for a product blends three parts, each scaled to [0, 1]:
 - behaviour affinity: the cosine of the shopper's and the product's ALS vectors (products without
   events get none);
 - popularity: log(1 + shoppers of the product), scaled by the best seller's.
+With `include_seen`, the shopper's own products are candidates too and add a re-buy score (how often
+and how recently they bought each; `repurchase`): half of a wholesaler's next purchases are re-buys.
 Candidates are the nearest neighbours of the shopper's recent products (FAISS), the best sellers
 and the behaviour model's top products; only they are scored. An unknown shopper gets the best
 sellers. The defaults were chosen on H&M purchases (benchmarks/RESULTS.md, `recommend.py`).
@@ -41,6 +43,21 @@ def recency_weights(age_days: np.ndarray, half_life_days: float | None) -> np.nd
     if half_life_days is None or not len(age):
         return np.ones(len(age))
     return 0.5 ** ((age - age.min()) / half_life_days)
+
+
+def repurchase(model: BehaviourModel, user: str, settings: RecommendConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(the user's product rows, their re-buy score in [0, 1]): summed event weight ^ count power, halving
+    every re-buy half-life since the pair's last event, scaled by the user's highest."""
+    rows, age = model.history(user)
+    if not len(rows):
+        return rows, np.zeros(0)
+    i = model.user_index[str(user)]
+    weight = np.asarray(model.interactions[i, rows].todense(), dtype=np.float64).ravel()
+    score = np.maximum(weight, 0.0) ** settings.rebuy_count_power
+    if settings.rebuy_half_life_days is not None:
+        score = score * 0.5 ** (np.maximum(np.nan_to_num(age), 0.0) / settings.rebuy_half_life_days)
+    top = score.max()
+    return rows, score / top if top > 0 else score
 
 
 def best_sellers(popular: np.ndarray, n: int) -> np.ndarray:
@@ -94,6 +111,10 @@ def score_for_user(session: SearchSession, model: BehaviourModel, user: str, set
     if len(past):
         _, neighbours = space.index.search(past, settings.neighbours)
         candidates.append(neighbours[neighbours >= 0])
+    rebuy_rows, rebuy = np.zeros(0, np.int64), np.zeros(0)
+    if include_seen and settings.rebuy_weight > 0:
+        rebuy_rows, rebuy = repurchase(model, user, settings)
+        candidates.append(rebuy_rows)
     candidates = np.unique(np.concatenate(candidates)).astype(np.int64)
 
     content = np.zeros(len(candidates))
@@ -104,6 +125,8 @@ def score_for_user(session: SearchSession, model: BehaviourModel, user: str, set
         content /= content.max() if content.max() > 0 else 1.0
     scores = ((1.0 - settings.behaviour_weight) * content + settings.behaviour_weight * behaviour[candidates]
               + settings.popularity_weight * popular[candidates])
+    if len(rebuy_rows):  # candidates are sorted and hold every rebuy row
+        scores[np.searchsorted(candidates, rebuy_rows)] += settings.rebuy_weight * rebuy
     scores = np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)  # no NaN can reach an answer
     if include_seen:
         return candidates, scores

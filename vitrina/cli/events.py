@@ -106,7 +106,8 @@ def forgotten_lines(gone: Forgotten) -> list[str]:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     settings = RecommendConfig(behaviour_weight=args.behaviour_weight, popularity_weight=args.popularity_weight,
-                               half_life_days=args.half_life or None)
+                               half_life_days=args.half_life or None, rebuy_weight=args.rebuy_weight,
+                               rebuy_half_life_days=args.rebuy_half_life or None)
     index = open_index(args)
     hits = index.recommend(args.user, k_or_default(args, 10), include_seen=args.include_seen, settings=settings)
     if not hits.personalised:
@@ -149,8 +150,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--user", required=True, metavar="U")
     p.add_argument("-k", type=int, default=None, help="results (default 10)")
-    p.add_argument("--include-seen", action="store_true", help="also recommend products the user already interacted with")
+    p.add_argument("--include-seen", action="store_true",
+                   help="also recommend products the user already interacted with, with a re-buy score (how often, "
+                        "how lately); for shops where customers buy again")
     defaults = RecommendConfig()
+    p.add_argument("--rebuy-weight", type=float, default=defaults.rebuy_weight, metavar="W",
+                   help=f"with --include-seen: weight of the re-buy score (default {defaults.rebuy_weight:g})")
+    p.add_argument("--rebuy-half-life", type=float, default=defaults.rebuy_half_life_days, metavar="DAYS",
+                   help=f"a past purchase's re-buy score halves every DAYS since it; 0: no decay "
+                        f"(default {defaults.rebuy_half_life_days:g})")
     p.add_argument("--behaviour-weight", type=float, default=defaults.behaviour_weight, metavar="W",
                    help=f"share of the ALS behaviour affinity; the rest is likeness to the shopper's products "
                         f"(default {defaults.behaviour_weight})")
