@@ -54,4 +54,4 @@ for bn, base in (('pad', pad), ('fused', fused)):
             r = {s: j.precision(q, v.scores_of([(base, 1.0), (T[twd], wt), (C[cwd], wc)], q)) for s, q in (('valid', valid), ('test', test))}
             res.append((bn, twd, cwd, wt, wc, r))
             print(f'{bn} twd={twd} cwd={cwd} wt={wt:<4} wc={wc:<4} valid {r["valid"][0]:.4f} {r["valid"][1]:.4f}  test {r["test"][0]:.4f} {r["test"][1]:.4f}', flush=True)
-json.dump(res, open('benchmarks/out/learned_both.json', 'w'))
+Path('benchmarks/out/learned_both.json').write_text(json.dumps(res))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -90,7 +89,7 @@ def cached(name: str, build) -> np.ndarray:
 def encode_framing(paths: list[Path], framing: str, batch: int = 64) -> np.ndarray:
     """Image vectors of every photo under one framing (decoding in a thread beside the encoder)."""
     encoder = load_image_encoder("efficientnet-lite0", EncoderConfig(catalog=True))
-    load = lambda chunk: [frame(Image.open(p), framing) for p in chunk]  # noqa: E731
+    load = lambda chunk: [frame(Image.open(p), framing) for p in chunk]
     chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     out = []
     with ThreadPoolExecutor(1) as pool:

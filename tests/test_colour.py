@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from vitrina.encoders.colour import (
+    ColourConfig,
+    colour_descriptor,
+    colour_descriptors,
+    fuse,
+    srgb_to_lab,
+)
 
-from vitrina.encoders.colour import ColourConfig, colour_descriptor, colour_descriptors, fuse, srgb_to_lab
 from tests.helpers import DEMO_DATA, demo_rows
 
 
