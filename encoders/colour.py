@@ -1,0 +1,114 @@
+"""A colour descriptor for product photos: a centre-weighted CIELAB histogram of the non-background pixels.
+
+Not wired into indexing yet (issue 18, visual similarity): benchmarks/visual_similar.py measures it
+fused with the CNN vector. The descriptor is L2-normalised after a square root (Hellinger), so the
+cosine of two descriptors is the Bhattacharyya coefficient of their histograms, and a weighted
+concatenation [cnn, sqrt(w) * colour] scores cnn cosine + w * colour cosine in one inner product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+_SRGB_TO_XYZ = np.array(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]],
+    dtype=np.float32,
+)
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ColourConfig:
+    """How the descriptor is computed.
+
+    bins: histogram bins along L*, a*, b* (joint histogram, L*a*b* ranges 0-100, -80..80, -80..80).
+    size: the photo is resized to size x size first (bounds the work whatever the input).
+    background: a pixel whose R, G and B are all >= this is background (white studio backdrop) and is
+        left out; None keeps every pixel. If under `min_foreground` of the weight is left, all pixels count.
+    sigma: a Gaussian weight centred on the image, as a share of its side (None: uniform weight).
+    soft: spread each pixel over neighbouring bins (trilinear) instead of its nearest bin.
+    """
+
+    bins: tuple[int, int, int] = (4, 8, 8)
+    size: int = 64
+    background: int | None = 245
+    sigma: float | None = 0.3
+    min_foreground: float = 0.02
+    soft: bool = True
+
+    @property
+    def dim(self) -> int:
+        """Length of the descriptor."""
+        return int(np.prod(self.bins))
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB values in [0, 255] (..., 3) -> CIELAB (..., 3) under D65."""
+    c = np.asarray(rgb, dtype=np.float32) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _SRGB_TO_XYZ.T / _WHITE_D65
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def _pixel_weights(rgb: np.ndarray, config: ColourConfig) -> np.ndarray:
+    """Per-pixel weight: centre Gaussian times foreground mask (falling back to all pixels)."""
+    h, w, _ = rgb.shape
+    if config.sigma is None:
+        spatial = np.ones((h, w), dtype=np.float32)
+    else:
+        ys = (np.arange(h, dtype=np.float32) + 0.5) / h - 0.5
+        xs = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
+        spatial = np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * config.sigma**2))
+    if config.background is None:
+        return spatial
+    foreground = spatial * (rgb.min(axis=-1) < config.background)
+    if foreground.sum() < config.min_foreground * spatial.sum():
+        return spatial
+    return foreground
+
+
+def _histogram(lab: np.ndarray, weights: np.ndarray, config: ColourConfig) -> np.ndarray:
+    """Joint L*a*b* histogram of weighted pixels, hard or trilinear soft binning."""
+    lows = np.array([0.0, -80.0, -80.0], dtype=np.float32)
+    spans = np.array([100.0, 160.0, 160.0], dtype=np.float32)
+    bins = np.array(config.bins)
+    pos = np.clip((lab.reshape(-1, 3) - lows) / spans, 0.0, 1.0 - 1e-6) * bins  # continuous bin coordinate
+    w = weights.reshape(-1)
+    hist = np.zeros(config.dim, dtype=np.float64)
+    if not config.soft:
+        idx = pos.astype(np.int64)
+        return np.bincount(np.ravel_multi_index(idx.T, config.bins), weights=w, minlength=config.dim)
+    centred = pos - 0.5
+    base = np.floor(centred).astype(np.int64)
+    frac = (centred - base).astype(np.float32)
+    offsets = np.array([[(corner >> d) & 1 for d in range(3)] for corner in range(8)])  # 8 x 3
+    idx = np.clip(base[None] + offsets[:, None, :], 0, bins - 1)  # 8 x P x 3
+    share = np.prod(np.where(offsets[:, None, :] == 1, frac[None], 1.0 - frac[None]), axis=2)  # 8 x P
+    flat = np.ravel_multi_index(idx.reshape(-1, 3).T, config.bins)
+    hist += np.bincount(flat, weights=(share * w[None]).reshape(-1), minlength=config.dim)
+    return hist
+
+
+def colour_descriptor(image: Image.Image, config: ColourConfig = ColourConfig()) -> np.ndarray:
+    """One photo -> its colour descriptor: float32 of length config.dim, unit L2 norm."""
+    small = image.convert("RGB").resize((config.size, config.size), Image.Resampling.BILINEAR)
+    rgb = np.asarray(small, dtype=np.float32)
+    hist = _histogram(srgb_to_lab(rgb), _pixel_weights(rgb, config), config)
+    root = np.sqrt(hist / max(hist.sum(), 1e-12))
+    return (root / max(float(np.linalg.norm(root)), 1e-12)).astype(np.float32)
+
+
+def colour_descriptors(images: list[Image.Image], config: ColourConfig = ColourConfig()) -> np.ndarray:
+    """Descriptors of many photos, one row each (N x config.dim float32)."""
+    if not images:
+        return np.zeros((0, config.dim), dtype=np.float32)
+    return np.stack([colour_descriptor(img, config) for img in images])
+
+
+def fuse(cnn: np.ndarray, colour: np.ndarray, weight: float) -> np.ndarray:
+    """Rows [cnn, sqrt(weight) * colour]: their inner product is cnn cosine + weight * colour cosine."""
+    return np.hstack([cnn, np.sqrt(weight) * colour]).astype(np.float32)
