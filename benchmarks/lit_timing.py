@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-
 from shared_space_ideas import CACHE, HELDOUT, VALIDATION
 from vitrina.encoders.factory import packaged_minilm_dir
 

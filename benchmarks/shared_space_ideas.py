@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from benchutil import DEFAULT_OUT, markdown_table
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.splits import heldout_bucket
@@ -85,6 +84,8 @@ class Idea:
     dropout: float = 0.1
     multi_positive: float = 0.0  # in-batch weight of another product with the same type|colour|gender (own = 1)
     prompt_weight: float = 0.0  # weight of the prompt <-> image loss (supervised contrastive over attribute keys)
+    colour: float = 0.0  # scale of the colour descriptor (colour_features.py) joined to the image vector; 0: none
+    colour_file: str = "colour.npy"  # colour.npy: first binning; colour-v1.npy: engine.learn.colour (reds centred)
     seed: int = 0
 
 
@@ -119,6 +120,9 @@ def run(idea: Idea, data: dict[str, np.ndarray]) -> dict:
     rng = np.random.default_rng(idea.seed)
     started = time.perf_counter()
     text, image = torch.from_numpy(data["text"]), torch.from_numpy(data["image"])
+    if idea.colour > 0:
+        norm = float(np.linalg.norm(data["image"], axis=1).mean())  # the colour block at `colour` x the CNN's scale
+        image = torch.cat([image, torch.from_numpy(idea.colour * norm * np.load(CACHE / idea.colour_file))], dim=1)
     query, prompts, key = torch.from_numpy(data["query"]), torch.from_numpy(data["prompt"]), torch.from_numpy(data["key"])
     bucket = data["bucket"]
     test_rows = np.flatnonzero(bucket < HELDOUT)
@@ -175,6 +179,10 @@ IDEAS = {
     "multi-0.3": Idea("multi-positive 0.3", multi_positive=0.3),
     "prompt-0.5": Idea("attribute prompts 0.5", prompt_weight=0.5),
     "prompt-1": Idea("attribute prompts 1.0", prompt_weight=1.0),
+    "colour-0.5": Idea("colour descriptor 0.5", colour=0.5),
+    "colour-1": Idea("colour descriptor 1.0", colour=1.0),
+    "colour-2": Idea("colour descriptor 2.0", colour=2.0),
+    "colour-v1": Idea("colour descriptor 1.0, engine binning", colour=1.0, colour_file="colour-v1.npy"),
 }
 
 
