@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--warm-start", action="store_true",
+                        help="start from the linear heads trained on frozen vectors (idea colour-v1), titles normalised like the stored vectors")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -46,6 +49,12 @@ def main() -> None:
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
     text_head = torch.nn.Linear(model.config.hidden_size, 256)
     image_head = torch.nn.Linear(image.shape[1], 256)
+    if args.warm_start:
+        from shared_space_ideas import IDEAS, cached_vectors, run
+
+        heads: list = []
+        print(json.dumps(run(IDEAS["colour-v1"], cached_vectors(Path("out/quality-fashion-image")), heads)), flush=True)
+        text_head.load_state_dict(heads[0].linear.state_dict()), image_head.load_state_dict(heads[1].linear.state_dict())
     scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
     opt = torch.optim.AdamW([{"params": model.parameters(), "lr": args.lr},
                              {"params": [*text_head.parameters(), *image_head.parameters(), scale], "lr": args.head_lr}],
@@ -55,7 +64,8 @@ def main() -> None:
         batch = tokenizer([titles[i] for i in rows], padding=True, truncation=True, max_length=32, return_tensors="pt")
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).float()
-        return F.normalize(text_head((hidden * mask).sum(1) / mask.sum(1)), dim=-1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        return F.normalize(text_head(F.normalize(pooled, dim=-1) if args.warm_start else pooled), dim=-1)
 
     def recall(rows: np.ndarray) -> float:
         model.eval()
@@ -71,6 +81,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     best = (-1.0, 0, None)
+    if args.warm_start:
+        print(json.dumps({"epoch": 0, "validation_r10": round(recall(val_rows), 4)}), flush=True)
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(train_rows)
         for start in range(0, len(order), args.batch_size):

@@ -115,7 +115,8 @@ def recall_at_10(text_head: Head, image_head: Head, queries: torch.Tensor, rows:
     return value
 
 
-def run(idea: Idea, data: dict[str, np.ndarray]) -> dict:
+def run(idea: Idea, data: dict[str, np.ndarray], heads: list | None = None) -> dict:
+    """Train one idea; its figures (and, when `heads` is a list, the chosen text and image heads appended)."""
     torch.manual_seed(idea.seed)
     rng = np.random.default_rng(idea.seed)
     started = time.perf_counter()
@@ -166,6 +167,8 @@ def run(idea: Idea, data: dict[str, np.ndarray]) -> dict:
                                    {k: v.clone() for k, v in ih.state_dict().items()}))
     if best[2] is not None:
         th.load_state_dict(best[2][0]), ih.load_state_dict(best[2][1])
+    if heads is not None:
+        heads.extend([th, ih])
     return {"idea": idea.name, "settings": asdict(idea), "validation_r10": round(best[0], 4), "best_epoch": best[1],
             "test_r10": round(recall_at_10(th, ih, query, test_rows, image), 4),
             "seconds": round(time.perf_counter() - started, 1), "test_queries": len(test_rows)}
