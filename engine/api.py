@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig
     from vitrina.engine.evaluate.evaluation import Evaluation, Qrels
     from vitrina.engine.learn.behaviour import BehaviourConfig
+    from vitrina.engine.query.bought_together import BoughtTogetherConfig, BoughtTogetherHit
     from vitrina.engine.learn.feedback import EventsAdded
     from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
     from vitrina.engine.learn.shoppers import Forgotten
@@ -329,6 +330,30 @@ class Index:
         from vitrina.engine.query.recommend import recommend
 
         return Hits(*recommend(self._session, str(user), _k(k), include_seen, settings or RecommendConfig()))
+
+    def bought_together(self, product_id: str, k: int = 10, *, where: Mapping[str, Any] | None = None,
+                        price: PriceRange | None = None, settings: BoughtTogetherConfig | None = None
+                        ) -> list[BoughtTogetherHit]:
+        """Products frequently bought together with a product: those in the same baskets most often
+        (`hit.source == "co-purchase"`, `hit.co_purchases` baskets), the list filled with similar products
+        (`"similar"`) where co-purchases run short. Never the product itself; counts only, no shopper.
+
+        Args:
+            product_id: a product in the index.
+            k: products (1 to 10,000).
+            where, price: filters, as in `search`.
+            settings: ranking, minimum distinct shoppers per pair, fill (default: BoughtTogetherConfig()).
+
+        Raises IndexStoreError for an id the index does not hold. Baskets come from the events' basket_id
+        (or session_id) column, else a shopper's purchases on one day (`add_events`).
+        """
+        from vitrina.engine.learn.behaviour import load_index_behaviour
+        from vitrina.engine.query.bought_together import BoughtTogetherConfig, bought_together
+
+        session = self._session
+        model, _ = load_index_behaviour(session.path, session.products.ids, session.config.shoppers)
+        return bought_together(session, model, str(product_id), _k(k), settings or BoughtTogetherConfig(),
+                               where=where, price=price)
 
     def evaluate_text(self, qrels: str | os.PathLike[str] | Qrels, k: int = 10, *, min_relevance: float = 0.0,
                       methods: Sequence[str] | None = None, exact: bool = False, include_trained: bool = False,

@@ -15,6 +15,19 @@ class Hit(BaseModel):
         default=None, description="on indexes with product groups: the ids of the other products of its group")
 
 
+class BoughtTogetherHit(Hit):
+    """One product bought with the asked one: from co-purchases (with their count) or, filling up, similar."""
+
+    source: Literal["co-purchase", "similar"] = Field(
+        description="co-purchase: bought in the same baskets; similar: like the product (filling a short list)")
+    co_purchases: int | None = Field(default=None, description="co-purchase hits: the baskets holding both products")
+
+
+class BoughtTogetherResults(BaseModel):
+    results: list[BoughtTogetherHit]
+    index_version: str
+
+
 class PriceRange(BaseModel):
     min: float
     max: float

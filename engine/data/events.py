@@ -28,6 +28,7 @@ from vitrina.engine.errors import CatalogError
 MAX_EXAMPLES = 5
 EARLIEST_EVENT = datetime(1990, 1, 1, tzinfo=timezone.utc).timestamp()  # older times are data errors
 FUTURE_SKEW_S = 86_400.0  # how far past the wall clock an event may be dated (clock and time-zone slack)
+MAX_BASKET_CHARS = 256  # a longer basket id is cut (it is only compared, keyed before it is stored)
 MAX_WEIGHT = 1e6  # a larger weight column value is a data error (and would swamp every other event)
 
 
@@ -57,6 +58,10 @@ class EventFieldConfig:
     default_event: str | None = None
     id_field: str = "event_id"  # optional: the event's own id (else a digest of user, product, event, time)
     quantity_field: str = "quantity"  # optional: rows with a quantity <= 0 (returns) are counted and skipped
+    # optional: the basket (order, invoice) or session an event belongs to, for "frequently bought together";
+    # a file without `basket_field` but with `session_field` uses that (see engine.learn.co_purchase)
+    basket_field: str = "basket_id"
+    session_field: str = "session_id"
 
 
 @dataclass(frozen=True)
@@ -120,14 +125,16 @@ class EventLog:
     problems: EventProblems
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # str identity per event
     product_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # str, row-aligned
+    baskets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # str basket id ("": none), row-aligned or empty
 
     def __len__(self) -> int:
         return len(self.users)
 
 
-def event_identity(user: str, product: str, kind: str, stamp: float) -> str:
-    """The identity of an event without an id of its own: a digest of who, what, which event and when."""
-    text = "\x1f".join((user, product, kind, repr(float(stamp))))
+def event_identity(user: str, product: str, kind: str, stamp: float, basket: str = "") -> str:
+    """The identity of an event without an id of its own: a digest of who, what, which event and when (and
+    in which basket, when it names one)."""
+    text = "\x1f".join((user, product, kind, repr(float(stamp)), *((basket,) if basket else ())))
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -229,8 +236,10 @@ def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], st
     users, products, stamps = column(fields.user_field), column(fields.product_field), column(fields.timestamp_field)
     events, raw_weights = column(fields.event_field), column(fields.weight_field)
     own_ids, quantities = column(fields.id_field), column(fields.quantity_field)
+    baskets = column(fields.basket_field if fields.basket_field in columns else fields.session_field)
     problems = EventProblems()
     keep_users, keep_rows, keep_weights, keep_stamps, keep_ids, keep_products = [], [], [], [], [], []
+    keep_baskets: list[str] = []
     for i in range(table.num_rows):
         where = where_of(i)
         user, product = users[i].strip(), products[i].strip()
@@ -273,7 +282,9 @@ def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], st
                 problems.add("unknown event", where)
                 continue
         own = own_ids[i].strip() if own_ids else ""
-        keep_ids.append(own or event_identity(user, product, kind or "", stamp))
+        basket = baskets[i].strip()[:MAX_BASKET_CHARS] if baskets else ""
+        keep_ids.append(own or event_identity(user, product, kind or "", stamp, basket))
+        keep_baskets.append(basket)
         keep_users.append(user)
         keep_rows.append(row)
         keep_products.append(product)
@@ -283,6 +294,7 @@ def events_from_table(table: pa.Table, source: str, where_of: Callable[[int], st
         np.asarray(keep_users, dtype=object), np.asarray(keep_rows, dtype=np.int64),
         np.asarray(keep_weights, dtype=np.float32), np.asarray(keep_stamps, dtype=np.float64), problems,
         np.asarray(keep_ids, dtype=object), np.asarray(keep_products, dtype=object),
+        np.asarray(keep_baskets if any(keep_baskets) else [], dtype=object),
     )
 
 

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from vitrina.encoders.base import l2_normalize
 from vitrina.engine.errors import QueryError
 from vitrina.engine.data.events import EventLog
+from vitrina.engine.learn.co_purchase import CoPurchases
 from vitrina.engine.learn.pseudonyms import Pseudonyms
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class BehaviourModel:
         self.log_generation = ""  # the event log generation and byte offset this state covers
         self.log_offset = 0
         self._solver = None  # a CPU ALS kept between fold-ins (its Gram matrices updated, not recomputed)
+        self.co_purchase: CoPurchases | None = None  # same-basket counts ("frequently bought together")
 
     @property
     def user_index(self) -> UserLookup:
@@ -188,6 +190,7 @@ class BehaviourModel:
                     settings)
         rows = np.fromiter((model.rows[u] for u in log.users.tolist()), dtype=np.int64, count=len(log))
         model.interactions, model.last_seen = model._merged(rows, log, len(users))
+        model.co_purchase = CoPurchases.fit(log, rows, n_products)
         model._refit(show_progress, np.asarray(list(dict.fromkeys(log.product_rows.tolist())), dtype=np.int64))
         return model
 
@@ -245,6 +248,8 @@ class BehaviourModel:
         n_users = known_before + len(fresh)
         interactions, last_seen = self._merged(rows, log, n_users)
         touched_users, touched_items = np.unique(rows), np.unique(log.product_rows)
+        if self.co_purchase is not None:
+            self.co_purchase.add(log, rows)
         if refit:
             self.interactions, self.last_seen = interactions, last_seen
             self.users.extend(fresh)
@@ -293,6 +298,7 @@ class BehaviourModel:
         model = BehaviourModel(list(self.users), moved(self.interactions), self.user_factors.copy(), items,
                                self.settings, list(product_ids), None if self.last_seen is None else moved(self.last_seen))
         model.fit_id, model.keyed, model.pseudonyms = self.fit_id, self.keyed, self.pseudonyms
+        model.co_purchase = None if self.co_purchase is None else self.co_purchase.remapped(target)
         model.log_generation, model.log_offset = self.log_generation, self.log_offset
         return model
 
@@ -307,6 +313,8 @@ class BehaviourModel:
                      data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape), **seen)
             f.flush()
             os.fsync(f.fileno())
+        if self.co_purchase is not None:
+            self.co_purchase.save(directory)
         state = {"settings": asdict(self.settings), "users": self.users, "product_ids": self.product_ids,
                  "fit_id": self.fit_id, "users_keyed": self.keyed,
                  "log": {"generation": self.log_generation, "offset": self.log_offset}}
@@ -329,6 +337,7 @@ class BehaviourModel:
         model = cls(list(state["users"]), matrix, arrays["user_factors"], arrays["item_factors"],
                     BehaviourConfig(**state["settings"]), state.get("product_ids"), seen)
         model.fit_id = str(state.get("fit_id", ""))
+        model.co_purchase = CoPurchases.load(directory)
         model.keyed = bool(state.get("users_keyed", False))
         log = state.get("log") or {}
         model.log_generation, model.log_offset = str(log.get("generation", "")), int(log.get("offset", 0))

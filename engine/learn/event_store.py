@@ -3,6 +3,7 @@
 Layout (ROOT/events/ of a versioned root, DIR/events/ of a plain index directory):
   log.jsonl        a header line {"vitrina_events": 1, "generation": G}, then one line per applied event:
                    {"id": keyed event id, "user": keyed user id, "product": product id, "weight": w, "ts": t}
+                   plus "basket": keyed basket id, for events given one (engine.learn.co_purchase)
   user.key         the pseudonymisation secret (mode 0600; absent when VITRINA_USER_KEY is used)
   user.key.check   a fingerprint of the secret
   .lock            flock'd by every writer (appends, snapshots, rewrites)
@@ -47,6 +48,7 @@ class StoredEvents:
     products: np.ndarray  # object array of str
     weights: np.ndarray  # float32
     timestamps: np.ndarray  # float64
+    baskets: np.ndarray | None = None  # object array of str (keyed basket ids, "" for none); None: no event has one
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,14 +60,17 @@ class StoredEvents:
 
     def take(self, keep: np.ndarray) -> "StoredEvents":
         """The events where boolean mask (or index array) `keep` selects."""
-        return StoredEvents(self.ids[keep], self.users[keep], self.products[keep], self.weights[keep], self.timestamps[keep])
+        return StoredEvents(self.ids[keep], self.users[keep], self.products[keep], self.weights[keep], self.timestamps[keep],
+                            None if self.baskets is None else self.baskets[keep])
 
     def lines(self) -> bytes:
         """The JSONL lines of these events."""
+        baskets = [""] * len(self) if self.baskets is None else self.baskets.tolist()
         return "".join(
-            json.dumps({"id": i, "user": u, "product": p, "weight": float(w), "ts": float(t)}, separators=(",", ":")) + "\n"
-            for i, u, p, w, t in zip(self.ids.tolist(), self.users.tolist(), self.products.tolist(),
-                                     self.weights.tolist(), self.timestamps.tolist())
+            json.dumps({"id": i, "user": u, "product": p, "weight": float(w), "ts": float(t), **({"basket": b} if b else {})},
+                       separators=(",", ":")) + "\n"
+            for i, u, p, w, t, b in zip(self.ids.tolist(), self.users.tolist(), self.products.tolist(),
+                                        self.weights.tolist(), self.timestamps.tolist(), baskets)
         ).encode("utf-8")
 
 
@@ -181,6 +186,7 @@ def _events(records: list[dict]) -> StoredEvents:
         np.asarray([r["product"] for r in records], dtype=object),
         np.asarray([r["weight"] for r in records], dtype=np.float32),
         np.asarray([r["ts"] for r in records], dtype=np.float64),
+        np.asarray([r.get("basket", "") for r in records], dtype=object) if any("basket" in r for r in records) else None,
     )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from vitrina.engine.learn.behaviour import BEHAVIOUR_DIR, STATE_FILE, BehaviourModel, BehaviourConfig, FoldInReport
 from vitrina.engine.config import ShopperConfig, VitrinaConfig
+from vitrina.engine.learn.co_purchase import CoPurchases
 from vitrina.engine.learn.event_store import EVENTS_DIR, EventStore, IdSet, StoredEvents
 from vitrina.engine.data.events import EventLog, EventProblems, event_identity
 from vitrina.engine.learn.pseudonyms import Pseudonyms
@@ -40,6 +41,7 @@ from vitrina.index.versions import is_versioned_root, resolve_index_path, versio
 from vitrina.encoders.files import fsync_dir, leftover_name
 
 DAY_S = 86_400.0
+BASKET_PREFIX = "basket\x1f"  # keyed basket ids never equal a keyed event id
 
 
 def events_root(path: Path) -> Path:
@@ -131,6 +133,8 @@ class ShopperState:
                 model = self._fit(events, self.behaviour)
             elif len(events):
                 model.add(self._as_log(events))
+            if model is not None and model.co_purchase is None:  # a snapshot from before co-purchase counts
+                model.co_purchase = co_purchases_from_log(model, self.store.read(0)[0], self.rows_by_id)
             self.model, self.offset, self.generation = model, end, generation
             self.pending = len(events)
             self._seen = None
@@ -241,10 +245,12 @@ class ShopperState:
             [event_identity(u, pid, f"weight={float(w)!r}", t)
              for u, pid, w, t in zip(log.users.tolist(), products.tolist(), log.weights.tolist(), log.timestamps.tolist())],
             dtype=object)
+        baskets = (np.asarray([p.event(BASKET_PREFIX + b) if b else "" for b in log.baskets.tolist()], dtype=object)
+                   if len(log.baskets) == len(log) and len(log) else None)  # keyed: no raw order number on disk
         return StoredEvents(np.asarray([p.event(i) for i in ids.tolist()], dtype=object),
                             np.asarray([p.user(u) for u in log.users.tolist()], dtype=object),
                             np.asarray(products, dtype=object), np.asarray(log.weights, dtype=np.float32),
-                            np.asarray(log.timestamps, dtype=np.float64))
+                            np.asarray(log.timestamps, dtype=np.float64), baskets)
 
     def _migrate(self) -> None:
         """Under the log lock: a model of raw ids becomes log events (one per user and product, its summed
@@ -318,9 +324,20 @@ def as_event_log(events: StoredEvents, rows_by_id: dict[str, int]) -> EventLog:
     """Stored events as an EventLog over one product list (events of products it lacks left out)."""
     rows = np.fromiter((rows_by_id.get(p, -1) for p in events.products.tolist()), dtype=np.int64, count=len(events))
     known = rows >= 0
+    baskets = events.baskets[known] if events.baskets is not None else np.zeros(0, dtype=object)
     return EventLog(users=events.users[known], product_rows=rows[known], weights=events.weights[known],
                     timestamps=events.timestamps[known], problems=EventProblems(), ids=events.ids[known],
-                    product_ids=events.products[known])
+                    product_ids=events.products[known], baskets=baskets)
+
+
+def co_purchases_from_log(model: BehaviourModel, events: StoredEvents, rows_by_id: dict[str, int]) -> CoPurchases:
+    """A model's co-purchase counts built from the whole log (for a snapshot saved before they existed)."""
+    log = as_event_log(events, rows_by_id)
+    known = np.fromiter((model.rows.get(u, -1) for u in log.users.tolist()), dtype=np.int64, count=len(log))
+    keep = known >= 0
+    log = EventLog(log.users[keep], log.product_rows[keep], log.weights[keep], log.timestamps[keep], log.problems,
+                   log.ids[keep], log.product_ids[keep], log.baskets[keep] if len(log.baskets) else log.baskets)
+    return CoPurchases.fit(log, known[keep], model.n_products)
 
 
 def fit_stored(events: StoredEvents, product_ids: list[str], behaviour: BehaviourConfig,

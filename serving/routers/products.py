@@ -1,4 +1,4 @@
-"""/products/{id}: one product's data, its image, and the products like it."""
+"""/products/{id}: one product's data, its image, the products like it, and those bought with it."""
 
 from typing import Annotated, Any, Literal
 
@@ -9,12 +9,13 @@ from starlette.concurrency import run_in_threadpool
 from vitrina.encoders.errors import ImageLoadError
 from vitrina.encoders.image_io import is_url
 from vitrina.encoders.url_fetch import check_url
+from vitrina.engine.query.bought_together import bought_together
 from vitrina.engine.query.filters import parse_where
 from vitrina.serving.dependencies import (Brand, Category, Dependencies, Live, PriceMax, PriceMin, ProductId, Where,
                                           request_filter)
 from vitrina.serving.images import ImageRefused, served_image
 from vitrina.serving.responses import clean_metadata, known, public_image, results
-from vitrina.serving.schemas import Results
+from vitrina.serving.schemas import BoughtTogetherResults, Results
 
 # The marker keeps this type apart from /search's equal Literal (typing caches `X | None` by equality, which
 # ignores the order of a Literal's values), so the schema lists the spaces in this order.
@@ -35,6 +36,15 @@ def router(deps: Dependencies) -> APIRouter:
         known(index, product_id)
         filter_, conditions = request_filter(category, brand, price_min, price_max), parse_where(where or ())
         hits = await run_in_threadpool(lambda: index.session.similar_to_product(product_id, k, space, filter_, where=conditions))
+        return results(index, hits)
+
+    @routes.get("/products/{product_id}/bought-together", response_model=BoughtTogetherResults,
+                response_model_exclude_unset=True, dependencies=deps.read,
+                summary="Products frequently bought together with this one (co-purchases, then similar products)")
+    async def bought_with(index: Live, product_id: ProductId, k: K = 10, where: Where = None) -> dict[str, Any]:
+        known(index, product_id)
+        conditions = parse_where(where or ())
+        hits = await run_in_threadpool(lambda: bought_together(index.session, index.behaviour, product_id, k, where=conditions))
         return results(index, hits)
 
     @routes.get("/products/{product_id}", dependencies=deps.read, summary="One product's catalog data")

@@ -105,6 +105,11 @@ def forgotten_lines(gone: Forgotten) -> list[str]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    if (args.product is None) == (args.user is None):
+        raise QueryError("recommend needs --user (products for a shopper) or --product (products bought together "
+                         "with one), not both and not neither")
+    if args.product is not None:
+        return cmd_bought_together(args)
     settings = RecommendConfig(behaviour_weight=args.behaviour_weight, popularity_weight=args.popularity_weight,
                                half_life_days=args.half_life or None, rebuy_weight=args.rebuy_weight,
                                rebuy_half_life_days=args.rebuy_half_life or None)
@@ -114,6 +119,21 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(f"vitrina: note: user {args.user!r} has no events; showing the most popular products", file=sys.stderr)
     record = {"user": args.user, "personalised": hits.personalised, "results": hits_json(hits)}
     emit(args, index, record, f"For {args.user}" + ("" if hits.personalised else " (popular)"), hits)
+    return 0
+
+
+def cmd_bought_together(args: argparse.Namespace) -> int:
+    """`recommend --product ID`: frequently bought together (engine.query.bought_together)."""
+    from vitrina.engine.query.bought_together import BoughtTogetherConfig
+
+    index = open_index(args)
+    if args.product not in index:
+        raise QueryError(f"--product: no product {args.product!r} in {args.dir}")
+    hits = index.bought_together(args.product, k_or_default(args, 10),
+                                 settings=BoughtTogetherConfig(min_shoppers=args.min_shoppers))
+    bought = sum(h.source == "co-purchase" for h in hits)
+    record = {"product": args.product, "results": hits_json(hits)}
+    emit(args, index, record, f"Bought with {args.product} ({bought} from co-purchases, {len(hits) - bought} similar)", hits)
     return 0
 
 
@@ -146,9 +166,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_events_forget, text_model=None, image_model=None)
 
-    p = sub.add_parser("recommend", help="products for a shopper: like what they bought, and what sells")
+    p = sub.add_parser("recommend", help="products for a shopper (--user), or frequently bought together with a "
+                                         "product (--product)")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--user", required=True, metavar="U")
+    p.add_argument("--user", default=None, metavar="U", help="a shopper: products like what they bought, and what sells")
+    p.add_argument("--product", default=None, metavar="ID",
+                   help="a product: those bought in the same baskets most often (source co-purchase), filled with "
+                        "similar products (source similar); not with --user")
+    p.add_argument("--min-shoppers", type=int, default=1, metavar="N",
+                   help="with --product: show a co-purchased pair only when N distinct shoppers bought it together "
+                        "(default 1)")
     p.add_argument("-k", type=int, default=None, help="results (default 10)")
     p.add_argument("--include-seen", action="store_true",
                    help="also recommend products the user already interacted with, with a re-buy score (how often, "
