@@ -57,6 +57,23 @@ class CoPurchases:
     def n_products(self) -> int:
         return self.baskets.shape[1]
 
+    def product_baskets(self) -> np.ndarray:
+        """Each product's number of baskets (the diagonal of `together`), kept until the counts change."""
+        cached = getattr(self, "_diagonal", None)
+        if cached is None or cached[0] is not self.together:
+            cached = (self.together, self.together.diagonal().astype(np.float64))
+            self._diagonal = cached
+        return cached[1]
+
+    def pair_row(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the products bought with product `row`, the baskets holding both, the distinct shoppers of each)."""
+        together, shoppers = self.together, self.shoppers  # one consistent pair, even while a fold-in runs
+        line, theirs = together.getrow(row), shoppers.getrow(row)
+        dense = np.zeros(self.n_products)
+        dense[theirs.indices] = theirs.data
+        rows = line.indices.astype(np.int64)
+        return rows, line.data.astype(np.float64), dense[rows]
+
     @classmethod
     def fit(cls, log: EventLog, user_rows: np.ndarray, n_products: int,
             settings: CoPurchaseConfig = CoPurchaseConfig()) -> "CoPurchases":
@@ -101,8 +118,9 @@ class CoPurchases:
         self.baskets = (grown + added).sign().tocsr().astype(np.float32)
         after = np.isin(self.basket_users, touched_users)
         new_together, new_shoppers = pair_counts(self.baskets[after], self.basket_users[after], self.n_products)
-        self.together = _pruned(self.together - old_together + new_together)
-        self.shoppers = _pruned(self.shoppers - old_shoppers + new_shoppers)
+        together = _pruned(self.together - old_together + new_together)
+        shoppers = _pruned(self.shoppers - old_shoppers + new_shoppers)
+        self.shoppers, self.together = shoppers, together
         return int(len(np.unique(rows)))
 
     def remapped(self, target: np.ndarray) -> "CoPurchases":

@@ -63,17 +63,28 @@ def co_purchased(model: BehaviourModel | None, row: int, settings: BoughtTogethe
     none = np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
     if counts is None or row >= counts.n_products:
         return none
-    line = counts.together.getrow(row)
-    rows, together = line.indices.astype(np.int64), line.data.astype(np.float64)
-    shoppers = np.asarray(counts.shoppers[row, rows].todense()).ravel() if len(rows) else np.zeros(0)
+    rows, together, shoppers = counts.pair_row(row)
     keep = (rows != row) & (together > 0) & (shoppers >= settings.min_shoppers)
     if allowed is not None:
         keep &= allowed[rows]
     rows, together = rows[keep], together[keep]
-    own = counts.together.diagonal().astype(np.float64)
+    own = counts.product_baskets()
     scores = together if settings.scoring == "count" else together / np.sqrt(np.maximum(own[row] * own[rows], 1.0))
     order = np.lexsort((rows, -own[rows], -scores))
     return rows[order], scores[order], together[order]
+
+
+def _needed(rows: np.ndarray, k: int, group_ids: np.ndarray | None, own_group: int | None) -> int:
+    """How many of the ranked rows fill k hits: k, or on a grouped index up to the k-th new group."""
+    if group_ids is None:
+        return k
+    seen: set[int] = set()
+    for position, group in enumerate(group_ids[rows].tolist()):
+        if group != own_group and group not in seen:
+            seen.add(group)
+            if len(seen) == k:
+                return position + 1
+    return len(rows)
 
 
 def fallback_space(session: SearchSession, row: int) -> str | None:
@@ -99,6 +110,8 @@ def bought_together(session: SearchSession, model: BehaviourModel | None, produc
     allowed = session.allowed_rows(where=where, price=price)
     rows, scores, counts = co_purchased(model, row, settings, allowed)
     groups = session.groups
+    n = _needed(rows, k, None if groups is None else groups.ids, None if groups is None else int(groups.ids[row]))
+    rows, scores, counts = rows[:n], scores[:n], counts[:n]  # metadata only for the rows shown
     hits = [BoughtTogetherHit(session.products.ids[r], float(s), session.products.metadata(r), None, CO_PURCHASE, int(c))
             for r, s, c in zip(rows.tolist(), scores.tolist(), counts.tolist())]
     if groups is not None:  # one hit per product group, its own group left out

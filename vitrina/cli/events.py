@@ -28,7 +28,7 @@ def cmd_events_add(args: argparse.Namespace) -> int:
 
     fields = EventFieldConfig(user_field=args.user_field, product_field=args.product_field, event_field=args.event_field,
                               timestamp_field=args.timestamp_field, weight_field=args.weight_field,
-                              default_event=args.default_event)
+                              default_event=args.default_event, basket_field=args.basket_field)
     if args.factors < 1 or args.iterations < 1:
         raise QueryError("--factors and --iterations must be at least 1")
     settings = BehaviourConfig(factors=args.factors, iterations=args.iterations)
@@ -153,6 +153,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--event-field", default="event", metavar="F")
     q.add_argument("--timestamp-field", default="timestamp", metavar="F")
     q.add_argument("--weight-field", default="weight", metavar="F")
+    q.add_argument("--basket-field", default="basket_id", metavar="F",
+                   help="optional: the order, invoice or session of each event, for `recommend --product` (default "
+                        "basket_id, else a session_id column; without either: a shopper's purchases on one UTC day)")
     q.add_argument("--default-event", choices=EVENT_KINDS, default=None,
                    help="the kind of every row of a file with no event or weight column (e.g. a purchase log)")
     q.add_argument("--json", action="store_true")
