@@ -91,6 +91,9 @@ def shop(tiny_bert_dir, tmp_path):
 def test_recommend_product_ranks_co_purchases_then_fills_with_similar(shop):
     index, ids, products, tmp_path = shop
     code, out, err = run_cli("recommend", index, "--product", ids[0], "-k", "5", "--json")
+    assert code == 0, err  # by default a pair needs 2 distinct shoppers: only ids[1] (3 shoppers) qualifies
+    assert [h["source"] for h in json.loads(out)["results"]] == ["co-purchase"] + ["similar"] * 4
+    code, out, err = run_cli("recommend", index, "--product", ids[0], "-k", "5", "--json", "--min-shoppers", "1")
     assert code == 0, err
     answer = json.loads(out)
     hits = answer["results"]
@@ -102,8 +105,8 @@ def test_recommend_product_ranks_co_purchases_then_fills_with_similar(shop):
     log = (index / "events" / "log.jsonl").read_text()
     assert "order-0" not in log and '"basket"' in log  # basket ids are keyed on disk, like users
 
-    code, out, _ = run_cli("recommend", index, "--product", ids[0], "-k", "5", "--json", "--min-shoppers", "2")
-    assert [h["source"] for h in json.loads(out)["results"]] == ["co-purchase"] + ["similar"] * 4
+    code, _, err = run_cli("recommend", index, "--product", ids[0], "--min-shoppers", "0")
+    assert code == 1 and "at least 1" in err
 
     code, _, err = run_cli("recommend", index, "--product", ids[0], "--user", "u0")
     assert code == 1 and "not both" in err
@@ -111,6 +114,11 @@ def test_recommend_product_ranks_co_purchases_then_fills_with_similar(shop):
     assert code == 1 and "--user" in err and "--product" in err
     code, _, err = run_cli("recommend", index, "--product", "no-such-id")
     assert code == 1 and "no product 'no-such-id'" in err and "Traceback" not in err
+
+    # a snapshot saved before co-purchase counts existed: they are rebuilt from the event log
+    (index / "behaviour" / "co_purchase.npz").unlink()
+    code, out, _ = run_cli("recommend", index, "--product", ids[0], "-k", "1", "--json")
+    assert [(h["id"], h["co_purchases"]) for h in json.loads(out)["results"]] == [(ids[1], 3)]
 
     # new events update the counts without a rebuild
     write_csv(tmp_path / "more.csv", [buy(f"v{n}", ids[0], "2024-02-01", f"o{n}") for n in range(4)]
@@ -126,23 +134,30 @@ def test_python_api_filters_deletes_and_http(shop):
     from tests.serving_util import KEY, ready_client
 
     index_dir, ids, products, _ = shop
-    index = vitrina.Index(index_dir)
-    kind = products[2]["articleType"]
-    hits = index.bought_together(ids[0], k=3, where={"articleType": kind})
-    assert hits[0].id == ids[2] and all(h.product["articleType"] == kind for h in hits)
-    index.delete([ids[1]])
-    hits = index.bought_together(ids[0], k=11)
-    assert ids[1] not in {h.id for h in hits} and hits[0].id in (ids[2], ids[3]) and hits[0].source == "co-purchase"
-    assert len(hits) == 10  # every other product: co-purchases, then similar ones
-
     client = ready_client(index_dir, ServingConfig(api_key=KEY))
     try:
         answer = client.get(f"/products/{ids[0]}/bought-together", params={"k": 4})
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        assert [h["source"] for h in body["results"]][:2] == ["co-purchase", "co-purchase"]
-        assert body["results"][0]["co_purchases"] == 1 and "co_purchases" not in body["results"][-1]
+        assert [h["source"] for h in body["results"]] == ["co-purchase"] + ["similar"] * 3
+        assert body["results"][0]["id"] == ids[1] and body["results"][0]["co_purchases"] == 3
+        assert "co_purchases" not in body["results"][-1] and ids[0] not in {h["id"] for h in body["results"]}
+        more = {"events": [buy(f"w{n}", pid, "2024-03-01T10:00:00", f"web-{n}") for n in range(2) for pid in (ids[0], ids[4])]}
+        assert client.post("/events", json=more, headers={"X-API-Key": KEY}).status_code == 200
+        body = client.get(f"/products/{ids[0]}/bought-together", params={"k": 2}).json()  # folded in at once
+        assert [(h["id"], h.get("co_purchases")) for h in body["results"]] == [(ids[1], 3), (ids[4], 2)]
         assert client.get("/products/no-such-id/bought-together").status_code == 404
         assert client.get(f"/products/{ids[0]}/bought-together", params={"k": 0}).status_code == 422
     finally:
         client.__exit__(None, None, None)
+
+    index = vitrina.Index(index_dir)
+    anyone = BoughtTogetherConfig(min_shoppers=1)
+    kind = products[2]["articleType"]
+    hits = index.bought_together(ids[0], k=3, where={"articleType": kind}, settings=anyone)
+    assert hits[0].id == ids[2] and all(h.product["articleType"] == kind for h in hits)
+    index.delete([ids[1]])
+    hits = index.bought_together(ids[0], k=11, settings=anyone)
+    assert ids[1] not in {h.id for h in hits} and [h.id for h in hits[:3]] == [ids[4], ids[2], ids[3]]
+    assert [h.source for h in hits[:4]] == ["co-purchase"] * 3 + ["similar"]
+    assert len(hits) == 10  # every other product: co-purchases, then similar ones

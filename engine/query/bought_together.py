@@ -3,7 +3,8 @@
 Products bought in the same baskets as the given one (engine.learn.co_purchase), ranked by how many
 baskets held both (ties: the product's own basket count, then catalog order), each hit marked
 `source: "co-purchase"` with its count. A pair counts only once `min_shoppers` distinct shoppers
-bought it together. A short list (a product nobody bought with others, a new product, a strict
+(default 2) bought it together, so no pair shown is one shopper's habit; on Online Retail that cost
+no hit rate (validation window, benchmarks/bought_together.py). A short list (a product nobody bought with others, a new product, a strict
 filter) is filled with the products most like it in the index's vector space (fused once trained, else
 image, else text), marked `source: "similar"`. The product itself, its own product group and products
 no longer in the index never appear. Answers hold counts only: no shopper or basket.
@@ -32,7 +33,7 @@ SCORINGS = ("count", "cosine")
 class BoughtTogetherConfig:
     """How co-purchases are ranked (defaults chosen on an Online Retail validation window, RESULTS.md)."""
 
-    min_shoppers: int = 1  # a pair shows only when this many distinct shoppers bought it in one basket
+    min_shoppers: int = 2  # a pair shows only when this many distinct shoppers bought it in one basket (privacy)
     scoring: str = "count"  # "count": baskets holding both; "cosine": count / sqrt(each product's baskets)
     fill: bool = True  # fill a short list with similar products
 

@@ -129,8 +129,8 @@ def cmd_bought_together(args: argparse.Namespace) -> int:
     index = open_index(args)
     if args.product not in index:
         raise QueryError(f"--product: no product {args.product!r} in {args.dir}")
-    hits = index.bought_together(args.product, k_or_default(args, 10),
-                                 settings=BoughtTogetherConfig(min_shoppers=args.min_shoppers))
+    settings = BoughtTogetherConfig() if args.min_shoppers is None else BoughtTogetherConfig(min_shoppers=args.min_shoppers)
+    hits = index.bought_together(args.product, k_or_default(args, 10), settings=settings)
     bought = sum(h.source == "co-purchase" for h in hits)
     record = {"product": args.product, "results": hits_json(hits)}
     emit(args, index, record, f"Bought with {args.product} ({bought} from co-purchases, {len(hits) - bought} similar)", hits)
@@ -176,9 +176,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--product", default=None, metavar="ID",
                    help="a product: those bought in the same baskets most often (source co-purchase), filled with "
                         "similar products (source similar); not with --user")
-    p.add_argument("--min-shoppers", type=int, default=1, metavar="N",
+    p.add_argument("--min-shoppers", type=int, default=None, metavar="N",
                    help="with --product: show a co-purchased pair only when N distinct shoppers bought it together "
-                        "(default 1)")
+                        "(default 2: no pair shown is one shopper's habit)")
     p.add_argument("-k", type=int, default=None, help="results (default 10)")
     p.add_argument("--include-seen", action="store_true",
                    help="also recommend products the user already interacted with, with a re-buy score (how often, "
