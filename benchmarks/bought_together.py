@@ -77,12 +77,13 @@ def base_index(out: Path, catalog: pd.DataFrame) -> Path:
     return base
 
 
-def window_index(out: Path, base: Path, log: pd.DataFrame, cut: pd.Timestamp, name: str) -> Path:
+def window_index(out: Path, base: Path, log: pd.DataFrame, cut: pd.Timestamp, name: str, baskets: bool = True) -> Path:
     index = out / name
     shutil.rmtree(index, ignore_errors=True)
     shutil.copytree(base, index, ignore=shutil.ignore_patterns("events", "behaviour"))
     events = out / f"{name}-events.csv"
-    log[log.t <= cut][["InvoiceDate", "user", "product", "basket_id"]].to_csv(events, index=False)
+    columns = ["InvoiceDate", "user", "product"] + (["basket_id"] if baskets else [])  # without: the session rule
+    log[log.t <= cut][columns].to_csv(events, index=False)
     started = time.perf_counter()
     subprocess.run([VITRINA, "events", "add", str(index), str(events), "--user-field", "user", "--product-field",
                     "product", "--timestamp-field", "InvoiceDate", "--default-event", "purchase",
@@ -146,10 +147,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--keep", action="store_true", help="keep each window's index")
+    parser.add_argument("--session-rule", action="store_true",
+                        help="instead: feed no basket ids (baskets = a shopper's purchases on one UTC day) and score "
+                             "the default settings on both windows")
     args = parser.parse_args()
     log, catalog = purchases()
     base = base_index(args.out, catalog)
     end = log.t.max()
+    if args.session_rule:
+        session_rule(args, base, log, end)
+        return
     results: dict = {"grid": [asdict(s) for s in GRID], "pairs": PAIRS, "k": K}
     cuts = {w: end - pd.Timedelta(days=WINDOW_DAYS * (w + 1)) for w in (1, 0)}
     print(f"validation window 1 (after {cuts[1].date()})", flush=True)
@@ -177,6 +184,21 @@ def main() -> None:
     results.update({"chosen": asdict(chosen), "validation": val, "test": test,
                     "cuts": {str(w): str(c) for w, c in cuts.items()}})
     path = args.out / "bought-together.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+
+
+def session_rule(args: argparse.Namespace, base: Path, log: pd.DataFrame, end: pd.Timestamp) -> None:
+    """The fallback without basket ids, reported beside the invoice baskets (nothing is chosen here)."""
+    results = {}
+    for w in (1, 0):
+        cut = end - pd.Timedelta(days=WINDOW_DAYS * (w + 1))
+        print(f"window {w} (after {cut.date()}), baskets by the session rule", flush=True)
+        index = window_index(args.out, base, log, cut, f"bought-together-sessions-{w}", baskets=False)
+        results[str(w)] = score(index, log, cut, [BoughtTogetherConfig()])
+        if not args.keep:
+            shutil.rmtree(index)
+    path = args.out / "bought-together-sessions.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
 

@@ -55,6 +55,10 @@ class EventIn(BaseModel):
     event: Literal["view", "click", "cart", "purchase"] | None = None
     timestamp: str | float = Field(description="ISO 8601 time (UTC when naive) or epoch seconds")
     weight: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    basket_id: str | None = Field(default=None, max_length=256, description=(
+        "the order, invoice or checkout session: products of one basket count as bought together (without it: "
+        "a shopper's carts and purchases on one UTC day)"))
+    session_id: str | None = Field(default=None, max_length=256, description="used as the basket when basket_id is absent")
 
 
 class EventsIn(BaseModel):

@@ -142,8 +142,11 @@ def test_python_api_filters_deletes_and_http(shop):
         assert [h["source"] for h in body["results"]] == ["co-purchase"] + ["similar"] * 3
         assert body["results"][0]["id"] == ids[1] and body["results"][0]["co_purchases"] == 3
         assert "co_purchases" not in body["results"][-1] and ids[0] not in {h["id"] for h in body["results"]}
-        more = {"events": [buy(f"w{n}", pid, "2024-03-01T10:00:00", f"web-{n}") for n in range(2) for pid in (ids[0], ids[4])]}
-        assert client.post("/events", json=more, headers={"X-API-Key": KEY}).status_code == 200
+        # two shoppers, each with two orders on one day: ids[0] in one, ids[4] in the other, except w1's web-1
+        more = [buy("w0", ids[0], "2024-03-01T10:00:00", "web-0"), buy("w0", ids[4], "2024-03-01T10:00:00", "web-0b"),
+                buy("w1", ids[0], "2024-03-01T10:00:00", "web-1"), buy("w1", ids[4], "2024-03-01T10:00:00", "web-1"),
+                buy("w2", ids[0], "2024-03-01T10:00:00", "web-2"), buy("w2", ids[4], "2024-03-01T10:00:00", "web-2")]
+        assert client.post("/events", json={"events": more}, headers={"X-API-Key": KEY}).status_code == 200
         body = client.get(f"/products/{ids[0]}/bought-together", params={"k": 2}).json()  # folded in at once
         assert [(h["id"], h.get("co_purchases")) for h in body["results"]] == [(ids[1], 3), (ids[4], 2)]
         assert client.get("/products/no-such-id/bought-together").status_code == 404
