@@ -141,7 +141,8 @@ def add_catalog_flags(p: argparse.ArgumentParser, models: bool = True) -> None:
     """How a catalog file is read and embedded (index, reindex, upsert)."""
     p.add_argument("--id-field", default="id", metavar="F")
     p.add_argument("--text-fields", default=None, metavar="A,B", help="default: title,description where present")
-    p.add_argument("--image-field", default=None, metavar="F", help="default: image, when present")
+    p.add_argument("--image-field", default=None, metavar="F",
+                   help="default: image, when present; F1,F2 names several image columns (each may also hold a list)")
     p.add_argument("--price-field", default="price", metavar="F", help="parsed as a number when present")
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
