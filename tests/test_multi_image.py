@@ -201,3 +201,22 @@ def test_cli_json_names_the_matched_image(multi, rows):
     record = json.loads(stdout)
     results = record["results"] if isinstance(record, dict) else record
     assert results[0]["id"] == "pair" and results[0]["matched_image"] == img(rows[31])
+
+
+def test_http_names_the_matched_image_and_serves_each_image(multi, folder, rows):
+    from tests.serving_util import KEY, ready_client
+
+    client = ready_client(multi[0])
+    try:
+        headers = {"X-API-Key": KEY}
+        body = client.get("/products/copy31/similar", params={"space": "image", "k": 2}, headers=headers).json()
+        top = body["results"][0]
+        assert top["id"] == "pair" and top["matched_image"] == img(rows[31]) and top["matched_image_index"] == 1
+        assert top["image"] == ["/products/pair/image?n=0", "/products/pair/image?n=1"]  # no local paths
+        second = client.get("/products/pair/image", params={"n": 1}, headers=headers)
+        assert second.status_code == 200 and second.content == (folder / img(rows[31])).read_bytes()
+        assert client.get("/products/pair/image", params={"n": 2}, headers=headers).status_code == 404
+        text = client.get("/search", params={"q": "shoes", "k": 1}, headers=headers).json()["results"][0]
+        assert text["matched_image"] is None
+    finally:
+        client.__exit__(None, None, None)

@@ -445,13 +445,13 @@ class SearchSession:
         """The URL rules this index's images were fetched under (older indexes: public addresses only)."""
         return recorded_url_policy(self.manifest.catalog)
 
-    def image_source(self, product_id: str) -> str | None:
-        """Where a product's image lives (absolute path or URL; its first, where it has several), from the
-        catalog it was indexed from."""
+    def image_source(self, product_id: str, ordinal: int = 0) -> str | None:
+        """Where a product's image lives (absolute path or URL), from the catalog it was indexed from; `ordinal`
+        picks one of several (None past its last)."""
         names = self.image_names(self.products.row_of(product_id))
-        if not names:
+        if not 0 <= ordinal < len(names):
             return None
-        return resolve_image_source(names[0], Path(self.manifest.catalog["source"]).parent)
+        return resolve_image_source(names[ordinal], Path(self.manifest.catalog["source"]).parent)
 
 
 def ties_by_row(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
