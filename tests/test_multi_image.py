@@ -220,3 +220,10 @@ def test_http_names_the_matched_image_and_serves_each_image(multi, folder, rows)
         assert text["matched_image"] is None
     finally:
         client.__exit__(None, None, None)
+
+
+def test_cli_max_images_flag(rows, folder, tmp_path):
+    catalog = write_csv(folder / "cli-cap.csv", multi_rows(rows))
+    code, _, stderr = run_cli("index", catalog, "--out", tmp_path / "bad", "--max-images", "0", "-q")
+    assert code != 0 and "max_images must be a whole number of at least 1, got 0" in stderr
+    assert "Traceback" not in stderr
