@@ -384,7 +384,7 @@ class SearchSession:
         target = self._text_target(search.space)[1] if search.mode == "dense" else None
         if target is None or not (target in self.directory.spaces and self.directory.spaces[target].multi):
             return run_text_search(self, search, behaviour=behaviour)
-        query_vectors = self.encode_queries(search.queries, search.space)  # text -> images: name the matched image
+        query_vectors = self.encode_queries(search.dense_queries or search.queries, search.space)  # to name the matched image
         answers = run_text_search(self, search, query_vectors, behaviour=behaviour)
         for answer, vector in zip(answers, query_vectors):
             answer[:] = self.name_images(list(answer), target, vector[None, :])
