@@ -95,7 +95,7 @@ class Index:
 
     @classmethod
     def build(cls, data: CatalogData, path: str | os.PathLike[str], *, id_field: str | None = None,
-              text_fields: Sequence[str] | None = None, image_field: str | None = None,
+              text_fields: Sequence[str] | None = None, image_field: str | Sequence[str] | None = None,
               price_field: str | None = None, text_model: str | None = None, image_model: str | None = None,
               versioned: bool | None = None, config: VitrinaConfig | None = None,
               rules: str | os.PathLike[str] | Mapping[str, Any] | None = None, group_field: str | None = None,
@@ -109,7 +109,8 @@ class Index:
             id_field: the column holding product ids (default "id").
             text_fields: the columns whose text is embedded (default: title and description, where present).
             image_field: the column naming each product's image, a path or an http(s) URL (default: "image"
-                when present; a field named here must exist).
+                when present; a field named here must exist). Several images per product: a list of columns
+                (or "front,back"), and/or a column holding a list, a JSON array or `|`-separated sources.
             price_field: the column parsed as a price (default "price", when present).
             text_model, image_model: model specs (default: the packaged all-MiniLM-L6-v2 and
                 efficientnet-lite0); image_model "none" indexes text only.
@@ -590,6 +591,7 @@ class Index:
             self.config.catalog, id_field=recorded.get("id_field") or self.config.catalog.id_field,
             text_fields=tuple(recorded.get("text_fields") or ()) or self.config.catalog.text_fields,
             image_field=recorded.get("image_field"), image_field_required=False,
+            max_images=int(recorded.get("max_images") or self.config.catalog.max_images),
         )
         return dataclasses.replace(self.config, catalog=fields)
 
@@ -611,8 +613,10 @@ def _build_config(config: VitrinaConfig | None, **given: Any) -> VitrinaConfig:
             raise ArgumentError("{text_fields} must be a list of column names, e.g. ['title', 'description']",
                                 text_fields=Param("text_fields"))
         catalog["text_fields"] = tuple(given["text_fields"])
-    if given["image_field"] is not None:
-        catalog.update(image_field=given["image_field"], image_field_required=True)
+    if given["image_field"] is not None:  # several image columns: a list, or "front,back"
+        image_field = given["image_field"]
+        image_field = image_field if isinstance(image_field, str) else ",".join(map(str, image_field))
+        catalog.update(image_field=image_field, image_field_required=True)
     if given["price_field"] is not None:
         catalog["price_field"] = given["price_field"]
     catalog.update(grouping_settings(given["group_field"], given["collapse_duplicates"]))

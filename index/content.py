@@ -24,12 +24,23 @@ def content_hash(data: bytes | str) -> str:
     return hashlib.blake2b(data.encode("utf-8") if isinstance(data, str) else data, digest_size=16).hexdigest()
 
 
+def join_image_hashes(digests: list[str]) -> str:
+    """A product's image hash: its images' digests by ordinal joined by `|` ("" for unreadable ones); "" when
+    none could be read. A product with one image has that image's digest, as before several were allowed."""
+    return "|".join(digests) if any(digests) else ""
+
+
+def split_image_hashes(joined: str) -> list[str]:
+    """The per-image digests of a product's image hash, by ordinal."""
+    return joined.split("|") if joined else []
+
+
 @dataclass
 class ProductContent:
     ids: list[str]
     texts: list[str]
     text_hashes: list[str]
-    image_hashes: list[str]  # "" where a product has no image (or it could not be read)
+    image_hashes: list[str]  # "" where a product has no image (or none could be read); several: `join_image_hashes`
 
     def __post_init__(self) -> None:
         if not len(self.ids) == len(self.texts) == len(self.text_hashes) == len(self.image_hashes):

@@ -5,7 +5,8 @@ Layout of DIR:
   products.parquet       product ids and metadata; row r <-> vector id r
   <space>.faiss          FAISS index of one space ("text", "image")
   <space>.vectors.npy    the raw normalised embeddings (reused for lookups by id and for re-training)
-  <space>.rows.npy       the product row of each embedding
+  <space>.rows.npy       the product row of each embedding (repeated where a product holds several images)
+  <space>.ordinals.npy   the image ordinal of each embedding within its product (only where products hold several)
   lexical/               the BM25 index over the product text (bm25s files); settings in the manifest
   encoders/<role>/       exported ONNX encoders ("text", "image", "image-text"), so searching needs no export
   content.parquet        product texts and content hashes (index.content; written by `vitrina reindex`)
@@ -42,6 +43,7 @@ from vitrina.errors import Param
 
 PRODUCTS_FILE = "products.parquet"
 GROUPS_FILE = "groups.npy"
+ORDINALS = "ordinals"  # <space>.ordinals.npy: the image ordinal of each vector, where products hold several images
 EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
@@ -51,29 +53,88 @@ log = logging.getLogger("vitrina")
 
 @dataclass
 class VectorSpace:
-    """One modality's vectors, the product rows they belong to, and the index over them."""
+    """One modality's vectors, the product rows they belong to, and the index over them.
+
+    A product may hold several vectors in an image-derived space (several images per product): `rows`
+    then repeats its row and `ordinals` says which of its catalog images each vector is. Searches score a
+    product by its best vector (max-pool); where one vector per product is needed (`vector_of_row`,
+    `vectors_of_rows`, `product_vectors`), it is the normalised mean of its vectors.
+    """
 
     index: ProductIndex
     vectors: np.ndarray
     rows: np.ndarray
+    ordinals: np.ndarray | None = None  # image ordinal (within its product) of each vector; None: all 0
+
+    @cached_property
+    def per_product(self) -> int:
+        """The most vectors any one product holds here (1 for single-image spaces)."""
+        if not len(self.rows):
+            return 1
+        return int(np.bincount(np.asarray(self.rows, dtype=np.int64)).max())
+
+    @property
+    def multi(self) -> bool:
+        """Whether some product holds several vectors (several images)."""
+        return self.per_product > 1
+
+    def ordinal_of(self, position: int) -> int:
+        """The image ordinal of the vector at `position` (0 where ordinals are not stored)."""
+        return 0 if self.ordinals is None else int(self.ordinals[position])
+
+    def positions_of_row(self, row: int) -> np.ndarray:
+        """Positions of a product row's vectors, in image order (empty when it has none)."""
+        return np.asarray(self._all_positions.get(int(row), ()), dtype=np.int64)
 
     def vector_of_row(self, row: int) -> np.ndarray | None:
-        """The stored vector of a product row, or None when the product has none in this space."""
-        position = self._positions.get(row)
-        return None if position is None else np.asarray(self.vectors[position], dtype=np.float32)
+        """The product's vector: its stored one, or the normalised mean of its images' vectors; None when it has none."""
+        positions = self._all_positions.get(int(row))
+        if not positions:
+            return None
+        if len(positions) == 1:
+            return np.asarray(self.vectors[positions[0]], dtype=np.float32)
+        return _normalised_mean(np.asarray(self.vectors[positions], dtype=np.float32))
 
     def vectors_of_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored vectors of those product rows that have one here, and a mask of which rows do."""
-        positions = np.array([self._positions.get(int(r), -1) for r in rows], dtype=np.int64)
-        found = positions >= 0
-        return np.asarray(self.vectors[positions[found]], dtype=np.float32), found  # (0, dim) when none
+        """The vectors (as `vector_of_row`) of those product rows that have one here, and a mask of which rows do."""
+        if not self.multi:
+            positions = np.array([self._positions.get(int(r), -1) for r in rows], dtype=np.int64)
+            found = positions >= 0
+            return np.asarray(self.vectors[positions[found]], dtype=np.float32), found  # (0, dim) when none
+        vectors = [self.vector_of_row(int(r)) for r in rows]
+        found = np.array([v is not None for v in vectors], dtype=bool)
+        kept = [v for v in vectors if v is not None]
+        return (np.stack(kept) if kept else np.zeros((0, self.vectors.shape[1]), dtype=np.float32)), found
+
+    def product_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """One vector per product that has any (normalised mean of its images' vectors) and their rows, ascending."""
+        if not self.multi:
+            return np.asarray(self.vectors, dtype=np.float32), np.asarray(self.rows, dtype=np.int64)
+        rows = np.unique(np.asarray(self.rows, dtype=np.int64))
+        return self.vectors_of_rows(rows)[0], rows
 
     def scores_of(self, vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Inner product of `vector` with the stored vector of each product row; NaN where a row has none."""
-        stored, found = self.vectors_of_rows(rows)
+        """Inner product of `vector` with each product row's best vector here; NaN where a row has none."""
         out = np.full(len(rows), np.nan, dtype=np.float64)
-        out[found] = stored @ np.asarray(vector, dtype=np.float32)
+        query = np.asarray(vector, dtype=np.float32)
+        if not self.multi:
+            stored, found = self.vectors_of_rows(rows)
+            out[found] = stored @ query
+            return out
+        for i, row in enumerate(rows):
+            positions = self._all_positions.get(int(row))
+            if positions:
+                out[i] = float((np.asarray(self.vectors[positions], dtype=np.float32) @ query).max())
         return out
+
+    def best_image(self, queries: np.ndarray, row: int) -> tuple[float, int] | None:
+        """(score, image ordinal) of the product's image that best matches any of `queries` (max over pairs)."""
+        positions = self._all_positions.get(int(row))
+        if not positions:
+            return None
+        sims = np.atleast_2d(np.asarray(queries, dtype=np.float32)) @ np.asarray(self.vectors[positions], dtype=np.float32).T
+        best = int(np.argmax(sims.max(axis=0)))
+        return float(sims[:, best].max()), self.ordinal_of(positions[best])
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query, only among `allowed` product rows when a mask is given.
@@ -81,8 +142,20 @@ class VectorSpace:
         The filter runs inside the FAISS search (an IDSelector). On an approximate index, a filter
         that allows at most EXACT_FILTER_MAX products is answered exactly over them instead (cheaper
         and never short), and a query for which FAISS finds fewer than k allowed products is redone
-        that way, so k hits come back whenever k allowed products have vectors here.
+        that way, so k hits come back whenever k allowed products have vectors here. Where products
+        hold several vectors, k x (most vectors per product) are fetched and each product keeps its best.
         """
+        if not self.multi:
+            return self._search(queries, k, allowed)
+        return best_per_row(*self._search(queries, k * self.per_product, allowed), k)
+
+    def search_pooled(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) of one product queried by several vectors (its images): a product scores its
+        best pair. Each query's own top-k holds every product of the pooled top-k, so this is exact."""
+        scores, rows = self.search(queries, k, allowed)
+        return best_per_row(scores.reshape(1, -1), rows.reshape(1, -1), k)
+
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None:
             return self.index.search(queries, k)
         allowed = np.asarray(allowed, dtype=bool)
@@ -104,6 +177,36 @@ class VectorSpace:
     @cached_property
     def _positions(self) -> dict[int, int]:
         return {int(row): position for position, row in enumerate(self.rows)}
+
+    @cached_property
+    def _all_positions(self) -> dict[int, list[int]]:
+        """Row -> positions of its vectors, in image order."""
+        out: dict[int, list[int]] = {}
+        order = np.lexsort((self.ordinals, self.rows)) if self.ordinals is not None else np.argsort(self.rows, kind="stable")
+        for position in order.tolist():
+            out.setdefault(int(self.rows[position]), []).append(position)
+        return out
+
+
+def _normalised_mean(vectors: np.ndarray) -> np.ndarray:
+    mean = vectors.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def best_per_row(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best k distinct rows from (scores, rows) hits (max-pool: a row keeps its best score),
+    best first, padded with (-inf, -1)."""
+    out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    out_rows = np.full((len(rows), k), -1, dtype=np.int64)
+    for i, (s, r) in enumerate(zip(scores, rows)):
+        valid = r >= 0
+        s, r = s[valid], r[valid]
+        order = np.lexsort((r, -s))  # best first, ties by row
+        _, first = np.unique(r[order], return_index=True)
+        keep = order[np.sort(first)][:k]
+        out_scores[i, :len(keep)], out_rows[i, :len(keep)] = s[keep], r[keep]
+    return out_scores, out_rows
 
 
 def _exact_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,6 +305,8 @@ class IndexDirectory:
                 space.index.save(tmp / f"{name}.faiss")
                 np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
                 np.save(tmp / f"{name}.rows.npy", np.asarray(space.rows, dtype=np.int64))
+                if space.ordinals is not None:
+                    np.save(tmp / f"{name}.{ORDINALS}.npy", np.asarray(space.ordinals, dtype=np.int64))
             if self.lexical is not None:
                 self.lexical.save(tmp / LEXICAL_DIR)
                 self.manifest.lexical = self.lexical.describe()
@@ -264,7 +369,19 @@ def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | Non
             f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
             f"says {info.count} {info.dim}-d; the directory is damaged, re-index it"
         )
-    return VectorSpace(index, vectors, rows)
+    return VectorSpace(index, vectors, rows, read_ordinals(path, name, len(rows)))
+
+
+def read_ordinals(path: Path, name: str, count: int) -> np.ndarray | None:
+    """The image ordinal of each vector of a space whose products hold several images; None when not stored."""
+    file = path / f"{name}.{ORDINALS}.npy"
+    if not file.is_file():
+        return None
+    ordinals = _read_npy(file, mmap=False)
+    if ordinals.shape != (count,):
+        raise IndexStoreError(f"{file} holds {ordinals.shape} image ordinals for {count} vectors; the directory is damaged, "
+                              "re-index it")
+    return ordinals
 
 
 def read_vectors(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -372,6 +489,11 @@ def write_space(directory: Path, name: str, space: VectorSpace) -> None:
     _replace_file(directory / f"{name}.faiss", space.index.save)
     for suffix, array in (("vectors", np.asarray(space.vectors, dtype=np.float32)), ("rows", np.asarray(space.rows, dtype=np.int64))):
         _replace_file(directory / f"{name}.{suffix}.npy", lambda tmp, a=array: _save_npy(tmp, a))
+    if space.ordinals is not None:
+        ordinals = np.asarray(space.ordinals, dtype=np.int64)
+        _replace_file(directory / f"{name}.{ORDINALS}.npy", lambda tmp: _save_npy(tmp, ordinals))
+    else:
+        (directory / f"{name}.{ORDINALS}.npy").unlink(missing_ok=True)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -380,7 +502,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def remove_space(directory: Path, name: str) -> None:
-    for suffix in ("faiss", "vectors.npy", "rows.npy"):
+    for suffix in ("faiss", "vectors.npy", "rows.npy", f"{ORDINALS}.npy"):
         (directory / f"{name}.{suffix}").unlink(missing_ok=True)
 
 

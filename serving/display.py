@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vitrina.engine.data.catalog import split_image_field
 from vitrina.index.products import ID_COLUMN
 from vitrina.serving.config import ServingConfig, ServingConfigError
 
@@ -84,7 +85,7 @@ def default_facet_fields(session: SearchSession, table: pa.Table, columns: Seque
     numbers never."""
     roles = session.filters.columns
     named = [roles["category"], roles["brand"], next((c for c in COLOUR_COLUMNS if c in columns), None)]
-    skip = {image_field, roles["price"], *TITLE_COLUMNS}
+    skip = {image_field, *split_image_field(image_field), roles["price"], *TITLE_COLUMNS}
     chosen: list[str] = []
     for column in [c for c in named if c is not None] + [c for c in columns if c not in named]:
         if len(chosen) == DEFAULT_FACETS:

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from fastapi import HTTPException
 
 from vitrina.encoders.image_io import is_url
-from vitrina.engine.data.catalog import metadata_key
+from vitrina.engine.data.catalog import image_sources, metadata_key, split_image_field
 from vitrina.engine.query.search import SearchHit
 from vitrina.serving.live import LiveIndex
 
@@ -33,13 +33,26 @@ def results(index: LiveIndex, hits: list[SearchHit], personalised: bool | None =
 
 
 def public_image(index: LiveIndex, product_id: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The record with a local image path replaced by the image's URL on this server (http(s) URLs kept)."""
+    """The record with a local image path replaced by the image's URL on this server (http(s) URLs kept).
+    Several images per product: each image column holds its images' URLs (`/products/ID/image?n=ORDINAL`),
+    a list where the catalog wrote several."""
     field = index.session.manifest.catalog.get("image_field")
     key = metadata_key(field) if field else None
     value = record.get(key) if key else None
-    if not isinstance(value, str) or not value.strip() or is_url(value.strip()):
-        return record
-    return {**record, key: f"/products/{quote(product_id, safe='')}/image"}
+    url = f"/products/{quote(product_id, safe='')}/image"
+    if key in record and isinstance(value, str) and len(image_sources([value])) <= 1:  # one image, as always
+        if not value.strip() or is_url(value.strip()):
+            return record
+        return {**record, key: url}
+    out, ordinal = dict(record), 0
+    for name in split_image_field(field):
+        column = metadata_key(name)
+        sources = image_sources([record.get(column)])
+        urls = [s if is_url(s) else f"{url}?n={ordinal + i}" for i, s in enumerate(sources)]
+        ordinal += len(sources)
+        if column in record and sources:
+            out[column] = urls if len(urls) > 1 or not isinstance(record[column], str) else urls[0]
+    return out
 
 
 def clean_metadata(record: dict[str, Any]) -> dict[str, Any]:

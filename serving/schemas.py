@@ -13,6 +13,11 @@ class Hit(BaseModel):
     score: float
     variants: list[str] | None = Field(
         default=None, description="on indexes with product groups: the ids of the other products of its group")
+    matched_image: str | None = Field(
+        default=None, description="on indexes with several images per product: the image that matched (as the catalog "
+                                  "names it) for image searches (similar, text -> image); null for text hits")
+    matched_image_index: int | None = Field(
+        default=None, description="with matched_image: its ordinal among the product's images (0: the first)")
 
 
 class BoughtTogetherHit(Hit):

@@ -38,16 +38,24 @@ def exported_dirs(encoders: dict[str, Encoder]) -> dict[str, Path]:
 
 
 def build_space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarray, config: VitrinaConfig,
-                target_recall: float | None = None) -> tuple[SpaceInfo, VectorSpace]:
+                target_recall: float | None = None, ordinals: np.ndarray | None = None) -> tuple[SpaceInfo, VectorSpace]:
     """The FAISS index over one modality's vectors, and the manifest record of how it was made; with
-    `target_recall`, nprobe/efSearch of an approximate index tuned to reach it (recorded as `info.tuning`)."""
+    `target_recall`, nprobe/efSearch of an approximate index tuned to reach it (recorded as `info.tuning`).
+    ordinals: the image ordinal of each vector where products hold several (kept only when some is not 0)."""
     index = ProductIndex.build(vectors, rows, config.index.factory, config.index)
     tuned = None
     if target_recall is not None and len(vectors) > TUNE_MIN_VECTORS:
         tuned = tune_search(index, vectors, rows, target_recall)
     info = SpaceInfo(encoder=encoder.name, model=spec, dim=encoder.dim, count=len(rows), factory=index.factory,
                      runtime=describe_runtime(encoder), tuning=tuned.to_json() if tuned is not None else None)
-    return info, VectorSpace(index, vectors, rows)
+    return info, VectorSpace(index, vectors, rows, stored_ordinals(ordinals))
+
+
+def stored_ordinals(ordinals: np.ndarray | None) -> np.ndarray | None:
+    """Image ordinals as a space keeps them: None when every vector is its product's first image."""
+    if ordinals is None or not np.asarray(ordinals).any():
+        return None
+    return np.asarray(ordinals, dtype=np.int64)
 
 
 # --- the manifest's record of the catalog ----------------------------------------------------------------------
@@ -83,7 +91,8 @@ def recorded_url_policy(catalog: dict) -> ImageConfig:
 def catalog_record(origin: CatalogOrigin, fields: CatalogConfig, config: VitrinaConfig) -> dict:
     """The manifest's record of the catalog an index was built from (config.images: the policy it was read under)."""
     return {"source": origin.manifest_source, "id_field": fields.id_field, "text_fields": list(fields.text_fields or ()),
-            "image_field": fields.image_field, "image_roots": image_roots(config), "image_urls": image_url_rules(config)}
+            "image_field": fields.image_field, "image_roots": image_roots(config), "image_urls": image_url_rules(config),
+            **({"max_images": fields.max_images} if fields.max_images != CatalogConfig.max_images else {})}
 
 
 # --- shards -> IndexDirectory ----------------------------------------------------------------------------------
@@ -106,9 +115,11 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
     progress over the shards and spaces."""
     show = config.progress and versioned
     ids, text_hashes, image_hashes, text_parts, image_parts, image_rows, failures = [], [], [], [], [], [], []
+    image_ordinals = []
     encoded = {"text": 0, "image": 0}
     for shard in tqdm(shards, desc="index: shards", unit="shard", disable=not show, leave=False):
         image_rows.append(shard.image_positions + len(ids))
+        image_ordinals.append(shard.ordinals())
         ids += shard.ids
         text_hashes += shard.text_hashes
         image_hashes += shard.image_hashes
@@ -117,15 +128,18 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
         failures += shard.failures
         encoded["text"] += shard.encoded_text
         encoded["image"] += shard.encoded_images
-    sources = [("text", encoders.text, encoders.specs.text, np.concatenate(text_parts), np.arange(len(ids), dtype=np.int64))]
+    sources = [("text", encoders.text, encoders.specs.text, np.concatenate(text_parts), np.arange(len(ids), dtype=np.int64),
+                None)]
     if encoders.image is not None:
         rows = np.concatenate(image_rows)
-        if len(rows):
-            sources.append(("image", encoders.image, encoders.specs.image, np.concatenate(image_parts), rows))
+        if len(rows):  # one vector per image: a product with several images repeats its row
+            sources.append(("image", encoders.image, encoders.specs.image, np.concatenate(image_parts), rows,
+                            np.concatenate(image_ordinals)))
     infos: dict[str, SpaceInfo] = {}
     spaces: dict[str, VectorSpace] = {}
-    for name, encoder, spec, vectors, rows in tqdm(sources, desc="index: FAISS", unit="space", disable=not show, leave=False):
-        infos[name], spaces[name] = build_space(encoder, spec, vectors, rows, config, target_recall)
+    for name, encoder, spec, vectors, rows, ordinals in tqdm(sources, desc="index: FAISS", unit="space", disable=not show,
+                                                             leave=False):
+        infos[name], spaces[name] = build_space(encoder, spec, vectors, rows, config, target_recall, ordinals)
     tuning = {name: info.tuning for name, info in infos.items() if info.tuning is not None}
     reused = {"text": len(ids) - encoded["text"], "image": (len(spaces["image"].rows) if "image" in spaces else 0) - encoded["image"]}
     texts = [p.text for p in products]

@@ -27,12 +27,24 @@ from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogConfig, Product
 from vitrina.engine.build.shards import Shard
 from vitrina.index import IndexDirectory, IndexManifest
-from vitrina.index.content import CONTENT_FILE, ProductContent, content_hash
-from vitrina.index.store import read_vectors
+from vitrina.index.content import CONTENT_FILE, ProductContent, content_hash, join_image_hashes, split_image_hashes
+from vitrina.index.store import read_ordinals, read_vectors
 from vitrina.index.versions import is_versioned_root, resolve_index_path
 
 TEXT_CHUNK = 1024  # texts per encode call (sorted by length inside it)
 Bars = dict[str, tqdm]  # progress bars the stage updates where present: "text" (products), "decode" (images)
+ImageSlot = tuple[int, int, str]  # (position of the product in its shard, image ordinal, image source)
+
+
+def image_slots(products: Sequence[Product]) -> list[ImageSlot]:
+    """Every image of the products, in catalog order: each is read, hashed and embedded on its own."""
+    return [(i, ordinal, source) for i, p in enumerate(products) for ordinal, source in enumerate(p.image_sources)]
+
+
+def refused_images(products: Sequence[Product], cap: int) -> list[tuple[str, str]]:
+    """(product id, reason) of the products that named more images than the cap allows."""
+    return [(p.id, f"{p.images_refused} more image(s) left out: at most {cap} per product (max_images)")
+            for p in products if p.images_refused]
 
 
 def absolute_spec(spec: str) -> str:
@@ -102,9 +114,12 @@ class Previous:
     """The live version's vectors by product id and content hash, for reusing unchanged products."""
 
     def __init__(self, manifest: IndexManifest | None, content: ProductContent | None,
-                 stored: dict[str, tuple[np.ndarray, np.ndarray]], encoder_names: dict[str, str]) -> None:
-        """stored: space -> (vectors, product rows) of the live version."""
+                 stored: dict[str, tuple[np.ndarray, np.ndarray]], encoder_names: dict[str, str],
+                 ordinals: dict[str, np.ndarray | None] | None = None) -> None:
+        """stored: space -> (vectors, product rows) of the live version; ordinals: space -> image ordinal of
+        each vector, where products hold several images."""
         self.lookup: dict[str, dict[str, tuple[str, np.ndarray, int]]] = {"text": {}, "image": {}}  # id -> (hash, vectors, position)
+        self.images: dict[str, dict[str, tuple[np.ndarray, int]]] = {}  # id -> image digest -> (vectors, position)
         if manifest is None or content is None:
             return
         for space, hashes in (("text", content.text_hashes), ("image", content.image_hashes)):
@@ -112,9 +127,17 @@ class Previous:
             if space not in stored or info is None or info.encoder != encoder_names.get(space):
                 continue  # another model made these vectors: nothing to reuse
             vectors, rows = stored[space]
+            numbers = (ordinals or {}).get(space)
             for position, row in enumerate(np.asarray(rows).tolist()):
-                if hashes[row]:
+                if not hashes[row]:
+                    continue
+                if space == "text":
                     self.lookup[space][content.ids[row]] = (hashes[row], vectors, position)
+                    continue
+                digests = split_image_hashes(hashes[row])
+                ordinal = 0 if numbers is None else int(numbers[position])
+                if ordinal < len(digests) and digests[ordinal]:
+                    self.images.setdefault(content.ids[row], {})[digests[ordinal]] = (vectors, position)
 
     @classmethod
     def nothing(cls) -> "Previous":
@@ -124,7 +147,8 @@ class Previous:
     @classmethod
     def of_directory(cls, directory: IndexDirectory, encoder_names: dict[str, str]) -> "Previous":
         stored = {name: (space.vectors, space.rows) for name, space in directory.spaces.items()}
-        return cls(directory.manifest, directory.content, stored, encoder_names)
+        ordinals = {name: space.ordinals for name, space in directory.spaces.items()}
+        return cls(directory.manifest, directory.content, stored, encoder_names, ordinals)
 
     @classmethod
     def of_root(cls, root: Path, encoder_names: dict[str, str]) -> "Previous":
@@ -135,15 +159,18 @@ class Previous:
         path = resolve_index_path(root)
         manifest = IndexManifest.load(path)
         stored = {name: read_vectors(path, name) for name in ("text", "image") if name in manifest.spaces}
-        return cls(manifest, ProductContent.load(path / CONTENT_FILE), stored, encoder_names)
+        ordinals = {name: read_ordinals(path, name, len(rows)) for name, (_, rows) in stored.items()}
+        return cls(manifest, ProductContent.load(path / CONTENT_FILE), stored, encoder_names, ordinals)
 
-    def digest(self, space: str, product_id: str) -> str:
-        """The content hash the live version has for a product's vector in `space` ("" when none)."""
-        found = self.lookup[space].get(product_id)
-        return found[0] if found is not None else ""
+    def image_digests(self, product_id: str) -> set[str]:
+        """The digests of the product's images that have a live vector (any ordinal: a moved image is reused)."""
+        return set(self.images.get(product_id, ()))
 
     def vector(self, space: str, product_id: str, digest: str) -> np.ndarray | None:
-        """The live vector of the product when its content still hashes to `digest`, else None."""
+        """The live vector of the product (an image: any of its images) whose content hashes to `digest`, else None."""
+        if space == "image":
+            found_image = self.images.get(product_id, {}).get(digest)
+            return None if found_image is None else np.asarray(found_image[0][found_image[1]], dtype=np.float32)
         found = self.lookup[space].get(product_id)
         if found is None or found[0] != digest:
             return None
@@ -187,15 +214,15 @@ class LocalExecutor:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, product: Product, bars: Bars) -> tuple[str, object]:
-        """(image hash, pixels / image / None when unchanged, or the ImageLoadError)."""
+    def _load(self, product: Product, source: str, bars: Bars) -> tuple[str, object]:
+        """(image hash, pixels / image / None when unchanged, or the ImageLoadError) of one of its images."""
         enc = self.config.encoders
         try:
-            data = read_image_bytes(product.image, enc.image_timeout_s, self.config.images)
+            data = read_image_bytes(source, enc.image_timeout_s, self.config.images)
             digest = content_hash(data)
-            if digest == self.previous.digest("image", product.id):
+            if digest in self.previous.image_digests(product.id):
                 return digest, None
-            image = decode_image(data, product.image, enc.image_max_pixels, enc.image_max_aspect)
+            image = decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect)
             item = self.preprocess([image])[0] if self.preprocess is not None else image
             return digest, item
         except ImageLoadError as exc:
@@ -205,14 +232,14 @@ class LocalExecutor:
                 bars["decode"].update(1)
 
     def encode(self, number: int, products: Sequence[Product], bars: Bars) -> Shard:
-        wanted = [i for i, p in enumerate(products) if p.image] if self.image is not None else []
+        wanted = image_slots(products) if self.image is not None else []
         window = max(4, 4 * self.config.encoders.batch_size)  # images decoded ahead of the encoder, at most
-        pending: deque[tuple[int, Future]] = deque()
+        pending: deque[tuple[ImageSlot, Future]] = deque()
         queue = iter(wanted)
 
         def top_up() -> None:
-            for i in islice(queue, window - len(pending)):
-                pending.append((i, self.pool.submit(self._load, products[i], bars)))
+            for slot in islice(queue, window - len(pending)):
+                pending.append((slot, self.pool.submit(self._load, products[slot[0]], slot[2], bars)))
 
         top_up()  # images start decoding while the texts encode
         started = time.perf_counter()
@@ -221,11 +248,12 @@ class LocalExecutor:
             text[todo] = encode_texts(self.text, [products[i].text for i in todo], progress=False, bar=bars.get("text"))
         middle = time.perf_counter()
         self.seconds["text"] += middle - started
-        image_hashes = [""] * len(products)
-        failures: list[tuple[str, str]] = []
+        digests: list[list[str]] = [[""] * len(p.image_sources) for p in products]
+        failures = refused_images(products, self.config.catalog.max_images) if self.image is not None else []
         positions: list[int] = []
+        ordinals: list[int] = []
         image_vectors: list[np.ndarray] = []
-        batch: list[tuple[int, object]] = []
+        batch: list[tuple[ImageSlot, object]] = []
         encoded_images = 0
 
         def flush() -> None:
@@ -234,37 +262,41 @@ class LocalExecutor:
                 return
             items = [item for _, item in batch]
             vectors = self.image.encode_pixels(np.stack(items)) if self.preprocess is not None else self.image.encode(items)
-            for (i, _), vector in zip(batch, vectors):
+            for ((i, ordinal, _), _), vector in zip(batch, vectors):
                 positions.append(i)
+                ordinals.append(ordinal)
                 image_vectors.append(vector)
             encoded_images += len(batch)
             batch.clear()
 
         while pending:
-            i, future = pending.popleft()
+            slot, future = pending.popleft()
+            i, ordinal, _ = slot
             digest, item = future.result()
             top_up()
-            if isinstance(item, ImageLoadError):
+            if isinstance(item, ImageLoadError):  # this image only: the product keeps its others
                 failures.append((products[i].id, str(item)))
                 self.images_failed += 1
                 if "decode" in bars:
                     bars["decode"].set_postfix(images_failed=self.images_failed, refresh=False)
                 continue
-            image_hashes[i] = digest
-            if item is None:  # unchanged since the live version
+            digests[i][ordinal] = digest
+            if item is None:  # unchanged since the live version (as any of the product's images)
                 positions.append(i)
+                ordinals.append(ordinal)
                 image_vectors.append(self.previous.vector("image", products[i].id, digest))
                 continue
-            batch.append((i, item))
+            batch.append((slot, item))
             if len(batch) >= self.config.encoders.batch_size:
                 flush()
         flush()
         self.seconds["image"] += time.perf_counter() - middle
-        order = np.argsort(positions, kind="stable")  # catalog order, however the batches fell
+        order = np.lexsort((ordinals, positions))  # catalog and image order, however the batches fell
         image_dim = self.image.dim if self.image is not None else 0
         stacked = np.stack(image_vectors)[order] if image_vectors else np.zeros((0, image_dim), dtype=np.float32)
-        return Shard(number, [p.id for p in products], text_hashes, image_hashes, text, stacked,
-                     np.asarray(positions, dtype=np.int64)[order], failures, len(todo), encoded_images)
+        return Shard(number, [p.id for p in products], text_hashes, [join_image_hashes(d) for d in digests], text,
+                     stacked, np.asarray(positions, dtype=np.int64)[order], failures, len(todo), encoded_images,
+                     np.asarray(ordinals, dtype=np.int64)[order])
 
 
 def executor_for(engine: str, encoders: Encoders, config: VitrinaConfig, previous: Previous, decode_threads: int,

@@ -205,8 +205,8 @@ def attach_groups(directory: IndexDirectory, grouping: Grouping | None = None) -
         return
     products = directory.products
     image = directory.spaces.get("image")
-    directory.groups = product_groups(grouping, [products.metadata(r) for r in range(len(products))],
-                                      None if image is None else image.vectors, None if image is None else image.rows)
+    vectors, rows = (None, None) if image is None else image.product_vectors()  # several images: their mean
+    directory.groups = product_groups(grouping, [products.metadata(r) for r in range(len(products))], vectors, rows)
     directory.manifest.catalog["groups"] = grouping.to_json()
 
 

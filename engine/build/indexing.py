@@ -42,7 +42,7 @@ def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig |
     show = config.progress
     bars = {"text": tqdm(total=len(whole), desc="text", unit="product", disable=not show, leave=False)}
     if plan.specs.image:
-        bars["decode"] = tqdm(total=sum(1 for p in whole.products if p.image), desc="images", unit="product",
+        bars["decode"] = tqdm(total=sum(len(p.image_sources) for p in whole.products), desc="images", unit="image",
                               disable=not show, leave=False)
     built = build(plan, ReindexConfig(), MemoryShards(), bars=bars, versioned=False)
     directory = built.assembled.directory

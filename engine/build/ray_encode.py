@@ -21,9 +21,9 @@ from vitrina.encoders import ImageLoadError
 from vitrina.encoders.image_io import decode_image, read_image_bytes
 from vitrina.engine.data.catalog import Product
 from vitrina.engine.config import VitrinaConfig
-from vitrina.engine.build.encode import Bars, Encoders, ModelSpecs, Previous
+from vitrina.engine.build.encode import Bars, Encoders, ModelSpecs, Previous, image_slots, refused_images
 from vitrina.engine.build.shards import Shard
-from vitrina.index.content import content_hash
+from vitrina.index.content import content_hash, join_image_hashes
 
 DEFAULT_ACTORS = 2  # without GPUs: two actors share the CPUs
 
@@ -54,7 +54,7 @@ class ProductEncoder:
                 enc = self.config.encoders
                 data = read_image_bytes(source, enc.image_timeout_s, self.config.images)
                 hashes[i] = content_hash(data)
-                if hashes[i] == str(batch["previous_image_hash"][i]):
+                if hashes[i] in str(batch["previous_image_hashes"][i]).split("|"):
                     continue  # unchanged: the driver keeps the live vector
                 items.append(decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect))
                 slots.append(i)
@@ -98,27 +98,38 @@ class RayExecutor:
         previous, config = self.previous, self.config
         text_hashes, text, todo = previous.reuse_texts(products, self.text_dim)
         encode_text = set(todo)
-        items = [{"position": i, "text": p.text, "image": p.image or "", "encode_text": i in encode_text,
-                  "previous_image_hash": previous.digest("image", p.id)} for i, p in enumerate(products)]
+        # one item per product (its text and first image), then one per further image (no text)
+        slots = [(i, 0, p.image or "") for i, p in enumerate(products)] + \
+            [(i, o, source) for i, o, source in image_slots(products) if o > 0]
+        items = [{"position": i, "ordinal": o, "text": products[i].text if o == 0 else "", "image": source,
+                  "encode_text": o == 0 and i in encode_text,
+                  "previous_image_hashes": "|".join(sorted(previous.image_digests(products[i].id)))}
+                 for i, o, source in slots]
         actors, gpus = _actors(self.actors)
         dataset = ray.data.from_items(items).map_batches(
             ProductEncoder, fn_constructor_kwargs={"specs": self.specs, "config": config},
             batch_size=config.encoders.batch_size, batch_format="numpy", concurrency=actors, num_gpus=gpus,
         )
-        rows = sorted(dataset.take_all(), key=lambda r: int(r["position"]))
+        rows = sorted(dataset.take_all(), key=lambda r: (int(r["position"]), int(r["ordinal"])))
+        by_slot = {(int(r["position"]), int(r["ordinal"])): r for r in rows}
         for i in todo:
-            text[i] = rows[i]["text"]
-        image_hashes = [str(r["image_hash"]) for r in rows]
-        failures = [(products[i].id, str(r["image_error"])) for i, r in enumerate(rows) if r["image_error"]]
-        positions, vectors = [], []
-        for i, r in enumerate(rows):
-            if not image_hashes[i] or r["image_error"]:
+            text[i] = by_slot[(i, 0)]["text"]
+        digests = [[""] * len(p.image_sources) for p in products]
+        failures = refused_images(products, config.catalog.max_images) if self.specs.image else []
+        failures += [(products[int(r["position"])].id, str(r["image_error"])) for r in rows if r["image_error"]]
+        positions, ordinals, vectors = [], [], []
+        for r in rows:
+            i, ordinal, digest = int(r["position"]), int(r["ordinal"]), str(r["image_hash"])
+            if not digest or r["image_error"]:
                 continue
+            digests[i][ordinal] = digest
             positions.append(i)
+            ordinals.append(ordinal)
             vectors.append(np.asarray(r["image"], dtype=np.float32) if r["image_encoded"]
-                           else previous.vector("image", products[i].id, image_hashes[i]))
+                           else previous.vector("image", products[i].id, digest))
+        image_hashes = [join_image_hashes(d) for d in digests]
         if "decode" in bars:
-            bars["decode"].update(sum(1 for p in products if p.image))
+            bars["decode"].update(sum(len(p.image_sources) for p in products))
         if "text" in bars:
             bars["text"].update(len(todo))
         image_dim = len(rows[0]["image"]) if rows else 0
@@ -126,4 +137,4 @@ class RayExecutor:
         return Shard(number, [p.id for p in products], text_hashes, image_hashes, text,
                      np.stack(vectors) if vectors else np.zeros((0, image_dim), dtype=np.float32),
                      np.asarray(positions, dtype=np.int64), failures,
-                     len(todo), int(sum(bool(r["image_encoded"]) for r in rows)))
+                     len(todo), int(sum(bool(r["image_encoded"]) for r in rows)), np.asarray(ordinals, dtype=np.int64))

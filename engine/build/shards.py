@@ -30,13 +30,20 @@ class Shard:
     index: int
     ids: list[str]
     text_hashes: list[str]
-    image_hashes: list[str]  # "" where the product has no image
+    image_hashes: list[str]  # "" where the product has no image; several images: index.content.join_image_hashes
     text: np.ndarray  # (n, text dim)
     image: np.ndarray  # (m, image dim): the products whose image could be read
-    image_positions: np.ndarray  # (m,) position in this shard of each image vector
+    image_positions: np.ndarray  # (m,) position in this shard of each image vector (repeated: several images)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (product id, reason) of unreadable images
     encoded_text: int = 0  # how many were encoded here (the rest reused from the live version)
     encoded_images: int = 0
+    image_ordinals: np.ndarray | None = None  # (m,) which of its product's images each vector is; None: all 0
+
+    def ordinals(self) -> np.ndarray:
+        """The image ordinal of each image vector (zeros when not recorded)."""
+        if self.image_ordinals is None:
+            return np.zeros(len(self.image_positions), dtype=np.int64)
+        return np.asarray(self.image_ordinals, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -85,6 +92,7 @@ class ShardStore:
             "ids": np.asarray(shard.ids, dtype=str), "text_hashes": np.asarray(shard.text_hashes, dtype=str),
             "image_hashes": np.asarray(shard.image_hashes, dtype=str), "text": shard.text, "image": shard.image,
             "image_positions": np.asarray(shard.image_positions, dtype=np.int64),
+            "image_ordinals": shard.ordinals(),
             "failure_ids": np.asarray([f[0] for f in shard.failures], dtype=str),
             "failure_reasons": np.asarray([f[1] for f in shard.failures], dtype=str),
             "encoded": np.asarray([shard.encoded_text, shard.encoded_images], dtype=np.int64),
@@ -107,6 +115,7 @@ class ShardStore:
                 data["text"], data["image"], data["image_positions"],
                 list(zip(data["failure_ids"].tolist(), data["failure_reasons"].tolist())),
                 int(data["encoded"][0]), int(data["encoded"][1]),
+                data["image_ordinals"] if "image_ordinals" in data.files else None,
             )
 
     def remove(self) -> None:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vitrina.engine.data.catalog import CatalogSource, Product, read_catalog
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import CatalogError
-from vitrina.engine.build.assemble import image_roots, image_url_rules, recorded_image_roots
+from vitrina.engine.build.assemble import image_roots, image_url_rules, recorded_image_roots, stored_ordinals
 from vitrina.engine.build.encode import Encoders, ModelSpecs, Previous, executor_for
 from vitrina.engine.build.groups import Grouping, attach_groups, check_upserted
 from vitrina.engine.build.pipeline import ReindexConfig, publish_version, root_lock
@@ -177,13 +177,13 @@ def _hashes_of(content: ProductContent, row: int) -> tuple[str, str]:
     return content.text_hashes[row], content.image_hashes[row]
 
 
-def _added_vectors(name: str, shard: Shard | None, dim: int, base: int) -> tuple[np.ndarray, np.ndarray]:
-    """The new vectors of space `name` and their product rows (the added products start at row `base`)."""
+def _added_vectors(name: str, shard: Shard | None, dim: int, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The new vectors of space `name`, their product rows (the added products start at row `base`) and image ordinals."""
     if shard is None or (name == "image" and not len(shard.image_positions)):  # none added (or none has a photo)
-        return np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        return np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     if name == "text":
-        return shard.text, np.arange(base, base + len(shard), dtype=np.int64)
-    return shard.image, shard.image_positions + base
+        return shard.text, np.arange(base, base + len(shard), dtype=np.int64), np.zeros(len(shard), dtype=np.int64)
+    return shard.image, shard.image_positions + base, shard.ordinals()
 
 
 def _publish_refilled(root: Path, live: IndexDirectory, keep: list[int], added: Sequence[Product], shard: Shard | None,
@@ -204,12 +204,14 @@ def _publish_refilled(root: Path, live: IndexDirectory, keep: list[int], added: 
         old = live.spaces[name]
         old_rows = np.asarray(old.rows)
         kept = np.flatnonzero(renumber[old_rows] >= 0)
-        new_vectors, new_rows = _added_vectors(name, shard, live.manifest.spaces[name].dim, base)
+        new_vectors, new_rows, new_ordinals = _added_vectors(name, shard, live.manifest.spaces[name].dim, base)
         vectors = np.concatenate([np.asarray(old.vectors[kept], dtype=np.float32), np.asarray(new_vectors, dtype=np.float32)])
         rows = np.concatenate([renumber[old_rows[kept]], np.asarray(new_rows, dtype=np.int64)])
+        old_ordinals = np.zeros(len(old_rows), dtype=np.int64) if old.ordinals is None else np.asarray(old.ordinals)
+        ordinals = np.concatenate([old_ordinals[kept], new_ordinals])
         if not len(rows):
             continue
-        spaces[name] = VectorSpace(old.index.refilled(vectors, rows), vectors, rows)
+        spaces[name] = VectorSpace(old.index.refilled(vectors, rows), vectors, rows, stored_ordinals(ordinals))
         infos[name] = live.manifest.spaces[name]
         infos[name].count = len(rows)
     new_content = ProductContent([p.id for p in added], [p.text for p in added],

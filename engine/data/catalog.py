@@ -42,7 +42,9 @@ class CatalogConfig:
     """Which catalog columns hold the id, the text to embed, the image, and the price.
 
     text_fields None means title and description, where present. image_field_required is set when
-    the user named the image field explicitly: then a catalog without it is an error.
+    the user named the image field explicitly: then a catalog without it is an error. image_field may name
+    several columns ("front,back"), and each may hold several images (a list, a JSON array or `|`-separated);
+    a product keeps at most max_images of them (the rest are refused and reported at indexing).
     """
 
     id_field: str = "id"
@@ -52,14 +54,27 @@ class CatalogConfig:
     price_field: str = "price"
     group_field: str | None = None  # products sharing this column's value are one group (engine.build.groups)
     collapse_duplicates: float | None = None  # else: group equal titles with image cosine >= this (None: off)
+    max_images: int = 8  # images kept per product; more are refused (counted in the build's image failures)
+
+    @property
+    def image_fields(self) -> tuple[str, ...]:
+        """The image columns, in order (image_field "front,back" names two)."""
+        return split_image_field(self.image_field)
 
 
 @dataclass(frozen=True)
 class Product:
     id: str
     text: str
-    image: str | None  # an absolute path or an http(s) URL
+    image: str | None  # an absolute path or an http(s) URL: the first of `images`
     metadata: dict[str, Any] = field(default_factory=dict)
+    images: tuple[str, ...] = ()  # every image (resolved like `image`), by image ordinal; () with image: just it
+    images_refused: int = 0  # images beyond CatalogConfig.max_images, left out
+
+    @property
+    def image_sources(self) -> tuple[str, ...]:
+        """The product's images by ordinal (its one image for products made with `image` alone)."""
+        return self.images or ((self.image,) if self.image else ())
 
 
 @dataclass
@@ -291,9 +306,12 @@ def resolve_fields(source: str | Path, columns: list[str], fields: CatalogConfig
         text_fields = fields.text_fields
     image_field = fields.image_field
     if image_field and image_field not in columns:
-        if fields.image_field_required:
-            raise CatalogError(f"{path}: image field {image_field!r} is not a column (columns: {listing})")
-        image_field = None
+        missing = [f for f in split_image_field(image_field) if f not in columns]
+        if missing and fields.image_field_required:
+            raise CatalogError(f"{path}: image field {missing[0]!r} is not a column (columns: {listing})")
+        image_field = image_field if not missing else None
+    if isinstance(fields.max_images, bool) or not isinstance(fields.max_images, int) or fields.max_images < 1:
+        raise CatalogError(f"max_images must be a whole number of at least 1, got {fields.max_images!r}")
     grouping_for(columns, text_fields, fields.group_field, fields.collapse_duplicates, path)  # a clear error now
     return replace(fields, text_fields=text_fields, image_field=image_field)
 
@@ -383,11 +401,47 @@ def _products(origin: CatalogOrigin, fields: CatalogConfig, records: Iterator[tu
             if key == fields.price_field:
                 value = parse_price(value, located, key)
             metadata[metadata_key(key)] = value
-        image = None
+        image, images, refused = None, (), 0
         if fields.image_field:
-            raw = _as_text(record.get(fields.image_field))
-            image = resolve_image_source(raw, origin.image_dir) if raw else None
-        yield Product(pid, text, image, metadata)
+            raw = image_sources([record.get(f) for f in fields.image_fields])
+            refused = max(0, len(raw) - fields.max_images)
+            images = tuple(resolve_image_source(r, origin.image_dir) for r in raw[:fields.max_images])
+            image = images[0] if images else None
+        yield Product(pid, text, image, metadata, images if len(images) > 1 else (), refused)
+
+
+def split_image_field(image_field: str | None) -> tuple[str, ...]:
+    """The columns an image field names: "front,back" -> ("front", "back"); None -> ()."""
+    if not image_field:
+        return ()
+    return tuple(f.strip() for f in str(image_field).split(",") if f.strip())
+
+
+def image_sources(values: Sequence[Any]) -> list[str]:
+    """A product's image sources as written in its catalog, in ordinal order, from its image columns' values:
+    each a single path or URL, a list, a JSON array string or a `|`-separated string (empty entries skipped).
+    A value that looks like a JSON array but does not parse is kept whole (it then fails as one image)."""
+    out: list[str] = []
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            out.extend(t for t in (_as_text(v) for v in value) if t)
+            continue
+        text = _as_text(value)
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                parsed = None
+            if isinstance(parsed, list):
+                out.extend(t for t in (_as_text(v) for v in parsed if not isinstance(v, (list, dict))) if t)
+                continue
+        if "|" in text:
+            out.extend(t for t in (part.strip() for part in text.split("|")) if t)
+        elif text:
+            out.append(text)
+    return out
 
 
 def resolve_image_source(raw: str, base_dir: Path) -> str:

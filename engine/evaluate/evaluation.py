@@ -367,7 +367,7 @@ def evaluate_image(
                          fields=", ".join(c for c in column_names if c != "id"))
     labels = session.products.table.column(label_field).to_pylist()
     ids = session.products.ids
-    with_image = [int(r) for r in space.rows if labels[int(r)] not in (None, "")]
+    with_image = [r for r in dict.fromkeys(int(r) for r in space.rows) if labels[r] not in (None, "")]  # once each
     by_label: dict[object, list[int]] = {}
     for row in with_image:
         by_label.setdefault(labels[row], []).append(row)
@@ -381,7 +381,7 @@ def evaluate_image(
 
     def searcher(target, query_vectors):
         def retrieve(batch):
-            return target.index.search(query_vectors(batch), DEPTH + 1)
+            return target.search(query_vectors(batch), DEPTH + 1)  # several images per product: max-pooled
         return retrieve
 
     def stored(source):
@@ -435,7 +435,8 @@ def evaluate_cross_modal(
         space = session.directory.spaces["image"]
         encoder = session.encoder("text->image")
         encode, what = encoder.encode, f"text queries encoded by {encoder.name}"
-    candidates = [int(r) for r in space.rows if texts[int(r)].strip() and (not heldout or heldout_bucket(ids[int(r)]) < heldout)]
+    candidates = [r for r in dict.fromkeys(int(r) for r in space.rows)  # a product once, however many images
+                  if texts[r].strip() and (not heldout or heldout_bucket(ids[r]) < heldout)]
     chosen = _sample(candidates, limit, seed)
     if not chosen:
         raise QueryError("no product has both text and an image vector")
@@ -444,7 +445,7 @@ def evaluate_cross_modal(
     names = metric_names(k, extra_recall_at_1=True)
 
     def retrieve(batch):
-        return space.index.search(encode([texts[chosen[i]] for i in batch]), DEPTH)
+        return space.search(encode([texts[chosen[i]] for i in batch]), DEPTH)  # several images: each product's best
 
     result = _method("dense", query_ids, retrieve, ids, judgements, k, 1.0, names, progress)
     notes.insert(0, f"{what} against {len(space.rows)} image vectors")

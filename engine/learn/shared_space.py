@@ -92,8 +92,9 @@ def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None)
     sources: dict[str, str] = {}
     for modality in ("text", "image"):
         space = directory.spaces.get(modality)
-        if space is not None and len(space.rows):
-            inputs[modality] = (np.asarray(space.vectors, dtype=np.float32), np.asarray(space.rows, dtype=np.int64))
+        if space is not None and len(space.rows):  # one vector per product: several images' normalised mean
+            vectors, rows = space.product_vectors()
+            inputs[modality] = (np.asarray(vectors, dtype=np.float32), np.asarray(rows, dtype=np.int64))
             sources[modality] = directory.manifest.spaces[modality].encoder
     if behaviour is not None and behaviour.has_vector.any():
         rows = np.flatnonzero(behaviour.has_vector).astype(np.int64)
@@ -254,11 +255,18 @@ def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: Beha
     if "text" not in usable and "image" not in usable:
         raise QueryError("the shared-space heads fit none of this index's encoders: " + "; ".join(notes))
     infos, spaces = {}, {}
-    for name, (vectors, rows) in shared_vectors(model, len(directory.products), usable).items():
+    computed = shared_vectors(model, len(directory.products), usable)
+    images = directory.spaces.get("image")
+    ordinals = None
+    if SHARED_IMAGE_SPACE in computed and images is not None and images.multi:  # text -> image: every image
+        computed[SHARED_IMAGE_SPACE] = (model.project("image", np.asarray(images.vectors, dtype=np.float32)),
+                                        np.asarray(images.rows, dtype=np.int64))
+        ordinals = images.ordinals
+    for name, (vectors, rows) in computed.items():
         index = ProductIndex.build(vectors, rows, config.index.factory, config.index)
         infos[name] = SpaceInfo(encoder=model.name, model="", dim=vectors.shape[1], count=len(rows), factory=index.factory,
                                 runtime="fusion heads (numpy)")
-        spaces[name] = VectorSpace(index, vectors, rows)
+        spaces[name] = VectorSpace(index, vectors, rows, ordinals if name == SHARED_IMAGE_SPACE else None)
     return infos, spaces, notes
 
 

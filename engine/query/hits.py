@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vitrina.engine.errors import QueryError
@@ -20,6 +20,9 @@ class SearchHit:
     score: float
     metadata: dict[str, Any]
     variants: list[str] | None = None  # the other products of its group, best first; None: index not grouped
+    matched_image: str | None = None  # several images per product: the image that matched, as the catalog names it
+    matched_image_index: int | None = None  # ... and its ordinal among the product's images (0 first); None: text hits
+    multi_image: bool = field(default=False, repr=False, compare=False)  # the index holds several images per product
 
     @property
     def product(self) -> dict[str, Any]:
@@ -28,7 +31,11 @@ class SearchHit:
 
     def to_json(self) -> dict[str, Any]:
         out = {"id": self.id, "score": round(float(self.score), 6), **self.metadata}
-        return out if self.variants is None else {**out, "variants": list(self.variants)}
+        if self.variants is not None:
+            out["variants"] = list(self.variants)
+        if self.multi_image:  # only indexes with several images per product carry the fields (null on text hits)
+            out.update(matched_image=self.matched_image, matched_image_index=self.matched_image_index)
+        return out
 
 
 class Hits(list[SearchHit]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from functools import cached_property
@@ -14,7 +15,7 @@ from PIL import Image
 from vitrina.encoders import Encoder, EncoderError, ImageConfig, load_image_encoder, load_image_space_text_encoder, load_text_encoder
 from vitrina.encoders.image_io import decode_image, load_image
 from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry, load_onnx_encoder
-from vitrina.engine.data.catalog import resolve_image_source
+from vitrina.engine.data.catalog import image_sources, metadata_key, resolve_image_source, split_image_field
 from vitrina.engine.build.assemble import recorded_image_roots, recorded_url_policy
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import ArgumentError, QueryError
@@ -109,17 +110,48 @@ class SearchSession:
 
     def hits(self, scores: np.ndarray, rows: np.ndarray, exclude: int | None = None, k: int | None = None) -> list[SearchHit]:
         """Search hits (id, score, metadata) of product rows; rows -1 and `exclude` are skipped."""
+        multi = self.multi_image
         hits = [
-            SearchHit(self.products.ids[row], float(score), self.products.metadata(row))
+            SearchHit(self.products.ids[row], float(score), self.products.metadata(row), multi_image=multi)
             for score, row in zip(scores, rows)
             if row >= 0 and row != exclude
         ]
         return hits[:k] if k else hits
 
+    @cached_property
+    def multi_image(self) -> bool:
+        """Whether some product holds several image vectors (several images per product)."""
+        space = self.directory.spaces.get("image")
+        return space is not None and space.multi
+
+    def image_names(self, row: int) -> list[str]:
+        """A product's image sources by ordinal, as its catalog row writes them (relative paths stay relative)."""
+        field = self.manifest.catalog.get("image_field")
+        metadata = self.products.metadata(row)
+        return image_sources([metadata.get(metadata_key(f)) for f in split_image_field(field)])
+
+    def name_images(self, hits: list[SearchHit], space: str, queries: np.ndarray) -> list[SearchHit]:
+        """The hits with `matched_image` set where `space` holds several images per product: the product's image
+        that best matches any of the query vectors (the one that scored it)."""
+        vectors = self.directory.spaces.get(space)
+        if vectors is None or not vectors.multi:
+            return hits
+        named = []
+        for hit in hits:
+            row = self.products.row_of(hit.id)
+            best = vectors.best_image(queries, row)
+            if best is None:
+                named.append(hit)
+                continue
+            names = self.image_names(row)
+            name = names[best[1]] if best[1] < len(names) else None
+            named.append(dataclasses.replace(hit, matched_image=name, matched_image_index=best[1]))
+        return named
+
     def search_vectors(self, space: str, vectors: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[list[SearchHit]]:
         self.manifest.space(space)  # a clear error when the index has no such vectors
         scores, rows = self.directory.spaces[space].search(vectors, check_k(k), allowed)
-        return [self.hits(s, r) for s, r in zip(scores, rows)]
+        return [self.name_images(self.hits(s, r), space, v[None, :]) for s, r, v in zip(scores, rows, vectors)]
 
     @cached_property
     def filters(self) -> FilterColumns:
@@ -349,7 +381,14 @@ class SearchSession:
             from vitrina.engine.query.personalise import load_behaviour
 
             behaviour = load_behaviour(self)
-        return run_text_search(self, search, behaviour=behaviour)
+        target = self._text_target(search.space)[1] if search.mode == "dense" else None
+        if target is None or not (target in self.directory.spaces and self.directory.spaces[target].multi):
+            return run_text_search(self, search, behaviour=behaviour)
+        query_vectors = self.encode_queries(search.dense_queries or search.queries, search.space)  # to name the matched image
+        answers = run_text_search(self, search, query_vectors, behaviour=behaviour)
+        for answer, vector in zip(answers, query_vectors):
+            answer[:] = self.name_images(list(answer), target, vector[None, :])
+        return answers
 
     def default_image_space(self) -> str:
         """Where `similar` looks by default: fused once trained, else the image vectors."""
@@ -389,10 +428,13 @@ class SearchSession:
             why = "no image, or it failed at index time" if space == "image" else "nothing to build it from"
             raise QueryError(f"product {product_id!r} has no {space} vector ({why})")
         allowed = self.allowed_rows(product_filter, where=where, price=price)
+        # several images per product: query with each of its images, a candidate scoring its best pair
+        queries = np.asarray(vectors.vectors[vectors.positions_of_row(row)], dtype=np.float32) if vectors.multi \
+            else vector[None, :]
         if self.groups is not None:  # one hit per product group, its own group left out
-            return grouped_similar(self, vectors, vector, row, check_k(k), allowed)
-        scores, rows = vectors.search(vector[None, :], check_k(k) + 1, allowed)
-        return self.hits(scores[0], rows[0], exclude=row, k=k)
+            return self.name_images(grouped_similar(self, vectors, queries, row, check_k(k), allowed), space, queries)
+        scores, rows = vectors.search_pooled(queries, check_k(k) + 1, allowed)
+        return self.name_images(self.hits(scores[0], rows[0], exclude=row, k=k), space, queries)
 
     def image_roots(self) -> tuple[Path, ...]:
         """The folders this index's local images may be served from (recorded at indexing; older indexes:
@@ -403,13 +445,13 @@ class SearchSession:
         """The URL rules this index's images were fetched under (older indexes: public addresses only)."""
         return recorded_url_policy(self.manifest.catalog)
 
-    def image_source(self, product_id: str) -> str | None:
-        """Where a product's image lives (absolute path or URL), from the catalog it was indexed from."""
-        field = self.manifest.catalog.get("image_field")
-        value = self.products.metadata(self.products.row_of(product_id)).get(field) if field else None
-        if not value:
+    def image_source(self, product_id: str, ordinal: int = 0) -> str | None:
+        """Where a product's image lives (absolute path or URL), from the catalog it was indexed from; `ordinal`
+        picks one of several (None past its last)."""
+        names = self.image_names(self.products.row_of(product_id))
+        if not 0 <= ordinal < len(names):
             return None
-        return resolve_image_source(str(value), Path(self.manifest.catalog["source"]).parent)
+        return resolve_image_source(names[ordinal], Path(self.manifest.catalog["source"]).parent)
 
 
 def ties_by_row(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -200,11 +200,12 @@ def grouped_vector_hits(session: SearchSession, space: str, vectors: np.ndarray,
     return [_with_variants(session, groups[:k], allowed) for groups in widened(session, fetch, len(vectors), k)]
 
 
-def grouped_similar(session: SearchSession, vectors, vector: np.ndarray, row: int, k: int,
+def grouped_similar(session: SearchSession, vectors, queries: np.ndarray, row: int, k: int,
                     allowed: np.ndarray | None) -> list[SearchHit]:
-    """Products like the product at `row` (its own group left out), one hit per group."""
+    """Products like the product at `row` (its own group left out), one hit per group; `queries`: its vector,
+    or one per image (a candidate scores its best pair)."""
     def fetch(depth: int, pending: list[int]) -> list[list[SearchHit]]:
-        scores, rows = vectors.search(vector[None, :], min(depth + 1, MAX_K + 1), allowed)
+        scores, rows = vectors.search_pooled(np.atleast_2d(queries), min(depth + 1, MAX_K + 1), allowed)
         return [session.hits(scores[0], rows[0], exclude=row, k=depth)]
 
     own = int(session.groups.ids[row])

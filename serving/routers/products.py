@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +19,8 @@ from vitrina.serving.schemas import BoughtTogetherResults, Results
 
 # The marker keeps this type apart from /search's equal Literal (typing caches `X | None` by equality, which
 # ignores the order of a Literal's values), so the schema lists the spaces in this order.
+ImageNumber = Annotated[int, Query(ge=0, le=1000, description="which of the product's images (0: the first), "
+                                                                "where products hold several")]
 SimilarSpace = Annotated[Literal["image", "fused", "text"], "the space of products like this one"] | None
 
 
@@ -55,11 +57,11 @@ def router(deps: Dependencies) -> APIRouter:
 
     @routes.get("/products/{product_id}/image", dependencies=deps.read, summary="One product's image",
                 response_class=Response, responses={200: {"content": {"image/*": {}}}})
-    async def product_image(index: Live, product_id: ProductId) -> Response:
+    async def product_image(index: Live, product_id: ProductId, n: ImageNumber = 0) -> Response:
         known(index, product_id)
-        source = index.session.image_source(product_id)
+        source = index.session.image_source(product_id, n)
         if source is None:
-            raise HTTPException(404, f"product {product_id!r} has no image")
+            raise HTTPException(404, f"product {product_id!r} has no image" + (f" number {n}" if n else ""))
         if is_url(source):  # a redirect only where indexing could fetch: never to the server's own network
             try:
                 await run_in_threadpool(check_url, source, index.session.image_url_policy())

@@ -15,7 +15,7 @@ from vitrina.encoders.image_policy import ImageConfig
 from vitrina.engine.api import Index
 from vitrina.engine.config import ShopperConfig, VitrinaConfig
 from vitrina.engine.build.groups import grouping_settings
-from vitrina.engine.data.catalog import CatalogConfig
+from vitrina.engine.data.catalog import CatalogConfig, split_image_field
 from vitrina.engine.data.events import MissingColumnError
 from vitrina.engine.errors import USER_ERRORS, QueryError
 from vitrina.engine.query.search import SearchHit
@@ -40,6 +40,7 @@ def config_from_args(args: argparse.Namespace) -> VitrinaConfig:
             image_field=get("image_field") or "image",
             image_field_required=get("image_field") is not None,
             price_field=get("price_field", "price"),
+            max_images=CatalogConfig.max_images if get("max_images") is None else get("max_images"),
             **grouping_settings(get("group_field"), get("duplicate_cosine") if get("collapse_duplicates") else None),
         ),
         encoders=EncoderConfig(
@@ -103,7 +104,7 @@ def emit(args: argparse.Namespace, index: Index, record: dict, title: str, hits:
         print_json(record)
         return
     catalog = index.manifest.catalog
-    hide = [catalog.get("image_field") or ""]
+    hide = list(split_image_field(catalog.get("image_field"))) or [""]
     console().print(results_table(title, hits, catalog.get("text_fields", []), hide, first))
     if getattr(hits, "facets", None) is not None:
         console().print(facets_table(hits))
@@ -141,8 +142,11 @@ def add_catalog_flags(p: argparse.ArgumentParser, models: bool = True) -> None:
     """How a catalog file is read and embedded (index, reindex, upsert)."""
     p.add_argument("--id-field", default="id", metavar="F")
     p.add_argument("--text-fields", default=None, metavar="A,B", help="default: title,description where present")
-    p.add_argument("--image-field", default=None, metavar="F", help="default: image, when present")
+    p.add_argument("--image-field", default=None, metavar="F",
+                   help="default: image, when present; F1,F2 names several image columns (each may also hold a list)")
     p.add_argument("--price-field", default="price", metavar="F", help="parsed as a number when present")
+    p.add_argument("--max-images", type=int, default=None, metavar="N",
+                   help=f"images kept per product (default {CatalogConfig.max_images}); more are reported as refused")
     p.add_argument("--batch-size", type=int, default=32, metavar="N")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("--image-root", action="append", default=[], metavar="DIR",
