@@ -113,7 +113,8 @@ def bought_together(session: SearchSession, model: BehaviourModel | None, produc
     groups = session.groups
     n = _needed(rows, k, None if groups is None else groups.ids, None if groups is None else int(groups.ids[row]))
     rows, scores, counts = rows[:n], scores[:n], counts[:n]  # metadata only for the rows shown
-    hits = [BoughtTogetherHit(session.products.ids[r], float(s), session.products.metadata(r), None, CO_PURCHASE, int(c))
+    hits = [BoughtTogetherHit(session.products.ids[r], float(s), session.products.metadata(r), source=CO_PURCHASE,
+                              co_purchases=int(c))
             for r, s, c in zip(rows.tolist(), scores.tolist(), counts.tolist())]
     if groups is not None:  # one hit per product group, its own group left out
         from vitrina.engine.query.variants import _ranked_groups, _with_variants
@@ -128,6 +129,7 @@ def bought_together(session: SearchSession, model: BehaviourModel | None, produc
             if len(hits) >= k:
                 break
             if hit.id not in shown:
-                hits.append(BoughtTogetherHit(hit.id, hit.score, hit.metadata, hit.variants, SIMILAR, None))
+                hits.append(BoughtTogetherHit(hit.id, hit.score, hit.metadata, hit.variants, hit.matched_image,
+                                              hit.matched_image_index, hit.multi_image, source=SIMILAR))
     return hits
 
