@@ -227,3 +227,20 @@ def test_cli_max_images_flag(rows, folder, tmp_path):
     code, _, stderr = run_cli("index", catalog, "--out", tmp_path / "bad", "--max-images", "0", "-q")
     assert code != 0 and "max_images must be a whole number of at least 1, got 0" in stderr
     assert "Traceback" not in stderr
+
+
+def test_ray_engine_embeds_every_image_like_the_local_one(rows, folder, tmp_path):
+    ray = pytest.importorskip("ray")
+    catalog = write_csv(folder / "ray.csv", multi_rows(rows))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        local = reindex(catalog, tmp_path / "local", CONFIG, ReindexConfig(shard_size=20))
+        remote = reindex(catalog, tmp_path / "ray", CONFIG, ReindexConfig(shard_size=20, engine="ray", ray_actors=1))
+    finally:
+        ray.shutdown()
+    x, y = IndexDirectory.load(local.path), IndexDirectory.load(remote.path)
+    assert x.content.image_hashes == y.content.image_hashes
+    a, b = x.spaces["image"], y.spaces["image"]
+    assert np.array_equal(a.rows, b.rows) and np.array_equal(a.ordinals, b.ordinals)
+    assert np.min(np.sum(np.asarray(a.vectors) * np.asarray(b.vectors), axis=1)) > 0.98
+    assert remote.images_failed == local.images_failed == 2
