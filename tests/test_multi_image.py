@@ -134,7 +134,7 @@ def test_text_hits_carry_null_matched_image_on_multi_image_indexes(multi):
     assert hit.matched_image is None and hit.to_json()["matched_image"] is None
 
 
-def test_text_to_image_max_pools_in_the_shared_space(multi, tmp_path):
+def test_text_to_image_max_pools_in_the_shared_space(multi, folder, rows, tmp_path):
     import shutil
 
     path = tmp_path / "trained"
@@ -146,7 +146,11 @@ def test_text_to_image_max_pools_in_the_shared_space(multi, tmp_path):
     hits = index.search("three photos", k=10, space="image", mode="dense")
     assert len({h.id for h in hits}) == len(hits) == 10
     assert all(h.matched_image is not None for h in hits)
-    assert index.similar("trio", k=3)  # fused space: one (mean) vector per product
+    fused = index.similar("trio", k=3)  # fused space: one (mean) vector per product; images named by looks
+    assert fused and all(h.matched_image is not None for h in fused)
+    by_photo = index.similar(image=folder / img(rows[33]), k=10)  # default space once trained: fused
+    trio = next(h for h in by_photo if h.id == "trio")
+    assert trio.matched_image == img(rows[33]) and trio.matched_image_index == 1
 
 
 def test_cap_refuses_the_images_beyond_it(rows, folder, tmp_path):
