@@ -134,7 +134,7 @@ def test_text_hits_carry_null_matched_image_on_multi_image_indexes(multi):
     assert hit.matched_image is None and hit.to_json()["matched_image"] is None
 
 
-def test_text_to_image_max_pools_in_the_shared_space(multi, tmp_path):
+def test_text_to_image_max_pools_in_the_shared_space(multi, folder, rows, tmp_path):
     import shutil
 
     path = tmp_path / "trained"
@@ -146,7 +146,11 @@ def test_text_to_image_max_pools_in_the_shared_space(multi, tmp_path):
     hits = index.search("three photos", k=10, space="image", mode="dense")
     assert len({h.id for h in hits}) == len(hits) == 10
     assert all(h.matched_image is not None for h in hits)
-    assert index.similar("trio", k=3)  # fused space: one (mean) vector per product
+    fused = index.similar("trio", k=3)  # fused space: one (mean) vector per product; images named by looks
+    assert fused and all(h.matched_image is not None for h in fused)
+    by_photo = index.similar(image=folder / img(rows[33]), k=10)  # default space once trained: fused
+    trio = next(h for h in by_photo if h.id == "trio")
+    assert trio.matched_image == img(rows[33]) and trio.matched_image_index == 1
 
 
 def test_cap_refuses_the_images_beyond_it(rows, folder, tmp_path):
@@ -227,3 +231,20 @@ def test_cli_max_images_flag(rows, folder, tmp_path):
     code, _, stderr = run_cli("index", catalog, "--out", tmp_path / "bad", "--max-images", "0", "-q")
     assert code != 0 and "max_images must be a whole number of at least 1, got 0" in stderr
     assert "Traceback" not in stderr
+
+
+def test_ray_engine_embeds_every_image_like_the_local_one(rows, folder, tmp_path):
+    ray = pytest.importorskip("ray")
+    catalog = write_csv(folder / "ray.csv", multi_rows(rows))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        local = reindex(catalog, tmp_path / "local", CONFIG, ReindexConfig(shard_size=20))
+        remote = reindex(catalog, tmp_path / "ray", CONFIG, ReindexConfig(shard_size=20, engine="ray", ray_actors=1))
+    finally:
+        ray.shutdown()
+    x, y = IndexDirectory.load(local.path), IndexDirectory.load(remote.path)
+    assert x.content.image_hashes == y.content.image_hashes
+    a, b = x.spaces["image"], y.spaces["image"]
+    assert np.array_equal(a.rows, b.rows) and np.array_equal(a.ordinals, b.ordinals)
+    assert np.min(np.sum(np.asarray(a.vectors) * np.asarray(b.vectors), axis=1)) > 0.98
+    assert remote.images_failed == local.images_failed == 2

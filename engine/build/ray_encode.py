@@ -63,7 +63,7 @@ class ProductEncoder:
         if items:
             image[slots] = self.image.encode(items)
             encoded[slots] = True
-        return {"position": batch["position"], "text": text, "image": image, "image_hash": np.asarray(hashes, dtype=object),
+        return {"position": batch["position"], "ordinal": batch["ordinal"], "text": text, "image": image, "image_hash": np.asarray(hashes, dtype=object),
                 "image_error": np.asarray(errors, dtype=object), "image_encoded": encoded}
 
 

@@ -409,7 +409,12 @@ class SearchSession:
         """Similar products for each query image (a PIL image, or a path or URL to load), in the image
         space or the fused space; where / price filter inside retrieval."""
         search = plan_image_search(self, k, space, where=where, price=price)
-        return run_image_search(self, search, [query_image(image, self.config) for image in images])
+        pictures = [query_image(image, self.config) for image in images]
+        if search.space != "fused" or not self.multi_image:
+            return run_image_search(self, search, pictures)
+        raw = self.encode_images(pictures, "image")  # fused: one vector per product; the image is named by raw looks
+        answers = run_image_search(self, search, query_vectors=self.fusion.fused_query("image", raw))
+        return [self.name_images(hits, "image", vector[None, :]) for hits, vector in zip(answers, raw)]
 
     def similar_to_product(
         self, product_id: str, k: int = 10, space: str | None = None, product_filter: ProductFilter | None = None, *,
@@ -434,7 +439,12 @@ class SearchSession:
         if self.groups is not None:  # one hit per product group, its own group left out
             return self.name_images(grouped_similar(self, vectors, queries, row, check_k(k), allowed), space, queries)
         scores, rows = vectors.search_pooled(queries, check_k(k) + 1, allowed)
-        return self.name_images(self.hits(scores[0], rows[0], exclude=row, k=k), space, queries)
+        hits = self.hits(scores[0], rows[0], exclude=row, k=k)
+        if space != "image" and self.multi_image:  # fused / text: the hit's image most like any of this product's
+            images = self.directory.spaces["image"]
+            own = images.positions_of_row(row)
+            return self.name_images(hits, "image", np.asarray(images.vectors[own], dtype=np.float32)) if len(own) else hits
+        return self.name_images(hits, space, queries)
 
     def image_roots(self) -> tuple[Path, ...]:
         """The folders this index's local images may be served from (recorded at indexing; older indexes:
