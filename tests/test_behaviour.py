@@ -287,7 +287,7 @@ def test_recommend_with_seen_products_ranks_re_buys_by_count_and_recency(tiny_be
     unseen = {h.id for h in recommend(session, "w", k=12, include_seen=False, settings=heavy)[0]}
     assert not unseen & {ids[0], ids[1], ids[2]}  # without own products the re-buy score changes nothing
     assert unseen == {h.id for h in recommend(session, "w", k=12, include_seen=False)[0]}
-    # this shop re-buys (3 of its 14 events come back to a product a day later or more, >= seen_share 0.1):
+    # this shop re-buys (3 of its 14 events come back to a product a day later or more, >= seen_share):
     # by default own products are in; an index saying otherwise keeps them out
     assert model.repeat_share == pytest.approx(3 / 14)
     assert [h.id for h in recommend(session, "w", k=3, settings=heavy)[0]] == top

@@ -57,6 +57,9 @@ def test_includes_seen_follows_the_log_unless_overridden(tmp_path):
     assert not includes_seen(shop, RecommendConfig(include_seen=False))
     assert includes_seen(shop, RecommendConfig(include_seen=False), include_seen=True)  # the call beats the config
     assert not includes_seen(shop, RecommendConfig(include_seen=True), include_seen=False)
+    never = BehaviourModel.fit(read_events(write_csv(tmp_path / "c.csv", clustered_events()), PRODUCTS), len(PRODUCTS),
+                               SETTINGS)
+    assert never.repeat_share == 0.0 and not includes_seen(never, RecommendConfig())  # nobody came back
     with pytest.raises(QueryError, match="seen_share"):
         RecommendConfig(seen_share=1.5)
 

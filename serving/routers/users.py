@@ -21,7 +21,7 @@ def router(deps: Dependencies) -> APIRouter:
     async def recommendations(index: Live, user_id: UserId, k: K = 10,
                               include_seen: Annotated[bool | None, Query(description=(
                                   "also the shopper's own products, with a re-buy score; unset: on when the shop's "
-                                  "customers re-buy (a tenth of its events come back to a product a day later)"))] = None,
+                                  "customers re-buy (2% of its events come back to a product a day later or more)"))] = None,
                               ) -> dict[str, Any]:
         if index.behaviour is None:
             raise HTTPException(404, f"no recommendations yet: {index.behaviour_why} (or POST /events)")
