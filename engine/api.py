@@ -314,7 +314,7 @@ class Index:
         hits = self._session.similar_to_images(images, _k(k), space, where=where, price=price)
         return hits if many else hits[0]
 
-    def recommend(self, user: str, k: int = 10, *, include_seen: bool = False,
+    def recommend(self, user: str, k: int = 10, *, include_seen: bool | None = None,
                   settings: RecommendConfig | None = None) -> Hits:
         """Products for a shopper: like what they bought, and what sells. A shopper with no events gets
         the best sellers.
@@ -322,7 +322,9 @@ class Index:
         Args:
             user: the shopper's id, as the events named it.
             k: products (1 to 10,000).
-            include_seen: also recommend products the shopper already interacted with.
+            include_seen: also recommend products the shopper already interacted with (with a re-buy
+                score); None: `settings.include_seen`, else decided from the events (on when the shop's
+                customers re-buy: `RecommendConfig.seen_share`).
             settings: the weights of behaviour, popularity and recency (default: RecommendConfig()).
 
         Returns Hits; `hits.personalised` is False when the shopper has no events (the best sellers).

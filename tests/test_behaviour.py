@@ -284,13 +284,24 @@ def test_recommend_with_seen_products_ranks_re_buys_by_count_and_recency(tiny_be
     heavy = RecommendConfig(rebuy_weight=10.0)
     top = [h.id for h in recommend(session, "w", k=3, include_seen=True, settings=heavy)[0]]
     assert top == [ids[2], ids[0], ids[1]]  # own products first, by re-buy score (1.0, 0.75, 0.5)
-    unseen = {h.id for h in recommend(session, "w", k=12, settings=heavy)[0]}
-    assert not unseen & {ids[0], ids[1], ids[2]}  # without include_seen the re-buy score changes nothing
-    assert unseen == {h.id for h in recommend(session, "w", k=12)[0]}
+    unseen = {h.id for h in recommend(session, "w", k=12, include_seen=False, settings=heavy)[0]}
+    assert not unseen & {ids[0], ids[1], ids[2]}  # without own products the re-buy score changes nothing
+    assert unseen == {h.id for h in recommend(session, "w", k=12, include_seen=False)[0]}
+    # this shop re-buys (3 of its 14 events come back to a product a day later or more, >= seen_share):
+    # by default own products are in; an index saying otherwise keeps them out
+    assert model.repeat_share == pytest.approx(3 / 14)
+    assert [h.id for h in recommend(session, "w", k=3, settings=heavy)[0]] == top
+    assert unseen == {h.id for h in recommend(session, "w", k=12, settings=RecommendConfig(include_seen=False))[0]}
     import json
     code, out, err = run_cli("recommend", index, "--user", "w", "-k", "3", "--json", "--include-seen", "--rebuy-weight", "10")
     assert code == 0, err
     assert [h["id"] for h in json.loads(out)["results"]] == top
+    code, out, err = run_cli("recommend", index, "--user", "w", "-k", "3", "--json", "--rebuy-weight", "10")
+    assert code == 0 and [h["id"] for h in json.loads(out)["results"]] == top  # decided from the log
+    code, out, err = run_cli("recommend", index, "--user", "w", "-k", "12", "--json", "--exclude-seen")
+    assert code == 0 and {h["id"] for h in json.loads(out)["results"]} == unseen
+    code, _, err = run_cli("recommend", index, "--user", "w", "--include-seen", "--exclude-seen")
+    assert code == 2 and "not allowed with argument" in err
     code, _, err = run_cli("recommend", index, "--user", "w", "--include-seen", "--rebuy-weight", "-1")
     assert code == 1 and "re-buy" in err
     with pytest.raises(QueryError, match="re-buy"):

@@ -6,11 +6,14 @@ A known shopper's score for a product blends three parts, each scaled to [0, 1]:
   past product counts by recency (a half-life in days before the newest event), and similarities are
   raised to `sharpness` before averaging, so one close match outweighs many loose ones. This is what
   reaches products nobody has bought yet (new arrivals, other colours of a favourite);
-- behaviour affinity: the cosine of the shopper's and the product's ALS vectors (products without
-  events get none);
-- popularity: log(1 + shoppers of the product), scaled by the best seller's.
+- behaviour affinity: the cosine (or dot product, `BehaviourConfig.scoring`) of the shopper's and the
+  product's ALS vectors (products without events get none);
+- popularity: log(1 + shoppers of the product), scaled by the best seller's (`RecommendConfig`:
+  or by summed event weight, and decayed by age).
 With `include_seen`, the shopper's own products are candidates too and add a re-buy score (how often
 and how recently they bought each; `repurchase`): half of a wholesaler's next purchases are re-buys.
+By default the shop's own log decides (`includes_seen`): own products are in when 2% or more of its
+events come back to a product the shopper had a day or more before (Online Retail 28%, H&M 5%).
 Candidates are the nearest neighbours of the shopper's recent products (FAISS), the best sellers
 and the behaviour model's top products; only they are scored. An unknown shopper gets the best
 sellers. The defaults were chosen on H&M purchases (benchmarks/RESULTS.md, `recommend.py`).
@@ -27,10 +30,44 @@ from vitrina.engine.query.search import SearchHit, SearchSession, check_k
 from vitrina.engine.query.variants import grouped_top
 
 
-def popularity(model: BehaviourModel) -> np.ndarray:
-    """log(1 + shoppers) per product row, scaled to [0, 1]."""
-    counts = np.log1p(model.shoppers_per_product)
+def popularity(model: BehaviourModel, settings: RecommendConfig = RecommendConfig()) -> np.ndarray:
+    """log(1 + shoppers) per product row (or of the summed event weight, each pair decayed by the age of
+    its last event, as `settings` say), scaled to [0, 1]."""
+    if settings.popularity_by == "shoppers" and settings.popularity_half_life_days is None:
+        counts = np.log1p(model.shoppers_per_product)
+    else:
+        pairs = model.interactions.tocoo()
+        amount = pairs.data.astype(np.float64) if settings.popularity_by == "weight" else np.ones(pairs.nnz)
+        if settings.popularity_half_life_days is not None and model.last_seen is not None:
+            seen = np.asarray(model.last_seen[pairs.row, pairs.col]).ravel()
+            age = np.maximum(model.latest - seen, 0.0) / 86_400.0
+            amount = amount * 0.5 ** (age / settings.popularity_half_life_days)
+        counts = np.log1p(np.bincount(pairs.col, weights=np.maximum(amount, 0.0), minlength=model.n_products))
     return counts / counts.max() if counts.max() > 0 else counts
+
+
+def includes_seen(model: BehaviourModel, settings: RecommendConfig, include_seen: bool | None = None) -> bool:
+    """Whether the shopper's own products are recommended: `include_seen`, else `settings.include_seen`,
+    else whether the shop's customers re-buy (`model.repeat_share` >= `settings.seen_share`)."""
+    for choice in (include_seen, settings.include_seen):
+        if choice is not None:
+            return bool(choice)
+    share = model.repeat_share
+    return share is not None and share >= settings.seen_share
+
+
+def behaviour_affinity(model: BehaviourModel, user: str) -> np.ndarray | None:
+    """Per product row, the user's ALS affinity in [0, 1] (0 where a product has no vector): (cosine + 1) / 2,
+    or the dot product scaled by the user's lowest and highest (`model.settings.scoring`); None without a vector."""
+    user_vector = model.user_vector(user)
+    if user_vector is None:
+        return None
+    if model.settings.scoring == "dot":
+        raw = model.item_factors @ model.user_factors[model.user_index[str(user)]]
+        has = model.has_vector
+        lo, hi = (float(raw[has].min()), float(raw[has].max())) if has.any() else (0.0, 0.0)
+        return np.where(has, (raw - lo) / (hi - lo if hi > lo else 1.0), 0.0)
+    return np.where(model.has_vector, (model.item_vectors() @ user_vector + 1.0) / 2.0, 0.0)
 
 
 def recency_weights(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
@@ -65,17 +102,19 @@ def best_sellers(popular: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(-popular, kind="stable")[:n]
 
 
-def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool = False,
+def recommend(session: SearchSession, user: str, k: int = 10, include_seen: bool | None = None,
               settings: RecommendConfig = RecommendConfig(), model: BehaviourModel | None = None,
               popular: np.ndarray | None = None) -> tuple[list[SearchHit], bool]:
     """Top-k products for `user`, and whether they are personalised (an unknown user gets the best sellers).
 
+    include_seen: None lets `settings` and the shop's log decide (`includes_seen`).
     model / popular: the index's behaviour model and its `popularity`, when the caller keeps them
     loaded (a server); else they are read from the index directory.
     """
     check_k(k)
     model = model or load_behaviour(session)
-    popular = popularity(model) if popular is None else popular
+    popular = popularity(model, settings) if popular is None else popular
+    include_seen = includes_seen(model, settings, include_seen)
     if str(user) not in model.user_index:
         if session.groups is not None:  # one hit per product group
             top = best_sellers(popular, len(popular))
@@ -104,9 +143,9 @@ def score_for_user(session: SearchSession, model: BehaviourModel, user: str, set
 
     candidates = [best_sellers(popular, settings.best_sellers)]
     behaviour = np.zeros(model.n_products)
-    user_vector = model.user_vector(user)
-    if settings.behaviour_weight > 0 and user_vector is not None:  # only then is the ALS affinity worth computing
-        behaviour = np.where(model.has_vector, (model.item_vectors() @ user_vector + 1.0) / 2.0, 0.0)
+    affinity = behaviour_affinity(model, user) if settings.behaviour_weight > 0 else None  # only then worth it
+    if affinity is not None:
+        behaviour = affinity
         candidates.append(np.argsort(-behaviour, kind="stable")[: settings.best_sellers])
     if len(past):
         _, neighbours = space.index.search(past, settings.neighbours)

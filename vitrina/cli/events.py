@@ -114,7 +114,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                                half_life_days=args.half_life or None, rebuy_weight=args.rebuy_weight,
                                rebuy_half_life_days=args.rebuy_half_life or None)
     index = open_index(args)
-    hits = index.recommend(args.user, k_or_default(args, 10), include_seen=args.include_seen, settings=settings)
+    hits = index.recommend(args.user, k_or_default(args, 10), include_seen=args.seen, settings=settings)
     if not hits.personalised:
         print(f"vitrina: note: user {args.user!r} has no events; showing the most popular products", file=sys.stderr)
     record = {"user": args.user, "personalised": hits.personalised, "results": hits_json(hits)}
@@ -180,12 +180,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="with --product: show a co-purchased pair only when N distinct shoppers bought it together "
                         "(default 2: no pair shown is one shopper's habit)")
     p.add_argument("-k", type=int, default=None, help="results (default 10)")
-    p.add_argument("--include-seen", action="store_true",
-                   help="also recommend products the user already interacted with, with a re-buy score (how often, "
-                        "how lately); for shops where customers buy again")
     defaults = RecommendConfig()
+    seen = p.add_mutually_exclusive_group()
+    seen.add_argument("--include-seen", dest="seen", action="store_const", const=True, default=None,
+                      help="also recommend products the user already interacted with, with a re-buy score (how "
+                           "often, how lately). Default: decided from the shop's events (on when at least "
+                           f"{defaults.seen_share:g} of them come back to a product the shopper had a day before)")
+    seen.add_argument("--exclude-seen", dest="seen", action="store_const", const=False,
+                      help="never recommend products the user already interacted with")
     p.add_argument("--rebuy-weight", type=float, default=defaults.rebuy_weight, metavar="W",
-                   help=f"with --include-seen: weight of the re-buy score (default {defaults.rebuy_weight:g})")
+                   help=f"with own products included: weight of the re-buy score (default {defaults.rebuy_weight:g})")
     p.add_argument("--rebuy-half-life", type=float, default=defaults.rebuy_half_life_days, metavar="DAYS",
                    help=f"a past purchase's re-buy score halves every DAYS since it; 0: no decay "
                         f"(default {defaults.rebuy_half_life_days:g})")
