@@ -511,7 +511,7 @@ class Index:
         self._written()
         return gone
 
-    def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0,
+    def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0, colour: float | None = None,
               settings: TrainConfig | None = None) -> TrainReport:
         """Learn the shared space (projection heads and fused vectors) from the index's own vectors and
         behaviour; search and similar then default to the fused space.
@@ -521,6 +521,8 @@ class Index:
             epochs: training epochs (the best one, by validation recall, is kept).
             heldout: share of products (by a hash of the id) never trained on, for honest evaluation.
             seed: the random seed.
+            colour: weight of each photo's stored colour descriptor joined to its image vector before the image head
+                (relative to the image vectors' norm; None: TrainConfig's default, 0: image vectors only).
             settings: every training setting (TrainConfig); overrides the arguments above.
 
         Returns the TrainReport: the space's dimension, losses, best epoch, validation recall@10, and notes
@@ -528,7 +530,8 @@ class Index:
         """
         from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
 
-        settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed)
+        settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed,
+                                           **({} if colour is None else {"colour": colour}))
         _, report, _ = train_shared_space(self.path, settings, self.config)
         self._written()
         return report

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vitrina.encoders import Encoder, ImageConfig
+from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig
 from vitrina.engine import __version__
 from vitrina.engine.build.encode import Encoders
 from vitrina.engine.build.groups import attach_groups, grouping_of
@@ -56,6 +57,16 @@ def stored_ordinals(ordinals: np.ndarray | None) -> np.ndarray | None:
     if ordinals is None or not np.asarray(ordinals).any():
         return None
     return np.asarray(ordinals, dtype=np.int64)
+
+
+def colour_space(colour: ColourConfig, vectors: np.ndarray, rows: np.ndarray, config: VitrinaConfig,
+                 ordinals: np.ndarray | None = None) -> tuple[SpaceInfo, VectorSpace]:
+    """The "colour" space: one descriptor per photo (same rows as "image"), exact (Flat) search, its settings
+    recorded as the encoder name so descriptors made another way are recomputed, never mixed."""
+    index = ProductIndex.build(vectors, rows, "Flat", config.index)
+    info = SpaceInfo(encoder=colour.name, model="", dim=colour.dim, count=len(rows), factory=index.factory,
+                     runtime="colour descriptor (numpy)")
+    return info, VectorSpace(index, vectors, rows, ordinals)
 
 
 # --- the manifest's record of the catalog ----------------------------------------------------------------------
@@ -116,6 +127,7 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
     show = config.progress and versioned
     ids, text_hashes, image_hashes, text_parts, image_parts, image_rows, failures = [], [], [], [], [], [], []
     image_ordinals = []
+    colour_parts = []
     encoded = {"text": 0, "image": 0}
     for shard in tqdm(shards, desc="index: shards", unit="shard", disable=not show, leave=False):
         image_rows.append(shard.image_positions + len(ids))
@@ -125,6 +137,7 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
         image_hashes += shard.image_hashes
         text_parts.append(shard.text)
         image_parts.append(shard.image)
+        colour_parts.append(shard.colour)
         failures += shard.failures
         encoded["text"] += shard.encoded_text
         encoded["image"] += shard.encoded_images
@@ -140,6 +153,9 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
     for name, encoder, spec, vectors, rows, ordinals in tqdm(sources, desc="index: FAISS", unit="space", disable=not show,
                                                              leave=False):
         infos[name], spaces[name] = build_space(encoder, spec, vectors, rows, config, target_recall, ordinals)
+    if "image" in spaces and encoders.colour is not None and all(len(c) == len(i) for c, i in zip(colour_parts, image_parts)):
+        infos[COLOUR_SPACE], spaces[COLOUR_SPACE] = colour_space(encoders.colour, np.concatenate(colour_parts),
+                                                                 spaces["image"].rows, config, spaces["image"].ordinals)
     tuning = {name: info.tuning for name, info in infos.items() if info.tuning is not None}
     reused = {"text": len(ids) - encoded["text"], "image": (len(spaces["image"].rows) if "image" in spaces else 0) - encoded["image"]}
     texts = [p.text for p in products]

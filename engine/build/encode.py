@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vitrina.encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
+from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig, colour_descriptor
 from vitrina.encoders.factory import NO_IMAGE_MODEL, is_builtin_name
 from vitrina.encoders.image_io import decode_image, read_image_bytes
 from vitrina.engine.config import VitrinaConfig
@@ -84,6 +85,7 @@ class Encoders:
     text: Encoder
     image: Encoder | None
     load_seconds: dict[str, float] = field(default_factory=lambda: {"text": 0.0, "image": 0.0})
+    colour: ColourConfig | None = None  # the colour descriptor stored beside each image vector (None: none)
 
     @classmethod
     def load(cls, specs: ModelSpecs, config: VitrinaConfig) -> "Encoders":
@@ -92,11 +94,13 @@ class Encoders:
         text = load_text_encoder(specs.text, catalog)
         middle = time.perf_counter()
         image = load_image_encoder(specs.image, catalog) if specs.image else None
-        return cls(specs, text, image, {"text": middle - started, "image": time.perf_counter() - middle})
+        return cls(specs, text, image, {"text": middle - started, "image": time.perf_counter() - middle},
+                   config.encoders.colour if image is not None else None)
 
     @property
     def names(self) -> dict[str, str]:
-        return {"text": self.text.name, "image": self.image.name if self.image is not None else ""}
+        return {"text": self.text.name, "image": self.image.name if self.image is not None else "",
+                COLOUR_SPACE: self.colour.name if self.colour is not None else ""}
 
 
 def encode_texts(encoder: Encoder, texts: Sequence[str], progress: bool = True, bar: tqdm | None = None) -> np.ndarray:
@@ -118,11 +122,13 @@ class Previous:
                  ordinals: dict[str, np.ndarray | None] | None = None) -> None:
         """stored: space -> (vectors, product rows) of the live version; ordinals: space -> image ordinal of
         each vector, where products hold several images."""
-        self.lookup: dict[str, dict[str, tuple[str, np.ndarray, int]]] = {"text": {}, "image": {}}  # id -> (hash, vectors, position)
-        self.images: dict[str, dict[str, tuple[np.ndarray, int]]] = {}  # id -> image digest -> (vectors, position)
+        self.lookup: dict[str, dict[str, tuple[str, np.ndarray, int]]] = {"text": {}}  # id -> (hash, vectors, position)
+        # per-photo spaces ("image" and its "colour" descriptors): id -> image digest -> (vectors, position)
+        self.photos: dict[str, dict[str, dict[str, tuple[np.ndarray, int]]]] = {"image": {}, COLOUR_SPACE: {}}
         if manifest is None or content is None:
             return
-        for space, hashes in (("text", content.text_hashes), ("image", content.image_hashes)):
+        for space, hashes in (("text", content.text_hashes), ("image", content.image_hashes),
+                              (COLOUR_SPACE, content.image_hashes)):  # a photo's colour descriptor: by its image hash
             info = manifest.spaces.get(space)
             if space not in stored or info is None or info.encoder != encoder_names.get(space):
                 continue  # another model made these vectors: nothing to reuse
@@ -137,7 +143,7 @@ class Previous:
                 digests = split_image_hashes(hashes[row])
                 ordinal = 0 if numbers is None else int(numbers[position])
                 if ordinal < len(digests) and digests[ordinal]:
-                    self.images.setdefault(content.ids[row], {})[digests[ordinal]] = (vectors, position)
+                    self.photos[space].setdefault(content.ids[row], {})[digests[ordinal]] = (vectors, position)
 
     @classmethod
     def nothing(cls) -> "Previous":
@@ -158,18 +164,19 @@ class Previous:
             return cls.nothing()
         path = resolve_index_path(root)
         manifest = IndexManifest.load(path)
-        stored = {name: read_vectors(path, name) for name in ("text", "image") if name in manifest.spaces}
+        stored = {name: read_vectors(path, name) for name in ("text", "image", COLOUR_SPACE) if name in manifest.spaces}
         ordinals = {name: read_ordinals(path, name, len(rows)) for name, (_, rows) in stored.items()}
         return cls(manifest, ProductContent.load(path / CONTENT_FILE), stored, encoder_names, ordinals)
 
-    def image_digests(self, product_id: str) -> set[str]:
-        """The digests of the product's images that have a live vector (any ordinal: a moved image is reused)."""
-        return set(self.images.get(product_id, ()))
+    def image_digests(self, product_id: str, space: str = "image") -> set[str]:
+        """The digests of the product's images that have a live vector in `space` (any ordinal: a moved image
+        is reused)."""
+        return set(self.photos[space].get(product_id, ()))
 
     def vector(self, space: str, product_id: str, digest: str) -> np.ndarray | None:
         """The live vector of the product (an image: any of its images) whose content hashes to `digest`, else None."""
-        if space == "image":
-            found_image = self.images.get(product_id, {}).get(digest)
+        if space in self.photos:
+            found_image = self.photos[space].get(product_id, {}).get(digest)
             return None if found_image is None else np.asarray(found_image[0][found_image[1]], dtype=np.float32)
         found = self.lookup[space].get(product_id)
         if found is None or found[0] != digest:
@@ -208,25 +215,33 @@ class LocalExecutor:
         self.text, self.image, self.config, self.previous = encoders.text, encoders.image, config, previous
         self.pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="vitrina-decode")
         self.preprocess = getattr(self.image, "preprocess", None)
+        self.colour = encoders.colour
         self.images_failed = 0
         self.seconds = {"text": 0.0, "image": 0.0}
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, product: Product, source: str, bars: Bars) -> tuple[str, object]:
-        """(image hash, pixels / image / None when unchanged, or the ImageLoadError) of one of its images."""
+    def _load(self, product: Product, source: str, bars: Bars) -> tuple[str, object, np.ndarray | None]:
+        """(image hash, pixels / image / None when unchanged, or the ImageLoadError; the photo's colour
+        descriptor, None when unchanged too or none is stored) of one of its images. An unchanged photo is
+        decoded only when the live version has no descriptor of it (an index built before them)."""
         enc = self.config.encoders
         try:
             data = read_image_bytes(source, enc.image_timeout_s, self.config.images)
             digest = content_hash(data)
-            if digest in self.previous.image_digests(product.id):
-                return digest, None
+            unchanged = digest in self.previous.image_digests(product.id)
+            colour_kept = self.colour is None or digest in self.previous.image_digests(product.id, COLOUR_SPACE)
+            if unchanged and colour_kept:
+                return digest, None, None
             image = decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect)
+            colour = None if colour_kept else colour_descriptor(image, self.colour)
+            if unchanged:
+                return digest, None, colour
             item = self.preprocess([image])[0] if self.preprocess is not None else image
-            return digest, item
+            return digest, item, colour
         except ImageLoadError as exc:
-            return "", exc
+            return "", exc, None
         finally:
             if "decode" in bars:
                 bars["decode"].update(1)
@@ -253,6 +268,7 @@ class LocalExecutor:
         positions: list[int] = []
         ordinals: list[int] = []
         image_vectors: list[np.ndarray] = []
+        colours: dict[tuple[int, int], np.ndarray] = {}  # (position, ordinal) -> colour descriptor
         batch: list[tuple[ImageSlot, object]] = []
         encoded_images = 0
 
@@ -272,7 +288,7 @@ class LocalExecutor:
         while pending:
             slot, future = pending.popleft()
             i, ordinal, _ = slot
-            digest, item = future.result()
+            digest, item, colour = future.result()
             top_up()
             if isinstance(item, ImageLoadError):  # this image only: the product keeps its others
                 failures.append((products[i].id, str(item)))
@@ -281,6 +297,8 @@ class LocalExecutor:
                     bars["decode"].set_postfix(images_failed=self.images_failed, refresh=False)
                 continue
             digests[i][ordinal] = digest
+            if self.colour is not None:
+                colours[i, ordinal] = colour if colour is not None else self.previous.vector(COLOUR_SPACE, products[i].id, digest)
             if item is None:  # unchanged since the live version (as any of the product's images)
                 positions.append(i)
                 ordinals.append(ordinal)
@@ -294,9 +312,21 @@ class LocalExecutor:
         order = np.lexsort((ordinals, positions))  # catalog and image order, however the batches fell
         image_dim = self.image.dim if self.image is not None else 0
         stacked = np.stack(image_vectors)[order] if image_vectors else np.zeros((0, image_dim), dtype=np.float32)
+        kept_positions, kept_ordinals = np.asarray(positions, dtype=np.int64)[order], np.asarray(ordinals, dtype=np.int64)[order]
         return Shard(number, [p.id for p in products], text_hashes, [join_image_hashes(d) for d in digests], text,
-                     stacked, np.asarray(positions, dtype=np.int64)[order], failures, len(todo), encoded_images,
-                     np.asarray(ordinals, dtype=np.int64)[order])
+                     stacked, kept_positions, failures, len(todo), encoded_images, kept_ordinals,
+                     colour_rows(self.colour, colours, kept_positions, kept_ordinals))
+
+
+def colour_rows(config: ColourConfig | None, colours: dict[tuple[int, int], np.ndarray], positions: np.ndarray,
+                ordinals: np.ndarray) -> np.ndarray:
+    """The colour descriptors of the photos at (`positions`, `ordinals`) (rows of a Shard's image vectors);
+    (0, 0) when none are stored."""
+    if config is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    if not len(positions):
+        return np.zeros((0, config.dim), np.float32)
+    return np.stack([colours[int(i), int(o)] for i, o in zip(positions, ordinals)])
 
 
 def executor_for(engine: str, encoders: Encoders, config: VitrinaConfig, previous: Previous, decode_threads: int,

@@ -18,10 +18,11 @@ from typing import Sequence
 import numpy as np
 
 from vitrina.encoders import ImageLoadError
+from vitrina.encoders.colour import COLOUR_SPACE, colour_descriptor
 from vitrina.encoders.image_io import decode_image, read_image_bytes
 from vitrina.engine.data.catalog import Product
 from vitrina.engine.config import VitrinaConfig
-from vitrina.engine.build.encode import Bars, Encoders, ModelSpecs, Previous, image_slots, refused_images
+from vitrina.engine.build.encode import Bars, Encoders, ModelSpecs, Previous, colour_rows, image_slots, refused_images
 from vitrina.engine.build.shards import Shard
 from vitrina.index.content import content_hash, join_image_hashes
 
@@ -34,7 +35,7 @@ class ProductEncoder:
     def __init__(self, specs: ModelSpecs, config: VitrinaConfig) -> None:
         self.config = config
         loaded = Encoders.load(specs, config)
-        self.text, self.image = loaded.text, loaded.image
+        self.text, self.image, self.colour = loaded.text, loaded.image, loaded.colour
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["position"])
@@ -45,6 +46,8 @@ class ProductEncoder:
         image_dim = self.image.dim if self.image is not None else 1
         image = np.zeros((n, image_dim), dtype=np.float32)
         hashes, errors, encoded = [""] * n, [""] * n, np.zeros(n, dtype=bool)
+        colour = np.zeros((n, self.colour.dim if self.colour is not None else 1), dtype=np.float32)
+        described = np.zeros(n, dtype=bool)
         items, slots = [], []
         for i in range(n):
             source = str(batch["image"][i])
@@ -54,17 +57,24 @@ class ProductEncoder:
                 enc = self.config.encoders
                 data = read_image_bytes(source, enc.image_timeout_s, self.config.images)
                 hashes[i] = content_hash(data)
-                if hashes[i] in str(batch["previous_image_hashes"][i]).split("|"):
-                    continue  # unchanged: the driver keeps the live vector
-                items.append(decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect))
-                slots.append(i)
+                unchanged = hashes[i] in str(batch["previous_image_hashes"][i]).split("|")
+                colour_kept = self.colour is None or hashes[i] in str(batch["previous_colour_hashes"][i]).split("|")
+                if unchanged and colour_kept:
+                    continue  # unchanged: the driver keeps the live vectors
+                decoded = decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect)
+                if not colour_kept:  # from the same decoded photo as the CNN vector (as the local executor)
+                    colour[i], described[i] = colour_descriptor(decoded, self.colour), True
+                if not unchanged:
+                    items.append(decoded)
+                    slots.append(i)
             except ImageLoadError as exc:
                 errors[i] = str(exc)
         if items:
             image[slots] = self.image.encode(items)
             encoded[slots] = True
-        return {"position": batch["position"], "ordinal": batch["ordinal"], "text": text, "image": image, "image_hash": np.asarray(hashes, dtype=object),
-                "image_error": np.asarray(errors, dtype=object), "image_encoded": encoded}
+        return {"position": batch["position"], "ordinal": batch["ordinal"], "text": text, "image": image,
+                "image_hash": np.asarray(hashes, dtype=object), "image_error": np.asarray(errors, dtype=object),
+                "image_encoded": encoded, "colour": colour, "colour_described": described}
 
 
 def _actors(requested: int | None) -> tuple[int, float]:
@@ -80,6 +90,7 @@ class RayExecutor:
 
     def __init__(self, encoders: Encoders, config: VitrinaConfig, previous: Previous, actors: int | None = None) -> None:
         self.specs, self.text_dim, self.config, self.previous, self.actors = encoders.specs, encoders.text.dim, config, previous, actors
+        self.colour = encoders.colour
         self.seconds = {"text": 0.0, "image": 0.0}  # not known apart: Ray encodes both in one pass (see `encode`)
 
     def close(self) -> None:
@@ -103,7 +114,8 @@ class RayExecutor:
             [(i, o, source) for i, o, source in image_slots(products) if o > 0]
         items = [{"position": i, "ordinal": o, "text": products[i].text if o == 0 else "", "image": source,
                   "encode_text": o == 0 and i in encode_text,
-                  "previous_image_hashes": "|".join(sorted(previous.image_digests(products[i].id)))}
+                  "previous_image_hashes": "|".join(sorted(previous.image_digests(products[i].id))),
+                  "previous_colour_hashes": "|".join(sorted(previous.image_digests(products[i].id, COLOUR_SPACE)))}
                  for i, o, source in slots]
         actors, gpus = _actors(self.actors)
         dataset = ray.data.from_items(items).map_batches(
@@ -117,7 +129,7 @@ class RayExecutor:
         digests = [[""] * len(p.image_sources) for p in products]
         failures = refused_images(products, config.catalog.max_images) if self.specs.image else []
         failures += [(products[int(r["position"])].id, str(r["image_error"])) for r in rows if r["image_error"]]
-        positions, ordinals, vectors = [], [], []
+        positions, ordinals, vectors, colours = [], [], [], {}
         for r in rows:
             i, ordinal, digest = int(r["position"]), int(r["ordinal"]), str(r["image_hash"])
             if not digest or r["image_error"]:
@@ -127,6 +139,9 @@ class RayExecutor:
             ordinals.append(ordinal)
             vectors.append(np.asarray(r["image"], dtype=np.float32) if r["image_encoded"]
                            else previous.vector("image", products[i].id, digest))
+            if self.colour is not None:
+                colours[i, ordinal] = (np.asarray(r["colour"], dtype=np.float32) if r["colour_described"]
+                                       else previous.vector(COLOUR_SPACE, products[i].id, digest))
         image_hashes = [join_image_hashes(d) for d in digests]
         if "decode" in bars:
             bars["decode"].update(sum(len(p.image_sources) for p in products))
@@ -137,4 +152,5 @@ class RayExecutor:
         return Shard(number, [p.id for p in products], text_hashes, image_hashes, text,
                      np.stack(vectors) if vectors else np.zeros((0, image_dim), dtype=np.float32),
                      np.asarray(positions, dtype=np.int64), failures,
-                     len(todo), int(sum(bool(r["image_encoded"]) for r in rows)), np.asarray(ordinals, dtype=np.int64))
+                     len(todo), int(sum(bool(r["image_encoded"]) for r in rows)), np.asarray(ordinals, dtype=np.int64),
+                     colour_rows(self.colour, colours, np.asarray(positions, dtype=np.int64), np.asarray(ordinals, dtype=np.int64)))

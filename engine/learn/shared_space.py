@@ -29,10 +29,12 @@ from tqdm import tqdm
 from vitrina.engine.learn.behaviour import BehaviourModel, load_index_behaviour
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.colour_vectors import colour_join, image_head_inputs
 from vitrina.engine.learn.fusion import (
     FUSED_SPACE,
     FUSION_DIR,
     SHARED_IMAGE_SPACE,
+    ColourJoin,
     FusionModel,
     FusionWeights,
     Inputs,
@@ -44,6 +46,7 @@ from vitrina.index.store import editing, remove_space, replace_directory, write_
 from vitrina.errors import Param
 
 SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE)
+COLOUR_DEFAULT = 1.0  # chosen on fashion validation products (benchmarks/RESULTS.md, issue 18)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,12 @@ class TrainConfig:
     co_purchase_weight: float = 0.5
     keep_text_weight: float = 3.0  # weight of the squared change of in-batch text cosines
     seed: int = 0
+    colour: float = COLOUR_DEFAULT  # the stored colour descriptor joined to the image vector at this x the mean CNN norm; 0: not
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.colour < float("inf"):
+            raise QueryError("{colour} must be a finite number >= 0 (0: no colour descriptor), got {value}",
+                             colour=Param("colour"), value=self.colour)
         if self.dim < 2 or self.epochs < 1 or self.batch_size < 2:
             raise QueryError("dim must be >= 2, epochs >= 1 and batch size >= 2")
         if not 0.0 <= self.heldout < 1.0 or not 0.0 <= self.validation < 1.0 or self.heldout + self.validation >= 1.0:
@@ -86,15 +93,22 @@ class TrainReport:
     notes: list[str] = field(default_factory=list)  # from writing the spaces, e.g. a modality left out
 
 
-def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None) -> tuple[Inputs, dict[str, str]]:
-    """(vectors, product rows) per modality, and the encoder name (or behaviour fit id) of each."""
+def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None,
+                    colour: ColourJoin | None = None) -> tuple[Inputs, dict[str, str]]:
+    """(vectors, product rows) per modality, and the encoder name (or behaviour fit id) of each; with `colour`,
+    the image vectors joined with their stored colour descriptors (no image input when the index has none)."""
     inputs: Inputs = {}
     sources: dict[str, str] = {}
     for modality in ("text", "image"):
         space = directory.spaces.get(modality)
         if space is not None and len(space.rows):  # one vector per product: several images' normalised mean
             vectors, rows = space.product_vectors()
-            inputs[modality] = (np.asarray(vectors, dtype=np.float32), np.asarray(rows, dtype=np.int64))
+            vectors, rows = np.asarray(vectors, dtype=np.float32), np.asarray(rows, dtype=np.int64)
+            if modality == "image":
+                vectors = image_head_inputs(directory, colour, vectors, rows)
+                if vectors is None:
+                    continue
+            inputs[modality] = (vectors, rows)
             sources[modality] = directory.manifest.spaces[modality].encoder
     if behaviour is not None and behaviour.has_vector.any():
         rows = np.flatnonzero(behaviour.has_vector).astype(np.int64)
@@ -121,8 +135,10 @@ def _co_purchase_partners(interactions: sp.csr_matrix, rng: np.random.Generator)
 def train_heads(
     inputs: Inputs, sources: dict[str, str], product_ids: list[str], settings: TrainConfig = TrainConfig(),
     interactions: sp.csr_matrix | None = None, weights: FusionWeights = FusionWeights(), progress: bool = True,
+    colour: ColourJoin | None = None,
 ) -> tuple[FusionModel, TrainReport]:
-    """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space."""
+    """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space (`colour`: how the
+    image inputs were joined with colour descriptors, recorded in the model)."""
     import torch
     import torch.nn.functional as F
 
@@ -237,14 +253,18 @@ def train_heads(
     )
     stored = {name: value for name, value in asdict(report).items() if name != "notes"}  # notes come later
     training = {"settings": asdict(settings), "report": stored}
-    return FusionModel(dim, arrays, dict(sources), weights, training), report
+    return FusionModel(dim, arrays, dict(sources), weights, training,
+                       colour=colour if "image" in inputs else None), report
 
 
 def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: BehaviourModel | None,
                   config: VitrinaConfig) -> tuple[dict[str, SpaceInfo], dict[str, VectorSpace], list[str]]:
     """The "fused" and "shared-image" spaces of an index under `model`; notes on modalities left out."""
-    inputs, sources = modality_inputs(directory, behaviour)
+    inputs, sources = modality_inputs(directory, behaviour, model.colour)
     usable, notes = {}, []
+    if "image" in model.heads and "image" not in inputs and "image" in directory.spaces:
+        notes.append("images left out of the shared space: the heads were trained with colour descriptors this index "
+                     "does not store; run `vitrina reindex` (it adds them) or `vitrina train` again")
     for modality, source in sources.items():
         if model.usable(modality, source):
             usable[modality] = inputs[modality]
@@ -298,9 +318,14 @@ def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
     directory = IndexDirectory.load(path, config.index)
     behaviour, why = load_index_behaviour(path, directory.products.ids, config.shoppers)
     notes = [] if behaviour is not None else [f"no behaviour vectors ({why})"]
-    inputs, sources = modality_inputs(directory, behaviour)
+    colour = colour_join(directory, settings.colour)
+    if colour is None and settings.colour > 0 and "image" in directory.spaces:
+        notes.append("image head trained without colour descriptors: this index stores none (indexed before them); "
+                     "`vitrina reindex` adds them")
+    inputs, sources = modality_inputs(directory, behaviour, colour)
     model, report = train_heads(inputs, sources, directory.products.ids, settings,
-                                None if behaviour is None else behaviour.interactions, progress=config.progress)
+                                None if behaviour is None else behaviour.interactions, progress=config.progress,
+                                colour=colour)
     notes += write_shared_space(path, directory, model, config, behaviour)
     report.notes = notes
     return model, report, notes

@@ -400,7 +400,9 @@ class SearchSession:
             raise QueryError("an image cannot query the text vectors; use {space} or fused (or {id})",
                              space=Param("space", "image"), id=Param("id"))
         vectors = self.encoder("image").encode(list(images))
-        return self.fusion.fused_query("image", vectors) if space == "fused" else vectors
+        if space != "fused":
+            return vectors
+        return self.fusion.fused_query("image", self.fusion.photo_inputs(vectors, list(images)))
 
     def similar_to_images(
         self, images: Sequence[Image.Image | bytes | str | Path], k: int = 10, space: str | None = None, *,
