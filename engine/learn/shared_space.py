@@ -29,6 +29,7 @@ from tqdm import tqdm
 from vitrina.engine.learn.behaviour import BehaviourModel, load_index_behaviour
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
+from vitrina.encoders.colour import COLOUR_SPACE
 from vitrina.engine.learn.colour_vectors import colour_join, image_head_inputs
 from vitrina.engine.learn.fusion import (
     FUSED_SPACE,
@@ -257,6 +258,18 @@ def train_heads(
                        colour=colour if "image" in inputs else None), report
 
 
+def every_image_input(directory: IndexDirectory, model: FusionModel) -> np.ndarray:
+    """The image-head inputs of every stored photo (several per product), in the image space's order: the CNN
+    vectors, joined with the colour descriptors stored beside them (same rows and ordinals) when the heads use them."""
+    cnn = np.asarray(directory.spaces["image"].vectors, dtype=np.float32)
+    if model.colour is None:
+        return cnn
+    colours = directory.spaces.get(COLOUR_SPACE)
+    if colours is None or len(colours.vectors) != len(cnn):
+        raise QueryError(f"{directory.path}: the colour descriptors do not match the stored photos; run `vitrina reindex`")
+    return model.colour.join(cnn, np.asarray(colours.vectors, dtype=np.float32))
+
+
 def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: BehaviourModel | None,
                   config: VitrinaConfig) -> tuple[dict[str, SpaceInfo], dict[str, VectorSpace], list[str]]:
     """The "fused" and "shared-image" spaces of an index under `model`; notes on modalities left out."""
@@ -279,7 +292,7 @@ def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: Beha
     images = directory.spaces.get("image")
     ordinals = None
     if SHARED_IMAGE_SPACE in computed and images is not None and images.multi:  # text -> image: every image
-        computed[SHARED_IMAGE_SPACE] = (model.project("image", np.asarray(images.vectors, dtype=np.float32)),
+        computed[SHARED_IMAGE_SPACE] = (model.project("image", every_image_input(directory, model)),
                                         np.asarray(images.rows, dtype=np.int64))
         ordinals = images.ordinals
     for name, (vectors, rows) in computed.items():

@@ -415,7 +415,8 @@ class SearchSession:
         if search.space != "fused" or not self.multi_image:
             return run_image_search(self, search, pictures)
         raw = self.encode_images(pictures, "image")  # fused: one vector per product; the image is named by raw looks
-        answers = run_image_search(self, search, query_vectors=self.fusion.fused_query("image", raw))
+        fused = self.fusion.fused_query("image", self.fusion.photo_inputs(raw, pictures))
+        answers = run_image_search(self, search, query_vectors=fused)
         return [self.name_images(hits, "image", vector[None, :]) for hits, vector in zip(answers, raw)]
 
     def similar_to_product(
