@@ -484,7 +484,7 @@ class Index:
         return gone
 
     def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0,
-              settings: TrainConfig | None = None) -> TrainReport:
+              attributes: Sequence[str] = (), settings: TrainConfig | None = None) -> TrainReport:
         """Learn the shared space (projection heads and fused vectors) from the index's own vectors and
         behaviour; search and similar then default to the fused space.
 
@@ -493,6 +493,8 @@ class Index:
             epochs: training epochs (the best one, by validation recall, is kept).
             heldout: share of products (by a hash of the id) never trained on, for honest evaluation.
             seed: the random seed.
+            attributes: catalog columns (e.g. ["articleType", "baseColour"]) to learn attribute heads for on
+                the same split; `similar` then ranks products of the same predicted values first.
             settings: every training setting (TrainConfig); overrides the arguments above.
 
         Returns the TrainReport: the space's dimension, losses, best epoch, validation recall@10, and notes
@@ -500,7 +502,8 @@ class Index:
         """
         from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
 
-        settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed)
+        settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed,
+                                           attributes=attributes if isinstance(attributes, str) else tuple(attributes))
         _, report, _ = train_shared_space(self.path, settings, self.config)
         self._written()
         return report

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrina.encoders.base import l2_normalize
+from vitrina.engine.learn.attributes import AttributeHeads
 from vitrina.engine.errors import QueryError
 
 FUSION_DIR = "fusion"
@@ -61,6 +62,7 @@ class FusionModel:
     weights: FusionWeights = field(default_factory=FusionWeights)
     training: dict = field(default_factory=dict)  # what `vitrina train` reports: epochs, seconds, split, scores
     text_share: float = 0.8  # weight of the raw text cosine in fused scores (the rest: the shared space)
+    attributes: AttributeHeads | None = None  # `vitrina train --attributes` (engine.learn.attributes), else None
 
     @property
     def text_dim(self) -> int:
@@ -123,6 +125,8 @@ class FusionModel:
         state = {"dim": self.dim, "inputs": self.inputs, "weights": asdict(self.weights), "training": self.training,
                  "text_share": self.text_share, "fingerprint": self.fingerprint}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str) + "\n")
+        if self.attributes is not None:
+            self.attributes.save(directory)
 
     @classmethod
     def load(cls, directory: Path) -> "FusionModel":
@@ -133,7 +137,7 @@ class FusionModel:
             arrays = np.load(directory / HEADS_FILE)
             heads = {m: (arrays[f"{m}.w"], arrays[f"{m}.b"]) for m in state["inputs"]}
             model = cls(int(state["dim"]), heads, dict(state["inputs"]), FusionWeights(**state["weights"]),
-                        state.get("training", {}), float(state.get("text_share", 0.8)))
+                        state.get("training", {}), float(state.get("text_share", 0.8)), AttributeHeads.load(directory))
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise QueryError(f"the shared space in {directory} is damaged ({exc}); run `vitrina train` again") from None
         for modality, (w, b) in heads.items():
