@@ -1,9 +1,10 @@
-"""Issue 18: a colour descriptor per fashion image (HSV histogram of the non-background pixels), cached.
+"""Issue 18: a colour descriptor per fashion image, cached for shared_space_ideas.py.
 
-`vitrina.engine.learn.colour.colour_descriptor` (HSV histogram of the non-white pixels, Hellinger).
-The first measurement (colour.npy) binned hue from 0, splitting reds across the wrap; the engine
-centres the first bin on red. Written to out/shared-ideas/colour-v1.npy
-in product order of the catalog (the index keeps catalog order).
+`vitrina.encoders.colour.colour_descriptor` (the engine's one descriptor: CIELAB soft histogram of the
+non-background pixels, centre-weighted, Hellinger), written to out/shared-ideas/colour-lab.npy in
+product order of the catalog (the index keeps catalog order). colour.npy and colour-v1.npy, measured
+earlier, were an HSV histogram (hue bins from 0 / centred on red) from a module since removed (its
+code is in git history: engine/learn/colour.py before the descriptors were merged).
 
     (cd benchmarks && ../.venv/bin/python colour_features.py)
 """
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from shared_space_ideas import CACHE
-from vitrina.engine.learn.colour import colour_descriptor
+from vitrina.encoders.colour import colour_descriptor
 
 FASHION = Path("/work/shared/data/fashion")
 
@@ -38,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     table = pd.read_csv(FASHION / "products.csv", dtype=str)
     started = time.perf_counter()
-    describe, name = (grid_descriptor, "colour-grid.npy") if args.grid else (colour_descriptor, "colour-v1.npy")
+    describe, name = (grid_descriptor, "colour-grid.npy") if args.grid else (colour_descriptor, "colour-lab.npy")
     out = np.stack([describe(Image.open(FASHION / p)) for p in table["image"]])
     np.save(CACHE / name, out.astype(np.float32))
     print(f"{len(out)} descriptors in {time.perf_counter() - started:.1f} s -> {CACHE / name}")

@@ -85,7 +85,7 @@ class Idea:
     multi_positive: float = 0.0  # in-batch weight of another product with the same type|colour|gender (own = 1)
     prompt_weight: float = 0.0  # weight of the prompt <-> image loss (supervised contrastive over attribute keys)
     colour: float = 0.0  # scale of the colour descriptor (colour_features.py) joined to the image vector; 0: none
-    colour_file: str = "colour.npy"  # colour.npy: first binning; colour-v1.npy: engine.learn.colour (reds centred)
+    colour_file: str = "colour.npy"  # colour.npy / colour-v1.npy: HSV (hue from 0 / centred on red); colour-lab.npy: encoders.colour
     seed: int = 0
 
 

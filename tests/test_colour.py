@@ -66,3 +66,33 @@ def test_demo_photos_batch_and_fusion() -> None:
     cnn = np.eye(6, 8, dtype=np.float32)
     fused = fuse(cnn, batch, 0.5)
     assert np.allclose(fused @ fused.T, cnn @ cnn.T + 0.5 * (batch @ batch.T), atol=1e-5)
+
+
+# from the shared-space work's descriptor (HSV), kept for the one descriptor left
+
+
+def test_a_small_product_on_white_matches_the_same_colour_filling_the_photo() -> None:
+    small_red = colour_descriptor(product_shot((200, 20, 30)).resize((224, 224)).crop((0, 0, 224, 224)))
+    box = Image.new("RGB", (224, 224), "white")
+    ImageDraw.Draw(box).rectangle((90, 90, 130, 140), fill=(200, 20, 30))
+    tiny, all_red = colour_descriptor(box), colour_descriptor(Image.new("RGB", (224, 224), (200, 20, 30)))
+    with_background = colour_descriptor(box, ColourConfig(background=None))
+    assert float(tiny @ all_red) > 0.8 and float(small_red @ all_red) > 0.8
+    assert float(with_background @ all_red) < 0.5
+
+
+def test_reds_are_close_and_far_from_blue_and_black() -> None:
+    red, other_red, blue, black = (colour_descriptor(product_shot(c)) for c in
+                                  ((210, 30, 40), (235, 50, 45), (30, 60, 200), (15, 15, 15)))
+    assert red @ other_red > 0.5 > max(red @ blue, red @ black, blue @ black)
+
+
+def test_bad_configs_are_refused_and_names_round_trip() -> None:
+    for bad in ({"size": 2}, {"bins": (4, 0, 8)}, {"background": 300}, {"sigma": 0.0}):
+        with pytest.raises(ValueError):
+            ColourConfig(**bad)
+    config = ColourConfig(bins=(3, 6, 6), sigma=None)
+    assert ColourConfig.from_name(config.name) == config and config.name != ColourConfig().name
+    assert ColourConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError):
+        ColourConfig.from_name("colour-hsv-v1:{}")
