@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -258,14 +260,12 @@ def choose(combos: list[tuple[float, ...]], table: np.ndarray) -> int:
 
 
 def train_attribute_heads(directory: IndexDirectory, columns: tuple[str, ...], fused: tuple[np.ndarray, np.ndarray],
-                          photo_query: "callable", train: np.ndarray, validation: np.ndarray,
+                          photo_query: Callable[[np.ndarray], np.ndarray], train: np.ndarray, validation: np.ndarray,
                           settings: AttributeConfig = AttributeConfig()) -> AttributeHeads:
     """Heads for `columns` trained on the `train` product rows (a mask), weights chosen on `validation` ones.
 
     fused: the products' (fused vectors, rows); photo_query: raw image vectors -> their fused-space query.
     """
-    import time
-
     started = time.perf_counter()
     check_columns(directory.products, columns)
     features, feature_rows, sources = feature_inputs(directory)

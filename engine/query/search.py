@@ -378,9 +378,15 @@ class SearchSession:
         return heads.photo_queries(query, photo_features(heads, vectors, colour))
 
     def colour_queries(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """The colour descriptors of query photos, as the index's colour space stores them."""
-        raise QueryError("this index's attribute heads read colour descriptors, which this version cannot compute "
-                         "for a photo; use {id}", id=Param("id"))
+        """The colour descriptors of query photos, made as the index's colour space made its own."""
+        from vitrina.encoders.colour import ColourConfig, colour_descriptors
+
+        try:
+            config = ColourConfig.from_name(self.manifest.space(COLOUR_SPACE).encoder)
+        except ValueError:
+            raise QueryError("this index's colour descriptors were made by a version of Vitrina that this one cannot "
+                             "reproduce for a photo; use {id}, or `vitrina reindex`", id=Param("id")) from None
+        return colour_descriptors([image.convert("RGB") for image in images], config)
 
     def similar_to_images(
         self, images: Sequence[Image.Image | bytes | str | Path], k: int = 10, space: str | None = None, *,
