@@ -199,3 +199,46 @@ def test_save_load_and_damage(shop, tmp_path):
     (folder / "attributes.json").write_text(json.dumps(state))
     with pytest.raises(QueryError, match="do not match their record"):
         AttributeHeads.load(folder)
+
+
+def add_colour_space(index) -> None:
+    """Store a "colour" space (encoders.colour descriptors of the product photos), as indexing does on wt-colour."""
+    import copy
+
+    from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig, colour_descriptor
+    from vitrina.engine.config import VitrinaConfig
+    from vitrina.engine.query.search import SearchSession
+    from vitrina.index import ProductIndex, SpaceInfo, VectorSpace
+    from vitrina.index.store import editing, write_manifest, write_space
+
+    session = SearchSession(index)
+    rows = np.asarray(session.directory.spaces["image"].rows, dtype=np.int64)
+    config = ColourConfig()
+    vectors = np.stack([colour_descriptor(Image.open(session.image_source(session.products.ids[r])).convert("RGB"), config)
+                        for r in rows]).astype(np.float32)
+    manifest = copy.deepcopy(session.manifest)
+    built = ProductIndex.build(vectors, rows, "Flat", VitrinaConfig().index)
+    manifest.spaces[COLOUR_SPACE] = SpaceInfo(encoder=config.name, model="", dim=vectors.shape[1], count=len(rows),
+                                              factory=built.factory, runtime="colour descriptor (numpy)")
+    with editing(index) as tmp:
+        write_space(tmp, COLOUR_SPACE, VectorSpace(built, vectors, rows))
+        write_manifest(tmp, manifest)
+
+
+def test_heads_read_the_colour_space_where_the_index_has_one(shop, tmp_path):
+    from vitrina import Index
+
+    index = tmp_path / "idx"
+    shutil.copytree(shop["index"], index)
+    add_colour_space(index)
+    code, out, err = run_cli("train", index, "--epochs", "3", "--dim", "8", "--attributes", "kind,colour", "--json", "-q")
+    assert code == 0, err
+    assert json.loads(out)["attributes"]["inputs"] == ["colour", "image"]
+    photo = shop["base"] / "query-colour.png"
+    product_photo("Bar", "Yellow", np.random.default_rng(11)).save(photo)
+    by_id = {r["id"]: r for r in shop["rows"]}
+    hits = Index(index).similar(image=str(photo), k=5)
+    assert sum(by_id[h.id]["kind"] == "Bar" and by_id[h.id]["colour"] == "Yellow" for h in hits) >= 4
+    # the heads read colour descriptors: an index whose colour space is gone leaves `similar` without the terms
+    heads = FusionModel.load(index / "fusion").attributes
+    assert heads.usable({"image": heads.inputs["image"]}) is not None

@@ -40,7 +40,8 @@ class AttributeConfig:
 
     hidden: int = 512  # hidden units of each head (0: a linear head)
     dropout: float = 0.2
-    steps: int = 300  # full-batch Adam steps
+    epochs: int = 20  # passes over the training products, in shuffled mini-batches
+    batch_size: int = 256
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)  # weights tried per column on the validation products
@@ -50,8 +51,10 @@ class AttributeConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid", tuple(float(w) for w in self.grid))
-        if self.hidden < 0 or self.steps < 1 or self.learning_rate <= 0 or not 0.0 <= self.dropout < 1.0:
-            raise QueryError("attribute heads need hidden >= 0, steps >= 1, learning rate > 0 and dropout in [0, 1)")
+        if self.hidden < 0 or self.epochs < 1 or self.batch_size < 2 or self.learning_rate <= 0 \
+                or not 0.0 <= self.dropout < 1.0:
+            raise QueryError("attribute heads need hidden >= 0, epochs >= 1, batch size >= 2, learning rate > 0 "
+                             "and dropout in [0, 1)")
         if not self.grid or any(not 0.0 <= w < float("inf") for w in self.grid) or 0.0 not in self.grid:
             raise QueryError("the attribute weight grid must hold finite weights >= 0, 0 among them")
         if self.max_queries < 1 or self.neighbours < 1:
@@ -216,11 +219,13 @@ def _fit_head(column: str, features: np.ndarray, labels: np.ndarray, settings: A
         net = nn.Sequential(nn.Linear(x.shape[1], len(classes)))
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     net.train()
-    for _ in range(settings.steps):
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(x), target)
-        loss.backward()
-        optimiser.step()
+    generator = torch.Generator().manual_seed(settings.seed)
+    for _ in range(settings.epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(settings.batch_size):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(x[batch]), target[batch])
+            loss.backward()
+            optimiser.step()
     linear = [m for m in net if isinstance(m, nn.Linear)]
     layers = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linear]
     return AttributeHead(column, [str(c) for c in classes], mean, scale, layers)
