@@ -32,6 +32,10 @@ def main() -> None:
     parser.add_argument("--head-lr", type=float, default=1e-3)
     parser.add_argument("--warm-start", action="store_true",
                         help="start from the linear heads trained on frozen vectors (idea colour-v1), titles normalised like the stored vectors")
+    parser.add_argument("--colour-file", default="colour-v1.npy",
+                        help="cached descriptors under out/shared-ideas (colour-v1.npy: HSV; colour-lab.npy: the engine's CIELAB)")
+    parser.add_argument("--colour", type=float, default=1.0, help="scale of the descriptor x the mean CNN norm")
+    parser.add_argument("--freeze-layers", type=int, default=0, help="keep the embeddings and the first N layers frozen")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -39,7 +43,7 @@ def main() -> None:
 
     titles = pd.read_csv("/work/shared/data/fashion/products.csv", dtype=str)["title"].fillna("").tolist()
     cnn = np.load(CACHE / "image.npy")
-    colour = float(np.linalg.norm(cnn, axis=1).mean()) * np.load(CACHE / "colour-v1.npy")
+    colour = args.colour * float(np.linalg.norm(cnn, axis=1).mean()) * np.load(CACHE / args.colour_file)
     image = torch.from_numpy(np.hstack([cnn, colour]).astype(np.float32))
     bucket = np.load(CACHE / "bucket.npy")
     test_rows = np.flatnonzero(bucket < HELDOUT)
@@ -47,16 +51,23 @@ def main() -> None:
     train_rows = np.flatnonzero(bucket >= HELDOUT + VALIDATION)
     path = packaged_minilm_dir()
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    if args.freeze_layers:
+        frozen = [model.embeddings, *model.encoder.layer[: args.freeze_layers]]
+        for part in frozen:
+            part.requires_grad_(False)
     text_head = torch.nn.Linear(model.config.hidden_size, 256)
     image_head = torch.nn.Linear(image.shape[1], 256)
     if args.warm_start:
+        from dataclasses import replace
+
         from shared_space_ideas import IDEAS, cached_vectors, run
 
         heads: list = []
-        print(json.dumps(run(IDEAS["colour-v1"], cached_vectors(Path("out/quality-fashion-image")), heads)), flush=True)
+        idea = replace(IDEAS["colour-v1"], colour=args.colour, colour_file=args.colour_file)
+        print(json.dumps(run(idea, cached_vectors(Path("out/quality-fashion-image")), heads)), flush=True)
         text_head.load_state_dict(heads[0].linear.state_dict()), image_head.load_state_dict(heads[1].linear.state_dict())
     scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
-    opt = torch.optim.AdamW([{"params": model.parameters(), "lr": args.lr},
+    opt = torch.optim.AdamW([{"params": [q for q in model.parameters() if q.requires_grad], "lr": args.lr},
                              {"params": [*text_head.parameters(), *image_head.parameters(), scale], "lr": args.head_lr}],
                             weight_decay=0.01)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from vitrina.encoders.colour import ColourConfig
+
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
 
@@ -37,6 +39,7 @@ class EncoderConfig:
     image_max_aspect: float = 20.0  # longer side / shorter side of a catalog image; beyond it the image is refused
     catalog: bool = False
     onnx_cache: Path | None = None  # where exports are cached between runs (None: ~/.cache/vitrina/onnx)
+    colour: ColourConfig | None = ColourConfig()  # the colour descriptor stored per catalog photo; None: none stored
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

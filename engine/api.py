@@ -483,7 +483,7 @@ class Index:
         self._written()
         return gone
 
-    def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0,
+    def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0, colour: float | None = None,
               attributes: Sequence[str] = (), settings: TrainConfig | None = None) -> TrainReport:
         """Learn the shared space (projection heads and fused vectors) from the index's own vectors and
         behaviour; search and similar then default to the fused space.
@@ -493,6 +493,8 @@ class Index:
             epochs: training epochs (the best one, by validation recall, is kept).
             heldout: share of products (by a hash of the id) never trained on, for honest evaluation.
             seed: the random seed.
+            colour: weight of each photo's stored colour descriptor joined to its image vector before the image head
+                (relative to the image vectors' norm; None: TrainConfig's default, 0: image vectors only).
             attributes: catalog columns (e.g. ["articleType", "baseColour"]) to learn attribute heads for on
                 the same split; `similar` then ranks products of the same predicted values first.
             settings: every training setting (TrainConfig); overrides the arguments above.
@@ -503,7 +505,8 @@ class Index:
         from vitrina.engine.learn.shared_space import TrainConfig, train_shared_space
 
         settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed,
-                                           attributes=attributes if isinstance(attributes, str) else tuple(attributes))
+                                           attributes=attributes if isinstance(attributes, str) else tuple(attributes),
+                                           **({} if colour is None else {"colour": colour}))
         _, report, _ = train_shared_space(self.path, settings, self.config)
         self._written()
         return report

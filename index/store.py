@@ -3,7 +3,7 @@
 Layout of DIR:
   manifest.json          format version, encoders, counts, factory strings, creation time
   products.parquet       product ids and metadata; row r <-> vector id r
-  <space>.faiss          FAISS index of one space ("text", "image")
+  <space>.faiss          FAISS index of one space ("text", "image"; "colour": a colour descriptor per photo)
   <space>.vectors.npy    the raw normalised embeddings (reused for lookups by id and for re-training)
   <space>.rows.npy       the product row of each embedding
   lexical/               the BM25 index over the product text (bm25s files); settings in the manifest

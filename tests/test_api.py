@@ -63,7 +63,7 @@ def test_build_makes_a_versioned_root_that_opens_at_its_current_version(root, in
     assert is_versioned_root(root) and index.versioned
     assert index.manifest.version == resolve_index_path(root).name
     assert len(index) == len(shop[1]) and shop[1][0]["id"] in index
-    assert set(index.info().spaces) == {"text", "image"} and index.info().catalog["text_fields"] == ["title"]
+    assert set(index.info().spaces) == {"text", "image", "colour"} and index.info().catalog["text_fields"] == ["title"]
     assert vitrina.Index(root).build_report is None
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vitrina.encoders import Encoder, ImageConfig
+from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig
 from vitrina.engine import __version__
 from vitrina.engine.build.encode import Encoders
 from vitrina.engine.build.groups import attach_groups, grouping_of
@@ -47,6 +48,16 @@ def build_space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarr
         tuned = tune_search(index, vectors, rows, target_recall)
     info = SpaceInfo(encoder=encoder.name, model=spec, dim=encoder.dim, count=len(rows), factory=index.factory,
                      runtime=describe_runtime(encoder), tuning=tuned.to_json() if tuned is not None else None)
+    return info, VectorSpace(index, vectors, rows)
+
+
+def colour_space(colour: ColourConfig, vectors: np.ndarray, rows: np.ndarray,
+                 config: VitrinaConfig) -> tuple[SpaceInfo, VectorSpace]:
+    """The "colour" space: one descriptor per photo (same rows as "image"), exact (Flat) search, its settings
+    recorded as the encoder name so descriptors made another way are recomputed, never mixed."""
+    index = ProductIndex.build(vectors, rows, "Flat", config.index)
+    info = SpaceInfo(encoder=colour.name, model="", dim=colour.dim, count=len(rows), factory=index.factory,
+                     runtime="colour descriptor (numpy)")
     return info, VectorSpace(index, vectors, rows)
 
 
@@ -106,6 +117,7 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
     progress over the shards and spaces."""
     show = config.progress and versioned
     ids, text_hashes, image_hashes, text_parts, image_parts, image_rows, failures = [], [], [], [], [], [], []
+    colour_parts = []
     encoded = {"text": 0, "image": 0}
     for shard in tqdm(shards, desc="index: shards", unit="shard", disable=not show, leave=False):
         image_rows.append(shard.image_positions + len(ids))
@@ -114,6 +126,7 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
         image_hashes += shard.image_hashes
         text_parts.append(shard.text)
         image_parts.append(shard.image)
+        colour_parts.append(shard.colour)
         failures += shard.failures
         encoded["text"] += shard.encoded_text
         encoded["image"] += shard.encoded_images
@@ -126,6 +139,9 @@ def assemble(shards: Iterable[Shard], products: Sequence[Product], origin: Catal
     spaces: dict[str, VectorSpace] = {}
     for name, encoder, spec, vectors, rows in tqdm(sources, desc="index: FAISS", unit="space", disable=not show, leave=False):
         infos[name], spaces[name] = build_space(encoder, spec, vectors, rows, config, target_recall)
+    if "image" in spaces and encoders.colour is not None and all(len(c) == len(i) for c, i in zip(colour_parts, image_parts)):
+        infos[COLOUR_SPACE], spaces[COLOUR_SPACE] = colour_space(encoders.colour, np.concatenate(colour_parts),
+                                                                 spaces["image"].rows, config)
     tuning = {name: info.tuning for name, info in infos.items() if info.tuning is not None}
     reused = {"text": len(ids) - encoded["text"], "image": (len(spaces["image"].rows) if "image" in spaces else 0) - encoded["image"]}
     texts = [p.text for p in products]

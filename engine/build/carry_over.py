@@ -58,14 +58,17 @@ def carry_over(root: Path, live_dir: Path | None, directory: IndexDirectory, con
                   for m in ("text", "image") if m in heads.heads and m in directory.manifest.spaces
                   and not heads.usable(m, directory.manifest.spaces[m].encoder)]
     if retrain:
+        from vitrina.engine.learn.colour_vectors import colour_join
         from vitrina.engine.learn.shared_space import TrainConfig, modality_inputs, train_heads
 
-        inputs, sources = modality_inputs(directory, carried.behaviour)
         known = TrainConfig.__dataclass_fields__
-        settings = TrainConfig(**{k: v for k, v in heads.training.get("settings", {}).items() if k in known})
+        recorded = heads.training.get("settings", {})
+        settings = TrainConfig(**{k: v for k, v in recorded.items() if k in known}, **({} if "colour" in recorded else {"colour": 0.0}))
+        colour = colour_join(directory, settings.colour)
+        inputs, sources = modality_inputs(directory, carried.behaviour, colour)
         heads, _ = train_heads(inputs, sources, list(directory.products.ids), settings,
                                None if carried.behaviour is None else carried.behaviour.interactions,
-                               heads.weights, progress=config.progress)
+                               heads.weights, progress=config.progress, colour=colour)
         if settings.attributes:  # the old heads were trained with --attributes: those too
             from vitrina.engine.learn.shared_space import attribute_heads
 

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vitrina.encoders import Encoder, ImageLoadError, load_image_encoder, load_text_encoder
+from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig, colour_descriptor
 from vitrina.encoders.factory import NO_IMAGE_MODEL, is_builtin_name
 from vitrina.encoders.image_io import decode_image, read_image_bytes
 from vitrina.engine.config import VitrinaConfig
@@ -72,6 +73,7 @@ class Encoders:
     text: Encoder
     image: Encoder | None
     load_seconds: dict[str, float] = field(default_factory=lambda: {"text": 0.0, "image": 0.0})
+    colour: ColourConfig | None = None  # the colour descriptor stored beside each image vector (None: none)
 
     @classmethod
     def load(cls, specs: ModelSpecs, config: VitrinaConfig) -> "Encoders":
@@ -80,11 +82,13 @@ class Encoders:
         text = load_text_encoder(specs.text, catalog)
         middle = time.perf_counter()
         image = load_image_encoder(specs.image, catalog) if specs.image else None
-        return cls(specs, text, image, {"text": middle - started, "image": time.perf_counter() - middle})
+        return cls(specs, text, image, {"text": middle - started, "image": time.perf_counter() - middle},
+                   config.encoders.colour if image is not None else None)
 
     @property
     def names(self) -> dict[str, str]:
-        return {"text": self.text.name, "image": self.image.name if self.image is not None else ""}
+        return {"text": self.text.name, "image": self.image.name if self.image is not None else "",
+                COLOUR_SPACE: self.colour.name if self.colour is not None else ""}
 
 
 def encode_texts(encoder: Encoder, texts: Sequence[str], progress: bool = True, bar: tqdm | None = None) -> np.ndarray:
@@ -104,10 +108,11 @@ class Previous:
     def __init__(self, manifest: IndexManifest | None, content: ProductContent | None,
                  stored: dict[str, tuple[np.ndarray, np.ndarray]], encoder_names: dict[str, str]) -> None:
         """stored: space -> (vectors, product rows) of the live version."""
-        self.lookup: dict[str, dict[str, tuple[str, np.ndarray, int]]] = {"text": {}, "image": {}}  # id -> (hash, vectors, position)
+        self.lookup: dict[str, dict[str, tuple[str, np.ndarray, int]]] = {"text": {}, "image": {}, COLOUR_SPACE: {}}  # id -> (hash, vectors, position)
         if manifest is None or content is None:
             return
-        for space, hashes in (("text", content.text_hashes), ("image", content.image_hashes)):
+        for space, hashes in (("text", content.text_hashes), ("image", content.image_hashes),
+                              (COLOUR_SPACE, content.image_hashes)):  # a photo's colour descriptor: by its image hash
             info = manifest.spaces.get(space)
             if space not in stored or info is None or info.encoder != encoder_names.get(space):
                 continue  # another model made these vectors: nothing to reuse
@@ -134,7 +139,7 @@ class Previous:
             return cls.nothing()
         path = resolve_index_path(root)
         manifest = IndexManifest.load(path)
-        stored = {name: read_vectors(path, name) for name in ("text", "image") if name in manifest.spaces}
+        stored = {name: read_vectors(path, name) for name in ("text", "image", COLOUR_SPACE) if name in manifest.spaces}
         return cls(manifest, ProductContent.load(path / CONTENT_FILE), stored, encoder_names)
 
     def digest(self, space: str, product_id: str) -> str:
@@ -181,25 +186,33 @@ class LocalExecutor:
         self.text, self.image, self.config, self.previous = encoders.text, encoders.image, config, previous
         self.pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="vitrina-decode")
         self.preprocess = getattr(self.image, "preprocess", None)
+        self.colour = encoders.colour
         self.images_failed = 0
         self.seconds = {"text": 0.0, "image": 0.0}
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _load(self, product: Product, bars: Bars) -> tuple[str, object]:
-        """(image hash, pixels / image / None when unchanged, or the ImageLoadError)."""
+    def _load(self, product: Product, bars: Bars) -> tuple[str, object, np.ndarray | None]:
+        """(image hash, pixels / image / None when unchanged, or the ImageLoadError; the photo's colour
+        descriptor, None when unchanged too or none is stored). An unchanged photo is decoded only when the
+        live version has no descriptor of it (an index built before them)."""
         enc = self.config.encoders
         try:
             data = read_image_bytes(product.image, enc.image_timeout_s, self.config.images)
             digest = content_hash(data)
-            if digest == self.previous.digest("image", product.id):
-                return digest, None
+            unchanged = digest == self.previous.digest("image", product.id)
+            colour_kept = self.colour is None or digest == self.previous.digest(COLOUR_SPACE, product.id)
+            if unchanged and colour_kept:
+                return digest, None, None
             image = decode_image(data, product.image, enc.image_max_pixels, enc.image_max_aspect)
+            colour = None if colour_kept else colour_descriptor(image, self.colour)
+            if unchanged:
+                return digest, None, colour
             item = self.preprocess([image])[0] if self.preprocess is not None else image
-            return digest, item
+            return digest, item, colour
         except ImageLoadError as exc:
-            return "", exc
+            return "", exc, None
         finally:
             if "decode" in bars:
                 bars["decode"].update(1)
@@ -225,6 +238,7 @@ class LocalExecutor:
         failures: list[tuple[str, str]] = []
         positions: list[int] = []
         image_vectors: list[np.ndarray] = []
+        colours: dict[int, np.ndarray] = {}  # position -> colour descriptor
         batch: list[tuple[int, object]] = []
         encoded_images = 0
 
@@ -242,7 +256,7 @@ class LocalExecutor:
 
         while pending:
             i, future = pending.popleft()
-            digest, item = future.result()
+            digest, item, colour = future.result()
             top_up()
             if isinstance(item, ImageLoadError):
                 failures.append((products[i].id, str(item)))
@@ -251,6 +265,8 @@ class LocalExecutor:
                     bars["decode"].set_postfix(images_failed=self.images_failed, refresh=False)
                 continue
             image_hashes[i] = digest
+            if self.colour is not None:
+                colours[i] = colour if colour is not None else self.previous.vector(COLOUR_SPACE, products[i].id, digest)
             if item is None:  # unchanged since the live version
                 positions.append(i)
                 image_vectors.append(self.previous.vector("image", products[i].id, digest))
@@ -263,8 +279,16 @@ class LocalExecutor:
         order = np.argsort(positions, kind="stable")  # catalog order, however the batches fell
         image_dim = self.image.dim if self.image is not None else 0
         stacked = np.stack(image_vectors)[order] if image_vectors else np.zeros((0, image_dim), dtype=np.float32)
-        return Shard(number, [p.id for p in products], text_hashes, image_hashes, text, stacked,
-                     np.asarray(positions, dtype=np.int64)[order], failures, len(todo), encoded_images)
+        kept_positions = np.asarray(positions, dtype=np.int64)[order]
+        return Shard(number, [p.id for p in products], text_hashes, image_hashes, text, stacked, kept_positions,
+                     failures, len(todo), encoded_images, colour_rows(self.colour, colours, kept_positions))
+
+
+def colour_rows(config: ColourConfig | None, colours: dict[int, np.ndarray], positions: np.ndarray) -> np.ndarray:
+    """The colour descriptors of the photos at `positions` (rows of a Shard's image vectors); (0, 0) when none are stored."""
+    if config is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([colours[int(i)] for i in positions]) if len(positions) else np.zeros((0, config.dim), np.float32)
 
 
 def executor_for(engine: str, encoders: Encoders, config: VitrinaConfig, previous: Previous, decode_threads: int,

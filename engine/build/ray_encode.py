@@ -18,10 +18,11 @@ from typing import Sequence
 import numpy as np
 
 from vitrina.encoders import ImageLoadError
+from vitrina.encoders.colour import COLOUR_SPACE, colour_descriptor
 from vitrina.encoders.image_io import decode_image, read_image_bytes
 from vitrina.engine.data.catalog import Product
 from vitrina.engine.config import VitrinaConfig
-from vitrina.engine.build.encode import Bars, Encoders, ModelSpecs, Previous
+from vitrina.engine.build.encode import Bars, Encoders, ModelSpecs, Previous, colour_rows
 from vitrina.engine.build.shards import Shard
 from vitrina.index.content import content_hash
 
@@ -34,7 +35,7 @@ class ProductEncoder:
     def __init__(self, specs: ModelSpecs, config: VitrinaConfig) -> None:
         self.config = config
         loaded = Encoders.load(specs, config)
-        self.text, self.image = loaded.text, loaded.image
+        self.text, self.image, self.colour = loaded.text, loaded.image, loaded.colour
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["position"])
@@ -45,6 +46,8 @@ class ProductEncoder:
         image_dim = self.image.dim if self.image is not None else 1
         image = np.zeros((n, image_dim), dtype=np.float32)
         hashes, errors, encoded = [""] * n, [""] * n, np.zeros(n, dtype=bool)
+        colour = np.zeros((n, self.colour.dim if self.colour is not None else 1), dtype=np.float32)
+        described = np.zeros(n, dtype=bool)
         items, slots = [], []
         for i in range(n):
             source = str(batch["image"][i])
@@ -54,17 +57,24 @@ class ProductEncoder:
                 enc = self.config.encoders
                 data = read_image_bytes(source, enc.image_timeout_s, self.config.images)
                 hashes[i] = content_hash(data)
-                if hashes[i] == str(batch["previous_image_hash"][i]):
-                    continue  # unchanged: the driver keeps the live vector
-                items.append(decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect))
-                slots.append(i)
+                unchanged = hashes[i] == str(batch["previous_image_hash"][i])
+                colour_kept = self.colour is None or hashes[i] == str(batch["previous_colour_hash"][i])
+                if unchanged and colour_kept:
+                    continue  # unchanged: the driver keeps the live vectors
+                decoded = decode_image(data, source, enc.image_max_pixels, enc.image_max_aspect)
+                if not colour_kept:  # from the same decoded photo as the CNN vector (as the local executor)
+                    colour[i], described[i] = colour_descriptor(decoded, self.colour), True
+                if not unchanged:
+                    items.append(decoded)
+                    slots.append(i)
             except ImageLoadError as exc:
                 errors[i] = str(exc)
         if items:
             image[slots] = self.image.encode(items)
             encoded[slots] = True
         return {"position": batch["position"], "text": text, "image": image, "image_hash": np.asarray(hashes, dtype=object),
-                "image_error": np.asarray(errors, dtype=object), "image_encoded": encoded}
+                "image_error": np.asarray(errors, dtype=object), "image_encoded": encoded,
+                "colour": colour, "colour_described": described}
 
 
 def _actors(requested: int | None) -> tuple[int, float]:
@@ -80,6 +90,7 @@ class RayExecutor:
 
     def __init__(self, encoders: Encoders, config: VitrinaConfig, previous: Previous, actors: int | None = None) -> None:
         self.specs, self.text_dim, self.config, self.previous, self.actors = encoders.specs, encoders.text.dim, config, previous, actors
+        self.colour = encoders.colour
         self.seconds = {"text": 0.0, "image": 0.0}  # not known apart: Ray encodes both in one pass (see `encode`)
 
     def close(self) -> None:
@@ -99,7 +110,8 @@ class RayExecutor:
         text_hashes, text, todo = previous.reuse_texts(products, self.text_dim)
         encode_text = set(todo)
         items = [{"position": i, "text": p.text, "image": p.image or "", "encode_text": i in encode_text,
-                  "previous_image_hash": previous.digest("image", p.id)} for i, p in enumerate(products)]
+                  "previous_image_hash": previous.digest("image", p.id),
+                  "previous_colour_hash": previous.digest(COLOUR_SPACE, p.id)} for i, p in enumerate(products)]
         actors, gpus = _actors(self.actors)
         dataset = ray.data.from_items(items).map_batches(
             ProductEncoder, fn_constructor_kwargs={"specs": self.specs, "config": config},
@@ -110,13 +122,15 @@ class RayExecutor:
             text[i] = rows[i]["text"]
         image_hashes = [str(r["image_hash"]) for r in rows]
         failures = [(products[i].id, str(r["image_error"])) for i, r in enumerate(rows) if r["image_error"]]
-        positions, vectors = [], []
+        positions, vectors, colours = [], [], {}
         for i, r in enumerate(rows):
             if not image_hashes[i] or r["image_error"]:
                 continue
             positions.append(i)
             vectors.append(np.asarray(r["image"], dtype=np.float32) if r["image_encoded"]
                            else previous.vector("image", products[i].id, image_hashes[i]))
+            colours[i] = (np.asarray(r["colour"], dtype=np.float32) if r["colour_described"]
+                          else previous.vector(COLOUR_SPACE, products[i].id, image_hashes[i]))
         if "decode" in bars:
             bars["decode"].update(sum(1 for p in products if p.image))
         if "text" in bars:
@@ -126,4 +140,5 @@ class RayExecutor:
         return Shard(number, [p.id for p in products], text_hashes, image_hashes, text,
                      np.stack(vectors) if vectors else np.zeros((0, image_dim), dtype=np.float32),
                      np.asarray(positions, dtype=np.int64), failures,
-                     len(todo), int(sum(bool(r["image_encoded"]) for r in rows)))
+                     len(todo), int(sum(bool(r["image_encoded"]) for r in rows)),
+                     colour_rows(self.colour, colours, np.asarray(positions, dtype=np.int64)))

@@ -74,6 +74,7 @@ def _job(plan: Plan, settings: ReindexConfig) -> dict:
         "fields": asdict(plan.fields), "text_model": plan.specs.text, "image_model": plan.specs.image,
         "encoders": {"backend": enc.backend, "precision": enc.precision, "batch_size": enc.batch_size,
                      "max_text_length": enc.max_text_length},
+        "colour": enc.colour.name if enc.colour is not None and plan.specs.image else None,  # shards hold these descriptors
         "shard_size": plan.shard_size, "engine": settings.engine, "vitrina_version": __version__,
         "images": _image_policy_job(config),  # shards hold the refusals of this policy
     }

@@ -37,6 +37,7 @@ class Shard:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (product id, reason) of unreadable images
     encoded_text: int = 0  # how many were encoded here (the rest reused from the live version)
     encoded_images: int = 0
+    colour: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (m, d) colour descriptor of each image vector; (0, 0): none stored
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,6 +89,7 @@ class ShardStore:
             "failure_ids": np.asarray([f[0] for f in shard.failures], dtype=str),
             "failure_reasons": np.asarray([f[1] for f in shard.failures], dtype=str),
             "encoded": np.asarray([shard.encoded_text, shard.encoded_images], dtype=np.int64),
+            "colour": np.asarray(shard.colour, dtype=np.float32),
         }
         target = self.path(shard.index)
         tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -107,6 +109,7 @@ class ShardStore:
                 data["text"], data["image"], data["image_positions"],
                 list(zip(data["failure_ids"].tolist(), data["failure_reasons"].tolist())),
                 int(data["encoded"][0]), int(data["encoded"][1]),
+                data["colour"] if "colour" in data else np.zeros((0, 0), np.float32),
             )
 
     def remove(self) -> None:

@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from vitrina.encoders.colour import COLOUR_SPACE
 from vitrina.engine.data.catalog import CatalogSource, Product, read_catalog
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import CatalogError
@@ -30,7 +31,7 @@ from vitrina.index.content import CONTENT_FILE, ProductContent
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.versions import is_versioned_root
 
-CARRIED_SPACES = ("text", "image")  # trained spaces (fused, shared-image) are recomputed by engine.carry_over
+CARRIED_SPACES = ("text", "image", COLOUR_SPACE)  # trained spaces (fused, shared-image) are recomputed by engine.carry_over
 
 
 @dataclass
@@ -88,6 +89,8 @@ def upsert(root: str | Path, catalog: CatalogSource, config: VitrinaConfig | Non
         images = "image" in manifest.spaces and catalog.fields.image_field
         encoders = Encoders.load(ModelSpecs(manifest.space("text").model,
                                             manifest.spaces["image"].model if images else None), config)
+        if COLOUR_SPACE not in manifest.spaces:  # indexed before colour descriptors: `vitrina reindex` adds them
+            encoders.colour = None
         for space, encoder in (("text", encoders.text), ("image", encoders.image)):
             if encoder is not None:
                 manifest.check_encoder(space, encoder.name, encoder.dim)
@@ -109,7 +112,7 @@ def upsert(root: str | Path, catalog: CatalogSource, config: VitrinaConfig | Non
         existing = sum(1 for p in catalog.products if p.id in known)
         keep = [row for row, pid in enumerate(known.ids) if pid not in given]
         version_dir, directory, dropped, notes = _publish_refilled(root, live, keep, catalog.products, shard, settings.keep,
-                                                                   config, retrain)
+                                                                   config, retrain, encoders.names[COLOUR_SPACE])
     return UpdateReport(root, directory.manifest.version, version_dir, len(directory.products),
                         added=len(catalog.products) - existing, updated=changed, unchanged=existing - changed, deleted=0,
                         encoded={"text": shard.encoded_text, "image": shard.encoded_images},
@@ -179,15 +182,15 @@ def _hashes_of(content: ProductContent, row: int) -> tuple[str, str]:
 
 def _added_vectors(name: str, shard: Shard | None, dim: int, base: int) -> tuple[np.ndarray, np.ndarray]:
     """The new vectors of space `name` and their product rows (the added products start at row `base`)."""
-    if shard is None or (name == "image" and not len(shard.image_positions)):  # none added (or none has a photo)
+    if shard is None or (name != "text" and not len(shard.image_positions)):  # none added (or none has a photo)
         return np.zeros((0, dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
     if name == "text":
         return shard.text, np.arange(base, base + len(shard), dtype=np.int64)
-    return shard.image, shard.image_positions + base
+    return (shard.colour if name == COLOUR_SPACE else shard.image), shard.image_positions + base
 
 
 def _publish_refilled(root: Path, live: IndexDirectory, keep: list[int], added: Sequence[Product], shard: Shard | None,
-                      keep_versions: int, config: VitrinaConfig, retrain: bool = False
+                      keep_versions: int, config: VitrinaConfig, retrain: bool = False, colour_name: str = ""
                       ) -> tuple[Path, IndexDirectory, list[str], list[str]]:
     """Write and publish a new version: the live products at rows `keep` (renumbered in order), then the
     `added` products, whose vectors and hashes are in `shard` (None when nothing is added); behaviour and
@@ -201,6 +204,9 @@ def _publish_refilled(root: Path, live: IndexDirectory, keep: list[int], added: 
     for name in CARRIED_SPACES:
         if name not in live.spaces:
             continue
+        if name == COLOUR_SPACE and shard is not None and len(shard.image_positions) and (
+                shard.colour.shape[1] != live.manifest.spaces[name].dim or colour_name != live.manifest.spaces[name].encoder):
+            continue  # the new photos' descriptors were made another way (or not at all): dropped, `vitrina reindex` remakes them
         old = live.spaces[name]
         old_rows = np.asarray(old.rows)
         kept = np.flatnonzero(renumber[old_rows] >= 0)

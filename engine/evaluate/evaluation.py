@@ -28,6 +28,7 @@ from vitrina.engine.evaluate.relevance import (
     recall_at_k,
     reciprocal_rank_at_k,
 )
+from vitrina.engine.learn.colour_vectors import image_head_inputs
 from vitrina.engine.learn.fusion import FUSED_SPACE, SHARED_IMAGE_SPACE
 from vitrina.engine.query.search import SearchSession, check_k, clean_query, ties_by_row
 from vitrina.engine.data.splits import heldout_bucket
@@ -392,7 +393,13 @@ def evaluate_image(
         runs = [("dense", searcher(space, stored(space)))]
     else:
         fused = session.directory.spaces[FUSED_SPACE]
-        projected = lambda batch: session.fusion.fused_query("image", stored(space)(batch))  # noqa: E731
+        def projected(batch):  # the stored photos as the image head takes them (with their colour descriptors)
+            inputs = image_head_inputs(session.directory, session.fusion.colour, stored(space)(batch),
+                                       np.asarray([chosen[i] for i in batch], dtype=np.int64))
+            if inputs is None:
+                raise QueryError("the shared-space heads were trained with colour descriptors this index does not "
+                                 "store; run `vitrina reindex` and `vitrina train` again")
+            return session.fusion.fused_query("image", inputs)
         runs = [("fused", searcher(fused, stored(fused))), ("image->fused", searcher(fused, projected))]
     results = [_method(name, query_ids, retrieve, ids, judgements, k, 1.0, names, progress, exclude)
                for name, retrieve in runs]

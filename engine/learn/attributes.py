@@ -265,11 +265,12 @@ def choose(combos: list[tuple[float, ...]], table: np.ndarray) -> int:
 
 
 def train_attribute_heads(directory: IndexDirectory, columns: tuple[str, ...], fused: tuple[np.ndarray, np.ndarray],
-                          photo_query: Callable[[np.ndarray], np.ndarray], train: np.ndarray, validation: np.ndarray,
+                          photo_query: Callable[[np.ndarray], np.ndarray] | None, train: np.ndarray, validation: np.ndarray,
                           settings: AttributeConfig = AttributeConfig()) -> AttributeHeads:
     """Heads for `columns` trained on the `train` product rows (a mask), weights chosen on `validation` ones.
 
-    fused: the products' (fused vectors, rows); photo_query: raw image vectors -> their fused-space query.
+    fused: the products' (fused vectors, rows); photo_query: product rows -> the fused-space query of their photos
+    alone (None: photo queries get no attribute terms).
     """
     started = time.perf_counter()
     check_columns(directory.products, columns)
@@ -317,8 +318,9 @@ def train_attribute_heads(directory: IndexDirectory, columns: tuple[str, ...], f
         chosen = choose(combos, table)
         weights = list(combos[chosen])
         photo_combos = [c for c in combos if all(p == 0 or w > 0 for p, w in zip(c, weights))]
-        image = directory.spaces["image"]
-        photo_base = photo_query(image.vectors_of_rows(queries)[0])
+        if photo_query is None:
+            photo_combos = photo_combos[:1]
+        photo_base = photo_query(queries) if photo_query is not None else np.zeros_like(base[queries])
         photo_table = precision_table(photo_base, base[gallery], descriptors, gallery_descriptors, queries, gallery,
                                       labels, photo_combos, k)
         photo = list(photo_combos[choose(photo_combos, photo_table)])

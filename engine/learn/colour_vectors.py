@@ -10,6 +10,7 @@ import numpy as np
 
 from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig
 from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.fusion import ColourJoin
 from vitrina.index import IndexDirectory
 
 
@@ -37,3 +38,26 @@ def colour_of_rows(directory: IndexDirectory, rows: np.ndarray) -> tuple[np.ndar
     out = np.zeros((len(rows), stored[0].shape[1]), dtype=np.float32)
     out[found] = vectors
     return out, found
+
+
+def image_head_inputs(directory: IndexDirectory, colour: ColourJoin | None, cnn: np.ndarray,
+                      rows: np.ndarray) -> np.ndarray | None:
+    """The image-head inputs of stored photos: CNN vectors `cnn` of product `rows`, joined with their stored
+    descriptors when `colour` asks for them; None when it does and the index stores none of that kind."""
+    if colour is None:
+        return np.asarray(cnn, dtype=np.float32)
+    stored = stored_colour(directory)
+    if stored is None or stored[2].name != colour.descriptor:
+        return None
+    descriptors, _ = colour_of_rows(directory, rows)
+    return colour.join(cnn, descriptors)
+
+
+def colour_join(directory: IndexDirectory, scale: float) -> ColourJoin | None:
+    """The join `vitrina train` uses at `scale`: descriptors at scale x the mean norm of the index's CNN image
+    vectors; None when scale is 0 or the index stores no image vectors or no descriptors."""
+    stored, image = stored_colour(directory), directory.spaces.get("image")
+    if scale <= 0 or stored is None or image is None or not len(image.rows):
+        return None
+    norm = float(np.linalg.norm(np.asarray(image.vectors, dtype=np.float32), axis=1).mean())
+    return ColourJoin(stored[2].name, scale * norm)

@@ -11,6 +11,10 @@ sqrt(1 - text_share) x its shared vector. A text query gets the same two blocks,
 product with a product is text_share x the text cosine + (1 - text_share) x the shared-space cosine:
 fused search keeps what the text space knew and adds what images and shoppers say. An image query
 has only the shared block.
+
+Heads trained with a colour descriptor (`ColourJoin`, `vitrina train --colour`) take [CNN vector,
+factor x the photo's colour descriptor] as the image input, for stored photos (the index's "colour"
+space) and uploaded ones alike (`photo_inputs`); the model records which descriptor and factor.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vitrina.encoders.base import l2_normalize
+from vitrina.encoders.colour import ColourConfig, colour_descriptors
 from vitrina.engine.learn.attributes import AttributeHeads
 from vitrina.engine.errors import QueryError
 
@@ -52,6 +57,26 @@ class FusionWeights:
         return float(getattr(self, modality))
 
 
+@dataclass(frozen=True)
+class ColourJoin:
+    """The colour descriptor joined to image vectors before the image head: [cnn, factor x descriptor]."""
+
+    descriptor: str  # ColourConfig.name of the descriptors the head was trained on
+    factor: float  # `TrainConfig.colour` x the mean norm of the training CNN vectors
+
+    @property
+    def config(self) -> ColourConfig:
+        try:
+            return ColourConfig.from_name(self.descriptor)
+        except ValueError as exc:
+            raise QueryError(f"the shared-space heads need a colour descriptor this Vitrina does not compute ({exc}); "
+                             "run `vitrina reindex` and `vitrina train` again") from None
+
+    def join(self, cnn: np.ndarray, colour: np.ndarray) -> np.ndarray:
+        """Image-head inputs: each CNN vector with its scaled colour descriptor."""
+        return np.hstack([np.asarray(cnn, np.float32), self.factor * np.asarray(colour, np.float32)]).astype(np.float32)
+
+
 @dataclass
 class FusionModel:
     """Projection heads, what each expects as input, and the fusion weights."""
@@ -62,6 +87,7 @@ class FusionModel:
     weights: FusionWeights = field(default_factory=FusionWeights)
     training: dict = field(default_factory=dict)  # what `vitrina train` reports: epochs, seconds, split, scores
     text_share: float = 0.8  # weight of the raw text cosine in fused scores (the rest: the shared space)
+    colour: ColourJoin | None = None  # the image head's inputs carry a colour descriptor (None: CNN vectors only)
     attributes: AttributeHeads | None = None  # `vitrina train --attributes` (engine.learn.attributes), else None
 
     @property
@@ -74,6 +100,8 @@ class FusionModel:
         for modality in sorted(self.heads):
             w, b = self.heads[modality]
             digest.update(modality.encode() + np.ascontiguousarray(w).tobytes() + np.ascontiguousarray(b).tobytes())
+        if self.colour is not None:  # heads without colour keep the fingerprint they always had
+            digest.update(f"{self.colour.descriptor}|{self.colour.factor!r}".encode())
         return digest.hexdigest()[:12]
 
     @property
@@ -94,6 +122,21 @@ class FusionModel:
         if vectors.ndim != 2 or vectors.shape[1] != w.shape[0]:
             raise QueryError(f"the {modality} head takes {w.shape[0]}-d vectors, got shape {vectors.shape}")
         return l2_normalize(vectors @ w + b)
+
+    def image_inputs(self, cnn: np.ndarray, colour: np.ndarray | None) -> np.ndarray:
+        """What the image head takes for these CNN vectors: themselves, or joined with their colour descriptors."""
+        if self.colour is None:
+            return np.asarray(cnn, dtype=np.float32)
+        if colour is None:
+            raise QueryError("the shared-space image head was trained with colour descriptors and none were given; "
+                             "run `vitrina reindex` to store them (or `vitrina train --colour 0`)")
+        return self.colour.join(cnn, colour)
+
+    def photo_inputs(self, cnn: np.ndarray, photos: list) -> np.ndarray:
+        """The image head's inputs for query photos (PIL images) whose CNN vectors are `cnn`."""
+        if self.colour is None:
+            return np.asarray(cnn, dtype=np.float32)
+        return self.colour.join(cnn, colour_descriptors(list(photos), self.colour.config))
 
     @property
     def heldout_share(self) -> float:
@@ -123,7 +166,8 @@ class FusionModel:
         arrays = {f"{m}.{part}": a for m, (w, b) in self.heads.items() for part, a in (("w", w), ("b", b))}
         np.savez(directory / HEADS_FILE, **arrays)
         state = {"dim": self.dim, "inputs": self.inputs, "weights": asdict(self.weights), "training": self.training,
-                 "text_share": self.text_share, "fingerprint": self.fingerprint}
+                 "text_share": self.text_share, "fingerprint": self.fingerprint,
+                 "colour": asdict(self.colour) if self.colour is not None else None}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str) + "\n")
         if self.attributes is not None:
             self.attributes.save(directory)
@@ -136,8 +180,11 @@ class FusionModel:
             state = json.loads((directory / STATE_FILE).read_text())
             arrays = np.load(directory / HEADS_FILE)
             heads = {m: (arrays[f"{m}.w"], arrays[f"{m}.b"]) for m in state["inputs"]}
+            colour = state.get("colour")
             model = cls(int(state["dim"]), heads, dict(state["inputs"]), FusionWeights(**state["weights"]),
-                        state.get("training", {}), float(state.get("text_share", 0.8)), AttributeHeads.load(directory))
+                        state.get("training", {}), float(state.get("text_share", 0.8)),
+                        ColourJoin(str(colour["descriptor"]), float(colour["factor"])) if colour else None,
+                        AttributeHeads.load(directory))
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise QueryError(f"the shared space in {directory} is damaged ({exc}); run `vitrina train` again") from None
         for modality, (w, b) in heads.items():

@@ -39,10 +39,12 @@ from vitrina.engine.learn.attributes import (
 from vitrina.engine.learn.behaviour import BehaviourModel, load_index_behaviour
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.colour_vectors import colour_join, image_head_inputs
 from vitrina.engine.learn.fusion import (
     FUSED_SPACE,
     FUSION_DIR,
     SHARED_IMAGE_SPACE,
+    ColourJoin,
     FusionModel,
     FusionWeights,
     Inputs,
@@ -54,6 +56,7 @@ from vitrina.index.store import editing, remove_space, replace_directory, write_
 from vitrina.errors import Param
 
 SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE, SIMILAR_SPACE)
+COLOUR_DEFAULT = 1.0  # chosen on fashion validation products (benchmarks/RESULTS.md, issue 18)
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,14 @@ class TrainConfig:
     co_purchase_weight: float = 0.5
     keep_text_weight: float = 3.0  # weight of the squared change of in-batch text cosines
     seed: int = 0
+    colour: float = COLOUR_DEFAULT  # the stored colour descriptor joined to the image vector at this x the mean CNN norm; 0: not
     attributes: tuple[str, ...] = ()  # catalog columns to learn attribute heads for (engine.learn.attributes)
     attribute_settings: AttributeConfig = field(default_factory=AttributeConfig)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.colour < float("inf"):
+            raise QueryError("{colour} must be a finite number >= 0 (0: no colour descriptor), got {value}",
+                             colour=Param("colour"), value=self.colour)
         columns = self.attributes.split(",") if isinstance(self.attributes, str) else self.attributes
         object.__setattr__(self, "attributes", tuple(str(c).strip() for c in columns if str(c).strip()))
         if isinstance(self.attribute_settings, dict):  # read back from a saved model's training record
@@ -108,14 +115,21 @@ class TrainReport:
     attributes: dict = field(default_factory=dict)  # the attribute heads' report (columns, accuracy, weights)
 
 
-def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None) -> tuple[Inputs, dict[str, str]]:
-    """(vectors, product rows) per modality, and the encoder name (or behaviour fit id) of each."""
+def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None,
+                    colour: ColourJoin | None = None) -> tuple[Inputs, dict[str, str]]:
+    """(vectors, product rows) per modality, and the encoder name (or behaviour fit id) of each; with `colour`,
+    the image vectors joined with their stored colour descriptors (no image input when the index has none)."""
     inputs: Inputs = {}
     sources: dict[str, str] = {}
     for modality in ("text", "image"):
         space = directory.spaces.get(modality)
         if space is not None and len(space.rows):
-            inputs[modality] = (np.asarray(space.vectors, dtype=np.float32), np.asarray(space.rows, dtype=np.int64))
+            vectors, rows = np.asarray(space.vectors, dtype=np.float32), np.asarray(space.rows, dtype=np.int64)
+            if modality == "image":
+                vectors = image_head_inputs(directory, colour, vectors, rows)
+                if vectors is None:
+                    continue
+            inputs[modality] = (vectors, rows)
             sources[modality] = directory.manifest.spaces[modality].encoder
     if behaviour is not None and behaviour.has_vector.any():
         rows = np.flatnonzero(behaviour.has_vector).astype(np.int64)
@@ -142,8 +156,10 @@ def _co_purchase_partners(interactions: sp.csr_matrix, rng: np.random.Generator)
 def train_heads(
     inputs: Inputs, sources: dict[str, str], product_ids: list[str], settings: TrainConfig = TrainConfig(),
     interactions: sp.csr_matrix | None = None, weights: FusionWeights = FusionWeights(), progress: bool = True,
+    colour: ColourJoin | None = None,
 ) -> tuple[FusionModel, TrainReport]:
-    """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space."""
+    """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space (`colour`: how the
+    image inputs were joined with colour descriptors, recorded in the model)."""
     import torch
     import torch.nn.functional as F
 
@@ -258,14 +274,18 @@ def train_heads(
     )
     stored = {name: value for name, value in asdict(report).items() if name not in ("notes", "attributes")}
     training = {"settings": asdict(settings), "report": stored}
-    return FusionModel(dim, arrays, dict(sources), weights, training), report
+    return FusionModel(dim, arrays, dict(sources), weights, training,
+                       colour=colour if "image" in inputs else None), report
 
 
 def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: BehaviourModel | None,
                   config: VitrinaConfig) -> tuple[dict[str, SpaceInfo], dict[str, VectorSpace], list[str]]:
     """The "fused" and "shared-image" spaces of an index under `model`; notes on modalities left out."""
-    inputs, sources = modality_inputs(directory, behaviour)
+    inputs, sources = modality_inputs(directory, behaviour, model.colour)
     usable, notes = {}, []
+    if "image" in model.heads and "image" not in inputs and "image" in directory.spaces:
+        notes.append("images left out of the shared space: the heads were trained with colour descriptors this index "
+                     "does not store; run `vitrina reindex` (it adds them) or `vitrina train` again")
     for modality, source in sources.items():
         if model.usable(modality, source):
             usable[modality] = inputs[modality]
@@ -322,9 +342,14 @@ def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
     notes = [] if behaviour is not None else [f"no behaviour vectors ({why})"]
     if settings.attributes:
         check_columns(directory.products, settings.attributes)  # before minutes of training
-    inputs, sources = modality_inputs(directory, behaviour)
+    colour = colour_join(directory, settings.colour)
+    if colour is None and settings.colour > 0 and "image" in directory.spaces:
+        notes.append("image head trained without colour descriptors: this index stores none (indexed before them); "
+                     "`vitrina reindex` adds them")
+    inputs, sources = modality_inputs(directory, behaviour, colour)
     model, report = train_heads(inputs, sources, directory.products.ids, settings,
-                                None if behaviour is None else behaviour.interactions, progress=config.progress)
+                                None if behaviour is None else behaviour.interactions, progress=config.progress,
+                                colour=colour)
     if settings.attributes:
         model.attributes = attribute_heads(directory, model, settings, behaviour)
         report.attributes = model.attributes.report
@@ -337,14 +362,19 @@ def attribute_heads(directory: IndexDirectory, model: FusionModel, settings: Tra
                     behaviour: BehaviourModel | None) -> AttributeHeads:
     """Attribute heads for `settings.attributes`, on the split `train_heads` used (held-out and validation
     products never trained on; the weights chosen on the validation ones)."""
-    inputs, sources = modality_inputs(directory, behaviour)
+    inputs, sources = modality_inputs(directory, behaviour, model.colour)
     usable = {m: inputs[m] for m, source in sources.items() if model.usable(m, source)}
     fused = shared_vectors(model, len(directory.products), usable)[FUSED_SPACE]
     bucket = np.array([heldout_bucket(p) for p in directory.products.ids])
     validation = (bucket >= settings.heldout) & (bucket < settings.heldout + settings.validation)
     train = bucket >= settings.heldout + settings.validation
-    return train_attribute_heads(directory, settings.attributes, fused, lambda v: model.fused_query("image", v),
-                                 train, validation, settings.attribute_settings)
+    photo_query = None
+    if "image" in usable:  # a product's photo alone, as an upload queries: its image-head inputs projected
+        vectors, rows = usable["image"]
+        position = {int(r): i for i, r in enumerate(rows)}
+        photo_query = lambda wanted: model.fused_query("image", vectors[[position[int(r)] for r in wanted]])  # noqa: E731
+    return train_attribute_heads(directory, settings.attributes, fused, photo_query, train, validation,
+                                 settings.attribute_settings)
 
 
 def refresh_shared_space(path: Path, config: VitrinaConfig) -> list[str]:

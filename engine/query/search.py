@@ -370,7 +370,7 @@ class SearchSession:
         vectors = self.encoder("image").encode(list(images))
         if space != "fused":
             return vectors
-        query = self.fusion.fused_query("image", vectors)
+        query = self.fusion.fused_query("image", self.fusion.photo_inputs(vectors, list(images)))
         if self.similar_space(space) != SIMILAR_SPACE:
             return query
         heads = self.fusion.attributes
