@@ -80,7 +80,7 @@ def test_train_reports_the_heads_and_writes_the_similar_space(shop):
     report = shop["report"]
     assert report["spaces"] == ["fused", "shared-image", "similar"]
     attributes = report["attributes"]
-    assert attributes["columns"] == ["kind", "colour"] and attributes["inputs"] == ["image"]
+    assert attributes["columns"] == ["kind", "colour"] and attributes["inputs"] == ["colour", "image"]
     assert attributes["accuracy"]["colour"] > 0.5 and len(attributes["weights"]) == 2
     manifest = IndexManifest.load(shop["attributed"])
     assert manifest.spaces["similar"].count == 144 and "+attributes@" in manifest.spaces["similar"].encoder
@@ -201,44 +201,34 @@ def test_save_load_and_damage(shop, tmp_path):
         AttributeHeads.load(folder)
 
 
-def add_colour_space(index) -> None:
-    """Store a "colour" space (encoders.colour descriptors of the product photos), as indexing does on wt-colour."""
+def drop_colour_space(index) -> None:
+    """Remove the "colour" space, as an index made before indexing stored colour descriptors."""
     import copy
 
-    from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig, colour_descriptor
-    from vitrina.engine.config import VitrinaConfig
-    from vitrina.engine.query.search import SearchSession
-    from vitrina.index import ProductIndex, SpaceInfo, VectorSpace
-    from vitrina.index.store import editing, write_manifest, write_space
+    from vitrina.encoders.colour import COLOUR_SPACE
+    from vitrina.index.store import editing, remove_space, write_manifest
 
-    session = SearchSession(index)
-    rows = np.asarray(session.directory.spaces["image"].rows, dtype=np.int64)
-    config = ColourConfig()
-    vectors = np.stack([colour_descriptor(Image.open(session.image_source(session.products.ids[r])).convert("RGB"), config)
-                        for r in rows]).astype(np.float32)
-    manifest = copy.deepcopy(session.manifest)
-    built = ProductIndex.build(vectors, rows, "Flat", VitrinaConfig().index)
-    manifest.spaces[COLOUR_SPACE] = SpaceInfo(encoder=config.name, model="", dim=vectors.shape[1], count=len(rows),
-                                              factory=built.factory, runtime="colour descriptor (numpy)")
+    manifest = copy.deepcopy(IndexManifest.load(index))
+    del manifest.spaces[COLOUR_SPACE]
     with editing(index) as tmp:
-        write_space(tmp, COLOUR_SPACE, VectorSpace(built, vectors, rows))
+        remove_space(tmp, COLOUR_SPACE)
         write_manifest(tmp, manifest)
 
 
-def test_heads_read_the_colour_space_where_the_index_has_one(shop, tmp_path):
+def test_heads_read_the_image_vector_alone_without_a_colour_space(shop, tmp_path):
     from vitrina import Index
 
     index = tmp_path / "idx"
     shutil.copytree(shop["index"], index)
-    add_colour_space(index)
+    drop_colour_space(index)
     code, out, err = run_cli("train", index, "--epochs", "3", "--dim", "8", "--attributes", "kind,colour", "--json", "-q")
     assert code == 0, err
-    assert json.loads(out)["attributes"]["inputs"] == ["colour", "image"]
+    assert json.loads(out)["attributes"]["inputs"] == ["image"]
     photo = shop["base"] / "query-colour.png"
     product_photo("Bar", "Yellow", np.random.default_rng(11)).save(photo)
     by_id = {r["id"]: r for r in shop["rows"]}
     hits = Index(index).similar(image=str(photo), k=5)
     assert sum(by_id[h.id]["kind"] == "Bar" and by_id[h.id]["colour"] == "Yellow" for h in hits) >= 4
-    # the heads read colour descriptors: an index whose colour space is gone leaves `similar` without the terms
-    heads = FusionModel.load(index / "fusion").attributes
+    # heads that read colour descriptors do not fit an index without them: `similar` goes without the terms
+    heads = FusionModel.load(shop["attributed"] / "fusion").attributes
     assert heads.usable({"image": heads.inputs["image"]}) is not None
