@@ -268,6 +268,8 @@ def test_ray_engine_writes_the_same_index(catalog, tmp_path):
         a, b = np.asarray(x.spaces[name].vectors), np.asarray(y.spaces[name].vectors)
         assert a.shape == b.shape
         assert np.min(np.sum(a * b, axis=1)) > 0.98  # same models; batches differ, so int8 rounding may too
+    assert np.allclose(np.asarray(x.spaces["colour"].vectors), np.asarray(y.spaces["colour"].vectors), atol=1e-6)
+    assert np.array_equal(y.spaces["colour"].rows, y.spaces["image"].rows)  # one colour descriptor per photo, as local
 
 
 def test_a_running_server_switches_to_the_new_current_version_on_reload(catalog, tmp_path):
