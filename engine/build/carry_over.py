@@ -4,7 +4,7 @@ Behaviour: the live version's snapshot moved onto the new product list by produc
 product's events stay in the root's log but have no product; a new product has no vector yet), plus
 the log events after the snapshot; with no snapshot, a fit from the log. Trained heads (DIR/fusion):
 reused when the new version's encoders are those the heads were trained on, the fused and
-shared-image spaces recomputed with them; else left out with a note, unless `retrain` (then new heads
+shared-image spaces (and the similar space of attribute heads) recomputed with them; else left out with a note, unless `retrain` (then new heads
 are trained on the new version, with the old heads' training settings; with no heads in the live
 version, `retrain` takes the settings of the newest kept version that had some).
 """
@@ -69,6 +69,10 @@ def carry_over(root: Path, live_dir: Path | None, directory: IndexDirectory, con
         heads, _ = train_heads(inputs, sources, list(directory.products.ids), settings,
                                None if carried.behaviour is None else carried.behaviour.interactions,
                                heads.weights, progress=config.progress, colour=colour)
+        if settings.attributes:  # the old heads were trained with --attributes: those too
+            from vitrina.engine.learn.shared_space import attribute_heads
+
+            heads.attributes = attribute_heads(directory, heads, settings, carried.behaviour)
         carried.notes.append("shared-space heads retrained on the new version")
     elif mismatched:
         carried.notes.append("the trained fused space was not carried over: the encoders changed for "

@@ -28,6 +28,7 @@ import numpy as np
 
 from vitrina.encoders.base import l2_normalize
 from vitrina.encoders.colour import ColourConfig, colour_descriptors
+from vitrina.engine.learn.attributes import AttributeHeads
 from vitrina.engine.errors import QueryError
 
 FUSION_DIR = "fusion"
@@ -87,6 +88,7 @@ class FusionModel:
     training: dict = field(default_factory=dict)  # what `vitrina train` reports: epochs, seconds, split, scores
     text_share: float = 0.8  # weight of the raw text cosine in fused scores (the rest: the shared space)
     colour: ColourJoin | None = None  # the image head's inputs carry a colour descriptor (None: CNN vectors only)
+    attributes: AttributeHeads | None = None  # `vitrina train --attributes` (engine.learn.attributes), else None
 
     @property
     def text_dim(self) -> int:
@@ -167,6 +169,8 @@ class FusionModel:
                  "text_share": self.text_share, "fingerprint": self.fingerprint,
                  "colour": asdict(self.colour) if self.colour is not None else None}
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str) + "\n")
+        if self.attributes is not None:
+            self.attributes.save(directory)
 
     @classmethod
     def load(cls, directory: Path) -> "FusionModel":
@@ -179,7 +183,8 @@ class FusionModel:
             colour = state.get("colour")
             model = cls(int(state["dim"]), heads, dict(state["inputs"]), FusionWeights(**state["weights"]),
                         state.get("training", {}), float(state.get("text_share", 0.8)),
-                        ColourJoin(str(colour["descriptor"]), float(colour["factor"])) if colour else None)
+                        ColourJoin(str(colour["descriptor"]), float(colour["factor"])) if colour else None,
+                        AttributeHeads.load(directory))
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise QueryError(f"the shared space in {directory} is damaged ({exc}); run `vitrina train` again") from None
         for modality, (w, b) in heads.items():

@@ -12,7 +12,9 @@ search in the shared space stays as good as in the text space it came from.
 Products are split by a hash of their id (the same on every machine): `heldout` of them are never
 trained on (so evaluations can be honest), `validation` of the rest pick the best epoch. The heads
 are saved in DIR/fusion and the index gains two spaces: "fused" (one vector per product) and
-"shared-image" (images in the shared space, for text -> image search).
+"shared-image" (images in the shared space, for text -> image search). With `attributes` (catalog
+columns such as articleType, baseColour), attribute heads are learned on the same split too
+(engine.learn.attributes) and a third space, "similar", is what `similar` searches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from vitrina.engine.learn.attributes import (
+    SIMILAR_SPACE,
+    AttributeConfig,
+    AttributeHeads,
+    check_columns,
+    similar_space_vectors,
+    train_attribute_heads,
+)
 from vitrina.engine.learn.behaviour import BehaviourModel, load_index_behaviour
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
@@ -46,7 +56,7 @@ from vitrina.index import IndexDirectory, ProductIndex, SpaceInfo, VectorSpace
 from vitrina.index.store import editing, remove_space, replace_directory, write_manifest, write_space
 from vitrina.errors import Param
 
-SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE)
+SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE, SIMILAR_SPACE)
 COLOUR_DEFAULT = 1.0  # chosen on fashion validation products (benchmarks/RESULTS.md, issue 18)
 
 
@@ -66,11 +76,22 @@ class TrainConfig:
     keep_text_weight: float = 3.0  # weight of the squared change of in-batch text cosines
     seed: int = 0
     colour: float = COLOUR_DEFAULT  # the stored colour descriptor joined to the image vector at this x the mean CNN norm; 0: not
+    attributes: tuple[str, ...] = ()  # catalog columns to learn attribute heads for (engine.learn.attributes)
+    attribute_settings: AttributeConfig = field(default_factory=AttributeConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.colour < float("inf"):
             raise QueryError("{colour} must be a finite number >= 0 (0: no colour descriptor), got {value}",
                              colour=Param("colour"), value=self.colour)
+        columns = self.attributes.split(",") if isinstance(self.attributes, str) else self.attributes
+        object.__setattr__(self, "attributes", tuple(str(c).strip() for c in columns if str(c).strip()))
+        if isinstance(self.attribute_settings, dict):  # read back from a saved model's training record
+            known = AttributeConfig.__dataclass_fields__
+            object.__setattr__(self, "attribute_settings",
+                               AttributeConfig(**{k: v for k, v in self.attribute_settings.items() if k in known}))
+        if len(set(self.attributes)) != len(self.attributes):
+            raise QueryError("{attributes} names a column twice: {columns}", attributes=Param("attributes"),
+                             columns=",".join(self.attributes))
         if self.dim < 2 or self.epochs < 1 or self.batch_size < 2:
             raise QueryError("dim must be >= 2, epochs >= 1 and batch size >= 2")
         if not 0.0 <= self.heldout < 1.0 or not 0.0 <= self.validation < 1.0 or self.heldout + self.validation >= 1.0:
@@ -92,6 +113,7 @@ class TrainReport:
     seconds: float
     dim: int = 0  # the shared space's dimension
     notes: list[str] = field(default_factory=list)  # from writing the spaces, e.g. a modality left out
+    attributes: dict = field(default_factory=dict)  # the attribute heads' report (columns, accuracy, weights)
 
 
 def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None,
@@ -252,7 +274,7 @@ def train_heads(
         validation_recall_at_10=None if best[0] is None else round(best[0], 4), losses=losses,
         seconds=round(time.perf_counter() - started, 1), dim=dim,
     )
-    stored = {name: value for name, value in asdict(report).items() if name != "notes"}  # notes come later
+    stored = {name: value for name, value in asdict(report).items() if name not in ("notes", "attributes")}
     training = {"settings": asdict(settings), "report": stored}
     return FusionModel(dim, arrays, dict(sources), weights, training,
                        colour=colour if "image" in inputs else None), report
@@ -295,9 +317,16 @@ def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: Beha
         computed[SHARED_IMAGE_SPACE] = (model.project("image", every_image_input(directory, model)),
                                         np.asarray(images.rows, dtype=np.int64))
         ordinals = images.ordinals
+    if model.attributes is not None and FUSED_SPACE in computed:
+        similar = similar_space_vectors(model.attributes, directory, computed[FUSED_SPACE])
+        if isinstance(similar, str):
+            notes.append(f"`similar` left without attribute terms: {similar}; run `vitrina train --attributes` again")
+        else:
+            computed[SIMILAR_SPACE] = similar
     for name, (vectors, rows) in computed.items():
         index = ProductIndex.build(vectors, rows, config.index.factory, config.index)
-        infos[name] = SpaceInfo(encoder=model.name, model="", dim=vectors.shape[1], count=len(rows), factory=index.factory,
+        encoder = model.name if name != SIMILAR_SPACE else f"{model.name}+attributes@{model.attributes.fingerprint}"
+        infos[name] = SpaceInfo(encoder=encoder, model="", dim=vectors.shape[1], count=len(rows), factory=index.factory,
                                 runtime="fusion heads (numpy)")
         spaces[name] = VectorSpace(index, vectors, rows, ordinals if name == SHARED_IMAGE_SPACE else None)
     return infos, spaces, notes
@@ -331,6 +360,8 @@ def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
     directory = IndexDirectory.load(path, config.index)
     behaviour, why = load_index_behaviour(path, directory.products.ids, config.shoppers)
     notes = [] if behaviour is not None else [f"no behaviour vectors ({why})"]
+    if settings.attributes:
+        check_columns(directory.products, settings.attributes)  # before minutes of training
     colour = colour_join(directory, settings.colour)
     if colour is None and settings.colour > 0 and "image" in directory.spaces:
         notes.append("image head trained without colour descriptors: this index stores none (indexed before them); "
@@ -339,9 +370,31 @@ def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
     model, report = train_heads(inputs, sources, directory.products.ids, settings,
                                 None if behaviour is None else behaviour.interactions, progress=config.progress,
                                 colour=colour)
+    if settings.attributes:
+        model.attributes = attribute_heads(directory, model, settings, behaviour)
+        report.attributes = model.attributes.report
     notes += write_shared_space(path, directory, model, config, behaviour)
     report.notes = notes
     return model, report, notes
+
+
+def attribute_heads(directory: IndexDirectory, model: FusionModel, settings: TrainConfig,
+                    behaviour: BehaviourModel | None) -> AttributeHeads:
+    """Attribute heads for `settings.attributes`, on the split `train_heads` used (held-out and validation
+    products never trained on; the weights chosen on the validation ones)."""
+    inputs, sources = modality_inputs(directory, behaviour, model.colour)
+    usable = {m: inputs[m] for m, source in sources.items() if model.usable(m, source)}
+    fused = shared_vectors(model, len(directory.products), usable)[FUSED_SPACE]
+    bucket = np.array([heldout_bucket(p) for p in directory.products.ids])
+    validation = (bucket >= settings.heldout) & (bucket < settings.heldout + settings.validation)
+    train = bucket >= settings.heldout + settings.validation
+    photo_query = None
+    if "image" in usable:  # a product's photo alone, as an upload queries: its image-head inputs projected
+        vectors, rows = usable["image"]
+        position = {int(r): i for i, r in enumerate(rows)}
+        photo_query = lambda wanted: model.fused_query("image", vectors[[position[int(r)] for r in wanted]])  # noqa: E731
+    return train_attribute_heads(directory, settings.attributes, fused, photo_query, train, validation,
+                                 settings.attribute_settings)
 
 
 def refresh_shared_space(path: Path, config: VitrinaConfig) -> list[str]:

@@ -254,6 +254,7 @@ def run_image_search(
     """The hits of each query image (or of its vector, already encoded for `search.space`), inside the mask."""
     if query_vectors is None:
         query_vectors = session.encode_images(images, search.space)
+    space = session.similar_space(search.space)  # fused: with attribute terms where trained with them
     if session.groups is not None:  # one hit per product group
-        return grouped_vector_hits(session, search.space, query_vectors, search.k, search.allowed)
-    return session.search_vectors(search.space, query_vectors, search.k, search.allowed)
+        return grouped_vector_hits(session, space, query_vectors, search.k, search.allowed)
+    return session.search_vectors(space, query_vectors, search.k, search.allowed)

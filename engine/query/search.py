@@ -19,6 +19,7 @@ from vitrina.engine.data.catalog import image_sources, metadata_key, resolve_ima
 from vitrina.engine.build.assemble import recorded_image_roots, recorded_url_policy
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import ArgumentError, QueryError
+from vitrina.engine.learn.attributes import COLOUR_SPACE, SIMILAR_SPACE, photo_features
 from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
@@ -394,15 +395,37 @@ class SearchSession:
         """Where `similar` looks by default: fused once trained, else the image vectors."""
         return "fused" if self.fusion is not None else "image"
 
+    def similar_space(self, space: str) -> str:
+        """The vectors `similar` searches for `space`: for fused, the similar space (fused vectors with the
+        attribute terms of `vitrina train --attributes`) where the index has one."""
+        return SIMILAR_SPACE if space == "fused" and SIMILAR_SPACE in self.manifest.spaces else space
+
     def encode_images(self, images: Sequence[Image.Image], space: str = "image") -> np.ndarray:
-        """Query vectors of images for `space`: raw image vectors, or projected into the fused space."""
+        """Query vectors of images for `space`: raw image vectors, or projected into the fused space (with the
+        photo's attribute descriptors where `similar` searches the similar space)."""
         if self._check_space(space) == "text":
             raise QueryError("an image cannot query the text vectors; use {space} or fused (or {id})",
                              space=Param("space", "image"), id=Param("id"))
         vectors = self.encoder("image").encode(list(images))
         if space != "fused":
             return vectors
-        return self.fusion.fused_query("image", self.fusion.photo_inputs(vectors, list(images)))
+        query = self.fusion.fused_query("image", self.fusion.photo_inputs(vectors, list(images)))
+        if self.similar_space(space) != SIMILAR_SPACE:
+            return query
+        heads = self.fusion.attributes
+        colour = self.colour_queries(images) if COLOUR_SPACE in heads.inputs else None
+        return heads.photo_queries(query, photo_features(heads, vectors, colour))
+
+    def colour_queries(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The colour descriptors of query photos, made as the index's colour space made its own."""
+        from vitrina.encoders.colour import ColourConfig, colour_descriptors
+
+        try:
+            config = ColourConfig.from_name(self.manifest.space(COLOUR_SPACE).encoder)
+        except ValueError:
+            raise QueryError("this index's colour descriptors were made by a version of Vitrina that this one cannot "
+                             "reproduce for a photo; use {id}, or `vitrina reindex`", id=Param("id")) from None
+        return colour_descriptors([image.convert("RGB") for image in images], config)
 
     def similar_to_images(
         self, images: Sequence[Image.Image | bytes | str | Path], k: int = 10, space: str | None = None, *,
@@ -427,7 +450,7 @@ class SearchSession:
         (image: looks alike; fused: looks, words and shoppers alike; text: described alike)."""
         space = self._check_space(space or self.default_image_space())
         row = self.products.row_of(str(product_id))
-        vectors = self.directory.spaces.get(space)
+        vectors = self.directory.spaces.get(self.similar_space(space))
         if vectors is None:
             raise QueryError("this index has no {space} vectors; index a catalog with images to use {id}",
                              space=space, id=Param("id"))

@@ -44,6 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     settings = TrainConfig(dim=args.dim, epochs=args.epochs, batch_size=args.train_batch_size,
                            learning_rate=args.learning_rate, heldout=args.heldout, seed=args.seed,
+                           attributes=tuple(args.attributes.split(",")) if args.attributes else (),
                            **({} if args.colour is None else {"colour": args.colour}))
     if settings.learning_rate <= 0:
         raise QueryError("--learning-rate must be > 0")
@@ -60,7 +61,8 @@ def train_json(where: str, report: TrainReport) -> dict:
             "trained_on": report.trained_on, "heldout": report.heldout, "epochs": report.epochs_run,
             "best_epoch": report.best_epoch, "validation_recall@10": report.validation_recall_at_10,
             "losses": report.losses, "seconds": report.seconds, "spaces": ["fused", *(
-                ["shared-image"] if "image" in report.modalities else [])], "notes": report.notes}
+                ["shared-image"] if "image" in report.modalities else []), *(["similar"] if report.attributes else [])],
+            "attributes": report.attributes or None, "notes": report.notes}
 
 
 def train_lines(where: str, report: TrainReport) -> list[str]:
@@ -70,9 +72,22 @@ def train_lines(where: str, report: TrainReport) -> list[str]:
          f"on {report.trained_on} products ({report.heldout} held out) in {report.seconds:.0f} s"),
         (f"  loss per epoch: {', '.join(f'{x:.3f}' for x in report.losses)}; best epoch {report.best_epoch}"
          + (f" (validation recall@10 {val:.3f})" if val is not None else "")),
+        *attribute_lines(report.attributes),
         *[f"  note: {note}" for note in report.notes],
         "  search and similar now use the fused space by default (--space text|image to choose)",
     ]
+
+
+def attribute_lines(attributes: dict) -> list[str]:
+    """What `train --attributes` learned: accuracy per column and the weights `similar` uses."""
+    if not attributes:
+        return []
+    accuracy = ", ".join(f"{c} {a:.3f}" for c, a in attributes.get("accuracy", {}).items())
+    weights = ", ".join(f"{c} {w:g}" for c, w in zip(attributes["columns"], attributes["weights"]))
+    photo = ", ".join(f"{c} {w:g}" for c, w in zip(attributes["columns"], attributes["photo_weights"]))
+    return [f"  attribute heads ({', '.join(attributes['inputs'])} vectors): validation accuracy {accuracy or 'n/a'}",
+            f"  similar adds attribute cosines x {weights} (photo queries x {photo}), chosen on "
+            f"{attributes['validation_queries']} validation products"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +120,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colour", type=float, default=None, metavar="S",
                    help="weight of each photo's stored colour descriptor joined to its image vector before the image "
                         "head, relative to the image vectors' norm (default 1.0, chosen on fashion validation products; 0: image vectors only)")
+    p.add_argument("--attributes", default=None, metavar="COL,COL",
+                   help="catalog columns (e.g. articleType,baseColour) to learn attribute heads for: `similar` then "
+                        "ranks products of the same predicted values first (weights chosen on validation products)")
     p.add_argument("--json", action="store_true", help="print the training report as one JSON object")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train, text_model=None, image_model=None)
