@@ -53,7 +53,7 @@ def random_heads(model: FusionModel, seed: int = 0) -> FusionModel:
     heads = {m: (rng.uniform(-1, 1, w.shape).astype(np.float32) / np.sqrt(w.shape[0]), np.zeros_like(b))
              for m, (w, b) in model.heads.items()}
     return FusionModel(model.dim, heads, model.inputs, model.weights, {"settings": {"heldout": HELDOUT}}, model.text_share,
-                       colour=model.colour)
+                       colour=model.colour, captions=model.captions)
 
 
 def main() -> None:
@@ -61,13 +61,15 @@ def main() -> None:
     parser.add_argument("--fashion", type=Path, default=DEFAULT_OUT / "quality-fashion-image")
     parser.add_argument("--hd", type=Path, default=DEFAULT_OUT / "hd-hybrid")
     parser.add_argument("--colour", default=None, metavar="S", help="`vitrina train --colour S` (default: train's default)")
+    parser.add_argument("--captions", default=None, metavar="S", help="`vitrina train --captions S` (default: train's default)")
     args = parser.parse_args()
     config = VitrinaConfig(progress=False)
     results: dict = {}
 
     fashion = fresh_copy(args.fashion, "fashion-shared")
     seconds, peak = vitrina("train", str(fashion), "--heldout", str(HELDOUT), "-q",
-                            *(["--colour", args.colour] if args.colour is not None else []))
+                            *(["--colour", args.colour] if args.colour is not None else []),
+                            *(["--captions", args.captions] if args.captions is not None else []))
     model = FusionModel.load(fashion / FUSION_DIR)
     results["train"] = {"wall_s": round(seconds, 1), "peak_rss_mib": round(peak), **model.training["report"]}
     print(f"train: {seconds:.1f} s wall, peak RSS {peak:.0f} MiB, best epoch {model.training['report']['best_epoch']}")

@@ -512,7 +512,8 @@ class Index:
         return gone
 
     def train(self, *, dim: int = 256, epochs: int = 15, heldout: float = 0.0, seed: int = 0, colour: float | None = None,
-              attributes: Sequence[str] = (), settings: TrainConfig | None = None) -> TrainReport:
+              attributes: Sequence[str] = (), captions: float | None = None,
+              settings: TrainConfig | None = None) -> TrainReport:
         """Learn the shared space (projection heads and fused vectors) from the index's own vectors and
         behaviour; search and similar then default to the fused space.
 
@@ -525,6 +526,8 @@ class Index:
                 (relative to the image vectors' norm; None: TrainConfig's default, 0: image vectors only).
             attributes: catalog columns (e.g. ["articleType", "baseColour"]) to learn attribute heads for on
                 the same split; `similar` then ranks products of the same predicted values first.
+            captions: weight of each photo's neighbour caption (the text vectors of the training products whose
+                photos look most like it) joined to the image head's input (None: TrainConfig's default, 0: none).
             settings: every training setting (TrainConfig); overrides the arguments above.
 
         Returns the TrainReport: the space's dimension, losses, best epoch, validation recall@10, and notes
@@ -534,7 +537,8 @@ class Index:
 
         settings = settings or TrainConfig(dim=dim, epochs=epochs, heldout=heldout, seed=seed,
                                            attributes=attributes if isinstance(attributes, str) else tuple(attributes),
-                                           **({} if colour is None else {"colour": colour}))
+                                           **({} if colour is None else {"colour": colour}),
+                                           **({} if captions is None else {"captions": captions}))
         _, report, _ = train_shared_space(self.path, settings, self.config)
         self._written()
         return report

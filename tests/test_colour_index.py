@@ -114,10 +114,11 @@ def test_heads_with_colour_find_held_out_products_by_colour_better_than_without(
 
 
 def test_train_joins_colour_everywhere_an_image_is_projected(colour_index, colour_catalog, tmp_path):
-    code, out, err = run_cli("train", colour_index, "--heldout", str(HELDOUT), "--epochs", "3", "--dim", "16", "--json", "-q")
+    code, out, err = run_cli("train", colour_index, "--heldout", str(HELDOUT), "--epochs", "3", "--dim", "16",
+                             "--captions", "0", "--json", "-q")  # colour alone (test_captions: both)
     assert code == 0, err
     model = FusionModel.load(colour_index / FUSION_DIR)
-    assert model.colour is not None and model.colour.descriptor == ColourConfig().name
+    assert model.colour is not None and model.colour.descriptor == ColourConfig().name and model.captions is None
     assert model.colour.factor == pytest.approx(1.0)  # the default scale x the (unit) norm of the CNN vectors
     directory = IndexDirectory.load(colour_index)
     assert model.heads["image"][0].shape[0] == directory.manifest.spaces["image"].dim + ColourConfig().dim

@@ -59,16 +59,20 @@ def carry_over(root: Path, live_dir: Path | None, directory: IndexDirectory, con
                   and not heads.usable(m, directory.manifest.spaces[m].encoder)]
     if retrain:
         from vitrina.engine.learn.colour_vectors import colour_join
-        from vitrina.engine.learn.shared_space import TrainConfig, modality_inputs, train_heads
+        from vitrina.engine.learn.shared_space import TrainConfig, modality_inputs, train_heads, training_captions
 
         known = TrainConfig.__dataclass_fields__
         recorded = heads.training.get("settings", {})
-        settings = TrainConfig(**{k: v for k, v in recorded.items() if k in known}, **({} if "colour" in recorded else {"colour": 0.0}))
+        settings = TrainConfig(**{k: v for k, v in recorded.items() if k in known},
+                              **({} if "colour" in recorded else {"colour": 0.0}),
+                              **({} if "captions" in recorded else {"captions": 0.0}),
+                              **({} if "schedule" in recorded else {"schedule": "constant"}))
         colour = colour_join(directory, settings.colour)
-        inputs, sources = modality_inputs(directory, carried.behaviour, colour)
+        captions = training_captions(directory, settings)
+        inputs, sources = modality_inputs(directory, carried.behaviour, colour, captions)
         heads, _ = train_heads(inputs, sources, list(directory.products.ids), settings,
                                None if carried.behaviour is None else carried.behaviour.interactions,
-                               heads.weights, progress=config.progress, colour=colour)
+                               heads.weights, progress=config.progress, colour=colour, captions=captions)
         if settings.attributes:  # the old heads were trained with --attributes: those too
             from vitrina.engine.learn.shared_space import attribute_heads
 

@@ -395,7 +395,7 @@ def evaluate_image(
         fused = session.directory.spaces[FUSED_SPACE]
         def projected(batch):  # the stored photos as the image head takes them (with their colour descriptors)
             inputs = image_head_inputs(session.directory, session.fusion.colour, stored(space)(batch),
-                                       np.asarray([chosen[i] for i in batch], dtype=np.int64))
+                                       np.asarray([chosen[i] for i in batch], dtype=np.int64), session.fusion.captions)
             if inputs is None:
                 raise QueryError("the shared-space heads were trained with colour descriptors this index does not "
                                  "store; run `vitrina reindex` and `vitrina train` again")

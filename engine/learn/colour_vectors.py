@@ -10,6 +10,7 @@ import numpy as np
 
 from vitrina.encoders.colour import COLOUR_SPACE, ColourConfig
 from vitrina.engine.errors import QueryError
+from vitrina.engine.learn.captions import NeighbourCaptions
 from vitrina.engine.learn.fusion import ColourJoin
 from vitrina.index import IndexDirectory
 
@@ -41,16 +42,21 @@ def colour_of_rows(directory: IndexDirectory, rows: np.ndarray) -> tuple[np.ndar
 
 
 def image_head_inputs(directory: IndexDirectory, colour: ColourJoin | None, cnn: np.ndarray,
-                      rows: np.ndarray) -> np.ndarray | None:
+                      rows: np.ndarray, captions: NeighbourCaptions | None = None) -> np.ndarray | None:
     """The image-head inputs of stored photos: CNN vectors `cnn` of product `rows`, joined with their stored
-    descriptors when `colour` asks for them; None when it does and the index stores none of that kind."""
-    if colour is None:
-        return np.asarray(cnn, dtype=np.float32)
-    stored = stored_colour(directory)
-    if stored is None or stored[2].name != colour.descriptor:
-        return None
-    descriptors, _ = colour_of_rows(directory, rows)
-    return colour.join(cnn, descriptors)
+    descriptors when `colour` asks for them and with their neighbour captions when `captions` are given; None
+    when colour is asked for and the index stores none of that kind."""
+    inputs = np.asarray(cnn, dtype=np.float32)
+    if colour is not None:
+        stored = stored_colour(directory)
+        if stored is None or stored[2].name != colour.descriptor:
+            return None
+        descriptors, _ = colour_of_rows(directory, rows)
+        inputs = colour.join(cnn, descriptors)
+    if captions is not None:
+        ids = directory.products.ids
+        inputs = captions.join(inputs, cnn, [ids[int(r)] for r in rows])
+    return inputs
 
 
 def colour_join(directory: IndexDirectory, scale: float) -> ColourJoin | None:

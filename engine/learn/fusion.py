@@ -14,7 +14,9 @@ has only the shared block.
 
 Heads trained with a colour descriptor (`ColourJoin`, `vitrina train --colour`) take [CNN vector,
 factor x the photo's colour descriptor] as the image input, for stored photos (the index's "colour"
-space) and uploaded ones alike (`photo_inputs`); the model records which descriptor and factor.
+space) and uploaded ones alike (`photo_inputs`); the model records which descriptor and factor. Heads trained
+with neighbour captions (`engine.learn.captions`, `vitrina train --captions`) also take each photo's caption,
+made from the anchor products saved with the heads.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from vitrina.encoders.base import l2_normalize
 from vitrina.encoders.colour import ColourConfig, colour_descriptors
 from vitrina.engine.learn.attributes import AttributeHeads
+from vitrina.engine.learn.captions import NeighbourCaptions
 from vitrina.engine.errors import QueryError
 
 FUSION_DIR = "fusion"
@@ -89,6 +92,7 @@ class FusionModel:
     text_share: float = 0.8  # weight of the raw text cosine in fused scores (the rest: the shared space)
     colour: ColourJoin | None = None  # the image head's inputs carry a colour descriptor (None: CNN vectors only)
     attributes: AttributeHeads | None = None  # `vitrina train --attributes` (engine.learn.attributes), else None
+    captions: NeighbourCaptions | None = None  # the image head also reads neighbour captions (engine.learn.captions)
 
     @property
     def text_dim(self) -> int:
@@ -102,6 +106,8 @@ class FusionModel:
             digest.update(modality.encode() + np.ascontiguousarray(w).tobytes() + np.ascontiguousarray(b).tobytes())
         if self.colour is not None:  # heads without colour keep the fingerprint they always had
             digest.update(f"{self.colour.descriptor}|{self.colour.factor!r}".encode())
+        if self.captions is not None:
+            digest.update(f"captions@{self.captions.fingerprint}".encode())
         return digest.hexdigest()[:12]
 
     @property
@@ -123,20 +129,21 @@ class FusionModel:
             raise QueryError(f"the {modality} head takes {w.shape[0]}-d vectors, got shape {vectors.shape}")
         return l2_normalize(vectors @ w + b)
 
-    def image_inputs(self, cnn: np.ndarray, colour: np.ndarray | None) -> np.ndarray:
-        """What the image head takes for these CNN vectors: themselves, or joined with their colour descriptors."""
-        if self.colour is None:
-            return np.asarray(cnn, dtype=np.float32)
-        if colour is None:
-            raise QueryError("the shared-space image head was trained with colour descriptors and none were given; "
-                             "run `vitrina reindex` to store them (or `vitrina train --colour 0`)")
-        return self.colour.join(cnn, colour)
+    def image_inputs(self, cnn: np.ndarray, colour: np.ndarray | None, product_ids: list[str] | None = None) -> np.ndarray:
+        """What the image head takes for these CNN vectors: themselves, joined with their colour descriptors and
+        their neighbour captions where the heads use them (`product_ids`: whose photos they are, if catalog ones)."""
+        inputs = np.asarray(cnn, dtype=np.float32)
+        if self.colour is not None:
+            if colour is None:
+                raise QueryError("the shared-space image head was trained with colour descriptors and none were given; "
+                                 "run `vitrina reindex` to store them (or `vitrina train --colour 0`)")
+            inputs = self.colour.join(cnn, colour)
+        return inputs if self.captions is None else self.captions.join(inputs, cnn, product_ids)
 
     def photo_inputs(self, cnn: np.ndarray, photos: list) -> np.ndarray:
         """The image head's inputs for query photos (PIL images) whose CNN vectors are `cnn`."""
-        if self.colour is None:
-            return np.asarray(cnn, dtype=np.float32)
-        return self.colour.join(cnn, colour_descriptors(list(photos), self.colour.config))
+        colour = None if self.colour is None else colour_descriptors(list(photos), self.colour.config)
+        return self.image_inputs(cnn, colour)
 
     @property
     def heldout_share(self) -> float:
@@ -171,6 +178,8 @@ class FusionModel:
         (directory / STATE_FILE).write_text(json.dumps(state, indent=2, default=str) + "\n")
         if self.attributes is not None:
             self.attributes.save(directory)
+        if self.captions is not None:
+            self.captions.save(directory)
 
     @classmethod
     def load(cls, directory: Path) -> "FusionModel":
@@ -184,7 +193,7 @@ class FusionModel:
             model = cls(int(state["dim"]), heads, dict(state["inputs"]), FusionWeights(**state["weights"]),
                         state.get("training", {}), float(state.get("text_share", 0.8)),
                         ColourJoin(str(colour["descriptor"]), float(colour["factor"])) if colour else None,
-                        AttributeHeads.load(directory))
+                        AttributeHeads.load(directory), NeighbourCaptions.load(directory))
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise QueryError(f"the shared space in {directory} is damaged ({exc}); run `vitrina train` again") from None
         for modality, (w, b) in heads.items():

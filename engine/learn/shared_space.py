@@ -40,6 +40,7 @@ from vitrina.engine.learn.behaviour import BehaviourModel, load_index_behaviour
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import QueryError
 from vitrina.encoders.colour import COLOUR_SPACE
+from vitrina.engine.learn.captions import NeighbourCaptions, anchor_captions
 from vitrina.engine.learn.colour_vectors import colour_join, image_head_inputs
 from vitrina.engine.learn.fusion import (
     FUSED_SPACE,
@@ -57,7 +58,9 @@ from vitrina.index.store import editing, remove_space, replace_directory, write_
 from vitrina.errors import Param
 
 SHARED_SPACES = (FUSED_SPACE, SHARED_IMAGE_SPACE, SIMILAR_SPACE)
+SCHEDULES = ("constant", "cosine")
 COLOUR_DEFAULT = 1.0  # chosen on fashion validation products (benchmarks/RESULTS.md, issue 18)
+CAPTIONS_DEFAULT = 2.0  # neighbour captions' scale, chosen on fashion validation products (RESULTS.md, issue 18)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class TrainConfig:
     epochs: int = 15
     batch_size: int = 256
     learning_rate: float = 1e-3
+    schedule: str = "cosine"  # the learning rate over the epochs: "cosine" (annealed to 0; chosen on fashion validation), or "constant"
     weight_decay: float = 0.01
     temperature: float = 0.07  # initial; learned, like CLIP's logit scale
     heldout: float = 0.0  # share of products never trained on (by a hash of the product id)
@@ -76,6 +80,10 @@ class TrainConfig:
     keep_text_weight: float = 3.0  # weight of the squared change of in-batch text cosines
     seed: int = 0
     colour: float = COLOUR_DEFAULT  # the stored colour descriptor joined to the image vector at this x the mean CNN norm; 0: not
+    captions: float = CAPTIONS_DEFAULT  # neighbour captions joined to the image head's input at this x the mean CNN norm; 0: not
+    caption_neighbours: int = 20  # anchor photos a caption is made from
+    caption_temperature: float = 0.02  # softmax temperature over their cosines
+    caption_anchors: int = 20_000  # at most this many training products are anchors (a seeded sample)
     attributes: tuple[str, ...] = ()  # catalog columns to learn attribute heads for (engine.learn.attributes)
     attribute_settings: AttributeConfig = field(default_factory=AttributeConfig)
 
@@ -83,6 +91,11 @@ class TrainConfig:
         if not 0.0 <= self.colour < float("inf"):
             raise QueryError("{colour} must be a finite number >= 0 (0: no colour descriptor), got {value}",
                              colour=Param("colour"), value=self.colour)
+        if not 0.0 <= self.captions < float("inf"):
+            raise QueryError("{captions} must be a finite number >= 0 (0: no neighbour captions), got {value}",
+                             captions=Param("captions"), value=self.captions)
+        if self.caption_neighbours < 1 or self.caption_anchors < 2 or not 0.0 < self.caption_temperature < float("inf"):
+            raise QueryError("caption neighbours must be >= 1, caption anchors >= 2 and the caption temperature > 0")
         columns = self.attributes.split(",") if isinstance(self.attributes, str) else self.attributes
         object.__setattr__(self, "attributes", tuple(str(c).strip() for c in columns if str(c).strip()))
         if isinstance(self.attribute_settings, dict):  # read back from a saved model's training record
@@ -92,6 +105,9 @@ class TrainConfig:
         if len(set(self.attributes)) != len(self.attributes):
             raise QueryError("{attributes} names a column twice: {columns}", attributes=Param("attributes"),
                              columns=",".join(self.attributes))
+        if self.schedule not in SCHEDULES:
+            raise QueryError("{schedule} must be one of {choices}, got {value!r}", schedule=Param("schedule"),
+                             choices=", ".join(SCHEDULES), value=self.schedule)
         if self.dim < 2 or self.epochs < 1 or self.batch_size < 2:
             raise QueryError("dim must be >= 2, epochs >= 1 and batch size >= 2")
         if not 0.0 <= self.heldout < 1.0 or not 0.0 <= self.validation < 1.0 or self.heldout + self.validation >= 1.0:
@@ -116,10 +132,11 @@ class TrainReport:
     attributes: dict = field(default_factory=dict)  # the attribute heads' report (columns, accuracy, weights)
 
 
-def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None,
-                    colour: ColourJoin | None = None) -> tuple[Inputs, dict[str, str]]:
+def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None, colour: ColourJoin | None = None,
+                    captions: NeighbourCaptions | None = None) -> tuple[Inputs, dict[str, str]]:
     """(vectors, product rows) per modality, and the encoder name (or behaviour fit id) of each; with `colour`,
-    the image vectors joined with their stored colour descriptors (no image input when the index has none)."""
+    the image vectors joined with their stored colour descriptors (no image input when the index has none), and
+    with `captions`, with their neighbour captions."""
     inputs: Inputs = {}
     sources: dict[str, str] = {}
     for modality in ("text", "image"):
@@ -128,7 +145,7 @@ def modality_inputs(directory: IndexDirectory, behaviour: BehaviourModel | None,
             vectors, rows = space.product_vectors()
             vectors, rows = np.asarray(vectors, dtype=np.float32), np.asarray(rows, dtype=np.int64)
             if modality == "image":
-                vectors = image_head_inputs(directory, colour, vectors, rows)
+                vectors = image_head_inputs(directory, colour, vectors, rows, captions)
                 if vectors is None:
                     continue
             inputs[modality] = (vectors, rows)
@@ -158,10 +175,10 @@ def _co_purchase_partners(interactions: sp.csr_matrix, rng: np.random.Generator)
 def train_heads(
     inputs: Inputs, sources: dict[str, str], product_ids: list[str], settings: TrainConfig = TrainConfig(),
     interactions: sp.csr_matrix | None = None, weights: FusionWeights = FusionWeights(), progress: bool = True,
-    colour: ColourJoin | None = None,
+    colour: ColourJoin | None = None, captions: NeighbourCaptions | None = None,
 ) -> tuple[FusionModel, TrainReport]:
-    """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space (`colour`: how the
-    image inputs were joined with colour descriptors, recorded in the model)."""
+    """Learn one linear head per modality in `inputs` into a `settings.dim`-d shared space (`colour`, `captions`:
+    what the image inputs were joined with, recorded in the model)."""
     import torch
     import torch.nn.functional as F
 
@@ -189,6 +206,7 @@ def train_heads(
     logit_scale = torch.nn.Parameter(torch.tensor(float(np.log(1.0 / settings.temperature))))
     optimiser = torch.optim.AdamW([*heads.parameters(), logit_scale], lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.epochs) if settings.schedule == "cosine" else None
     partners = None
     if interactions is not None and "behaviour" in inputs and settings.co_purchase_weight > 0:
         partners = torch.from_numpy(_co_purchase_partners(interactions.tocsr(), rng))
@@ -261,6 +279,8 @@ def train_heads(
             optimiser.step()
             total, steps = total + float(loss.detach()), steps + 1
         losses.append(round(total / max(1, steps), 4))
+        if annealing is not None:
+            annealing.step()
         score = validation_recall()
         epochs.set_postfix(loss=losses[-1], val=score)
         if best[0] is None or (score is not None and score > best[0]):
@@ -277,25 +297,30 @@ def train_heads(
     stored = {name: value for name, value in asdict(report).items() if name not in ("notes", "attributes")}
     training = {"settings": asdict(settings), "report": stored}
     return FusionModel(dim, arrays, dict(sources), weights, training,
-                       colour=colour if "image" in inputs else None), report
+                       colour=colour if "image" in inputs else None,
+                       captions=captions if "image" in inputs else None), report
 
 
 def every_image_input(directory: IndexDirectory, model: FusionModel) -> np.ndarray:
     """The image-head inputs of every stored photo (several per product), in the image space's order: the CNN
-    vectors, joined with the colour descriptors stored beside them (same rows and ordinals) when the heads use them."""
-    cnn = np.asarray(directory.spaces["image"].vectors, dtype=np.float32)
-    if model.colour is None:
-        return cnn
-    colours = directory.spaces.get(COLOUR_SPACE)
-    if colours is None or len(colours.vectors) != len(cnn):
-        raise QueryError(f"{directory.path}: the colour descriptors do not match the stored photos; run `vitrina reindex`")
-    return model.colour.join(cnn, np.asarray(colours.vectors, dtype=np.float32))
+    vectors, joined with the colour descriptors stored beside them (same rows and ordinals) and their neighbour
+    captions when the heads use them."""
+    images = directory.spaces["image"]
+    cnn = np.asarray(images.vectors, dtype=np.float32)
+    colour = None
+    if model.colour is not None:
+        colours = directory.spaces.get(COLOUR_SPACE)
+        if colours is None or len(colours.vectors) != len(cnn):
+            raise QueryError(f"{directory.path}: the colour descriptors do not match the stored photos; run `vitrina reindex`")
+        colour = np.asarray(colours.vectors, dtype=np.float32)
+    ids = directory.products.ids
+    return model.image_inputs(cnn, colour, [ids[int(r)] for r in images.rows])
 
 
 def shared_spaces(directory: IndexDirectory, model: FusionModel, behaviour: BehaviourModel | None,
                   config: VitrinaConfig) -> tuple[dict[str, SpaceInfo], dict[str, VectorSpace], list[str]]:
     """The "fused" and "shared-image" spaces of an index under `model`; notes on modalities left out."""
-    inputs, sources = modality_inputs(directory, behaviour, model.colour)
+    inputs, sources = modality_inputs(directory, behaviour, model.colour, model.captions)
     usable, notes = {}, []
     if "image" in model.heads and "image" not in inputs and "image" in directory.spaces:
         notes.append("images left out of the shared space: the heads were trained with colour descriptors this index "
@@ -366,10 +391,11 @@ def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
     if colour is None and settings.colour > 0 and "image" in directory.spaces:
         notes.append("image head trained without colour descriptors: this index stores none (indexed before them); "
                      "`vitrina reindex` adds them")
-    inputs, sources = modality_inputs(directory, behaviour, colour)
+    captions = training_captions(directory, settings)
+    inputs, sources = modality_inputs(directory, behaviour, colour, captions)
     model, report = train_heads(inputs, sources, directory.products.ids, settings,
                                 None if behaviour is None else behaviour.interactions, progress=config.progress,
-                                colour=colour)
+                                colour=colour, captions=captions)
     if settings.attributes:
         model.attributes = attribute_heads(directory, model, settings, behaviour)
         report.attributes = model.attributes.report
@@ -378,11 +404,30 @@ def train_shared_space(path: str | Path, settings: TrainConfig = TrainConfig(),
     return model, report, notes
 
 
+def training_captions(directory: IndexDirectory, settings: TrainConfig) -> NeighbourCaptions | None:
+    """Neighbour captions anchored on the products `settings` trains on (not held out, not validation) that have
+    both text and image vectors; None when `settings.captions` is 0 or the index lacks either space."""
+    text, image = directory.spaces.get("text"), directory.spaces.get("image")
+    if settings.captions <= 0 or text is None or image is None or not len(text.rows) or not len(image.rows):
+        return None
+    ids = directory.products.ids
+    image_vectors, image_rows = image.product_vectors()  # a product with several photos: their mean
+    text_vectors, found = text.vectors_of_rows(np.asarray(image_rows, dtype=np.int64))
+    cnn = np.asarray(image_vectors, dtype=np.float32)[found]
+    rows = np.asarray(image_rows, dtype=np.int64)[found]
+    bucket = np.array([heldout_bucket(ids[int(r)]) for r in rows])
+    anchors = np.flatnonzero(bucket >= settings.heldout + settings.validation)
+    return anchor_captions([ids[int(r)] for r in rows], cnn, np.asarray(text_vectors, dtype=np.float32), anchors,
+                           scale=settings.captions, neighbours=settings.caption_neighbours,
+                           temperature=settings.caption_temperature, max_anchors=settings.caption_anchors,
+                           seed=settings.seed)
+
+
 def attribute_heads(directory: IndexDirectory, model: FusionModel, settings: TrainConfig,
                     behaviour: BehaviourModel | None) -> AttributeHeads:
     """Attribute heads for `settings.attributes`, on the split `train_heads` used (held-out and validation
     products never trained on; the weights chosen on the validation ones)."""
-    inputs, sources = modality_inputs(directory, behaviour, model.colour)
+    inputs, sources = modality_inputs(directory, behaviour, model.colour, model.captions)
     usable = {m: inputs[m] for m, source in sources.items() if model.usable(m, source)}
     fused = shared_vectors(model, len(directory.products), usable)[FUSED_SPACE]
     bucket = np.array([heldout_bucket(p) for p in directory.products.ids])

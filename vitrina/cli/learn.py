@@ -45,7 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = TrainConfig(dim=args.dim, epochs=args.epochs, batch_size=args.train_batch_size,
                            learning_rate=args.learning_rate, heldout=args.heldout, seed=args.seed,
                            attributes=tuple(args.attributes.split(",")) if args.attributes else (),
-                           **({} if args.colour is None else {"colour": args.colour}))
+                           **({} if args.colour is None else {"colour": args.colour}),
+                           **({} if args.captions is None else {"captions": args.captions}))
     if settings.learning_rate <= 0:
         raise QueryError("--learning-rate must be > 0")
     report = open_index(args).train(settings=settings)
@@ -120,6 +121,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colour", type=float, default=None, metavar="S",
                    help="weight of each photo's stored colour descriptor joined to its image vector before the image "
                         "head, relative to the image vectors' norm (default 1.0, chosen on fashion validation products; 0: image vectors only)")
+    p.add_argument("--captions", type=float, default=None, metavar="S",
+                   help="weight of each photo's neighbour caption (the titles of the training products whose photos "
+                        "look most like it) joined to the image head's input, relative to the image vectors' norm "
+                        "(default 2.0, chosen on fashion validation products; 0: none)")
     p.add_argument("--attributes", default=None, metavar="COL,COL",
                    help="catalog columns (e.g. articleType,baseColour) to learn attribute heads for: `similar` then "
                         "ranks products of the same predicted values first (weights chosen on validation products)")
