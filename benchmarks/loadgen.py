@@ -45,6 +45,7 @@ async def generate(host: str, port: int, requests: list[bytes], rate: float, sec
     latencies: list[float] = []
     errors: list[str] = []
     counted = [0]
+    finished = [0.0]  # when the last answer came
     total = int((warmup + seconds) * rate)
     first_counted = int(warmup * rate)
     loop = asyncio.get_running_loop()
@@ -73,6 +74,7 @@ async def generate(host: str, port: int, requests: list[bytes], rate: float, sec
             counted[0] += 1
             if ok:
                 latencies.append(loop.time() - due)
+                finished[0] = loop.time()
             else:
                 errors.append(why)
 
@@ -85,7 +87,8 @@ async def generate(host: str, port: int, requests: list[bytes], rate: float, sec
         tasks.append(asyncio.ensure_future(one(i, due)))
     sending_ended = loop.time()
     await asyncio.wait(tasks, timeout=30)
-    measured = seconds if total > first_counted else 1.0
+    window_start = start + first_counted / rate  # answers per second from the first counted request's due time
+    measured = max(seconds, finished[0] - window_start) if total > first_counted else 1.0
     lat = np.array(latencies) * 1000.0 if latencies else np.array([np.nan])
     return {
         "sent": total - first_counted, "ok": len(latencies), "errors": len(errors),

@@ -1,11 +1,14 @@
 """Serving latency and capacity of issue 19, in one command (about 4-5 minutes):
 
   shop-100   10,000 fashion products (out/shop10k, built as serving_load.py builds it), text search at 100 req/s
-  hd-100     54,667 Home Depot titles (out/hd-hybrid, hybrid), text search at 100 req/s, Home Depot dev queries
+  hd-100     54,667 Home Depot titles (out/hd-hybrid: exact Flat vectors, hybrid), text search at 100 req/s, Home
+             Depot dev queries
+  hd-ann-100 the same titles with the dense leg on HNSW32 (out/hd-hnsw32), text search at 100 req/s
   sweep      10,000 products, text search at rising rates: the highest with p99 <= 100 ms and no errors
   image-20   10,000 products, POST /search/image at 20 req/s (catalog photos)
 
-Every server is `vitrina serve INDEX --cache-size 0 --rate-limit off` (one worker, query cache off, so each
+Indexes missing under OUT are built first (the two Home Depot ones encode 54,667 titles each: a few minutes,
+once). Every server is `vitrina serve INDEX --cache-size 0 --rate-limit off` (one worker, query cache off, so each
 query is encoded), hybrid text search (the default), k=10, queries distinct within each phase. The load comes
 from benchmarks/loadgen.py: an open-loop generator (latency counted from each request's due time) in its own
 process pinned to one core with taskset; its own CPU time is printed beside each phase, with the server's and
@@ -29,7 +32,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -39,6 +41,8 @@ from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, ensure_index, markdown_tab
 from loadgen import get_request, upload_request
 from serving_load import queries_and_photos, shop_catalog
 from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.data.catalog import CatalogConfig
+from vitrina.index import IndexConfig
 
 HERE = Path(__file__).resolve().parent
 PORT = 8766
@@ -52,6 +56,15 @@ def text_requests(queries: list[str]) -> list[str]:
 def hd_queries() -> list[str]:
     with (DATA / "homedepot" / "qrels_dev.csv").open(newline="", encoding="utf-8") as f:
         return list(dict.fromkeys(row["query"] for row in csv.DictReader(f)))
+
+
+def hd_index(out: Path, factory: str) -> Path:
+    """The Home Depot titles indexed (hybrid) with FAISS index type `factory`, built under `out` when missing."""
+    target = out / ("hd-hybrid" if factory == "Flat" else f"hd-{factory.lower()}")
+    config = VitrinaConfig(image_model=None, index=IndexConfig(factory=factory),
+                           catalog=CatalogConfig(id_field="product_id", text_fields=("title",), image_field=None))
+    ensure_index(DATA / "homedepot" / "products.csv", target, config, reuse=True)
+    return target
 
 
 def load(requests: list[str], rate: float, seconds: float, cpu: str, warmup: float = 2.0) -> dict:
@@ -104,16 +117,17 @@ def stop(process: subprocess.Popen) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--hd", type=Path, default=None, help="the Home Depot hybrid index (default: OUT/hd-hybrid)")
+    parser.add_argument("--hd", type=Path, default=None, help="a Home Depot hybrid index, exact (default: OUT/hd-hybrid)")
+    parser.add_argument("--hd-ann", type=Path, default=None, help="a Home Depot hybrid index on HNSW (default: OUT/hd-hnsw32)")
     parser.add_argument("--seconds", type=float, default=30, help="measured seconds of each fixed-rate phase")
     parser.add_argument("--sweep", type=float, nargs="*", default=[200, 250, 300, 350, 400])
     parser.add_argument("--sweep-seconds", type=float, default=15)
-    parser.add_argument("--only", nargs="*", default=None, help="phases to run (shop-100 hd-100 sweep image-20)")
+    parser.add_argument("--only", nargs="*", default=None, help="phases to run (shop-100 sweep image-20 hd-100 hd-ann-100)")
     parser.add_argument("--server-flags", default="", help="more `vitrina serve` flags, e.g. '--workers 2'")
     parser.add_argument("--loadgen-cpu", default="1", help="core the generator is pinned to ('' for none)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    wanted = args.only or ["shop-100", "hd-100", "sweep", "image-20"]
+    wanted = args.only or ["shop-100", "sweep", "image-20", "hd-100", "hd-ann-100"]
     flags = shlex.split(args.server_flags)
     results: list[dict] = []
     if {"shop-100", "sweep", "image-20"} & set(wanted):
@@ -142,14 +156,13 @@ def main() -> None:
                 results.append(measured("image-20", process, uploads, 20, args.seconds, args.loadgen_cpu))
         finally:
             stop(process)
-    if "hd-100" in wanted:
-        hd = args.hd or args.out / "hd-hybrid"
-        if not (hd / "manifest.json").is_file():
-            raise SystemExit(f"no Home Depot index in {hd}: build one with benchmarks/quality.py, or pass --hd DIR")
-        process = serving(hd, flags)
+    for name, factory, given in (("hd-100", "Flat", args.hd), ("hd-ann-100", "HNSW32", args.hd_ann)):
+        if name not in wanted:
+            continue
+        process = serving(given or hd_index(args.out, factory), flags)
         try:
             part = hd_queries()[: int((args.seconds + 2) * 100)]
-            results.append(measured("hd-100", process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
+            results.append(measured(name, process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
         finally:
             stop(process)
     (args.out / "serving_speed.json").write_text(json.dumps(results, indent=2))
