@@ -97,7 +97,9 @@ def measured(name: str, process: subprocess.Popen, requests: list[str], rate: fl
     before = server_cpu(process)
     result = load(requests, rate, seconds, cpu)
     used = server_cpu(process) - before
-    result.update(phase=name, target_rps=rate, server_cpu_s=round(used, 1), loadavg=os.getloadavg()[0])
+    sent = int((seconds + 2.0) * rate)  # the warm-up's requests too
+    result.update(phase=name, target_rps=rate, server_cpu_s=round(used, 1), server_cpu_ms_per_request=round(1000 * used / sent, 2),
+                  loadavg=round(os.getloadavg()[0], 2))
     print(json.dumps(result), flush=True)
     return result
 
@@ -171,9 +173,10 @@ def main() -> None:
                and r["achieved_rps"] >= 0.98 * r["target_rps"]]
     print(markdown_table(
         ["phase", "target req/s", "achieved req/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
-         "server CPU s", "generator CPU s", "load average"],
+         "server CPU s", "server CPU ms / request", "generator CPU s", "load average"],
         [[r["phase"], r["target_rps"], r["achieved_rps"], r["errors"] + r["unanswered"], r["p50_ms"], r["p95_ms"],
-          r["p99_ms"], r["max_ms"], r["server_cpu_s"], r["generator_cpu_s"], r["loadavg"]] for r in results]))
+          r["p99_ms"], r["max_ms"], r["server_cpu_s"],
+          r["server_cpu_ms_per_request"], r["generator_cpu_s"], r["loadavg"]] for r in results]))
     if sweep:
         print(f"highest swept rate with p99 <= 100 ms and no errors: {max(passing) if passing else 'none'} req/s")
 

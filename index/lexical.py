@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -182,9 +181,9 @@ class LexicalIndex:
         correction = self.correct(query)
         return self.synonyms.expand(query if correction is None else correction.text)
 
-    def _terms(self, query: str) -> tuple[list[int], list[int], list[int], float] | None:
-        """The query's BM25 token ids: (typed, corrected (weighted FUZZY_WEIGHT), added by synonyms, their
-        weight), or None where no query token is in the catalog."""
+    def _doc_scores(self, query: str) -> np.ndarray | None:
+        """BM25 scores of every product for the query (corrected words weighted FUZZY_WEIGHT, words added by
+        synonyms their weight), or None where no query token is in the catalog."""
         ids = self._token_ids(query)
         correction = self.correct(query)
         fuzzy: list[int] = []
@@ -199,65 +198,12 @@ class LexicalIndex:
             added = [t for t in self._token_ids(" ".join(expansion.extras)) if t not in ids and t not in fuzzy]
         if not ids and not fuzzy and not added:
             return None
-        return ids, fuzzy, list(dict.fromkeys(added)), 1.0 if expansion is None else expansion.weight
-
-    def _doc_scores(self, query: str, rows: np.ndarray | None = None) -> np.ndarray | None:
-        """BM25 scores of every product for the query (corrected words weighted FUZZY_WEIGHT, words added by
-        synonyms their weight), or of `rows` only; None where no query token is in the catalog."""
-        terms = self._terms(query)
-        if terms is None:
-            return None
-        ids, fuzzy, added, weight = terms
-        scores = self._postings_sum(ids, rows)
+        scores = self.retriever.get_scores(ids) if ids else np.zeros(self.count, dtype=np.float32)
         if fuzzy:
-            scores = scores + np.float32(FUZZY_WEIGHT) * self._postings_sum(fuzzy, rows)
+            scores = scores + np.float32(FUZZY_WEIGHT) * self.retriever.get_scores(fuzzy)
         if added:
-            scores = scores + np.float32(weight) * self._postings_sum(added, rows)
+            scores = scores + np.float32(expansion.weight) * self.retriever.get_scores(list(dict.fromkeys(added)))
         return scores
-
-    def _postings_sum(self, token_ids: list[int], rows: np.ndarray | None = None) -> np.ndarray:
-        """Sum of the tokens' BM25 scores per product (bm25s's `get_scores`, added in the same order, so the
-        same float32 values), over every product or, with `rows`, over those rows only (a binary search of
-        each token's postings: the cost grows with the rows asked, not with the catalog)."""
-        postings = self._postings
-        if postings is None:  # a scoring this shortcut does not cover: bm25s scores every product
-            full = self.retriever.get_scores(token_ids) if token_ids else np.zeros(self.count, dtype=np.float32)
-            return full if rows is None else full[np.asarray(rows, dtype=np.int64)]
-        data, indices, indptr = postings
-        if rows is None:
-            scores = np.zeros(self.count, dtype=data.dtype)
-            for token in token_ids:  # a product appears once in a token's postings: a plain indexed add
-                start, end = indptr[token], indptr[token + 1]
-                scores[indices[start:end]] += data[start:end]
-            return scores
-        rows = np.asarray(rows, dtype=np.int64)
-        scores = np.zeros(len(rows), dtype=data.dtype)
-        for token in token_ids:
-            start, end = indptr[token], indptr[token + 1]
-            docs = indices[start:end]
-            if not len(docs):
-                continue
-            at = np.minimum(np.searchsorted(docs, rows), len(docs) - 1)
-            found = docs[at] == rows
-            scores[found] += data[start:end][at[found]]
-        return scores
-
-    @cached_property
-    def _postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """bm25s's (data, indices, indptr) per token, when each token's product rows are sorted and the method
-        adds nothing for absent tokens (true of bm25s indexes with the default methods); else None."""
-        retriever = self.retriever
-        if getattr(retriever, "nonoccurrence_array", None) is not None:
-            return None
-        try:
-            data, indices, indptr = (np.asarray(retriever.scores[key]) for key in ("data", "indices", "indptr"))
-        except (KeyError, AttributeError):
-            return None
-        steps = np.diff(indices.astype(np.int64))
-        starts = indptr[1:-1].astype(np.int64) - 1  # the steps across one token's end and the next one's start
-        rising = steps > 0
-        rising[starts[(starts >= 0) & (starts < len(steps))]] = True
-        return (data, indices, indptr) if rising.all() else None
 
     def search(self, queries: Sequence[str], k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (len(queries), k) best first; rows -1 where fewer products match.
@@ -287,8 +233,10 @@ class LexicalIndex:
 
     def scores_of(self, query: str, rows: np.ndarray) -> np.ndarray:
         """The BM25 score of `query` for each of `rows` (0 where no token matches)."""
-        scores = self._doc_scores(query, np.asarray(rows, dtype=np.int64))
-        return np.zeros(len(rows), dtype=np.float32) if scores is None else scores
+        scores = self._doc_scores(query)
+        if scores is None:
+            return np.zeros(len(rows), dtype=np.float32)
+        return scores[np.asarray(rows, dtype=np.int64)]
 
     def coverage_of(self, query: str, rows: np.ndarray) -> np.ndarray:
         """Share of the query's distinct tokens that each of `rows` contains (0 to 1).
@@ -324,7 +272,7 @@ class LexicalIndex:
         vocab = self.retriever.vocab_dict
         if token not in vocab:
             return np.zeros(len(rows), dtype=bool)
-        return self._postings_sum([vocab[token]], rows) > 0
+        return self.retriever.get_scores([vocab[token]])[rows] > 0
 
     def _token_ids(self, query: str) -> list[int]:
         vocab = self.retriever.vocab_dict
