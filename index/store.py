@@ -98,7 +98,11 @@ class VectorSpace:
     def vectors_of_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The vectors (as `vector_of_row`) of those product rows that have one here, and a mask of which rows do."""
         if not self.multi:
-            positions = np.array([self._positions.get(int(r), -1) for r in rows], dtype=np.int64)
+            rows = np.asarray(rows, dtype=np.int64)
+            lookup = self._row_positions
+            positions = np.full(len(rows), -1, dtype=np.int64)
+            inside = (rows >= 0) & (rows < len(lookup))
+            positions[inside] = lookup[rows[inside]]
             found = positions >= 0
             return np.asarray(self.vectors[positions[found]], dtype=np.float32), found  # (0, dim) when none
         vectors = [self.vector_of_row(int(r)) for r in rows]
@@ -177,6 +181,14 @@ class VectorSpace:
     @cached_property
     def _positions(self) -> dict[int, int]:
         return {int(row): position for position, row in enumerate(self.rows)}
+
+    @cached_property
+    def _row_positions(self) -> np.ndarray:
+        """Row -> position of its vector (-1: none), as an array: one lookup for many rows (single-vector spaces)."""
+        rows = np.asarray(self.rows, dtype=np.int64)
+        lookup = np.full(int(rows.max()) + 1 if len(rows) else 0, -1, dtype=np.int64)
+        lookup[rows] = np.arange(len(rows), dtype=np.int64)
+        return lookup
 
     @cached_property
     def _all_positions(self) -> dict[int, list[int]]:

@@ -12,17 +12,18 @@ import numpy as np
 from cachetools import LRUCache
 
 Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
-class MicroBatcher(Generic[Item]):
+class MicroBatcher(Generic[Item, Result]):
     """Collects items submitted from many requests and encodes them in batches on one thread.
 
     The first item of a batch waits at most `max_wait_s` for others; whatever queued up while the
     previous batch ran joins at once, so batches grow with load and an idle service adds no delay.
-    `encode(items)` returns one vector per item; an exception fails every request of that batch.
+    `encode(items)` returns one result (a vector) per item; an exception fails every request of that batch.
     """
 
-    def __init__(self, encode: Callable[[list[Item]], Sequence[np.ndarray]], max_size: int = 32, max_wait_s: float = 0.002,
+    def __init__(self, encode: Callable[[list[Item]], Sequence[Result]], max_size: int = 32, max_wait_s: float = 0.002,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
         self._encode = encode
         self.max_size = max_size
@@ -32,7 +33,7 @@ class MicroBatcher(Generic[Item]):
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrina-encode")
 
-    async def submit(self, item: Item) -> np.ndarray:
+    async def submit(self, item: Item) -> Result:
         """The encoding of `item`, computed in a batch with whatever else is waiting."""
         loop = asyncio.get_running_loop()
         if self._queue is None:

@@ -24,7 +24,7 @@ from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.events import EventLog
 from vitrina.engine.learn.fusion import FUSION_DIR
 from vitrina.engine.query.recommend import popularity
-from vitrina.engine.query.search import SearchSession
+from vitrina.engine.query.search import DenseCandidates, SearchSession
 from vitrina.engine.learn.shoppers import Recorded, ShopperState
 from vitrina.serving.batching import MicroBatcher, QueryCache
 from vitrina.serving.config import ServingConfig
@@ -34,6 +34,17 @@ log = logging.getLogger("vitrina.serving")
 RETENTION_CHECK_S = 3600.0  # with --events-max-age and no new events, retention is applied this often
 RETIRE_AFTER_S = 60.0  # an old version's encoders stay up this long for requests still using them
 WARM_UP_IMAGE = Image.new("RGB", (64, 64), (128, 128, 128))
+
+
+TextJob = tuple[str, str, int | None]  # (cleaned query, space, dense depth to search in the batch or None)
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    """One text query of a micro-batch: its vector and, where asked, its dense candidates."""
+
+    vector: np.ndarray
+    dense: DenseCandidates | None = None
 
 
 class LiveIndex:
@@ -48,9 +59,9 @@ class LiveIndex:
         self.metrics = metrics
         self.cache = QueryCache(serving.cache_size)
         wait = serving.batch_wait_ms / 1000.0
-        self.text_batcher: MicroBatcher[tuple[str, str]] = MicroBatcher(
-            self._encode_texts, serving.batch_size, wait, lambda n, s: self._observe("text", n, s))
-        self.image_batcher: MicroBatcher[tuple[Image.Image, str]] = MicroBatcher(
+        self.text_batcher: MicroBatcher[TextJob, EncodedQuery] = MicroBatcher(
+            self._encode_texts, serving.batch_size, wait)  # observes its own encoder time (search excluded)
+        self.image_batcher: MicroBatcher[tuple[Image.Image, str], np.ndarray] = MicroBatcher(
             self._encode_images, serving.batch_size, wait, lambda n, s: self._observe("image", n, s))
         self.behaviour: BehaviourModel | None = None
         self.behaviour_why = ""
@@ -133,8 +144,26 @@ class LiveIndex:
         self.metrics.encoder_batch.labels(modality).observe(size)
         self.metrics.encoder_seconds.labels(modality).observe(seconds)
 
-    def _encode_texts(self, items: list[tuple[str, str]]) -> list[np.ndarray]:
-        return self._by_space(items, self.session.encode_queries)
+    def _encode_texts(self, items: list[TextJob]) -> list[EncodedQuery]:
+        """Encode the batch (one encoder call per space), then search the dense leg of the queries that want it
+        in one FAISS call per (space, depth), on this thread: FAISS releases the GIL, so the event loop goes on
+        serving while it runs."""
+        started = time.perf_counter()
+        vectors = self._by_space([(text, space) for text, space, _ in items], self.session.encode_queries)
+        self._observe("text", len(items), time.perf_counter() - started)
+        out = [EncodedQuery(vector) for vector in vectors]
+        for space, depth in dict.fromkeys((space, depth) for _, space, depth in items if depth is not None):
+            positions = [i for i, (_, s, d) in enumerate(items) if (s, d) == (space, depth)]
+            searched = time.perf_counter()
+            try:
+                found = self.session.dense_candidates(np.stack([vectors[i] for i in positions]), space, depth)
+            except Exception as exc:  # noqa: BLE001 - each request then searches on its own, and reports its error
+                log.warning("the batched dense search failed (%s); searching per request", exc)
+                continue
+            self.metrics.index_seconds.labels(space).observe(time.perf_counter() - searched)
+            for j, i in enumerate(positions):
+                out[i] = EncodedQuery(vectors[i], DenseCandidates(space, depth, found.scores[j:j + 1], found.rows[j:j + 1]))
+        return out
 
     def _encode_images(self, items: list[tuple[Image.Image, str]]) -> list[np.ndarray]:
         return self._by_space(items, self.session.encode_images)
@@ -151,14 +180,19 @@ class LiveIndex:
 
     async def text_vector(self, cleaned: str, space: str) -> np.ndarray:
         """The query vector of an already cleaned text query in `space` (cached, micro-batched)."""
+        return (await self.text_query(cleaned, space))[0]
+
+    async def text_query(self, cleaned: str, space: str, depth: int | None = None) -> tuple[np.ndarray, DenseCandidates | None]:
+        """The query vector of an already cleaned text query in `space` (cached, micro-batched) and, with a
+        `depth`, its dense candidates searched in the same batch (None when the vector came from the cache)."""
         key = (cleaned, space)
         found = self.cache.get(key)
         self.metrics.cache.labels("hit" if found is not None else "miss").inc()
         if found is not None:
-            return found
-        vector = await self.text_batcher.submit(key)
-        self.cache.put(key, vector)
-        return vector
+            return found, None
+        encoded = await self.text_batcher.submit((cleaned, space, depth))
+        self.cache.put(key, encoded.vector)
+        return encoded.vector, encoded.dense
 
     async def image_vector(self, image: Image.Image, space: str) -> np.ndarray:
         return await self.image_batcher.submit((image, space))

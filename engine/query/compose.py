@@ -54,7 +54,7 @@ from vitrina.engine.query.variants import group_count, grouped_text_answers, gro
 from vitrina.index.filters import ProductFilter
 
 if TYPE_CHECKING:
-    from vitrina.engine.query.search import SearchSession
+    from vitrina.engine.query.search import DenseCandidates, SearchSession
 
 
 SORTS = ("relevance", "price_asc", "price_desc")
@@ -164,7 +164,7 @@ def check_offset(offset: int, k: int) -> int:
 
 def run_text_search(
     session: SearchSession, search: TextSearch, query_vectors: np.ndarray | None = None,
-    behaviour: BehaviourModel | None = None, weight: float = PERSONAL_WEIGHT,
+    behaviour: BehaviourModel | None = None, weight: float = PERSONAL_WEIGHT, dense: DenseCandidates | None = None,
 ) -> list[Hits]:
     """Retrieve (lexical, dense or the hybrid blend, inside the mask), personalise, and group per query: one
     Hits per query, saying whether it was personalised (None: the search named no shopper) and, where the
@@ -172,6 +172,8 @@ def run_text_search(
 
     query_vectors: the queries already encoded for `search.space` (else they are encoded here).
     behaviour: the model that personalises for `search.user`; without one, answers are not personalised.
+    dense: the dense leg already searched for these queries (`SearchSession.dense_candidates`), used where
+    it is the search the ranking needs.
     """
     fired = fired_rules(session, search)  # each query's merchandising rules (engine.query.rules)
     floor = plan_floor(session, search, query_vectors)  # hybrid: calibrated scores and the relevance floor
@@ -193,7 +195,7 @@ def run_text_search(
     elif search.by_price:
         answers = [Hits(_by_price(session, s, r, search)) for s, r in matched]
     else:
-        answers = _by_relevance(session, search, query_vectors, behaviour, weight, fired, floor)
+        answers = _by_relevance(session, search, query_vectors, behaviour, weight, fired, floor, dense)
     if matched is not None and search.facets is not None:
         for answer, (_, rows) in zip(answers, matched):
             answer.facets = {c: session.filters.facet_counts(c, rows, FACET_VALUES) for c in search.facets}
@@ -211,12 +213,12 @@ def run_text_search(
 
 def _by_relevance(session: SearchSession, search: TextSearch, query_vectors: np.ndarray | None,
                   behaviour: BehaviourModel | None, weight: float, fired: list,
-                  floor: Floor | None = None) -> list[Hits]:
+                  floor: Floor | None = None, dense: DenseCandidates | None = None) -> list[Hits]:
     personal = search.user is not None and behaviour is not None
     end = search.offset + search.k
     ranked = max(rules_depth(end, rules) for rules in fired)  # end, unless rules hide, boost or bury
     depth = max(ranked, PERSONAL_DEPTH) if personal else ranked
-    scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed)
+    scores, rows = session.retrieve(search.queries, depth, search.space, search.mode, query_vectors, search.allowed, dense)
     if floor is not None and not personal:
         scores = floor.scores(scores, rows)  # calibrated (engine.query.calibration)
     scores, rows = exact_first(session, search.queries, scores, rows, search.allowed)
@@ -236,6 +238,16 @@ def _by_price(session: SearchSession, scores: np.ndarray, rows: np.ndarray, sear
     key = np.where(np.isnan(key), np.inf, key)
     order = np.lexsort((np.arange(len(rows)), key))[search.offset:search.offset + search.k]
     return session.hits(scores[order], rows[order])
+
+
+def dense_depth(session: SearchSession, search: TextSearch) -> int | None:
+    """How deep `run_text_search` searches the dense leg of a one-query relevance search, when a server can
+    search it ahead in a batch (`SearchSession.dense_candidates`); None where it cannot (no dense leg, a filter,
+    a price sort or facets, product groups, a shopper)."""
+    if (search.mode == "lexical" or search.allowed is not None or search.by_price or search.facets is not None
+            or session.groups is not None or search.user is not None or len(search.queries) != 1):
+        return None
+    return max(search.offset + search.k, session.config.hybrid.candidates)
 
 
 def plan_image_search(

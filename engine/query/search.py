@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 import os
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,21 @@ MODES = ("lexical", "dense", "hybrid")
 KEPT_ROLES = {"text": "text", "image": "image", "text->image": "image-text"}  # encoder role -> encoders/<dir>
 SPACE_OF_ROLE = {"text": "text", "image": "image", "text->image": "image"}  # the vectors each encoder's output searches
 log = logging.getLogger("vitrina")
+
+
+@dataclass(frozen=True)
+class DenseCandidates:
+    """The dense leg of text queries already searched (the server does it once for a micro-batch of queries):
+    each query's best `depth` (scores, rows) in the target space of `space`, with no filter."""
+
+    space: str
+    depth: int
+    scores: np.ndarray  # (queries, depth)
+    rows: np.ndarray
+
+    def fits(self, space: str, depth: int, allowed: np.ndarray | None) -> bool:
+        """Whether these are the candidates a search of `space` at `depth` (and that filter) would find."""
+        return allowed is None and space == self.space and depth == self.depth
 
 
 class SearchSession:
@@ -257,6 +273,14 @@ class SearchSession:
             return self.fusion.fused_query("text", vectors)
         return self.fusion.project("text", vectors) if target == SHARED_IMAGE_SPACE else vectors
 
+    def dense_candidates(self, query_vectors: np.ndarray, space: str, depth: int) -> DenseCandidates:
+        """The unfiltered dense search `retrieve` runs for text queries of `space` at `depth`, for many queries in
+        one FAISS call (the server's micro-batch); hand each query's rows back to `retrieve`."""
+        target = self._text_target(self._check_space(space))[1]
+        self.manifest.space(target)
+        scores, rows = self.directory.spaces[target].search(query_vectors, depth)
+        return DenseCandidates(space, depth, scores, rows)
+
     def retrieve(
         self,
         queries: Sequence[str],
@@ -265,6 +289,7 @@ class SearchSession:
         mode: str | None = None,
         query_vectors: np.ndarray | None = None,
         allowed: np.ndarray | None = None,
+        dense: DenseCandidates | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, product rows) per query, rows -1 past the end; the engine of `search`.
 
@@ -273,6 +298,8 @@ class SearchSession:
         allowed: a boolean mask of the product rows that may be returned (`allowed_rows`), applied
         inside both the BM25 and the FAISS search. Equal scores rank by row (dense: among the best
         max(k, candidates), so a shorter list is a prefix of a longer one within the candidate depth).
+        dense: the dense leg already searched (`dense_candidates`), used where it is the search this call would
+        run (same space and depth, no filter); else the vectors are searched here.
         """
         self._check_space(space)
         mode = mode or self.default_mode(space)
@@ -298,11 +325,15 @@ class SearchSession:
             query_vectors = self._encode_clean([self.dense_text(q, mode) for q in cleaned], space)
         vectors = self.directory.spaces[target]
         if mode == "dense":  # at least the candidate depth, so pages agree (a vector index's top-k can change with k)
-            scores, rows = ties_by_row(*vectors.search(query_vectors, max(k, hybrid.candidates), allowed))
+            depth = max(k, hybrid.candidates)
+            found = (dense.scores, dense.rows) if dense is not None and dense.fits(space, depth, allowed) \
+                else vectors.search(query_vectors, depth, allowed)
+            scores, rows = ties_by_row(*found)
             return scores[:, :k], rows[:, :k]
-        dense = vectors.search(query_vectors, depth, allowed)
+        dense_hits = (dense.scores, dense.rows) if dense is not None and dense.fits(space, depth, allowed) \
+            else vectors.search(query_vectors, depth, allowed)
         return fuse(
-            lexical, dense, k, hybrid,
+            lexical, dense_hits, k, hybrid,
             lexical_rescorer=lambda i, rows: self.directory.lexical.scores_of(cleaned[i], rows),
             dense_rescorer=lambda i, rows: vectors.scores_of(query_vectors[i], rows),
             coverage=lambda i, rows: self.directory.lexical.coverage_of(cleaned[i], rows),

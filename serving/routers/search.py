@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vitrina.encoders.image_io import decode_image
 from vitrina.engine.errors import QueryError
-from vitrina.engine.query.compose import MAX_FACETS, plan_image_search, plan_text_search, run_image_search, run_text_search
+from vitrina.engine.query.compose import MAX_FACETS, dense_depth, plan_image_search, plan_text_search, run_image_search, run_text_search
 from vitrina.engine.query.filters import MAX_VALUE_CHARS, parse_where
 from vitrina.engine.query.hits import MAX_K
 from vitrina.serving.dependencies import Brand, Category, Dependencies, Live, PriceMax, PriceMin, Where, request_filter
@@ -44,12 +44,16 @@ def router(deps: Dependencies) -> APIRouter:
         plan = plan_text_search(index.session, q, k, space, mode, where=parse_where(where or ()), user=user,
                                 product_filter=request_filter(category, brand, price_min, price_max),
                                 facets=facets, sort=sort, offset=offset)
-        vector = await index.text_vector((plan.dense_queries or plan.queries)[0], plan.space) if plan.needs_vectors else None
+        vector, dense = None, None
+        if plan.needs_vectors:  # encoded in the micro-batch, whose dense search runs there too (one FAISS call)
+            vector, dense = await index.text_query((plan.dense_queries or plan.queries)[0], plan.space,
+                                                   dense_depth(index.session, plan))
         started = time.perf_counter()
-        # On the event loop, not a thread: retrieval is ~2 ms of mostly GIL-holding Python and numpy,
+        # The rest on the event loop, not a thread: it is ~1-2 ms of mostly GIL-holding Python and numpy,
         # and handing it to a thread pool costs more in GIL hand-offs than it frees the loop
         # (benchmarks/serving_load.py: p99 150-170 ms in threads, 86-100 ms inline at 100 req/s).
-        answer = run_text_search(index.session, plan, None if vector is None else vector[None, :], index.behaviour)[0]
+        answer = run_text_search(index.session, plan, None if vector is None else vector[None, :], index.behaviour,
+                                 dense=dense)[0]
         index.metrics.index_seconds.labels(plan.space).observe(time.perf_counter() - started)
         out = results(index, answer, answer.personalised, answer.corrected_query)
         out = {**out, **answer.facets_json()} if answer.facets is not None else out

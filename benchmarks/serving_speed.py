@@ -1,0 +1,185 @@
+"""Serving latency and capacity of issue 19, in one command (about 4-5 minutes):
+
+  shop-100   10,000 fashion products (out/shop10k, built as serving_load.py builds it), text search at 100 req/s
+  hd-100     54,667 Home Depot titles (out/hd-hybrid: exact Flat vectors, hybrid), text search at 100 req/s, Home
+             Depot dev queries
+  hd-ann-100 the same titles with the dense leg on HNSW32 (out/hd-hnsw32), text search at 100 req/s
+  sweep      10,000 products, text search at rising rates: the highest with p99 <= 100 ms and no errors
+  image-20   10,000 products, POST /search/image at 20 req/s (catalog photos)
+
+Indexes missing under OUT are built first (the two Home Depot ones encode 54,667 titles each: a few minutes,
+once). Every server is `vitrina serve INDEX --cache-size 0 --rate-limit off` (one worker, query cache off, so each
+query is encoded), hybrid text search (the default), k=10, queries distinct within each phase. The load comes
+from benchmarks/loadgen.py: an open-loop generator (latency counted from each request's due time) in its own
+process pinned to one core with taskset; its own CPU time is printed beside each phase, with the server's and
+the load average. Prints one table and writes out/serving_speed.json.
+
+    (cd benchmarks && ../.venv/bin/python serving_speed.py)
+    (cd benchmarks && ../.venv/bin/python serving_speed.py --only hd-100 --server-flags="--workers 2")
+"""
+
+from __future__ import annotations
+
+import benchutil  # noqa: F401  (first: fixes sys.path)
+
+import argparse
+import csv
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlencode
+
+import psutil
+
+from benchutil import DATA, DATA_IMAGES, DEFAULT_OUT, ensure_index, markdown_table, start_server
+from loadgen import get_request, upload_request
+from serving_load import queries_and_photos, shop_catalog
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.data.catalog import CatalogConfig
+from vitrina.index import IndexConfig
+
+HERE = Path(__file__).resolve().parent
+PORT = 8766
+HOST = "127.0.0.1"
+
+
+def text_requests(queries: list[str]) -> list[str]:
+    return [get_request(HOST, "/search?" + urlencode({"q": q, "k": 10})) for q in queries]
+
+
+def hd_queries() -> list[str]:
+    with (DATA / "homedepot" / "qrels_dev.csv").open(newline="", encoding="utf-8") as f:
+        return list(dict.fromkeys(row["query"] for row in csv.DictReader(f)))
+
+
+def hd_index(out: Path, factory: str) -> Path:
+    """The Home Depot titles indexed (hybrid) with FAISS index type `factory`, built under `out` when missing."""
+    target = out / ("hd-hybrid" if factory == "Flat" else f"hd-{factory.lower()}")
+    config = VitrinaConfig(image_model=None, index=IndexConfig(factory=factory),
+                           catalog=CatalogConfig(id_field="product_id", text_fields=("title",), image_field=None))
+    ensure_index(DATA / "homedepot" / "products.csv", target, config, reuse=True)
+    return target
+
+
+def load(requests: list[str], rate: float, seconds: float, cpu: str, warmup: float = 2.0) -> dict:
+    """Run loadgen.py pinned to core `cpu` over the prepared requests; its JSON result."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"host": HOST, "port": PORT, "requests": requests}, f)
+    try:
+        command = [sys.executable, str(HERE / "loadgen.py"), f.name, str(rate), str(seconds), "--warmup", str(warmup)]
+        if cpu:
+            command = ["taskset", "-c", cpu, *command]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        os.unlink(f.name)
+
+
+def server_cpu(process: subprocess.Popen) -> float:
+    """CPU seconds used so far by the server and its children."""
+    try:
+        proc = psutil.Process(process.pid)
+        total = sum(proc.cpu_times()[:2])
+        for child in proc.children(recursive=True):
+            total += sum(child.cpu_times()[:2])
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def measured(name: str, process: subprocess.Popen, requests: list[str], rate: float, seconds: float, cpu: str) -> dict:
+    before = server_cpu(process)
+    result = load(requests, rate, seconds, cpu)
+    used = server_cpu(process) - before
+    sent = int((seconds + 2.0) * rate)  # the warm-up's requests too
+    result.update(phase=name, target_rps=rate, server_cpu_s=round(used, 1), server_cpu_ms_per_request=round(1000 * used / sent, 2),
+                  loadavg=round(os.getloadavg()[0], 2))
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def serving(index: Path, flags: list[str]) -> subprocess.Popen:
+    return start_server(index, PORT, ["--cache-size", "0", "--rate-limit", "off", *flags], os.environ.copy())
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--hd", type=Path, default=None, help="a Home Depot hybrid index, exact (default: OUT/hd-hybrid)")
+    parser.add_argument("--hd-ann", type=Path, default=None, help="a Home Depot hybrid index on HNSW (default: OUT/hd-hnsw32)")
+    parser.add_argument("--seconds", type=float, default=30, help="measured seconds of each fixed-rate phase")
+    parser.add_argument("--sweep", type=float, nargs="*", default=[200, 250, 300, 350, 400])
+    parser.add_argument("--sweep-seconds", type=float, default=15)
+    parser.add_argument("--only", nargs="*", default=None, help="phases to run (shop-100 sweep image-20 hd-100 hd-ann-100)")
+    parser.add_argument("--server-flags", default="", help="more `vitrina serve` flags, e.g. '--workers 2'")
+    parser.add_argument("--loadgen-cpu", default="1", help="core the generator is pinned to ('' for none)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    wanted = args.only or ["shop-100", "sweep", "image-20", "hd-100", "hd-ann-100"]
+    flags = shlex.split(args.server_flags)
+    results: list[dict] = []
+    if {"shop-100", "sweep", "image-20"} & set(wanted):
+        catalog = shop_catalog(args.out)
+        shop = args.out / "shop10k"
+        ensure_index(catalog, shop, VitrinaConfig(images=DATA_IMAGES), reuse=True)
+        queries_file, photos_file = queries_and_photos(catalog, args.out, n_queries=12_000)
+        queries = queries_file.read_text().splitlines()
+        random.Random(1).shuffle(queries)  # the file is sorted: no run of queries sharing their first words
+        photos = [Path(p) for p in photos_file.read_text().splitlines()]
+        process = serving(shop, flags)
+        try:
+            offset = 0
+            if "shop-100" in wanted:
+                part = queries[offset:offset + int(args.seconds * 100) + 400]
+                offset += len(part)
+                results.append(measured("shop-100", process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
+            for rate in args.sweep if "sweep" in wanted else ():
+                need = int((args.sweep_seconds + 2) * rate)
+                part = (queries[offset:] + queries)[:need] if offset + need > len(queries) else queries[offset:offset + need]
+                offset = (offset + need) % len(queries)
+                results.append(measured(f"sweep-{rate:g}", process, text_requests(part), rate, args.sweep_seconds,
+                                        args.loadgen_cpu))
+            if "image-20" in wanted:
+                uploads = [upload_request(HOST, "/search/image?k=10", p.name, p.read_bytes()) for p in photos]
+                results.append(measured("image-20", process, uploads, 20, args.seconds, args.loadgen_cpu))
+        finally:
+            stop(process)
+    for name, factory, given in (("hd-100", "Flat", args.hd), ("hd-ann-100", "HNSW32", args.hd_ann)):
+        if name not in wanted:
+            continue
+        process = serving(given or hd_index(args.out, factory), flags)
+        try:
+            part = hd_queries()[: int((args.seconds + 2) * 100)]
+            results.append(measured(name, process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
+        finally:
+            stop(process)
+    (args.out / "serving_speed.json").write_text(json.dumps(results, indent=2))
+    sweep = [r for r in results if r["phase"].startswith("sweep-")]
+    passing = [r["target_rps"] for r in sweep if r["p99_ms"] <= 100 and not r["errors"] and not r["unanswered"]
+               and r["achieved_rps"] >= 0.98 * r["target_rps"]]
+    print(markdown_table(
+        ["phase", "target req/s", "achieved req/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
+         "server CPU s", "server CPU ms / request", "generator CPU s", "load average"],
+        [[r["phase"], r["target_rps"], r["achieved_rps"], r["errors"] + r["unanswered"], r["p50_ms"], r["p95_ms"],
+          r["p99_ms"], r["max_ms"], r["server_cpu_s"],
+          r["server_cpu_ms_per_request"], r["generator_cpu_s"], r["loadavg"]] for r in results]))
+    if sweep:
+        print(f"highest swept rate with p99 <= 100 ms and no errors: {max(passing) if passing else 'none'} req/s")
+
+
+if __name__ == "__main__":
+    main()
