@@ -75,7 +75,7 @@ class ProductTable:
         if not path.is_file():
             raise IndexStoreError(f"product table missing: {path}")
         try:
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()  # not read_table: its dataset layer imports pandas
         except (pa.ArrowException, OSError) as exc:  # truncated or not Parquet
             raise IndexStoreError(f"{path} is damaged (truncated or not a Parquet file: {exc}); re-index it") from None
         return cls(table)

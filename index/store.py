@@ -3,7 +3,9 @@
 Layout of DIR:
   manifest.json          format version, encoders, counts, factory strings, creation time
   products.parquet       product ids and metadata; row r <-> vector id r
-  <space>.faiss          FAISS index of one space ("text", "image"; "colour": a colour descriptor per photo)
+  <space>.faiss          FAISS index of one space ("text", "image"; "colour": a colour descriptor per photo);
+                         not written for exact (Flat) spaces, whose index is built from the vectors at load,
+                         so each vector is stored once (older directories hold both and load as before)
   <space>.vectors.npy    the raw normalised embeddings (reused for lookups by id and for re-training)
   <space>.rows.npy       the product row of each embedding (repeated where a product holds several images)
   <space>.ordinals.npy   the image ordinal of each embedding within its product (only where products hold several)
@@ -34,7 +36,7 @@ from vitrina.encoders.files import (CHECKSUM_FILE, clean_leftovers, copy_file, c
 from vitrina.index.lexical import LexicalIndex
 from vitrina.index.locks import folder_lock
 from vitrina.index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
-from vitrina.index.product_index import ProductIndex
+from vitrina.index.product_index import FLAT_FACTORY, ProductIndex
 from vitrina.index.products import ProductTable
 from vitrina.index.settings import SETTINGS_DIR, read_settings, write_settings
 from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
@@ -302,7 +304,8 @@ class IndexDirectory:
             if self.groups is not None:
                 np.save(tmp / GROUPS_FILE, np.asarray(self.groups, dtype=np.int64))
             for name, space in self.spaces.items():
-                space.index.save(tmp / f"{name}.faiss")
+                if space.index.stores_file:
+                    space.index.save(tmp / f"{name}.faiss")
                 np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
                 np.save(tmp / f"{name}.rows.npy", np.asarray(space.rows, dtype=np.int64))
                 if space.ordinals is not None:
@@ -356,20 +359,33 @@ class IndexDirectory:
 
 def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | None = None,
                mmap: bool | None = None) -> VectorSpace:
-    """One space of an index directory (FAISS index, vectors, rows), checked against its manifest record."""
-    index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
+    """One space of an index directory (FAISS index, vectors, rows), checked against its manifest record.
+
+    A space without a `<space>.faiss` file is an exact (Flat) one written by `save`: its index is built from
+    the stored vectors here. A directory that holds the file (any ANN index, or a Flat one written by an
+    older Vitrina) loads it as before."""
     vectors, rows = read_vectors(path, name)
     if vectors.shape != (info.count, info.dim):
         raise IndexStoreError(
             f"{path / f'{name}.vectors.npy'} holds {vectors.shape[0]} {vectors.shape[1] if vectors.ndim == 2 else '?'}-d "
             f"vectors but the manifest says {info.count} {info.dim}-d; the directory is damaged, re-index it"
         )
+    file = path / f"{name}.faiss"
+    if file.is_file() or not rebuilt_at_load(info.factory):
+        index = ProductIndex.load(file, info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
+    else:
+        index = ProductIndex.build(vectors, rows, info.factory, config)
     if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
         raise IndexStoreError(
             f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
             f"says {info.count} {info.dim}-d; the directory is damaged, re-index it"
         )
     return VectorSpace(index, vectors, rows, read_ordinals(path, name, len(rows)))
+
+
+def rebuilt_at_load(factory: str) -> bool:
+    """Whether a space of this FAISS factory is stored as its vectors alone (its index built at load)."""
+    return factory.strip() == FLAT_FACTORY
 
 
 def read_ordinals(path: Path, name: str, count: int) -> np.ndarray | None:
@@ -486,7 +502,10 @@ def _replace_file(target: Path, write) -> None:
 
 def write_space(directory: Path, name: str, space: VectorSpace) -> None:
     """Write one vector space's files into an index directory being edited (see `editing`)."""
-    _replace_file(directory / f"{name}.faiss", space.index.save)
+    if space.index.stores_file:
+        _replace_file(directory / f"{name}.faiss", space.index.save)
+    else:  # an exact index is built from the vectors at load; an older directory's copy would go stale
+        (directory / f"{name}.faiss").unlink(missing_ok=True)
     for suffix, array in (("vectors", np.asarray(space.vectors, dtype=np.float32)), ("rows", np.asarray(space.rows, dtype=np.int64))):
         _replace_file(directory / f"{name}.{suffix}.npy", lambda tmp, a=array: _save_npy(tmp, a))
     if space.ordinals is not None:

@@ -1,0 +1,133 @@
+"""Start-up and storage footprint (issue 19): a Flat space stores each vector once (its FAISS index is built
+from the vectors at load), older directories holding both files keep working and are brought to one copy
+when edited, and a fresh `vitrina search` loads none of the heavy libraries the search does not use.
+Real tiny encoders and real indexes throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrina.encoders import EncoderConfig
+from vitrina.engine.api import Index
+from vitrina.engine.build.indexing import build_index
+from vitrina.engine.config import VitrinaConfig
+from vitrina.engine.query.search import SearchSession
+from vitrina.index import IndexDirectory
+from vitrina.index.store import rebuilt_at_load
+from tests.helpers import REPO, WORDS, write_csv
+
+QUERIES = ["red running shoes", "leather wallet", "waterproof hiking boots", "cotton summer dress"]
+# Never on the path of a text search: each costs tenths of a second to import (or is the wrong tool).
+NOT_FOR_SEARCH = ("torch", "transformers", "pandas", "implicit", "fastapi", "uvicorn", "ray", "matplotlib",
+                  "sentence_transformers", "sklearn", "http.client", "PIL.JpegImagePlugin")
+
+
+def text_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"id": f"p{i:05d}", "title": " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9))))} for i in range(n)]
+
+
+def config_for(tiny_bert_dir: Path, cache: Path) -> VitrinaConfig:
+    return VitrinaConfig(text_model=str(tiny_bert_dir), image_model=None, progress=False,
+                         encoders=EncoderConfig(onnx_cache=cache))
+
+
+@pytest.fixture(scope="module")
+def built(tiny_bert_dir, tmp_path_factory) -> tuple[Path, VitrinaConfig]:
+    base = tmp_path_factory.mktemp("footprint")
+    config = config_for(tiny_bert_dir, base / "cache")
+    catalog = write_csv(base / "products.csv", text_rows(80))
+    build_index(catalog, base / "idx", config)
+    return base / "idx", config
+
+
+def ranked(index: Path, config: VitrinaConfig, mode: str = "dense") -> list[list[tuple[str, float]]]:
+    session = SearchSession(index, config)
+    return [[(h.id, round(h.score, 5)) for h in hits] for hits in session.search(QUERIES, k=8, mode=mode)]
+
+
+def older_layout(index: Path, dest: Path) -> Path:
+    """A copy of `index` as an older Vitrina wrote it: the Flat index's own file beside the vectors."""
+    shutil.copytree(index, dest)
+    IndexDirectory.load(dest).spaces["text"].index.save(dest / "text.faiss")
+    return dest
+
+
+def test_a_flat_space_stores_each_vector_once(built):
+    index, config = built
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert manifest["spaces"]["text"]["factory"] == "Flat" and rebuilt_at_load("Flat")
+    assert (index / "text.vectors.npy").is_file()
+    assert not (index / "text.faiss").exists()  # the vectors alone: the index is built from them at load
+    space = IndexDirectory.load(index).spaces["text"]
+    assert space.index.ntotal == manifest["spaces"]["text"]["count"] == len(space.vectors)
+    scores, rows = space.search(np.asarray(space.vectors[:3], dtype=np.float32), 1)
+    assert rows[:, 0].tolist() == np.asarray(space.rows[:3]).tolist()  # each vector finds its own product
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+
+
+def test_an_older_directory_holding_both_files_answers_the_same(built, tmp_path):
+    index, config = built
+    older = older_layout(index, tmp_path / "older")
+    assert (older / "text.faiss").is_file()
+    assert ranked(older, config) == ranked(index, config)
+    assert ranked(older, config, "hybrid") == ranked(index, config, "hybrid")
+
+
+def test_editing_an_older_directory_leaves_one_copy_and_no_stale_index(built, tmp_path):
+    index, config = built
+    older = older_layout(index, tmp_path / "older")
+    Index(older, config).upsert([{"id": "new-1", "title": "waterproof leather hiking boots"}])
+    assert not (older / "text.faiss").exists()  # a stale Flat file would hide the new product
+    hits = Index(older, config).similar("new-1", k=3, space="text")
+    assert hits and "new-1" not in [h.id for h in hits]
+    found = [h.id for h in Index(older, config).search("waterproof leather hiking boots", k=5)]
+    assert "new-1" in found
+
+
+def test_a_missing_ann_index_file_is_still_an_error(built, tmp_path):
+    """Only a Flat space may lack its file: an HNSW space without one is damaged and says so."""
+    index, config = built
+    copy = tmp_path / "hnsw"
+    shutil.copytree(index, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["spaces"]["text"]["factory"] = "HNSW32"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    code = subprocess.run([sys.executable, "-m", "vitrina", "search", str(copy), "red shoes", "--mode", "lexical"],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert code.returncode == 1 and "text.faiss" in code.stderr and "Traceback" not in code.stderr
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_fresh_search_loads_no_heavy_library_it_does_not_use(built, tmp_path):
+    index, config = built
+    probe = (
+        "import sys\n"
+        "from vitrina.cli import main\n"
+        f"code = main(['search', {str(index)!r}, 'red running shoes', '--json'])\n"
+        f"print('LOADED', [m for m in {NOT_FOR_SEARCH!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert '"id"' in done.stdout  # it answered
+    assert done.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_importing_vitrina_is_light():
+    probe = ("import sys, vitrina\n"
+             "heavy = ['faiss', 'onnxruntime', 'bm25s', 'scipy', 'pyarrow', 'PIL', 'pandas', 'torch', 'implicit']\n"
+             "print([m for m in heavy if m in sys.modules]); vitrina.Index; print('faiss' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]  # nothing until a name is used; the name still resolves
