@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import numpy as np
 
@@ -265,14 +265,16 @@ class IndexDirectory:
         self.encoder_dirs[role] = target
         return target
 
-    def check_encoder_files(self, role: str, repair_from: Path | None = None) -> None:
+    def check_encoder_files(self, role: str, repair_from: Path | None = None, skip: Collection[str] = ()) -> None:
         """Verify the kept encoder `role` against the sha256 sums the manifest recorded (else its own
         checksum file). Damaged files are repaired from `repair_from` (the ONNX cache entry) when its
-        copies match the recorded sums; otherwise IndexStoreError names the damaged file."""
+        copies match the recorded sums; otherwise IndexStoreError names the damaged file. `skip`: files
+        this process will not read (the graphs of other precisions), left to be checked by whoever loads them."""
         kept = self.encoder_dirs.get(role)
         if kept is None:
             return
         recorded = self.manifest.encoder_files.get(role) or read_checksums(kept)
+        recorded = {name: digest for name, digest in recorded.items() if name not in skip}
         if not recorded:
             log.info("the ONNX model kept in %s has no recorded checksums (indexed by an older Vitrina)", kept)
             return

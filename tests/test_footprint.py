@@ -21,6 +21,7 @@ from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexDirectory
+from vitrina.index.errors import IndexStoreError
 from vitrina.index.store import rebuilt_at_load
 from tests.helpers import REPO, WORDS, write_csv
 
@@ -131,3 +132,35 @@ def test_importing_vitrina_is_light():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "True"]  # nothing until a name is used; the name still resolves
+
+
+def test_a_search_hashes_only_the_encoder_files_it_loads(built, tmp_path):
+    """The query encoder is the int8 graph: the fp32 graph beside it is neither read nor hashed (it cost a
+    fresh search 0.1-0.2 s), while the int8 graph is still checked (tests/test_security_files.py)."""
+    index, config = built
+    copy = tmp_path / "idx"
+    shutil.copytree(index, copy)
+    before = ranked(copy, config)
+    fp32 = copy / "encoders" / "text" / "model.onnx"
+    fp32.write_bytes(b"not the graph that was exported")
+    assert ranked(copy, config) == before  # answered from the int8 graph, with no complaint about fp32
+    (copy / "encoders" / "text" / "model.int8.onnx").write_bytes(b"damaged")
+    shutil.rmtree(Path(config.encoders.onnx_cache))  # nothing to repair from
+    try:
+        with pytest.raises(IndexStoreError, match=r"model\.int8\.onnx is damaged"):
+            ranked(copy, config)
+    finally:
+        shutil.rmtree(Path(config.encoders.onnx_cache), ignore_errors=True)
+
+
+def test_product_metadata_is_the_same_row_by_row_and_whole(built):
+    from vitrina.index.products import ROWS_ALONE, ProductTable
+
+    index, _ = built
+    whole = ProductTable.load(index / "products.parquet").table.drop_columns(["id"]).to_pylist()
+    table = ProductTable.load(index / "products.parquet")
+    assert [table.metadata(r) for r in (3, 0, 3, -1)] == [whole[3], whole[0], whole[3], whole[-1]]
+    assert [table.metadata(r) for r in range(len(whole))] == whole  # past ROWS_ALONE rows: the whole table
+    assert len(whole) < ROWS_ALONE or table._records is not None
+    with pytest.raises(IndexError):
+        ProductTable.load(index / "products.parquet").metadata(len(whole))
