@@ -49,6 +49,7 @@ ORDINALS = "ordinals"  # <space>.ordinals.npy: the image ordinal of each vector,
 EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
+STORED_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))  # <space>.vectors.npy (IndexConfig.vector_dtype)
 EXACT_FILTER_MAX = 2048  # a filter allowing at most this many products is searched exactly on ANN indexes
 log = logging.getLogger("vitrina")
 
@@ -67,6 +68,7 @@ class VectorSpace:
     vectors: np.ndarray
     rows: np.ndarray
     ordinals: np.ndarray | None = None  # image ordinal (within its product) of each vector; None: all 0
+    dtype: str = "float32"  # how the vectors are stored on disk ("float16": IndexConfig.vector_dtype)
 
     @cached_property
     def per_product(self) -> int:
@@ -317,7 +319,7 @@ class IndexDirectory:
             for name, space in self.spaces.items():
                 if space.index.stores_file:
                     space.index.save(tmp / f"{name}.faiss")
-                np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
+                np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=space.dtype))
                 np.save(tmp / f"{name}.rows.npy", np.asarray(space.rows, dtype=np.int64))
                 if space.ordinals is not None:
                     np.save(tmp / f"{name}.{ORDINALS}.npy", np.asarray(space.ordinals, dtype=np.int64))
@@ -391,7 +393,7 @@ def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | Non
             f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
             f"says {info.count} {info.dim}-d; the directory is damaged, re-index it"
         )
-    return VectorSpace(index, vectors, rows, read_ordinals(path, name, len(rows)))
+    return VectorSpace(index, vectors, rows, read_ordinals(path, name, len(rows)), str(vectors.dtype))
 
 
 def rebuilt_at_load(factory: str) -> bool:
@@ -416,6 +418,9 @@ def read_vectors(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     a missing, truncated or malformed file."""
     vectors = _read_npy(path / f"{name}.vectors.npy", mmap=True)
     rows = _read_npy(path / f"{name}.rows.npy", mmap=False)
+    if vectors.dtype not in STORED_DTYPES:
+        raise IndexStoreError(f"{path / f'{name}.vectors.npy'} holds {vectors.dtype} vectors, not float32 or float16; "
+                              "the directory is damaged, re-index it")
     if vectors.ndim != 2 or rows.ndim != 1 or len(vectors) != len(rows):
         raise IndexStoreError(
             f"{path}: {name}.vectors.npy holds {vectors.shape} but {name}.rows.npy {rows.shape}; they must pair up "
@@ -517,7 +522,7 @@ def write_space(directory: Path, name: str, space: VectorSpace) -> None:
         _replace_file(directory / f"{name}.faiss", space.index.save)
     else:  # an exact index is built from the vectors at load; an older directory's copy would go stale
         (directory / f"{name}.faiss").unlink(missing_ok=True)
-    for suffix, array in (("vectors", np.asarray(space.vectors, dtype=np.float32)), ("rows", np.asarray(space.rows, dtype=np.int64))):
+    for suffix, array in (("vectors", np.asarray(space.vectors, dtype=space.dtype)), ("rows", np.asarray(space.rows, dtype=np.int64))):
         _replace_file(directory / f"{name}.{suffix}.npy", lambda tmp, a=array: _save_npy(tmp, a))
     if space.ordinals is not None:
         ordinals = np.asarray(space.ordinals, dtype=np.int64)

@@ -23,6 +23,7 @@ from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.store import rebuilt_at_load
+from vitrina.index.versions import resolve_index_path
 from tests.helpers import REPO, WORDS, write_csv
 
 QUERIES = ["red running shoes", "leather wallet", "waterproof hiking boots", "cotton summer dress"]
@@ -87,7 +88,9 @@ def test_editing_an_older_directory_leaves_one_copy_and_no_stale_index(built, tm
     index, config = built
     older = older_layout(index, tmp_path / "older")
     Index(older, config).upsert([{"id": "new-1", "title": "waterproof leather hiking boots"}])
-    assert not (older / "text.faiss").exists()  # a stale Flat file would hide the new product
+    current = resolve_index_path(older)  # the edit published a new version
+    assert (current / "text.vectors.npy").is_file()
+    assert not (current / "text.faiss").exists()  # a stale Flat file would hide the new product
     hits = Index(older, config).similar("new-1", k=3, space="text")
     assert hits and "new-1" not in [h.id for h in hits]
     found = [h.id for h in Index(older, config).search("waterproof leather hiking boots", k=5)]
@@ -164,3 +167,52 @@ def test_product_metadata_is_the_same_row_by_row_and_whole(built):
     assert len(whole) < ROWS_ALONE or table._records is not None
     with pytest.raises(IndexError):
         ProductTable.load(index / "products.parquet").metadata(len(whole))
+
+
+def test_float16_storage_halves_the_vectors_and_keeps_the_answers(built, tiny_bert_dir, tmp_path):
+    from dataclasses import replace
+
+    from vitrina.index.config import IndexConfig
+
+    index, config = built
+    half = replace(config, index=IndexConfig(vector_dtype="float16"))
+    catalog = write_csv(tmp_path / "products.csv", text_rows(80))
+    build_index(catalog, tmp_path / "half", half)
+    stored = np.load(tmp_path / "half" / "text.vectors.npy", mmap_mode="r")
+    assert stored.dtype == np.float16 and not (tmp_path / "half" / "text.faiss").exists()
+    assert (tmp_path / "half" / "text.vectors.npy").stat().st_size < 0.6 * (index / "text.vectors.npy").stat().st_size
+    full, halved = ranked(index, config), ranked(tmp_path / "half", config)
+    assert [[i for i, _ in q] for q in halved] == [[i for i, _ in q] for q in full]
+    assert np.allclose([s for q in halved for _, s in q], [s for q in full for _, s in q], atol=2e-3)
+    Index(tmp_path / "half", config).upsert([{"id": "new-1", "title": "red leather wallet"}])  # an edit keeps float16
+    assert np.load(resolve_index_path(tmp_path / "half") / "text.vectors.npy", mmap_mode="r").dtype == np.float16
+    assert "new-1" in [h.id for h in Index(tmp_path / "half", config).search("red leather wallet", k=5)]
+
+
+def test_the_vector_dtype_flag_and_its_bad_values(built, tmp_path):
+    from tests.helpers import run_cli
+    from vitrina.index.config import IndexConfig
+
+    index, config = built
+    catalog = write_csv(tmp_path / "products.csv", text_rows(30))
+    code, _, err = run_cli("index", catalog, "--out", tmp_path / "half", "--text-model", config.text_model,
+                           "--image-model", "none", "--vector-dtype", "float16", "-q")
+    assert code == 0, err
+    assert np.load(tmp_path / "half" / "text.vectors.npy", mmap_mode="r").dtype == np.float16
+    code, _, err = run_cli("index", catalog, "--out", tmp_path / "bad", "--vector-dtype", "int8")
+    assert code == 2 and "--vector-dtype" in err and "Traceback" not in err
+    with pytest.raises(IndexStoreError, match="vector_dtype"):
+        IndexConfig(vector_dtype="float64")
+
+
+def test_rewriting_a_space_in_place_drops_an_older_flat_file(built, tmp_path):
+    """`write_space` (training a shared space, adding colour) on an older directory: the Flat file would go stale."""
+    from vitrina.index.store import editing, write_space
+
+    index, config = built
+    older = older_layout(index, tmp_path / "older")
+    space = IndexDirectory.load(older).spaces["text"]
+    with editing(older) as tmp:
+        write_space(tmp, "text", space)
+    assert not (older / "text.faiss").exists() and (older / "text.vectors.npy").is_file()
+    assert ranked(older, config) == ranked(index, config)
