@@ -9,8 +9,11 @@ each in a fresh process: wall-clock seconds (median and min of the rounds) and p
 Then the bytes on disk per product of each index given, by file kind, and, with `--build N`, of a text+image
 index of the first N fashion products built by each checkout (vectors twice before, once after).
 
-    python benchmarks/startup.py --index benchmarks/out/hd-hybrid --image-index benchmarks/out/shop10k \
-        --before /work/main --rounds 5 --build 300
+    python benchmarks/startup.py --before /work/main --rounds 5 --build 300 \
+        --index OLD/hd-hybrid --after-index NEW/hd-hybrid --image-index OLD/shop10k --after-image-index NEW/shop10k
+
+(OLD: indexes as the 'before' checkout wrote them, which both checkouts read; NEW: the same catalogs as this
+checkout writes them, each vector once, which only 'after' reads.)
 
 The load average is printed beside the figures: the machine is shared, so compare ratios within one run.
 """
@@ -93,20 +96,21 @@ def commands(index: Path, image_index: Path | None, round_: int) -> dict[str, li
     return out
 
 
-def time_commands(codes: dict[str, Path], index: Path, image_index: Path | None, rounds: int,
+def time_commands(codes: dict[str, Path], indexes: dict[str, tuple[Path, Path | None]], rounds: int,
                   bytecode: bool) -> dict:
     """{command: {label: {"wall": [...], "cpu": [...], "rss_kib": [...]}}} over interleaved rounds."""
     results: dict[str, dict[str, dict[str, list]]] = {}
     labels = list(codes)
     with tempfile.TemporaryDirectory() as cwd:
         caches = {label: Path(cwd) / f"pycache-{label}" if bytecode else None for label in labels}
-        for name, argv in commands(index, image_index, 0).items():  # one untimed run each: page cache (and bytecode) warm
-            for label in labels:
+        for label in labels:  # one untimed run of each command: page cache (and bytecode) warm
+            for argv in commands(*indexes[label], 0).values():
                 run_fresh(codes[label], argv, Path(cwd), caches[label])
         for round_ in range(rounds):
             order = labels if round_ % 2 == 0 else labels[::-1]
-            for name, argv in commands(index, image_index, round_).items():
+            for name in commands(*indexes[labels[0]], round_):
                 for label in order:
+                    argv = commands(*indexes[label], round_)[name]
                     wall, cpu, rss = run_fresh(codes[label], argv, Path(cwd), caches[label])
                     slot = results.setdefault(name, {}).setdefault(label, {"wall": [], "cpu": [], "rss_kib": []})
                     slot["wall"].append(round(wall, 4))
@@ -184,6 +188,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index", type=Path, required=True, help="a text index (e.g. benchmarks/out/hd-hybrid)")
     parser.add_argument("--image-index", type=Path, help="a text+image index (e.g. benchmarks/out/shop10k)")
+    parser.add_argument("--after-index", type=Path, help="the --index catalog as this checkout writes it (searched by "
+                        "'after'; --index, which both can read, by 'before'): each vector once")
+    parser.add_argument("--after-image-index", type=Path, help="likewise for --image-index")
     parser.add_argument("--before", type=Path, help="another checkout to compare with (e.g. /work/main)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--build", type=int, default=0, metavar="N",
@@ -195,8 +202,11 @@ def main() -> None:
     codes = {"before": args.before.resolve()} if args.before else {}
     codes["after"] = REPO
     started = load_average()
-    timings = time_commands(codes, args.index.resolve(), args.image_index.resolve() if args.image_index else None,
-                            args.rounds, args.bytecode)
+    image = args.image_index.resolve() if args.image_index else None
+    indexes = {"before": (args.index.resolve(), image),
+               "after": ((args.after_index or args.index).resolve(), (args.after_image_index or image) and
+                         Path(args.after_image_index or image).resolve())}
+    timings = time_commands(codes, {label: indexes[label] for label in codes}, args.rounds, args.bytecode)
     ended = load_average()
     rows = []
     for name, by_label in timings.items():
@@ -215,7 +225,8 @@ def main() -> None:
           f"load average {started} at the start, {ended} at the end")
     print(table(headers, rows))
 
-    disks = [disk_usage(i) for i in (args.index, args.image_index) if i is not None]
+    disks = [disk_usage(i) for i in dict.fromkeys((args.index, args.after_index, args.image_index, args.after_image_index))
+             if i is not None]
     built = {}
     if args.build:
         with tempfile.TemporaryDirectory() as tmp:

@@ -29,7 +29,7 @@ from tests.helpers import REPO, WORDS, write_csv
 QUERIES = ["red running shoes", "leather wallet", "waterproof hiking boots", "cotton summer dress"]
 # Never on the path of a text search: each costs tenths of a second to import (or is the wrong tool).
 NOT_FOR_SEARCH = ("torch", "transformers", "pandas", "implicit", "fastapi", "uvicorn", "ray", "matplotlib",
-                  "sentence_transformers", "sklearn", "http.client", "PIL.JpegImagePlugin")
+                  "sentence_transformers", "sklearn", "http.client", "PIL.JpegImagePlugin", "bm25s", "scipy")
 
 
 def text_rows(n: int, seed: int = 0) -> list[dict]:
@@ -216,3 +216,28 @@ def test_rewriting_a_space_in_place_drops_an_older_flat_file(built, tmp_path):
         write_space(tmp, "text", space)
     assert not (older / "text.faiss").exists() and (older / "text.vectors.npy").is_file()
     assert ranked(older, config) == ranked(index, config)
+
+
+@pytest.mark.parametrize("method", ["lucene", "bm25l"])
+def test_a_saved_bm25_index_scores_as_bm25s_does_without_importing_it(tmp_path, method):
+    """StoredBM25 reads bm25s's files and gives its scores bit for bit (bm25l: with the non-occurrence term)."""
+    import bm25s
+
+    from vitrina.index.bm25_files import STOPWORDS_EN, StoredBM25
+    from vitrina.index.lexical import LexicalConfig, LexicalIndex
+
+    assert STOPWORDS_EN == bm25s.stopwords.STOPWORDS_EN
+    texts = [row["title"] for row in text_rows(200, seed=3)]
+    built = LexicalIndex.build(texts, LexicalConfig(method=method))
+    built.save(tmp_path / "lexical")
+    stored = StoredBM25.load(tmp_path / "lexical")
+    reference = bm25s.BM25.load(str(tmp_path / "lexical"), mmap=False, show_progress=False)
+    assert stored.vocab_dict == reference.vocab_dict and stored.scores["num_docs"] == 200
+    rng, tokens = np.random.default_rng(0), len(stored.scores["indptr"]) - 1
+    for ids in [[t] for t in range(tokens)] + rng.integers(0, tokens, (50, 3)).tolist():
+        assert np.array_equal(stored.get_scores(ids), reference.get_scores(ids)), ids
+    stored.save(tmp_path / "again")  # an index saved again (editing a loaded directory) reads back the same
+    again = bm25s.BM25.load(str(tmp_path / "again"), mmap=False, show_progress=False)
+    assert np.array_equal(again.get_scores([0, 1]), reference.get_scores([0, 1]))
+    with pytest.raises(ValueError):
+        stored.get_scores([tokens + 5])
