@@ -120,12 +120,14 @@ def test_a_fresh_search_loads_no_heavy_library_it_does_not_use(built, tmp_path):
         "import sys\n"
         "from vitrina.cli import main\n"
         f"code = main(['search', {str(index)!r}, 'red running shoes', '--json'])\n"
+        "import faiss\n"
+        "print('FAISS THREADS', faiss.omp_get_max_threads())\n"  # one query: no OpenMP pool to start
         f"print('LOADED', [m for m in {NOT_FOR_SEARCH!r} if m in sys.modules])\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=180)
     assert done.returncode == 0, done.stderr
     assert '"id"' in done.stdout  # it answered
-    assert done.stdout.strip().splitlines()[-1] == "LOADED []"
+    assert done.stdout.strip().splitlines()[-2:] == ["FAISS THREADS 1", "LOADED []"]
 
 
 def test_importing_vitrina_is_light():

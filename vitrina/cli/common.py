@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -64,9 +65,20 @@ def _lexical_config(args: argparse.Namespace) -> LexicalConfig | None:
     return LexicalConfig(stemmer=None if stemmer.lower() == "none" else stemmer)
 
 
-def open_index(args: argparse.Namespace) -> Index:
-    """The index at DIR (a versioned root: its current version), with the models the flags override."""
-    return Index(args.dir, config_from_args(args), text_model=args.text_model, image_model=args.image_model)
+def open_index(args: argparse.Namespace, one_query: str | None = None) -> Index:
+    """The index at DIR (a versioned root: its current version), with the models the flags override.
+
+    one_query: this process answers one query ("text" or "image") and exits. FAISS then searches on one
+    thread (a thread pool started for one 10 ms scan cost more than it saved: 80-120 ms on a busy 2-core
+    machine, issue 19), and a text query's ONNX session runs on one thread unless --threads says otherwise."""
+    config = config_from_args(args)
+    if one_query is not None:
+        from vitrina.index.product_index import set_search_threads
+
+        set_search_threads(1)
+        if one_query == "text" and getattr(args, "threads", None) is None:
+            config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, threads=1))
+    return Index(args.dir, config, text_model=args.text_model, image_model=args.image_model)
 
 
 def k_or_default(args: argparse.Namespace, default: int) -> int:
