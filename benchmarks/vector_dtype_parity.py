@@ -4,7 +4,8 @@ Home Depot dev queries, one index searched twice: as built (float32) and with it
 
     python benchmarks/vector_dtype_parity.py --index benchmarks/out/hd-hybrid --queries 2000
 
-nDCG@10: graded relevance (rater means 1-3), unjudged products 0, as benchmarks/quality.py.
+nDCG@10: graded relevance (rater means 1-3), unjudged products 0, as benchmarks/quality.py. Overlap: shared
+products of the two top-10 lists over the longer one (1 where both are empty: a query below the floor).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def ndcg_at_10(ranked: list[str], relevance: dict[str, float]) -> float:
     ideal = sorted(relevance.values(), reverse=True)[:10]
     best = sum((2 ** g - 1) / np.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / best if best else 0.0
+
+
+def overlap_at_10(a: list[str], b: list[str]) -> float:
+    """Shared products of two top-10 lists, over the longer list; 1 where both are empty (a query below the
+    relevance floor answers nothing either way)."""
+    longer = max(len(a), len(b))
+    return len(set(a) & set(b)) / longer if longer else 1.0
 
 
 def half_copy(index: Path, out: Path) -> Path:
@@ -69,8 +77,7 @@ def main() -> None:
                 ranked[name] = [[h.id for h in hits] for hits in session.search([text[i] for i in ids], k=10, mode=mode)]
                 seconds = time.perf_counter() - start
                 ndcg = float(np.mean([ndcg_at_10(r, judged[i]) for r, i in zip(ranked[name], ids)]))
-                overlap = float(np.mean([len(set(a) & set(b)) / max(len(a), 1)
-                                         for a, b in zip(ranked["float32"], ranked[name])]))
+                overlap = float(np.mean([overlap_at_10(a, b) for a, b in zip(ranked["float32"], ranked[name])]))
                 print(f"| {mode} | {name} | {ndcg:.4f} | {overlap:.4f} | {seconds:.1f} |", flush=True)
     print(f"\n{len(ids)} Home Depot dev queries")
 
