@@ -1,16 +1,45 @@
-"""Text and image encoders that embed products and queries as L2-normalised float32 vectors."""
+"""Text and image encoders that embed products and queries as L2-normalised float32 vectors.
 
-from vitrina.encoders.base import Encoder, l2_normalize
-from vitrina.encoders.config import EncoderConfig
-from vitrina.encoders.errors import EncoderError, ImageLoadError
-from vitrina.encoders.image_policy import ImageConfig
-from vitrina.encoders.factory import (
-    DEFAULT_IMAGE_MODEL,
-    DEFAULT_TEXT_MODEL,
-    load_image_encoder,
-    load_image_space_text_encoder,
-    load_text_encoder,
-)
+The names below are imported on first use (PEP 562), so importing one light module of this package
+(`vitrina.encoders.errors`, `vitrina.encoders.config`) loads no runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_WHERE = {
+    "DEFAULT_IMAGE_MODEL": "vitrina.encoders.factory",
+    "DEFAULT_TEXT_MODEL": "vitrina.encoders.factory",
+    "Encoder": "vitrina.encoders.base",
+    "EncoderConfig": "vitrina.encoders.config",
+    "EncoderError": "vitrina.encoders.errors",
+    "ImageLoadError": "vitrina.encoders.errors",
+    "ImageConfig": "vitrina.encoders.image_policy",
+    "l2_normalize": "vitrina.encoders.base",
+    "load_image_encoder": "vitrina.encoders.factory",
+    "load_image_space_text_encoder": "vitrina.encoders.factory",
+    "load_text_encoder": "vitrina.encoders.factory",
+}
+
+if TYPE_CHECKING:
+    from vitrina.encoders.base import Encoder, l2_normalize
+    from vitrina.encoders.config import EncoderConfig
+    from vitrina.encoders.errors import EncoderError, ImageLoadError
+    from vitrina.encoders.factory import (DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, load_image_encoder,
+                                          load_image_space_text_encoder, load_text_encoder)
+    from vitrina.encoders.image_policy import ImageConfig
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vitrina.encoders' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_IMAGE_MODEL",

@@ -8,20 +8,25 @@ import re
 import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Sequence
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vitrina.encoders.errors import ImageLoadError
 from vitrina.encoders.image_policy import MAX_IMAGE_BYTES, ImageConfig
-from vitrina.encoders.url_fetch import fetch_url
 
 MAX_DOWNLOAD_BYTES = MAX_IMAGE_BYTES  # kept for callers of the old name
 MAX_ASPECT_RATIO = 20.0  # longer side / shorter side; beyond it an image is refused (a 1x20000 strip is no photo)
-Image.init()
-IMAGE_FORMATS = tuple(  # the decoders tried (AVIF where this Pillow has it); none of the exotic ones
-    f for f in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF") if f in Image.OPEN
-)
+WANTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
+
+
+@cache
+def image_formats() -> tuple[str, ...]:
+    """The decoders tried (AVIF where this Pillow has it); none of the exotic ones. Pillow's plugins load
+    on the first call, not at import, so a text search never pays for them."""
+    Image.init()
+    return tuple(f for f in WANTED_FORMATS if f in Image.OPEN)
 _MIME = {"MPO": "image/jpeg"}  # phones' multi-picture JPEGs are served as the JPEG they start with
 _OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
@@ -80,13 +85,15 @@ def read_image_bytes(source: str, timeout_s: float, policy: ImageConfig | None =
     URLs only); raises ImageLoadError."""
     policy = policy or ImageConfig()
     if is_url(source):
+        from vitrina.encoders.url_fetch import fetch_url  # http.client and ssl: only for URLs
+
         return fetch_url(source, policy, timeout_s)
     return read_local_image(source, policy)
 
 
 def _opened(data: bytes, label: str, max_pixels: int, max_aspect: float) -> Image.Image:
     """The image header parsed, its size checked against the pixel and aspect-ratio limits (nothing decoded)."""
-    img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    img = Image.open(io.BytesIO(data), formats=image_formats())
     w, h = img.size
     if w * h > max_pixels:
         raise ImageLoadError(f"{label} has {w}x{h} pixels, more than the limit of {max_pixels:,}")
@@ -97,7 +104,7 @@ def _opened(data: bytes, label: str, max_pixels: int, max_aspect: float) -> Imag
 
 def _decode_errors(label: str, exc: Exception) -> ImageLoadError:
     if isinstance(exc, UnidentifiedImageError):
-        return ImageLoadError(f"{label} is not a readable image: not a {', '.join(IMAGE_FORMATS)} file")
+        return ImageLoadError(f"{label} is not a readable image: not a {', '.join(image_formats())} file")
     return ImageLoadError(f"{label} is not a readable image: {_OBJECT_REPR.sub('the data', str(exc))}")
 
 

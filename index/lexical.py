@@ -17,13 +17,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-import bm25s
 import numpy as np
 
+from vitrina.index.bm25_files import STOPWORDS_EN, StoredBM25
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.typos import _ANY_WORD, FUZZY_WEIGHT, Correction, Vocabulary, is_fuzzable
 
 if TYPE_CHECKING:
+    import bm25s
+
     from vitrina.index.synonyms import Expansion, Synonyms
 
 ANALYZER = "vitrina-units-1"
@@ -85,7 +87,7 @@ class Analyzer:
         if settings.analyzer != ANALYZER:
             raise IndexStoreError(f"unknown lexical analyser {settings.analyzer!r}; this Vitrina has {ANALYZER!r}")
         self.settings = settings
-        self._stopwords = frozenset(bm25s.stopwords.STOPWORDS_EN if settings.stopwords == "en" else ())
+        self._stopwords = frozenset(STOPWORDS_EN if settings.stopwords == "en" else ())
         if settings.stopwords not in (None, "en"):
             raise IndexStoreError(f"unknown stopword list {settings.stopwords!r}; use 'en' or none")
         self._stem = self._stemmer(settings.stemmer)
@@ -125,7 +127,7 @@ class Analyzer:
 class LexicalIndex:
     """BM25 over one text per product row."""
 
-    def __init__(self, retriever: bm25s.BM25, settings: LexicalConfig, count: int,
+    def __init__(self, retriever: bm25s.BM25 | StoredBM25, settings: LexicalConfig, count: int,
                  vocabulary: Vocabulary | None = None) -> None:
         self.retriever = retriever
         self.settings = settings
@@ -138,6 +140,8 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, texts: Sequence[str], settings: LexicalConfig | None = None) -> "LexicalIndex":
+        import bm25s  # building only: its import loads scipy.sparse, which a search does without
+
         settings = settings or LexicalConfig()
         index = cls(bm25s.BM25(method=settings.method, k1=settings.k1, b=settings.b), settings, len(texts),
                     Vocabulary.build(fold(t) for t in texts))
@@ -298,8 +302,8 @@ class LexicalIndex:
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexStoreError(f"the manifest's lexical record is damaged: {exc}") from None
         try:
-            retriever = bm25s.BM25.load(str(directory), mmap=False, show_progress=False)
-        except Exception as exc:  # noqa: BLE001 - bm25s raises json, numpy, scipy and OS errors alike for damaged files
+            retriever = StoredBM25.load(directory)  # bm25s's files and scores, without importing bm25s (issue 19)
+        except Exception as exc:  # noqa: BLE001 - json, numpy and OS errors alike for damaged files
             raise IndexStoreError(
                 f"the lexical index in {directory} is damaged ({type(exc).__name__}: {exc}); re-index the catalog"
             ) from None

@@ -17,6 +17,7 @@ from vitrina.errors import Param
 
 log = logging.getLogger(__name__)
 
+FLAT_FACTORY = "Flat"  # exact search; such an index is rebuilt from the stored vectors at load (index.store)
 FLAT_MAX = 100_000
 HNSW_MAX = 2_000_000
 TRAIN_SAMPLE_PER_CENTROID = 64
@@ -28,7 +29,7 @@ DEFAULT_REFINE_K_FACTOR = 4  # an index with a refine stage re-ranks 4k approxim
 def default_factory(n: int, dim: int) -> str:
     """Exact search for small catalogs, HNSW for mid-size, IVF-PQ when memory matters."""
     if n < FLAT_MAX:
-        return "Flat"
+        return FLAT_FACTORY
     if n < HNSW_MAX:
         return "HNSW32"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
@@ -234,6 +235,14 @@ class ProductIndex:
     def is_exact(self) -> bool:
         """True for brute-force (Flat) indexes, whose filtered searches always find every match."""
         return isinstance(self._base, faiss.IndexFlat)
+
+    @property
+    def stores_file(self) -> bool:
+        """Whether saving an index directory writes this index's own file: not for a plain exact inner-product
+        index (factory "Flat"), which holds nothing but the vectors and is rebuilt from them at load."""
+        base = self._base
+        return not (self.factory.strip() == FLAT_FACTORY and type(base) in (faiss.IndexFlatIP, faiss.IndexFlat)
+                    and base.metric_type == faiss.METRIC_INNER_PRODUCT)
 
     @property
     def _base(self) -> faiss.Index:

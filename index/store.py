@@ -3,7 +3,9 @@
 Layout of DIR:
   manifest.json          format version, encoders, counts, factory strings, creation time
   products.parquet       product ids and metadata; row r <-> vector id r
-  <space>.faiss          FAISS index of one space ("text", "image"; "colour": a colour descriptor per photo)
+  <space>.faiss          FAISS index of one space ("text", "image"; "colour": a colour descriptor per photo);
+                         not written for exact (Flat) spaces, whose index is built from the vectors at load,
+                         so each vector is stored once (older directories hold both and load as before)
   <space>.vectors.npy    the raw normalised embeddings (reused for lookups by id and for re-training)
   <space>.rows.npy       the product row of each embedding (repeated where a product holds several images)
   <space>.ordinals.npy   the image ordinal of each embedding within its product (only where products hold several)
@@ -22,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 import numpy as np
 
@@ -34,7 +36,7 @@ from vitrina.encoders.files import (CHECKSUM_FILE, clean_leftovers, copy_file, c
 from vitrina.index.lexical import LexicalIndex
 from vitrina.index.locks import folder_lock
 from vitrina.index.manifest import MANIFEST_FILE, IndexManifest, SpaceInfo
-from vitrina.index.product_index import ProductIndex
+from vitrina.index.product_index import FLAT_FACTORY, ProductIndex
 from vitrina.index.products import ProductTable
 from vitrina.index.settings import SETTINGS_DIR, read_settings, write_settings
 from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
@@ -47,6 +49,7 @@ ORDINALS = "ordinals"  # <space>.ordinals.npy: the image ordinal of each vector,
 EVENTS_DIR = "events"  # a plain index directory's shoppers' event log (engine.event_store)
 LEXICAL_DIR = "lexical"
 ENCODERS_DIR = "encoders"
+STORED_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))  # <space>.vectors.npy (IndexConfig.vector_dtype)
 EXACT_FILTER_MAX = 2048  # a filter allowing at most this many products is searched exactly on ANN indexes
 log = logging.getLogger("vitrina")
 
@@ -65,6 +68,7 @@ class VectorSpace:
     vectors: np.ndarray
     rows: np.ndarray
     ordinals: np.ndarray | None = None  # image ordinal (within its product) of each vector; None: all 0
+    dtype: str = "float32"  # how the vectors are stored on disk ("float16": IndexConfig.vector_dtype)
 
     @cached_property
     def per_product(self) -> int:
@@ -98,11 +102,11 @@ class VectorSpace:
     def vectors_of_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The vectors (as `vector_of_row`) of those product rows that have one here, and a mask of which rows do."""
         if not self.multi:
-            rows = np.asarray(rows, dtype=np.int64)
-            lookup = self._row_positions
+            rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+            table = self._position_of_row
+            inside = (rows >= 0) & (rows < len(table))
             positions = np.full(len(rows), -1, dtype=np.int64)
-            inside = (rows >= 0) & (rows < len(lookup))
-            positions[inside] = lookup[rows[inside]]
+            positions[inside] = table[rows[inside]]
             found = positions >= 0
             return np.asarray(self.vectors[positions[found]], dtype=np.float32), found  # (0, dim) when none
         vectors = [self.vector_of_row(int(r)) for r in rows]
@@ -179,16 +183,13 @@ class VectorSpace:
         return _exact_top_k(np.asarray(queries, dtype=np.float32), vectors, self.rows[positions], k)
 
     @cached_property
-    def _positions(self) -> dict[int, int]:
-        return {int(row): position for position, row in enumerate(self.rows)}
-
-    @cached_property
-    def _row_positions(self) -> np.ndarray:
-        """Row -> position of its vector (-1: none), as an array: one lookup for many rows (single-vector spaces)."""
+    def _position_of_row(self) -> np.ndarray:
+        """Product row -> position of its vector, -1 where it has none (single-vector spaces). An array, not a
+        dict: building a dict of 55k rows cost the first hybrid search of a process 20-60 ms."""
         rows = np.asarray(self.rows, dtype=np.int64)
-        lookup = np.full(int(rows.max()) + 1 if len(rows) else 0, -1, dtype=np.int64)
-        lookup[rows] = np.arange(len(rows), dtype=np.int64)
-        return lookup
+        table = np.full(int(rows.max()) + 1 if len(rows) else 0, -1, dtype=np.int64)
+        table[rows] = np.arange(len(rows), dtype=np.int64)
+        return table
 
     @cached_property
     def _all_positions(self) -> dict[int, list[int]]:
@@ -275,14 +276,16 @@ class IndexDirectory:
         self.encoder_dirs[role] = target
         return target
 
-    def check_encoder_files(self, role: str, repair_from: Path | None = None) -> None:
+    def check_encoder_files(self, role: str, repair_from: Path | None = None, skip: Collection[str] = ()) -> None:
         """Verify the kept encoder `role` against the sha256 sums the manifest recorded (else its own
         checksum file). Damaged files are repaired from `repair_from` (the ONNX cache entry) when its
-        copies match the recorded sums; otherwise IndexStoreError names the damaged file."""
+        copies match the recorded sums; otherwise IndexStoreError names the damaged file. `skip`: files
+        this process will not read (the graphs of other precisions), left to be checked by whoever loads them."""
         kept = self.encoder_dirs.get(role)
         if kept is None:
             return
         recorded = self.manifest.encoder_files.get(role) or read_checksums(kept)
+        recorded = {name: digest for name, digest in recorded.items() if name not in skip}
         if not recorded:
             log.info("the ONNX model kept in %s has no recorded checksums (indexed by an older Vitrina)", kept)
             return
@@ -314,8 +317,9 @@ class IndexDirectory:
             if self.groups is not None:
                 np.save(tmp / GROUPS_FILE, np.asarray(self.groups, dtype=np.int64))
             for name, space in self.spaces.items():
-                space.index.save(tmp / f"{name}.faiss")
-                np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=np.float32))
+                if space.index.stores_file:
+                    space.index.save(tmp / f"{name}.faiss")
+                np.save(tmp / f"{name}.vectors.npy", np.asarray(space.vectors, dtype=space.dtype))
                 np.save(tmp / f"{name}.rows.npy", np.asarray(space.rows, dtype=np.int64))
                 if space.ordinals is not None:
                     np.save(tmp / f"{name}.{ORDINALS}.npy", np.asarray(space.ordinals, dtype=np.int64))
@@ -368,20 +372,33 @@ class IndexDirectory:
 
 def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | None = None,
                mmap: bool | None = None) -> VectorSpace:
-    """One space of an index directory (FAISS index, vectors, rows), checked against its manifest record."""
-    index = ProductIndex.load(path / f"{name}.faiss", info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
+    """One space of an index directory (FAISS index, vectors, rows), checked against its manifest record.
+
+    A space without a `<space>.faiss` file is an exact (Flat) one written by `save`: its index is built from
+    the stored vectors here. A directory that holds the file (any ANN index, or a Flat one written by an
+    older Vitrina) loads it as before."""
     vectors, rows = read_vectors(path, name)
     if vectors.shape != (info.count, info.dim):
         raise IndexStoreError(
             f"{path / f'{name}.vectors.npy'} holds {vectors.shape[0]} {vectors.shape[1] if vectors.ndim == 2 else '?'}-d "
             f"vectors but the manifest says {info.count} {info.dim}-d; the directory is damaged, re-index it"
         )
+    file = path / f"{name}.faiss"
+    if file.is_file() or not rebuilt_at_load(info.factory):
+        index = ProductIndex.load(file, info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
+    else:
+        index = ProductIndex.build(vectors, rows, info.factory, config)
     if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
         raise IndexStoreError(
             f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "
             f"says {info.count} {info.dim}-d; the directory is damaged, re-index it"
         )
-    return VectorSpace(index, vectors, rows, read_ordinals(path, name, len(rows)))
+    return VectorSpace(index, vectors, rows, read_ordinals(path, name, len(rows)), str(vectors.dtype))
+
+
+def rebuilt_at_load(factory: str) -> bool:
+    """Whether a space of this FAISS factory is stored as its vectors alone (its index built at load)."""
+    return factory.strip() == FLAT_FACTORY
 
 
 def read_ordinals(path: Path, name: str, count: int) -> np.ndarray | None:
@@ -401,6 +418,9 @@ def read_vectors(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     a missing, truncated or malformed file."""
     vectors = _read_npy(path / f"{name}.vectors.npy", mmap=True)
     rows = _read_npy(path / f"{name}.rows.npy", mmap=False)
+    if vectors.dtype not in STORED_DTYPES:
+        raise IndexStoreError(f"{path / f'{name}.vectors.npy'} holds {vectors.dtype} vectors, not float32 or float16; "
+                              "the directory is damaged, re-index it")
     if vectors.ndim != 2 or rows.ndim != 1 or len(vectors) != len(rows):
         raise IndexStoreError(
             f"{path}: {name}.vectors.npy holds {vectors.shape} but {name}.rows.npy {rows.shape}; they must pair up "
@@ -498,8 +518,11 @@ def _replace_file(target: Path, write) -> None:
 
 def write_space(directory: Path, name: str, space: VectorSpace) -> None:
     """Write one vector space's files into an index directory being edited (see `editing`)."""
-    _replace_file(directory / f"{name}.faiss", space.index.save)
-    for suffix, array in (("vectors", np.asarray(space.vectors, dtype=np.float32)), ("rows", np.asarray(space.rows, dtype=np.int64))):
+    if space.index.stores_file:
+        _replace_file(directory / f"{name}.faiss", space.index.save)
+    else:  # an exact index is built from the vectors at load; an older directory's copy would go stale
+        (directory / f"{name}.faiss").unlink(missing_ok=True)
+    for suffix, array in (("vectors", np.asarray(space.vectors, dtype=space.dtype)), ("rows", np.asarray(space.rows, dtype=np.int64))):
         _replace_file(directory / f"{name}.{suffix}.npy", lambda tmp, a=array: _save_npy(tmp, a))
     if space.ordinals is not None:
         ordinals = np.asarray(space.ordinals, dtype=np.int64)

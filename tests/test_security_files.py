@@ -154,11 +154,16 @@ def _lexical_file(index: Path) -> Path:
     return max((index / "lexical").iterdir(), key=lambda p: p.stat().st_size)
 
 
+def _older_flat_file(index: Path) -> None:
+    """The Flat index's own file beside its vectors, as an older Vitrina wrote it (now built at load instead)."""
+    IndexDirectory.load(index).spaces["text"].index.save(index / "text.faiss")
+
+
 DAMAGES = {
     "products.parquet truncated": lambda d: (_truncate(d / "products.parquet"), "products.parquet")[1],
     "text.vectors.npy truncated": lambda d: (_truncate(d / "text.vectors.npy"), "text.vectors.npy")[1],
     "text.rows.npy missing": lambda d: ((d / "text.rows.npy").unlink(), "text.rows.npy")[1],
-    "text.faiss truncated": lambda d: (_truncate(d / "text.faiss"), "text.faiss")[1],
+    "text.faiss of an older index truncated": lambda d: (_older_flat_file(d), _truncate(d / "text.faiss"), "text.faiss")[2],
     "lexical file truncated": lambda d: (_truncate(_lexical_file(d)), "lexical")[1],
 }
 

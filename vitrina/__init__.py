@@ -26,26 +26,30 @@ from vitrina.encoders.errors import EncoderError, ImageLoadError  # noqa: E402
 from vitrina.engine.errors import ArgumentError, CatalogError, QueryError  # noqa: E402
 from vitrina.index.errors import IndexStoreError  # noqa: E402
 
-from vitrina.encoders.config import EncoderConfig  # noqa: E402
-from vitrina.encoders.image_policy import ImageConfig  # noqa: E402
-from vitrina.engine.api import Index  # noqa: E402
-from vitrina.engine.build.indexing import IndexReport  # noqa: E402
-from vitrina.engine.build.reindex import ReindexConfig, ReindexReport  # noqa: E402
-from vitrina.engine.build.updates import UpdateReport  # noqa: E402
-from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig  # noqa: E402
-from vitrina.engine.data.catalog import CatalogConfig  # noqa: E402
-from vitrina.engine.data.demo import DEMO_CATALOG  # noqa: E402
-from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig  # noqa: E402
-from vitrina.engine.query.hits import Hits  # noqa: E402
-from vitrina.engine.query.search import SearchHit  # noqa: E402
-from vitrina.index.config import IndexConfig  # noqa: E402
-from vitrina.index.filters import FilterConfig  # noqa: E402
-from vitrina.index.hybrid import HybridConfig  # noqa: E402
-from vitrina.index.lexical import LexicalConfig  # noqa: E402
-from vitrina.index.manifest import IndexManifest  # noqa: E402
-
-# Types whose modules load PyTorch or the ALS library: imported on first use, so `import vitrina` stays light.
+# Everything else is imported on first use (PEP 562), so `import vitrina` and the command line load only
+# what a command needs: `vitrina search` never loads PyTorch, pandas, the ALS library or the build pipeline.
 _LAZY = {
+    "EncoderConfig": "vitrina.encoders.config",
+    "ImageConfig": "vitrina.encoders.image_policy",
+    "Index": "vitrina.engine.api",
+    "IndexReport": "vitrina.engine.build.indexing",
+    "ReindexConfig": "vitrina.engine.build.reindex",
+    "ReindexReport": "vitrina.engine.build.reindex",
+    "UpdateReport": "vitrina.engine.build.updates",
+    "RecommendConfig": "vitrina.engine.config",
+    "ShopperConfig": "vitrina.engine.config",
+    "VitrinaConfig": "vitrina.engine.config",
+    "CatalogConfig": "vitrina.engine.data.catalog",
+    "DEMO_CATALOG": "vitrina.engine.data.demo",
+    "EventFieldConfig": "vitrina.engine.data.events",
+    "EventWeightConfig": "vitrina.engine.data.events",
+    "Hits": "vitrina.engine.query.hits",
+    "SearchHit": "vitrina.engine.query.search",
+    "IndexConfig": "vitrina.index.config",
+    "FilterConfig": "vitrina.index.filters",
+    "HybridConfig": "vitrina.index.hybrid",
+    "LexicalConfig": "vitrina.index.lexical",
+    "IndexManifest": "vitrina.index.manifest",
     "BehaviourConfig": "vitrina.engine.learn.behaviour",
     "Evaluation": "vitrina.engine.evaluate.evaluation",
     "EventsAdded": "vitrina.engine.learn.feedback",
@@ -56,6 +60,23 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from vitrina.encoders.config import EncoderConfig
+    from vitrina.encoders.image_policy import ImageConfig
+    from vitrina.engine.api import Index
+    from vitrina.engine.build.indexing import IndexReport
+    from vitrina.engine.build.reindex import ReindexConfig, ReindexReport
+    from vitrina.engine.build.updates import UpdateReport
+    from vitrina.engine.config import RecommendConfig, ShopperConfig, VitrinaConfig
+    from vitrina.engine.data.catalog import CatalogConfig
+    from vitrina.engine.data.demo import DEMO_CATALOG
+    from vitrina.engine.data.events import EventFieldConfig, EventWeightConfig
+    from vitrina.engine.query.hits import Hits
+    from vitrina.engine.query.search import SearchHit
+    from vitrina.index.config import IndexConfig
+    from vitrina.index.filters import FilterConfig
+    from vitrina.index.hybrid import HybridConfig
+    from vitrina.index.lexical import LexicalConfig
+    from vitrina.index.manifest import IndexManifest
     from vitrina.engine.evaluate.evaluation import Evaluation, Qrels
     from vitrina.engine.learn.behaviour import BehaviourConfig
     from vitrina.engine.learn.feedback import EventsAdded

@@ -217,7 +217,8 @@ def _publish_refilled(root: Path, live: IndexDirectory, keep: list[int], added: 
         ordinals = np.concatenate([old_ordinals[kept], new_ordinals])
         if not len(rows):
             continue
-        spaces[name] = VectorSpace(old.index.refilled(vectors, rows), vectors, rows, stored_ordinals(ordinals))
+        spaces[name] = VectorSpace(old.index.refilled(vectors, rows), vectors, rows, stored_ordinals(ordinals),
+                                   old.dtype)  # stored as before (float16 stays float16)
         infos[name] = live.manifest.spaces[name]
         infos[name].count = len(rows)
     new_content = ProductContent([p.id for p in added], [p.text for p in added],

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from vitrina.engine.learn.behaviour import BehaviourModel
 from vitrina.engine.query.calibration import Floor, plan_floor
 from vitrina.engine.query.exact import exact_first
 from vitrina.engine.query.filters import PriceRange
@@ -54,6 +53,7 @@ from vitrina.engine.query.variants import group_count, grouped_text_answers, gro
 from vitrina.index.filters import ProductFilter
 
 if TYPE_CHECKING:
+    from vitrina.engine.learn.behaviour import BehaviourModel
     from vitrina.engine.query.search import DenseCandidates, SearchSession
 
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vitrina.engine.errors import QueryError
-from vitrina.engine.learn.behaviour import BehaviourModel, load_index_behaviour
 from vitrina.engine.query.hits import SearchHit
 from vitrina.index.hybrid import min_max_scaled
 
 if TYPE_CHECKING:
+    from vitrina.engine.learn.behaviour import BehaviourModel
     from vitrina.engine.query.search import SearchSession
 
 PERSONAL_WEIGHT = 0.3  # share of the user's affinity in a personalised search score
@@ -20,6 +20,8 @@ PERSONAL_DEPTH = 100  # candidates re-ranked for a user
 
 def load_behaviour(session: SearchSession) -> BehaviourModel:
     """The index's behaviour model; a clear error when there is none."""
+    from vitrina.engine.learn.behaviour import load_index_behaviour  # the ALS library: only for personalised searches
+
     model, why = load_index_behaviour(session.path, session.products.ids, session.config.shoppers)
     if model is None:
         raise QueryError(why)

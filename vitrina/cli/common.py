@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from vitrina.engine.errors import USER_ERRORS, QueryError
 from vitrina.engine.query.search import SearchHit
 from vitrina.errors import CLI, worded
 from vitrina.index import IndexConfig, LexicalConfig
+from vitrina.index.config import VECTOR_DTYPES
 
 FLAGS = CLI.with_names(path="--out")  # library parameters as this CLI's flags (the index path is --out)
 
@@ -47,7 +49,8 @@ def config_from_args(args: argparse.Namespace) -> VitrinaConfig:
             backend=get("backend") or DEFAULT_BACKEND, device=get("device"), batch_size=get("batch_size") or 32,
             precision=get("precision") or "auto", threads=get("threads"), offline=get("offline", False),
         ),
-        index=IndexConfig(factory=get("index_factory"), lexical=_lexical_config(args)),
+        index=IndexConfig(factory=get("index_factory"), lexical=_lexical_config(args),
+                          vector_dtype=get("vector_dtype") or "float32"),
         images=ImageConfig.from_flags(get("image_root") or (), get("allow_url_network") or (),
                                       get("allow_private_urls", False)),
         shoppers=ShopperConfig.with_environment_key(max_age_days=get("events_max_age")),
@@ -62,9 +65,20 @@ def _lexical_config(args: argparse.Namespace) -> LexicalConfig | None:
     return LexicalConfig(stemmer=None if stemmer.lower() == "none" else stemmer)
 
 
-def open_index(args: argparse.Namespace) -> Index:
-    """The index at DIR (a versioned root: its current version), with the models the flags override."""
-    return Index(args.dir, config_from_args(args), text_model=args.text_model, image_model=args.image_model)
+def open_index(args: argparse.Namespace, one_query: str | None = None) -> Index:
+    """The index at DIR (a versioned root: its current version), with the models the flags override.
+
+    one_query: this process answers one query ("text" or "image") and exits. FAISS then searches on one
+    thread (a thread pool started for one 10 ms scan cost more than it saved: 80-120 ms on a busy 2-core
+    machine, issue 19), and a text query's ONNX session runs on one thread unless --threads says otherwise."""
+    config = config_from_args(args)
+    if one_query is not None:
+        from vitrina.index.product_index import set_search_threads
+
+        set_search_threads(1)
+        if one_query == "text" and getattr(args, "threads", None) is None:
+            config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, threads=1))
+    return Index(args.dir, config, text_model=args.text_model, image_model=args.image_model)
 
 
 def k_or_default(args: argparse.Namespace, default: int) -> int:
@@ -160,6 +174,9 @@ def add_catalog_flags(p: argparse.ArgumentParser, models: bool = True) -> None:
         add_runtime_flags(p)
         return
     p.add_argument("--index-factory", default=None, metavar="STR", help="FAISS factory string (default by size)")
+    p.add_argument("--vector-dtype", choices=VECTOR_DTYPES, default=None,
+                   help="how the stored vectors are written: float32 (default) or float16 (half the disk; "
+                        "top-10 overlap 0.99+ with float32 on Home Depot)")
     p.add_argument("--stemmer", default="english", metavar="LANG|none",
                    help="stemming language of the BM25 index (Snowball; default english)")
     p.add_argument("--no-lexical", action="store_true", help="build no BM25 index (search is dense only)")

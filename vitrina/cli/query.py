@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    index = open_index(args)
+    index = open_index(args, one_query=None if args.queries else "text")
     filters = filters_from_flags(args, index)
     if args.queries:
         return _search_batch(args, index, filters)
@@ -129,7 +129,7 @@ def _search_batch(args: argparse.Namespace, index: Index, filters: dict[str, Any
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    index = open_index(args)
+    index = open_index(args, one_query=None if args.images else "image")
     filters = filters_from_flags(args, index)
     if args.images:
         return _similar_batch(args, index, filters)
