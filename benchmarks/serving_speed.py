@@ -16,6 +16,7 @@ the load average. Prints one table and writes out/serving_speed.json.
 
     (cd benchmarks && ../.venv/bin/python serving_speed.py)
     (cd benchmarks && ../.venv/bin/python serving_speed.py --only hd-100 --server-flags="--workers 2")
+    (cd benchmarks && ../.venv/bin/python serving_speed.py --workers 1 2 --rounds 2 --only shop-100 hd-100 sweep --sweep 250 300 350)
 """
 
 from __future__ import annotations
@@ -116,22 +117,10 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--hd", type=Path, default=None, help="a Home Depot hybrid index, exact (default: OUT/hd-hybrid)")
-    parser.add_argument("--hd-ann", type=Path, default=None, help="a Home Depot hybrid index on HNSW (default: OUT/hd-hnsw32)")
-    parser.add_argument("--seconds", type=float, default=30, help="measured seconds of each fixed-rate phase")
-    parser.add_argument("--sweep", type=float, nargs="*", default=[200, 250, 300, 350, 400])
-    parser.add_argument("--sweep-seconds", type=float, default=15)
-    parser.add_argument("--only", nargs="*", default=None, help="phases to run (shop-100 sweep image-20 hd-100 hd-ann-100)")
-    parser.add_argument("--server-flags", default="", help="more `vitrina serve` flags, e.g. '--workers 2'")
-    parser.add_argument("--loadgen-cpu", default="1", help="core the generator is pinned to ('' for none)")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    wanted = args.only or ["shop-100", "sweep", "image-20", "hd-100", "hd-ann-100"]
-    flags = shlex.split(args.server_flags)
+def run_phases(args: argparse.Namespace, flags: list[str], tag: str) -> list[dict]:
+    """Every wanted phase against servers started with `flags`; phase names end with `tag`."""
     results: list[dict] = []
+    wanted = args.only or ["shop-100", "sweep", "image-20", "hd-100", "hd-ann-100"]
     if {"shop-100", "sweep", "image-20"} & set(wanted):
         catalog = shop_catalog(args.out)
         shop = args.out / "shop10k"
@@ -146,16 +135,16 @@ def main() -> None:
             if "shop-100" in wanted:
                 part = queries[offset:offset + int(args.seconds * 100) + 400]
                 offset += len(part)
-                results.append(measured("shop-100", process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
+                results.append(measured("shop-100" + tag, process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
             for rate in args.sweep if "sweep" in wanted else ():
                 need = int((args.sweep_seconds + 2) * rate)
                 part = (queries[offset:] + queries)[:need] if offset + need > len(queries) else queries[offset:offset + need]
                 offset = (offset + need) % len(queries)
-                results.append(measured(f"sweep-{rate:g}", process, text_requests(part), rate, args.sweep_seconds,
+                results.append(measured(f"sweep-{rate:g}{tag}", process, text_requests(part), rate, args.sweep_seconds,
                                         args.loadgen_cpu))
             if "image-20" in wanted:
                 uploads = [upload_request(HOST, "/search/image?k=10", p.name, p.read_bytes()) for p in photos]
-                results.append(measured("image-20", process, uploads, 20, args.seconds, args.loadgen_cpu))
+                results.append(measured("image-20" + tag, process, uploads, 20, args.seconds, args.loadgen_cpu))
         finally:
             stop(process)
     for name, factory, given in (("hd-100", "Flat", args.hd), ("hd-ann-100", "HNSW32", args.hd_ann)):
@@ -164,21 +153,49 @@ def main() -> None:
         process = serving(given or hd_index(args.out, factory), flags)
         try:
             part = hd_queries()[: int((args.seconds + 2) * 100)]
-            results.append(measured(name, process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
+            results.append(measured(name + tag, process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
         finally:
             stop(process)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--hd", type=Path, default=None, help="a Home Depot hybrid index, exact (default: OUT/hd-hybrid)")
+    parser.add_argument("--hd-ann", type=Path, default=None, help="a Home Depot hybrid index on HNSW (default: OUT/hd-hnsw32)")
+    parser.add_argument("--seconds", type=float, default=30, help="measured seconds of each fixed-rate phase")
+    parser.add_argument("--sweep", type=float, nargs="*", default=[200, 250, 300, 350, 400])
+    parser.add_argument("--sweep-seconds", type=float, default=15)
+    parser.add_argument("--only", nargs="*", default=None, help="phases to run (shop-100 sweep image-20 hd-100 hd-ann-100)")
+    parser.add_argument("--server-flags", default="", help="more `vitrina serve` flags, e.g. '--workers 2'")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="`vitrina serve --workers` values to compare side by side, e.g. 1 2 (phases end /w1, /w2)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the worker counts, interleaved (A/B rounds)")
+    parser.add_argument("--loadgen-cpu", default="1", help="core the generator is pinned to ('' for none)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    flags = shlex.split(args.server_flags)
+    results: list[dict] = []
+    for _ in range(args.rounds):  # interleaved A/B rounds over the worker counts
+        for workers in args.workers:
+            tag = f"/w{workers}" if len(args.workers) > 1 else ""
+            results += run_phases(args, [*flags, "--workers", str(workers)], tag)
     (args.out / "serving_speed.json").write_text(json.dumps(results, indent=2))
-    sweep = [r for r in results if r["phase"].startswith("sweep-")]
-    passing = [r["target_rps"] for r in sweep if r["p99_ms"] <= 100 and not r["errors"] and not r["unanswered"]
-               and r["achieved_rps"] >= 0.98 * r["target_rps"]]
     print(markdown_table(
         ["phase", "target req/s", "achieved req/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
          "server CPU s", "server CPU ms / request", "generator CPU s", "load average"],
         [[r["phase"], r["target_rps"], r["achieved_rps"], r["errors"] + r["unanswered"], r["p50_ms"], r["p95_ms"],
           r["p99_ms"], r["max_ms"], r["server_cpu_s"],
           r["server_cpu_ms_per_request"], r["generator_cpu_s"], r["loadavg"]] for r in results]))
-    if sweep:
-        print(f"highest swept rate with p99 <= 100 ms and no errors: {max(passing) if passing else 'none'} req/s")
+    for workers in args.workers:
+        tag = f"/w{workers}" if len(args.workers) > 1 else ""
+        sweep = [r for r in results if r["phase"].startswith("sweep-") and r["phase"].endswith(tag)]
+        passing = [r["target_rps"] for r in sweep if r["p99_ms"] <= 100 and not r["errors"] and not r["unanswered"]
+                   and r["achieved_rps"] >= 0.98 * r["target_rps"]]
+        if sweep:
+            print(f"{workers} worker(s): highest swept rate with p99 <= 100 ms and no errors (best round): "
+                  f"{max(passing) if passing else 'none'} req/s")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ def lifespan(holder: IndexHolder) -> Callable[[FastAPI], contextlib.AbstractAsyn
     async def serve(app: FastAPI) -> AsyncIterator[None]:
         async def first_load() -> None:
             try:
+                if holder.current is not None:  # loaded before the workers forked (serving.prefork)
+                    await holder.adopt_preloaded()
+                    return
                 await holder.reload(announce=False)
             except Exception as exc:  # /readyz says why; the process stays up for /healthz
                 holder.load_error = str(exc)

@@ -68,6 +68,7 @@ class LiveIndex:
         self.popular: np.ndarray | None = None
         self.shoppers: ShopperState | None = None
         self.fused_stale = False  # events came since the fused vectors were last computed
+        self.warmed = False  # encoders loaded and run once (warm_up)
         self.load_behaviour()
 
     def load_behaviour(self) -> None:
@@ -293,10 +294,30 @@ class IndexHolder:
         else:
             await self.reload(live.path)
 
-    def _load(self, path: Path) -> LiveIndex:
+    def _load(self, path: Path, warm: bool = True) -> LiveIndex:
         live = LiveIndex(path, self.config, self.serving, self.metrics)
-        live.warm_up()
+        if warm:
+            live.warm_up()
+        live.warmed = warm
         return live
+
+    def preload(self, warm: bool) -> None:
+        """Load the index now, in this thread (before `vitrina serve --workers N` forks, so the workers share it);
+        warm: also load and run the encoders (only where they start no threads: a fork keeps none). A load error
+        is kept for /readyz and each worker tries again."""
+        try:
+            self.current = self._load(self.path, warm)
+        except Exception as exc:  # noqa: BLE001 - each worker loads it again and reports why
+            self.load_error = str(exc)
+
+    async def adopt_preloaded(self) -> None:
+        """In a forked worker: finish the index the parent loaded (warm it if it was not) and count it served."""
+        live = self.current
+        if not live.warmed:
+            self.current = None  # not ready (503) until warm, as when it loads here
+            await asyncio.to_thread(live.warm_up)
+            live.warmed, self.current = True, live
+        self.metrics.serving(live.version, len(live.session.products))
 
     def _announce(self, live: LiveIndex) -> None:
         """Tell the other workers (several `--workers`) to load the same directory."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import multiprocess, values
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -83,3 +83,9 @@ class RequestMetrics:
             name = getattr(scope.get("route"), "path", "unmatched")  # the router writes the matched route here
             self.metrics.requests.labels(name, scope["method"], str(status)).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+
+def use_multiprocess_values() -> None:
+    """Make prometheus_client keep values in PROMETHEUS_MULTIPROC_DIR files when that was set after it was imported
+    (it chooses at import; workers forked by `vitrina serve --workers N` inherit the parent's choice)."""
+    values.ValueClass = values.get_value_class()

@@ -16,6 +16,8 @@ from vitrina.engine.errors import QueryError
 from vitrina.serving.access_log import log_config
 from vitrina.serving.app import SETTINGS_ENV, create_app, settings_for_workers
 from vitrina.serving.config import ServingConfig
+from vitrina.serving.metrics import use_multiprocess_values
+from vitrina.serving.prefork import per_worker_threads, serve_forked
 from vitrina.serving.ratelimit import RateLimiter
 from vitrina.serving.timeouts import uvicorn_timeouts
 
@@ -25,7 +27,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch, re
 
 def run_server(index_path: Path, config: VitrinaConfig, serving: ServingConfig, *, host: str, port: int,
                workers: int = 1, access_log: bool = False, verbose: bool = False, banner: str | None = None) -> None:
-    """Serve `index_path` until stopped: the app in this process, or `workers` uvicorn worker processes.
+    """Serve `index_path` until stopped: the app in this process, or `workers` processes forked after the index
+    (and, with one encoder thread each, the encoders) loaded here, sharing it and one listening socket.
 
     banner: a line for stderr once the settings are checked, just before the server starts.
     """
@@ -38,8 +41,16 @@ def run_server(index_path: Path, config: VitrinaConfig, serving: ServingConfig, 
     if workers == 1:
         uvicorn.run(create_app(index_path, config, serving), host=host, port=port, **options)
         return
-    with worker_settings(Path(index_path), config, serving):
-        uvicorn.run(WORKER_APP, factory=True, host=host, port=port, workers=workers, **options)
+    if not hasattr(os, "fork"):  # no fork (Windows): each uvicorn worker process loads the index itself
+        with worker_settings(Path(index_path), config, serving):
+            uvicorn.run(WORKER_APP, factory=True, host=host, port=port, workers=workers, **options)
+        return
+    config = per_worker_threads(config, workers)
+    with worker_settings(Path(index_path), config, serving) as shared:
+        use_multiprocess_values()
+        app = create_app(index_path, config, shared)
+        app.state.holder.preload(warm=config.encoders.threads == 1)  # ONNX thread pools would not survive a fork
+        serve_forked(app, host, port, workers, options)
 
 
 def check_rate_limit_storage(serving: ServingConfig) -> None:

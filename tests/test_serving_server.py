@@ -15,12 +15,15 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+from fastapi.testclient import TestClient
 
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
-from vitrina.serving.app import SETTINGS_ENV
+from vitrina.serving.app import SETTINGS_ENV, create_app
 from vitrina.serving.config import ServingConfig
+from vitrina.serving.prefork import per_worker_threads
 from vitrina.serving.ratelimit import RateLimitError
 from vitrina.serving.server import MULTIPROC_ENV, run_server, server_options, worker_settings
 from tests.serving_util import KEY, free_port, shop_catalog, wait_ready
@@ -86,8 +89,46 @@ def test_two_workers_serve_the_index_and_leave_nothing_behind(tmp_path):
             assert response.status_code == 200 and len(response.json()["results"]) == 3, response.text
             answered += 1
         assert "vitrina_requests_total" in httpx.get(f"{base}/metrics", timeout=30).text
+        # forked from the process that loaded the index (not spawned afresh), both accepting on the one port
+        parent = psutil.Process(server.pid)
+        workers = parent.children()
+        assert len(workers) == 2 and all(w.cmdline() == parent.cmdline() for w in workers)
+        for worker in workers:
+            assert any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in worker.net_connections("tcp"))
     finally:
         server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=60)[0].decode(errors="replace")
     assert server.returncode == 0, output[-3000:]
     assert list(scratch.glob("vitrina-serve-*")) == []  # the metrics folder and the reload signal are gone
+
+
+def test_each_worker_gets_its_share_of_the_cores_unless_threads_are_given(monkeypatch):
+    import vitrina.serving.prefork as prefork
+
+    monkeypatch.setattr(prefork, "usable_cores", lambda: 8)
+    assert per_worker_threads(VitrinaConfig(), 2).encoders.threads == 4
+    assert per_worker_threads(VitrinaConfig(), 16).encoders.threads == 1
+    given = VitrinaConfig()
+    given = given.__class__(**{**given.__dict__, "encoders": given.encoders.__class__(**{**given.encoders.__dict__, "threads": 3})})
+    assert per_worker_threads(given, 2).encoders.threads == 3
+
+
+def test_an_index_loaded_before_forking_is_served_as_is(tmp_path):
+    catalog, _ = shop_catalog(tmp_path, per_type=2)
+    build_index(catalog, tmp_path / "idx", VitrinaConfig(progress=False))
+    app = create_app(tmp_path / "idx", VitrinaConfig(progress=False), ServingConfig(api_key=KEY))
+    holder = app.state.holder
+    holder.preload(warm=False)  # as with several encoder threads per worker: warmed in the worker
+    loaded = holder.current
+    assert loaded is not None and not loaded.warmed
+    with TestClient(app) as client:
+        for _ in range(600):
+            if client.get("/readyz").status_code == 200 and holder.current.warmed:
+                break
+            time.sleep(0.1)
+        assert holder.current is loaded and loaded.warmed  # not loaded a second time
+        assert client.get("/search", params={"q": "watch", "k": 3}).status_code == 200
+        assert "vitrina_index_products" in client.get("/metrics").text
+    broken = create_app(tmp_path / "nowhere", VitrinaConfig(progress=False), ServingConfig(api_key=KEY))
+    broken.state.holder.preload(warm=True)
+    assert broken.state.holder.current is None and "nowhere" in broken.state.holder.load_error

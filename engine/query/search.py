@@ -25,6 +25,7 @@ from vitrina.engine.learn.attributes import COLOUR_SPACE, SIMILAR_SPACE, photo_f
 from vitrina.engine.learn.fusion import FUSED_SPACE, FUSION_DIR, SHARED_IMAGE_SPACE, FusionModel
 from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
+from vitrina.index.dense_batch import batch_search
 from vitrina.index.versions import resolve_index_path
 from vitrina.engine.query.exact import ExactCodes
 from vitrina.engine.query.compose import plan_image_search, plan_text_search, run_image_search, run_text_search
@@ -286,10 +287,11 @@ class SearchSession:
 
     def dense_candidates(self, query_vectors: np.ndarray, space: str, depth: int) -> DenseCandidates:
         """The unfiltered dense search `retrieve` runs for text queries of `space` at `depth`, for many queries in
-        one FAISS call (the server's micro-batch); hand each query's rows back to `retrieve`."""
+        one call (the server's micro-batch: FAISS, or one matrix product on an exact index from MATMUL_MIN_BATCH
+        queries on, `batch_search`); hand each query's rows back to `retrieve`."""
         target = self._text_target(self._check_space(space))[1]
         self.manifest.space(target)
-        scores, rows = self.directory.spaces[target].search(query_vectors, depth)
+        scores, rows = batch_search(self.directory.spaces[target], query_vectors, depth)
         return DenseCandidates(space, depth, scores, rows)
 
     def retrieve(

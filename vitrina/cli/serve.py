@@ -78,8 +78,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes (default 1; each loads the index and its encoders once, and counts "
-                        "rate limits alone unless --rate-limit-storage is shared)")
+                   help="worker processes (default 1; the index loads once and the workers are forked from it, "
+                        "sharing its memory and one port; each gets cores/N encoder threads unless --threads "
+                        "is given, and counts rate limits alone unless --rate-limit-storage is shared)")
     p.add_argument("--keyed-reads", action="store_true", help="searches need the API key too (default: open)")
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for (default 100)")
     p.add_argument("--cache-size", type=int, default=10_000, help="query embeddings cached (LRU; 0: none)")
