@@ -9,6 +9,7 @@ from vitrina.encoders.colour import ColourConfig
 
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
+RUNTIMES = ("auto", "onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,10 @@ class EncoderConfig:
     backend: "onnx" (ONNX Runtime over models exported by Vitrina) or "torch" (PyTorch eager/TorchScript).
     device: "cuda", "cpu" or None to pick CUDA when present.
     precision: ONNX weights to run. "auto": fp16 on a GPU; on the CPU fp32, except int8 for text queries.
+    runtime: what runs ONNX graphs on the CPU: "onnxruntime", "openvino" (the optional openvino extra; fp32
+        graphs, in bf16 with precision "auto" where the CPU has bfloat16 arithmetic) or "auto". For images
+        "auto" is OpenVINO in fp32 for catalog photos when openvino is installed (the same vectors, faster)
+        and ONNX Runtime for photo queries (encoders.openvino_image).
     catalog: this encoder embeds catalog products (stored in the index), not queries; with precision
         "auto" on the CPU, text then runs in fp32, so stored vectors match PyTorch's (see choose_precision).
     threads: CPU threads per ONNX session (None: every core this process may use).
@@ -30,6 +35,7 @@ class EncoderConfig:
     device: str | None = None
     batch_size: int = 32
     precision: str = "auto"
+    runtime: str = "auto"
     threads: int | None = None
     spin: bool = True
     offline: bool = False
@@ -48,6 +54,8 @@ class EncoderConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.image_max_aspect < 1:
             raise ValueError(f"image_max_aspect must be at least 1, got {self.image_max_aspect}")
         if self.threads is not None and self.threads < 1:
