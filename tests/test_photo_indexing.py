@@ -3,6 +3,7 @@ fast colour histogram (identical to the joint formulation it replaced)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -157,3 +158,24 @@ def test_the_fast_colour_histogram_is_identical_to_the_joint_one(config, monkeyp
     assert np.array_equal(fast, slow)  # bit for bit: stored descriptors of older indexes stay comparable
     grey = Image.new("L", (64, 64), 128)
     assert np.array_equal(colour_descriptor(grey, config), colour_descriptor(grey.convert("RGB"), config))
+
+
+def test_draft_decoding_shrinks_big_jpegs_only_and_keeps_the_model_input_close():
+    from vitrina.encoders.image_io import decode_image, fit_square
+
+    photo = photos(1)[0].resize((1800, 2400), Image.Resampling.BICUBIC)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    photo.save(jpeg, "JPEG", quality=90)
+    photo.save(png, "PNG")
+    full = decode_image(jpeg.getvalue(), "big.jpg", 40_000_000)
+    drafted = decode_image(jpeg.getvalue(), "big.jpg", 40_000_000, draft_to=224)
+    assert full.size == (1800, 2400) and drafted.mode == "RGB"
+    assert 224 <= min(drafted.size) < 448 and drafted.size == (225, 300)  # 1/8 scale, shorter side still >= 224
+    difference = np.abs(np.asarray(fit_square(full, 224), np.int16) - np.asarray(fit_square(drafted, 224), np.int16))
+    assert difference.mean() < 3.0  # the model sees nearly the same pixels
+    assert decode_image(png.getvalue(), "big.png", 40_000_000, draft_to=224).size == (1800, 2400)  # JPEG only
+    small = io.BytesIO()
+    photos(1)[0].save(small, "JPEG")
+    assert decode_image(small.getvalue(), "s.jpg", 40_000_000, draft_to=224).size == photos(1)[0].size
+    with pytest.raises(Exception, match="not a readable image"):
+        decode_image(jpeg.getvalue()[:2000], "cut.jpg", 40_000_000, draft_to=224)
