@@ -15,6 +15,8 @@ a shared machine they move less with the load than the wall time does. Passes wh
 The colour descriptors of every contender must be equal (same decoding).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_speed.py                # 1,500 products, 2 rounds, all four
+    git archive 2117f89 | tar -x -C /tmp/before    # the code before issue 19, as the contender `before`:
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_speed.py --before /tmp/before
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_speed.py --limit 8083 --rounds 1 --contenders openvino,onnxruntime
 """
 
@@ -51,6 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT / "photo-speed", help="work folder (default %(default)s)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed first run (fills the model caches)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--before", type=Path, help="a checkout of an older Vitrina (e.g. `git archive 2117f89`): "
+                        "adds the contender `before`, its defaults")
     return parser.parse_args(argv)
 
 
@@ -58,9 +62,10 @@ def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
 
 
-def run_index(catalog: Path, out: Path, flags: Sequence[str]) -> tuple[float, float]:
-    """Wall seconds of one `vitrina index` process, start to exit, and the CPU seconds (user + system) it used."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_index(catalog: Path, out: Path, flags: Sequence[str], code: Path = REPO) -> tuple[float, float]:
+    """Wall seconds of one `vitrina index` process, start to exit, and the CPU seconds (user + system) it used;
+    `code`: the checkout whose Vitrina runs."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
     command = [sys.executable, "-m", "vitrina", "index", str(catalog), "--out", str(out), "--image-root", str(DATA), "-q", *flags]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -104,8 +109,10 @@ def precision_at_k(vectors: np.ndarray, labels: Sequence[str], k: int = K) -> fl
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONTENDERS]
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()] + (["before"] if args.before else [])
+    code = {name: REPO for name in names} | ({"before": args.before.resolve()} if args.before else {})
+    flags = CONTENDERS | {"before": []}
+    unknown = [n for n in names if n not in flags]
     if unknown:
         raise SystemExit(f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}")
     catalog = subset_catalog(FASHION_CSV, args.limit, args.out, image_field="image")
@@ -114,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"load average {loadavg()}", flush=True)
     if not args.no_warmup:
         for name in [n for n in names if n != "torch"]:
-            run_index(catalog, args.out / f"index-{name}", CONTENDERS[name])  # fills the ONNX / OpenVINO caches
+            run_index(catalog, args.out / f"index-{name}", flags[name], code[name])  # fills the ONNX / OpenVINO caches
     times: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     loads: list[str] = []
@@ -122,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         order = names if round_number % 2 == 0 else names[::-1]
         for name in order:
             loads.append(loadavg())
-            seconds, cpu_seconds = run_index(catalog, args.out / f"index-{name}", CONTENDERS[name])
+            seconds, cpu_seconds = run_index(catalog, args.out / f"index-{name}", flags[name], code[name])
             times[name].append(seconds)
             cpu[name].append(cpu_seconds)
             print(f"round {round_number + 1} {name}: {seconds:.1f} s ({count / seconds:.0f} products/s), "
