@@ -19,12 +19,11 @@ class EncoderConfig:
     backend: "onnx" (ONNX Runtime over models exported by Vitrina) or "torch" (PyTorch eager/TorchScript).
     device: "cuda", "cpu" or None to pick CUDA when present.
     precision: ONNX weights to run. "auto": fp16 on a GPU; on the CPU fp32, except int8 for text queries.
-    runtime: what runs ONNX graphs on the CPU: "onnxruntime", "openvino" (the optional openvino extra; fp32
-        graphs, in bf16 with precision "auto" where the CPU has bfloat16 arithmetic) or "auto". For images
-        "auto" is OpenVINO in fp32 for catalog photos when openvino is installed (the same vectors, faster)
-        and ONNX Runtime for photo queries (encoders.openvino_image).
     catalog: this encoder embeds catalog products (stored in the index), not queries; with precision
         "auto" on the CPU, text then runs in fp32, so stored vectors match PyTorch's (see choose_precision).
+    runtime: what runs ONNX graphs on the CPU. "onnxruntime"; "openvino" (the optional openvino extra; fp32
+        graphs, in bf16 with precision "auto" where the CPU has bfloat16 arithmetic); "auto": OpenVINO bf16 for
+        catalog text with precision "auto" when openvino is installed and the CPU has bf16, else onnxruntime.
     threads: CPU threads per ONNX session (None: every core this process may use).
     spin: ONNX Runtime's idle threads spin for work (fastest alone; a server turns it off so idle
         threads leave the cores to the requests in flight).

@@ -37,7 +37,7 @@ _clip_cache: dict[tuple[str, str | None, EncoderConfig], object] = {}
 
 def is_builtin_name(name: str) -> bool:
     """Names the factory resolves itself (packaged models, torchvision archs), never file paths."""
-    from vitrina.encoders.image_names import RESNET_ARCHS  # without PyTorch
+    from vitrina.encoders.image import RESNET_ARCHS
 
     lowered = name.lower()
     return lowered in _PACKAGED_TEXT_ALIASES or lowered in RESNET_ARCHS or lowered in (DEFAULT_IMAGE_MODEL, NO_IMAGE_MODEL)

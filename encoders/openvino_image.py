@@ -6,7 +6,8 @@ speed per image). Runtime "openvino" with precision "auto" computes in bf16 on a
 (AVX512-BF16, AMX): 2.6x ONNX Runtime, cosine to fp32 0.9995, image-lookup precision@10 unchanged; but a
 photo no longer scores exactly 1.0 against its own stored vector (benchmarks/RESULTS.md, issue 19). Compiled
 graphs are cached on disk (the ONNX cache's `openvino` folder), so a new process compiles in about 0.2 s.
-Chosen by `EncoderConfig.runtime` (shared with the text encoders; see `wants_openvino` for images).
+Chosen by `EncoderConfig.runtime` (shared with the text encoders, whose rule lives in
+`encoders.onnx_runtime.openvino_precision`; `wants_openvino` is the rule for images).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class CompiledGraph:
 def compile_graph(path: Path, config: EncoderConfig) -> CompiledGraph:
     """`path` compiled for the CPU: fp32 (runtime "auto": the vectors ONNX Runtime and PyTorch make, cosine
     >= 0.9999), bf16 with runtime "openvino" and precision "auto" where the CPU computes it natively."""
+    if config.precision not in ("auto", "fp32"):
+        raise EncoderError(f"the OpenVINO runtime runs fp32 image graphs (bf16 where the CPU has it), not "
+                           f"{config.precision}; use precision auto or fp32, or the onnxruntime runtime")
     try:
         import openvino as ov
     except ImportError as exc:

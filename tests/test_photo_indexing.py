@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitrina.encoders import EncoderConfig, load_image_encoder
+from vitrina.encoders import EncoderConfig, EncoderError, load_image_encoder
 from vitrina.encoders import colour as colour_module
 from vitrina.encoders.colour import ColourConfig, colour_descriptor
 from vitrina.encoders.factory import cached_image_export
@@ -73,6 +73,8 @@ def test_the_auto_runtime_takes_catalog_photos_only(resnet_export):
     assert wants_openvino(EncoderConfig(runtime="openvino"), gpu_provider=True)
     assert isinstance(load_onnx_encoder(resnet_export, query), OnnxImageEncoder)
     assert not isinstance(load_onnx_encoder(resnet_export, query), OpenVinoImageEncoder)
+    with pytest.raises(EncoderError, match="runs fp32 image graphs .* not int8"):
+        load_onnx_encoder(resnet_export, EncoderConfig(runtime="openvino", precision="int8"))
     with pytest.raises(ValueError, match="runtime must be one of auto, onnxruntime, openvino"):
         EncoderConfig(runtime="tensorrt")
 
@@ -116,7 +118,7 @@ def test_the_cached_lite0_export_loads_without_pytorch(tmp_path):
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from vitrina.encoders import EncoderConfig, load_image_encoder\n"
+        "from vitrina.encoders import EncoderConfig, EncoderError, load_image_encoder\n"
         f"enc = load_image_encoder('efficientnet-lite0', EncoderConfig(device='cpu', onnx_cache=Path({str(tmp_path / 'cache')!r})))\n"
         "print(enc.name, 'torch' in sys.modules)\n"
     )
