@@ -55,6 +55,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--before", type=Path, help="a checkout of an older Vitrina (e.g. `git archive 2117f89`): "
                         "adds the contender `before`, its defaults")
+    parser.add_argument("--checkout", action="append", default=[], metavar="NAME=DIR",
+                        help="adds the contender NAME: the defaults of the Vitrina checked out in DIR (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -109,9 +111,15 @@ def precision_at_k(vectors: np.ndarray, labels: Sequence[str], k: int = K) -> fl
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    names = [n.strip() for n in args.contenders.split(",") if n.strip()] + (["before"] if args.before else [])
-    code = {name: REPO for name in names} | ({"before": args.before.resolve()} if args.before else {})
-    flags = CONTENDERS | {"before": []}
+    checkouts = {"before": args.before} if args.before else {}
+    for item in args.checkout:
+        name, _, folder = item.partition("=")
+        if not name or not folder or not Path(folder).is_dir():
+            raise SystemExit(f"--checkout {item!r}: give NAME=DIR with DIR a Vitrina checkout")
+        checkouts[name] = Path(folder)
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()] + list(checkouts)
+    code = {name: REPO for name in names} | {name: folder.resolve() for name, folder in checkouts.items()}
+    flags = CONTENDERS | {name: [] for name in checkouts}
     unknown = [n for n in names if n not in flags]
     if unknown:
         raise SystemExit(f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}")
