@@ -71,7 +71,7 @@ def run_index(catalog: Path, out: Path, flags: Sequence[str], code: Path = REPO)
     command = [sys.executable, "-m", "vitrina", "index", str(catalog), "--out", str(out), "--image-root", str(DATA), "-q", *flags]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, cwd=code, capture_output=True, text=True)  # cwd: `-m` puts it first on sys.path
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
