@@ -12,6 +12,7 @@ is recorded as the colour space's encoder, so descriptors made another way are n
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 
@@ -99,18 +100,27 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 def _pixel_weights(rgb: np.ndarray, config: ColourConfig) -> np.ndarray:
     """Per-pixel weight: centre Gaussian times foreground mask (falling back to all pixels)."""
     h, w, _ = rgb.shape
-    if config.sigma is None:
+    spatial = _spatial_weights(h, w, config.sigma)
+    if config.background is None:
+        return spatial
+    darkest = np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])  # = rgb.min(axis=-1), faster
+    foreground = spatial * (darkest < config.background)
+    if foreground.sum() < config.min_foreground * spatial.sum():
+        return spatial
+    return foreground
+
+
+@functools.lru_cache(maxsize=16)
+def _spatial_weights(h: int, w: int, sigma: float | None) -> np.ndarray:
+    """The centre Gaussian over an h x w grid (ones when sigma is None); cached, read-only."""
+    if sigma is None:
         spatial = np.ones((h, w), dtype=np.float32)
     else:
         ys = (np.arange(h, dtype=np.float32) + 0.5) / h - 0.5
         xs = (np.arange(w, dtype=np.float32) + 0.5) / w - 0.5
-        spatial = np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * config.sigma**2))
-    if config.background is None:
-        return spatial
-    foreground = spatial * (rgb.min(axis=-1) < config.background)
-    if foreground.sum() < config.min_foreground * spatial.sum():
-        return spatial
-    return foreground
+        spatial = np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * sigma**2))
+    spatial.setflags(write=False)
+    return spatial
 
 
 def _histogram(lab: np.ndarray, weights: np.ndarray, config: ColourConfig) -> np.ndarray:
@@ -127,17 +137,26 @@ def _histogram(lab: np.ndarray, weights: np.ndarray, config: ColourConfig) -> np
     centred = pos - 0.5
     base = np.floor(centred).astype(np.int64)
     frac = (centred - base).astype(np.float32)
-    offsets = np.array([[(corner >> d) & 1 for d in range(3)] for corner in range(8)])  # 8 x 3
-    idx = np.clip(base[None] + offsets[:, None, :], 0, bins - 1)  # 8 x P x 3
-    share = np.prod(np.where(offsets[:, None, :] == 1, frac[None], 1.0 - frac[None]), axis=2)  # 8 x P
-    flat = np.ravel_multi_index(idx.reshape(-1, 3).T, config.bins)
-    hist += np.bincount(flat, weights=(share * w[None]).reshape(-1), minlength=config.dim)
+    # Per axis, the lower and upper neighbouring bin (clipped) with their shares; the 8 corners (bit d of the
+    # corner number: upper along axis d) are then products of per-axis arrays, in corner order, so bincount
+    # adds the same terms in the same order as a joint 8 x P x 3 formulation (identical sums, ~6x faster).
+    strides = (bins[1] * bins[2], bins[2], 1)
+    index = [(np.clip(base[:, d], 0, bins[d] - 1) * strides[d], np.clip(base[:, d] + 1, 0, bins[d] - 1) * strides[d])
+             for d in range(3)]
+    shares = [(1.0 - frac[:, d], frac[:, d]) for d in range(3)]
+    flat = np.empty((8, len(w)), dtype=np.int64)
+    weight = np.empty((8, len(w)), dtype=np.float32)
+    for corner in range(8):
+        bit = [(corner >> d) & 1 for d in range(3)]
+        flat[corner] = index[0][bit[0]] + index[1][bit[1]] + index[2][bit[2]]
+        weight[corner] = shares[0][bit[0]] * shares[1][bit[1]] * shares[2][bit[2]] * w
+    hist += np.bincount(flat.reshape(-1), weights=weight.reshape(-1), minlength=config.dim)
     return hist
 
 
 def colour_descriptor(image: Image.Image, config: ColourConfig = ColourConfig()) -> np.ndarray:
     """One photo -> its colour descriptor: float32 of length config.dim, unit L2 norm."""
-    small = image.convert("RGB").resize((config.size, config.size), Image.Resampling.BILINEAR)
+    small = (image if image.mode == "RGB" else image.convert("RGB")).resize((config.size, config.size), Image.Resampling.BILINEAR)
     rgb = np.asarray(small, dtype=np.float32)
     hist = _histogram(srgb_to_lab(rgb), _pixel_weights(rgb, config), config)
     root = np.sqrt(hist / max(hist.sum(), 1e-12))

@@ -92,7 +92,34 @@ def load_text_encoder(spec: str, config: EncoderConfig) -> Encoder:
 
 def load_image_encoder(spec: str, config: EncoderConfig) -> Encoder:
     """The image encoder a spec names (see the module docstring), on the configured backend."""
+    cached = cached_image_export(spec.strip(), config)
+    if cached is not None:  # no PyTorch load, no tracing: the ONNX cache already holds this model
+        return load_onnx_encoder(cached, config, "image")
     return _on_backend(_load_torch_image, spec.strip(), config, "image")
+
+
+def cached_image_export(spec: str, config: EncoderConfig) -> Path | None:
+    """The ONNX cache entry of a packaged image model whose name is known without PyTorch (EfficientNet-
+    Lite0), when it is there, intact and enough for the CPU (fp32); else None (load through PyTorch)."""
+    from vitrina.encoders.image_names import LITE0, lite0_name, lite0_weights
+    from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry
+
+    name, weights = _split_weights(spec)
+    if config.backend != "onnx" or name.lower() != LITE0 or config.precision not in ("auto", "fp32"):
+        return None
+    if config.wants_gpu:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return None  # a GPU may want the fp16 graph: the export decides
+    try:
+        encoder_name = lite0_name(lite0_weights(weights))
+        path = cache_entry("image", encoder_name, config)
+        if not is_onnx_dir(path) or OnnxModelInfo.load(path).encoder != encoder_name or check_export(path) is not None:
+            return None
+    except EncoderError:
+        return None  # missing weights or a damaged entry: the PyTorch path says why, or exports again
+    return path
 
 
 def _load_torch_text(spec: str, config: EncoderConfig) -> Encoder:

