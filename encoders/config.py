@@ -9,6 +9,7 @@ from vitrina.encoders.colour import ColourConfig
 
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("auto", "fp32", "int8", "fp16")
+RUNTIMES = ("auto", "onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class EncoderConfig:
     precision: ONNX weights to run. "auto": fp16 on a GPU; on the CPU fp32, except int8 for text queries.
     catalog: this encoder embeds catalog products (stored in the index), not queries; with precision
         "auto" on the CPU, text then runs in fp32, so stored vectors match PyTorch's (see choose_precision).
+    runtime: what runs ONNX graphs on the CPU. "onnxruntime"; "openvino" (the optional openvino extra; fp32
+        graphs, in bf16 with precision "auto" where the CPU has bfloat16 arithmetic); "auto": OpenVINO bf16 for
+        catalog text with precision "auto" when openvino is installed and the CPU has bf16, else onnxruntime.
     threads: CPU threads per ONNX session (None: every core this process may use).
     spin: ONNX Runtime's idle threads spin for work (fastest alone; a server turns it off so idle
         threads leave the cores to the requests in flight).
@@ -30,6 +34,7 @@ class EncoderConfig:
     device: str | None = None
     batch_size: int = 32
     precision: str = "auto"
+    runtime: str = "auto"
     threads: int | None = None
     spin: bool = True
     offline: bool = False
@@ -48,6 +53,8 @@ class EncoderConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.image_max_aspect < 1:
             raise ValueError(f"image_max_aspect must be at least 1, got {self.image_max_aspect}")
         if self.threads is not None and self.threads < 1:

@@ -154,6 +154,21 @@ def choose_precision(info: OnnxModelInfo, config: EncoderConfig, on_gpu: bool) -
     return preferred if preferred in info.files else "fp32"
 
 
+def openvino_precision(info: OnnxModelInfo, config: EncoderConfig, on_gpu: bool) -> str | None:
+    """"bf16" or "fp32" when OpenVINO runs this graph (see EncoderConfig.runtime), None for onnxruntime."""
+    from vitrina.encoders.openvino_runtime import cpu_has_bf16, openvino_installed
+
+    if config.runtime == "onnxruntime" or on_gpu:
+        return None
+    if config.runtime == "auto":
+        wanted = info.modality == "text" and config.catalog and config.precision == "auto"
+        return "bf16" if wanted and openvino_installed() and cpu_has_bf16() else None
+    if config.precision not in ("auto", "fp32"):
+        raise EncoderError(f"the OpenVINO runtime runs fp32 graphs (bf16 where the CPU has it), not {config.precision}; "
+                           "use precision auto or fp32, or the onnxruntime runtime")
+    return "bf16" if config.precision == "auto" and cpu_has_bf16() else "fp32"
+
+
 class OnnxEncoder:
     """An exported graph in an onnxruntime session; subclasses turn inputs into its feeds."""
 
@@ -174,12 +189,22 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         path = self.model_dir / self.info.files[self.precision]
+        openvino = openvino_precision(self.info, config, on_gpu=len(providers) > 1)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            if openvino is not None:
+                from vitrina.encoders.openvino_runtime import OpenVinoSession
+
+                path = self.model_dir / self.info.files["fp32"]
+                self.session = OpenVinoSession(path, options.intra_op_num_threads, bf16=openvino == "bf16")
+                self.precision = openvino
+            else:
+                self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except EncoderError:
+            raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EncoderError(f"could not load {path}: {exc}") from exc
         self.providers = self.session.get_providers()
-        self.on_gpu = self.providers[0] != "CPUExecutionProvider"
+        self.on_gpu = openvino is None and self.providers[0] != "CPUExecutionProvider"
         self.device_id = int(dict(self.session.get_provider_options().get(self.providers[0], {})).get("device_id", 0) or 0)
         graph_inputs = [i.name for i in self.session.get_inputs()]
         if graph_inputs != self.info.inputs:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vitrina.cli.output import console, facets_table, print_json, results_table
 from vitrina.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, EncoderConfig
-from vitrina.encoders.config import BACKENDS, PRECISIONS
+from vitrina.encoders.config import BACKENDS, PRECISIONS, RUNTIMES
 from vitrina.encoders.image_policy import ImageConfig
 from vitrina.engine.api import Index
 from vitrina.engine.config import ShopperConfig, VitrinaConfig
@@ -45,7 +45,8 @@ def config_from_args(args: argparse.Namespace) -> VitrinaConfig:
         ),
         encoders=EncoderConfig(
             backend=get("backend") or DEFAULT_BACKEND, device=get("device"), batch_size=get("batch_size") or 32,
-            precision=get("precision") or "auto", threads=get("threads"), offline=get("offline", False),
+            precision=get("precision") or "auto", runtime=get("runtime") or "auto", threads=get("threads"),
+            offline=get("offline", False),
         ),
         index=IndexConfig(factory=get("index_factory"), lexical=_lexical_config(args)),
         images=ImageConfig.from_flags(get("image_root") or (), get("allow_url_network") or (),
@@ -129,12 +130,15 @@ def add_model_flags(p: argparse.ArgumentParser, search: bool) -> None:
 
 
 def add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    """--backend, --precision and --threads: how the encoders run."""
+    """--backend, --precision, --runtime and --threads: how the encoders run."""
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help=f"run encoders on ONNX Runtime (exported once, kept in the index directory) or PyTorch "
                         f"(default {DEFAULT_BACKEND})")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="ONNX weights: auto (int8 text and fp32 images on CPU, fp16 on GPU), fp32, int8 or fp16")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what runs ONNX graphs on the CPU: auto (OpenVINO bf16 for catalog text when the openvino extra is "
+                        "installed and the CPU has bf16, else onnxruntime), onnxruntime, or openvino")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads per ONNX session (default: all cores)")
 
 
