@@ -26,7 +26,8 @@ from pathlib import Path
 from vitrina.encoders.base import Encoder
 from vitrina.encoders.config import EncoderConfig
 from vitrina.encoders.errors import EncoderError
-from vitrina.encoders.onnx_runtime import check_export, is_onnx_dir, load_onnx_encoder
+from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry, check_export, is_onnx_dir, load_onnx_encoder
+from vitrina.encoders.text_identity import local_text_name, read_sentence_transformers_config
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
@@ -37,10 +38,12 @@ _clip_cache: dict[tuple[str, str | None, EncoderConfig], object] = {}
 
 def is_builtin_name(name: str) -> bool:
     """Names the factory resolves itself (packaged models, torchvision archs), never file paths."""
+    lowered = name.lower()
+    if lowered in _PACKAGED_TEXT_ALIASES or lowered in (DEFAULT_IMAGE_MODEL, NO_IMAGE_MODEL):
+        return True  # decided without importing the image module (and PyTorch with it)
     from vitrina.encoders.image import RESNET_ARCHS
 
-    lowered = name.lower()
-    return lowered in _PACKAGED_TEXT_ALIASES or lowered in RESNET_ARCHS or lowered in (DEFAULT_IMAGE_MODEL, NO_IMAGE_MODEL)
+    return lowered in RESNET_ARCHS
 
 
 def _split_weights(spec: str) -> tuple[str, str | None]:
@@ -87,7 +90,37 @@ def _on_backend(load_torch, spec: str, config: EncoderConfig, modality: str) -> 
 
 def load_text_encoder(spec: str, config: EncoderConfig) -> Encoder:
     """The text encoder a spec names (see the module docstring), on the configured backend."""
+    cached = cached_text_export(spec.strip(), config)
+    if cached is not None:  # exported before: no PyTorch, no transformers
+        return load_onnx_encoder(cached, config, "text")
     return _on_backend(_load_torch_text, spec.strip(), config, "text")
+
+
+def cached_text_export(spec: str, config: EncoderConfig) -> Path | None:
+    """The ONNX cache entry of the packaged or a local transformers text model, found from its files without
+    loading PyTorch, when it is complete and intact; None: the model loads in PyTorch (and exports if needed)."""
+    if config.backend != "onnx" or is_clip_spec(spec) or is_onnx_dir(spec) or config.precision == "fp16":
+        return None
+    if spec.lower() in _PACKAGED_TEXT_ALIASES:
+        directory, label = packaged_minilm_dir(), "sentence-transformers/all-MiniLM-L6-v2"
+    else:
+        directory, label = Path(spec).expanduser(), None
+        if not (directory / "config.json").is_file():
+            return None  # a hub name: its identity is the hub's commit
+    if config.precision == "auto" and config.wants_gpu:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return None  # a GPU export adds fp16, decided where PyTorch sees the GPU
+    name = local_text_name(directory, label, read_sentence_transformers_config(directory)[0] or "mean")
+    path = cache_entry("text", name, config)
+    try:
+        info = OnnxModelInfo.load(path) if is_onnx_dir(path) else None
+    except EncoderError:
+        return None
+    if info is None or info.encoder != name or not {"fp32", "int8"} <= set(info.files) or check_export(path):
+        return None
+    return path
 
 
 def load_image_encoder(spec: str, config: EncoderConfig) -> Encoder:

@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -154,6 +154,21 @@ def choose_precision(info: OnnxModelInfo, config: EncoderConfig, on_gpu: bool) -
     return preferred if preferred in info.files else "fp32"
 
 
+def openvino_precision(info: OnnxModelInfo, config: EncoderConfig, on_gpu: bool) -> str | None:
+    """"bf16" or "fp32" when OpenVINO runs this graph (see EncoderConfig.runtime), None for onnxruntime."""
+    from vitrina.encoders.openvino_runtime import cpu_has_bf16, openvino_installed
+
+    if config.runtime == "onnxruntime" or on_gpu:
+        return None
+    if config.runtime == "auto":
+        wanted = info.modality == "text" and config.catalog and config.precision == "auto"
+        return "bf16" if wanted and openvino_installed() and cpu_has_bf16() else None
+    if config.precision not in ("auto", "fp32"):
+        raise EncoderError(f"the OpenVINO runtime runs fp32 graphs (bf16 where the CPU has it), not {config.precision}; "
+                           "use precision auto or fp32, or the onnxruntime runtime")
+    return "bf16" if config.precision == "auto" and cpu_has_bf16() else "fp32"
+
+
 class OnnxEncoder:
     """An exported graph in an onnxruntime session; subclasses turn inputs into its feeds."""
 
@@ -174,12 +189,23 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         path = self.model_dir / self.info.files[self.precision]
+        openvino = openvino_precision(self.info, config, on_gpu=len(providers) > 1)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            if openvino is not None:
+                from vitrina.encoders.openvino_runtime import OpenVinoSession
+
+                path = self.model_dir / self.info.files["fp32"]
+                streams = options.intra_op_num_threads if config.catalog else 1  # bulk: a batch per core at once
+                self.session = OpenVinoSession(path, options.intra_op_num_threads, openvino == "bf16", streams)
+                self.precision = openvino
+            else:
+                self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except EncoderError:
+            raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EncoderError(f"could not load {path}: {exc}") from exc
         self.providers = self.session.get_providers()
-        self.on_gpu = self.providers[0] != "CPUExecutionProvider"
+        self.on_gpu = openvino is None and self.providers[0] != "CPUExecutionProvider"
         self.device_id = int(dict(self.session.get_provider_options().get(self.providers[0], {})).get("device_id", 0) or 0)
         graph_inputs = [i.name for i in self.session.get_inputs()]
         if graph_inputs != self.info.inputs:
@@ -203,6 +229,12 @@ class OnnxEncoder:
         binding.bind_output(OUTPUT_NAME, "cuda", self.device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+    def run_all(self, feeds: Iterable[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """The embeddings of several batches, in order (OpenVINO runs them a batch per core at once)."""
+        if hasattr(self.session, "run_all"):
+            return self.session.run_all(feeds)
+        return [self.run(f) for f in feeds]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, precision={self.precision}, providers={self.providers})"
@@ -251,9 +283,10 @@ class OnnxTextEncoder(OnnxEncoder):
         encodings = self.tokenize(list(batch))
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         step = self.config.batch_size
-        for start in range(0, len(order), step):
-            rows = order[start : start + step]
-            out[rows] = self.run(self._feeds([encodings[i] for i in rows]))
+        batches = [order[start : start + step] for start in range(0, len(order), step)]
+        vectors = self.run_all(self._feeds([encodings[i] for i in rows]) for rows in batches)
+        for rows, batch_vectors in zip(batches, vectors):
+            out[rows] = batch_vectors
         return l2_normalize(out)
 
 

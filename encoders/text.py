@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from vitrina.encoders.base import file_fingerprint
+from vitrina.encoders.text_identity import local_text_name, read_sentence_transformers_config  # noqa: F401 - public here too
 from vitrina.encoders.torch_encoder import TorchEncoder
 from vitrina.encoders.config import EncoderConfig
 from vitrina.encoders.errors import EncoderError
 
 POOLING_MODES = ("mean", "cls", "max")
-_SUPPORTED_ST_MODULES = {
-    "sentence_transformers.models.Transformer",
-    "sentence_transformers.models.Pooling",
-    "sentence_transformers.models.Normalize",
-}
-
-
-def read_sentence_transformers_config(model_dir: Path) -> tuple[str | None, int | None]:
-    """Pooling mode and max sequence length declared by a sentence-transformers layout, if any."""
-    pooling, max_len = None, None
-    modules_file = model_dir / "modules.json"
-    if modules_file.is_file():
-        modules = json.loads(modules_file.read_text())
-        for module in modules:
-            kind = module.get("type", "")
-            if kind not in _SUPPORTED_ST_MODULES:
-                raise EncoderError(
-                    f"{model_dir}: sentence-transformers module {kind!r} is not supported "
-                    f"(Vitrina runs Transformer, Pooling and Normalize modules)"
-                )
-            if kind.endswith("Pooling"):
-                cfg = json.loads((model_dir / module["path"] / "config.json").read_text())
-                if cfg.get("pooling_mode_cls_token"):
-                    pooling = "cls"
-                elif cfg.get("pooling_mode_max_tokens"):
-                    pooling = "max"
-                elif cfg.get("pooling_mode_mean_tokens"):
-                    pooling = "mean"
-    st_config = model_dir / "sentence_bert_config.json"
-    if st_config.is_file():
-        max_len = json.loads(st_config.read_text()).get("max_seq_length")
-    return pooling, max_len
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -103,13 +70,11 @@ class TransformersTextEncoder(TorchEncoder):
         self.max_length = min(config.max_text_length or st_max_len or 512, model_max)
         self._dim = int(self.model.config.hidden_size)
 
-        label = label or (local.name if is_local else source)
         if is_local:
-            weights = sorted(local.glob("*.safetensors")) or sorted(local.glob("pytorch_model*.bin"))
-            fp = file_fingerprint(local / "config.json", *weights, extra=self.pooling)
+            self._name = local_text_name(local, label, self.pooling)
         else:  # a hub model: its commit identifies the weights
             fp = f"{getattr(self.model.config, '_commit_hash', None) or 'hub'}"[:12]
-        self._name = f"transformers:{label}@{fp}"
+            self._name = f"transformers:{label or source}@{fp}"
 
     def _order(self, batch: Sequence[str]) -> np.ndarray:
         return np.argsort([-len(t) for t in batch], kind="stable")

