@@ -16,7 +16,7 @@ from vitrina.engine.errors import QueryError
 from vitrina.engine.learn.captions import CAPTIONS_FILE, CAPTIONS_STATE, NeighbourCaptions, anchor_captions
 from vitrina.engine.learn.colour_vectors import colour_join, colour_of_rows
 from vitrina.engine.learn.fusion import FUSION_DIR, FusionModel
-from vitrina.engine.learn.shared_space import TrainConfig, modality_inputs, train_heads, training_captions
+from vitrina.engine.learn.shared_space import TrainConfig, train_heads, training_captions
 from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexDirectory
 from tests.helpers import run_cli
@@ -113,7 +113,7 @@ def test_captions_help_held_out_titles_find_their_photos():
     assert scores[2.0] > scores[0.0] + 0.3 and scores[2.0] > 0.5, scores  # at most 0.8: 4 photos a title
 
 
-def test_train_joins_captions_for_stored_photos_uploads_and_evaluation(colour_index, colour_catalog, tmp_path):
+def test_train_joins_captions_for_stored_photos_uploads_and_evaluation(colour_index, colour_catalog, tmp_path):  # noqa: F811
     code, out, err = run_cli("train", colour_index, "--heldout", str(HELDOUT), "--epochs", "3", "--dim", "16",
                              "--captions", "2", "--json", "-q")
     assert code == 0, err
