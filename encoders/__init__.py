@@ -6,8 +6,9 @@ The names below are imported on first use (PEP 562), so importing one light modu
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from vitrina.lazy import lazy_names
 
 _WHERE = {
     "DEFAULT_IMAGE_MODEL": "vitrina.encoders.factory",
@@ -32,13 +33,7 @@ if TYPE_CHECKING:
     from vitrina.encoders.image_policy import ImageConfig
 
 
-def __getattr__(name: str):
-    """Import a public name's module on first use."""
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vitrina.encoders' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE, globals())
 
 
 __all__ = [

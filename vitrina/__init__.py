@@ -22,6 +22,7 @@ if (_checkout / "setup.cfg").is_file() and (_checkout / "engine" / "__init__.py"
 
 # The errors first: every layer's error types subclass vitrina.errors.VitrinaError.
 from vitrina.errors import VitrinaError  # noqa: E402
+from vitrina.lazy import lazy_names  # noqa: E402
 from vitrina.encoders.errors import EncoderError, ImageLoadError  # noqa: E402
 from vitrina.engine.errors import ArgumentError, CatalogError, QueryError  # noqa: E402
 from vitrina.index.errors import IndexStoreError  # noqa: E402
@@ -84,14 +85,7 @@ if TYPE_CHECKING:
     from vitrina.engine.learn.shared_space import TrainConfig, TrainReport
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vitrina' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [
