@@ -127,7 +127,9 @@ class VectorSpace:
         query = np.asarray(vector, dtype=np.float32)
         if not self.multi:
             stored, found = self.vectors_of_rows(rows)
-            out[found] = stored @ query
+            # row by row (einsum, not BLAS): a row's score must not depend on which other rows are scored with it,
+            # or pages and depths of one search could disagree in the last bits
+            out[found] = np.einsum("ij,j->i", stored, query)
             return out
         for i, row in enumerate(rows):
             positions = self._all_positions.get(int(row))
