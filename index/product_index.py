@@ -18,7 +18,7 @@ from vitrina.errors import Param
 log = logging.getLogger(__name__)
 
 FLAT_FACTORY = "Flat"  # exact search; such an index is rebuilt from the stored vectors at load (index.store)
-FLAT_MAX = 100_000
+FLAT_MAX = 30_000  # above it exact search costs more than a serving budget on 2 cores (RESULTS.md, issue 19)
 HNSW_MAX = 2_000_000
 TRAIN_SAMPLE_PER_CENTROID = 64
 DEFAULT_EF_SEARCH = 128  # HNSW search effort when neither the config nor the manifest sets one

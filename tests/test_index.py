@@ -52,6 +52,7 @@ def test_fewer_vectors_than_k_pads_with_minus_one():
 def test_default_factory_by_catalog_size():
     assert default_factory(8_000, 384) == "Flat"
     assert default_factory(500_000, 384) == "HNSW32"
+    assert default_factory(54_667, 384) == "HNSW32"  # Home Depot: exact search would not fit 100 req/s on 2 cores
     assert default_factory(10_000_000, 384).startswith("IVF") and ",PQ48" in default_factory(10_000_000, 384)
 
 
