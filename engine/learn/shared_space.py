@@ -23,6 +23,7 @@ import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,6 +117,14 @@ class TrainConfig:
                              validation=self.validation)
 
 
+    def split(self, product_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(held out, validation, trained on) masks of `product_ids`, by the hash of each id (`heldout_bucket`)."""
+        bucket = np.array([heldout_bucket(p) for p in product_ids], dtype=np.float64)
+        heldout = bucket < self.heldout
+        train = bucket >= self.heldout + self.validation
+        return heldout, ~heldout & ~train, train
+
+
 @dataclass
 class TrainReport:
     products: int
@@ -189,10 +198,7 @@ def train_heads(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     n = len(product_ids)
-    bucket = np.array([heldout_bucket(p) for p in product_ids])
-    heldout = bucket < settings.heldout
-    validation = (bucket >= settings.heldout) & (bucket < settings.heldout + settings.validation)
-    train = ~heldout & ~validation
+    heldout, validation, train = settings.split(product_ids)
 
     tensors, present = {}, {}
     for modality, (vectors, rows) in inputs.items():
@@ -415,9 +421,9 @@ def training_captions(directory: IndexDirectory, settings: TrainConfig) -> Neigh
     text_vectors, found = text.vectors_of_rows(np.asarray(image_rows, dtype=np.int64))
     cnn = np.asarray(image_vectors, dtype=np.float32)[found]
     rows = np.asarray(image_rows, dtype=np.int64)[found]
-    bucket = np.array([heldout_bucket(ids[int(r)]) for r in rows])
-    anchors = np.flatnonzero(bucket >= settings.heldout + settings.validation)
-    return anchor_captions([ids[int(r)] for r in rows], cnn, np.asarray(text_vectors, dtype=np.float32), anchors,
+    anchor_ids = [ids[int(r)] for r in rows]
+    anchors = np.flatnonzero(settings.split(anchor_ids)[2])
+    return anchor_captions(anchor_ids, cnn, np.asarray(text_vectors, dtype=np.float32), anchors,
                            scale=settings.captions, neighbours=settings.caption_neighbours,
                            temperature=settings.caption_temperature, max_anchors=settings.caption_anchors,
                            seed=settings.seed)
@@ -430,9 +436,7 @@ def attribute_heads(directory: IndexDirectory, model: FusionModel, settings: Tra
     inputs, sources = modality_inputs(directory, behaviour, model.colour, model.captions)
     usable = {m: inputs[m] for m, source in sources.items() if model.usable(m, source)}
     fused = shared_vectors(model, len(directory.products), usable)[FUSED_SPACE]
-    bucket = np.array([heldout_bucket(p) for p in directory.products.ids])
-    validation = (bucket >= settings.heldout) & (bucket < settings.heldout + settings.validation)
-    train = bucket >= settings.heldout + settings.validation
+    _, validation, train = settings.split(directory.products.ids)
     photo_query = None
     if "image" in usable:  # a product's photo alone, as an upload queries: its image-head inputs projected
         vectors, rows = usable["image"]
