@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitrina.encoders import EncoderConfig
 from vitrina.engine.api import Index
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
@@ -24,22 +23,12 @@ from vitrina.index import IndexDirectory
 from vitrina.index.errors import IndexStoreError
 from vitrina.index.store import rebuilt_at_load
 from vitrina.index.versions import resolve_index_path
-from tests.helpers import REPO, WORDS, write_csv
+from tests.helpers import REPO, write_csv
+from tests.test_security_files import QUERIES, config_for, text_rows
 
-QUERIES = ["red running shoes", "leather wallet", "waterproof hiking boots", "cotton summer dress"]
 # Never on the path of a text search: each costs tenths of a second to import (or is the wrong tool).
 NOT_FOR_SEARCH = ("torch", "transformers", "pandas", "implicit", "fastapi", "uvicorn", "ray", "matplotlib",
                   "sentence_transformers", "sklearn", "http.client", "PIL.JpegImagePlugin", "bm25s", "scipy")
-
-
-def text_rows(n: int, seed: int = 0) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    return [{"id": f"p{i:05d}", "title": " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9))))} for i in range(n)]
-
-
-def config_for(tiny_bert_dir: Path, cache: Path) -> VitrinaConfig:
-    return VitrinaConfig(text_model=str(tiny_bert_dir), image_model=None, progress=False,
-                         encoders=EncoderConfig(onnx_cache=cache))
 
 
 @pytest.fixture(scope="module")
