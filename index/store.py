@@ -431,6 +431,20 @@ def read_vectors(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return vectors, rows
 
 
+def stored_vector_dtype(path: Path) -> str | None:
+    """How an index directory stores its vectors ("float32" or "float16": its text space's, else its first
+    space's), or None when it has none readable."""
+    files = sorted(Path(path).glob("*.vectors.npy"), key=lambda f: (f.name != "text.vectors.npy", f.name))
+    for file in files:
+        try:
+            dtype = np.load(file, mmap_mode="r", allow_pickle=False).dtype
+        except (ValueError, OSError, EOFError):
+            continue
+        if dtype in STORED_DTYPES:
+            return str(dtype)
+    return None
+
+
 def _read_npy(path: Path, mmap: bool) -> np.ndarray:
     if not path.is_file():
         raise IndexStoreError(f"{path} is missing; the index directory is damaged, re-index it")

@@ -164,3 +164,41 @@ def test_python_api_filters_deletes_and_http(shop):
     assert ids[1] not in {h.id for h in hits} and [h.id for h in hits[:3]] == [ids[4], ids[2], ids[3]]
     assert [h.source for h in hits[:4]] == ["co-purchase"] * 3 + ["similar"]
     assert len(hits) == 10  # every other product: co-purchases, then similar ones
+
+
+def test_unchanged_counts_are_linked_not_rewritten_on_a_snapshot(shop):
+    index, ids, products, tmp_path = shop
+    stored = index / "behaviour" / "co_purchase.npz"
+    before = stored.stat()
+    write_csv(tmp_path / "views.csv", [buy(f"w{n}", ids[4], "2024-03-01", event="view") for n in range(3)])
+    assert run_cli("events", "add", index, tmp_path / "views.csv")[0] == 0  # views are in no basket
+    after = stored.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # the same file, linked
+    assert json.loads((index / "behaviour" / "behaviour.json").read_text())["log"]["offset"] > 0
+    code, out, _ = run_cli("recommend", index, "--product", ids[0], "-k", "1", "--json")
+    assert [(h["id"], h["co_purchases"]) for h in json.loads(out)["results"]] == [(ids[1], 3)]
+
+    write_csv(tmp_path / "buys.csv", [buy(f"x{n}", ids[0], "2024-03-02", f"q{n}") for n in range(4)]
+              + [buy(f"x{n}", ids[6], "2024-03-02", f"q{n}") for n in range(4)])
+    assert run_cli("events", "add", index, tmp_path / "buys.csv")[0] == 0  # baskets touched: written anew
+    assert stored.stat().st_ino != before.st_ino
+    code, out, _ = run_cli("recommend", index, "--product", ids[0], "-k", "2", "--json")
+    assert [(h["id"], h["co_purchases"]) for h in json.loads(out)["results"]] == [(ids[6], 4), (ids[1], 3)]
+
+
+def test_a_replaced_counts_file_is_not_linked(tmp_path):
+    rows = [buy("a", "p0", "2024-01-01", "o1"), buy("a", "p1", "2024-01-01", "o1")]
+    counts = counts_of(rows, tmp_path)
+    first, second, third = (tmp_path / n for n in ("v1", "v2", "v3"))
+    for folder in (first, second, third):
+        folder.mkdir()
+    counts.save(first)
+    reread = CoPurchases.load(first)
+    reread.save(second, previous=first)  # unchanged since it was read: the same file
+    assert (second / "co_purchase.npz").stat().st_ino == (first / "co_purchase.npz").stat().st_ino
+    other = counts_of(rows + [buy("b", "p0", "2024-01-02", "o2"), buy("b", "p2", "2024-01-02", "o2")], tmp_path, "f.csv")
+    (first / "co_purchase.npz").unlink()
+    other.save(first)  # somebody else's counts now live there
+    reread.save(third, previous=first)
+    assert (third / "co_purchase.npz").stat().st_ino != (first / "co_purchase.npz").stat().st_ino
+    assert (CoPurchases.load(third).together != counts.together).nnz == 0

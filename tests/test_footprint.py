@@ -196,6 +196,28 @@ def test_the_vector_dtype_flag_and_its_bad_values(built, tmp_path):
         IndexConfig(vector_dtype="float64")
 
 
+def test_a_reindex_keeps_the_live_versions_vector_dtype_unless_told(built, tmp_path):
+    from tests.helpers import run_cli
+
+    index, config = built
+    catalog = write_csv(tmp_path / "products.csv", text_rows(30))
+    root = tmp_path / "root"
+    flags = ("--text-model", config.text_model, "--image-model", "none", "-q")
+
+    def stored() -> np.dtype:
+        return np.load(resolve_index_path(root) / "text.vectors.npy", mmap_mode="r").dtype
+
+    assert run_cli("reindex", catalog, "--out", root, "--vector-dtype", "float16", *flags)[0] == 0
+    assert stored() == np.float16
+    code, _, err = run_cli("reindex", catalog, "--out", root, *flags)  # no flag: the live version's float16
+    assert code == 0, err
+    assert stored() == np.float16
+    assert run_cli("reindex", catalog, "--out", root, "--vector-dtype", "float32", *flags)[0] == 0
+    assert stored() == np.float32
+    assert run_cli("reindex", catalog, "--out", root, *flags)[0] == 0
+    assert stored() == np.float32
+
+
 def test_rewriting_a_space_in_place_drops_an_older_flat_file(built, tmp_path):
     """`write_space` (training a shared space, adding colour) on an older directory: the Flat file would go stale."""
     from vitrina.index.store import editing, write_space

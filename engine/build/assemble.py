@@ -49,7 +49,7 @@ def build_space(encoder: Encoder, spec: str, vectors: np.ndarray, rows: np.ndarr
         tuned = tune_search(index, vectors, rows, target_recall)
     info = SpaceInfo(encoder=encoder.name, model=spec, dim=encoder.dim, count=len(rows), factory=index.factory,
                      runtime=describe_runtime(encoder), tuning=tuned.to_json() if tuned is not None else None)
-    return info, VectorSpace(index, vectors, rows, stored_ordinals(ordinals), config.index.vector_dtype)
+    return info, VectorSpace(index, vectors, rows, stored_ordinals(ordinals), config.index.stored_dtype)
 
 
 def stored_ordinals(ordinals: np.ndarray | None) -> np.ndarray | None:
@@ -66,7 +66,7 @@ def colour_space(colour: ColourConfig, vectors: np.ndarray, rows: np.ndarray, co
     index = ProductIndex.build(vectors, rows, "Flat", config.index)
     info = SpaceInfo(encoder=colour.name, model="", dim=colour.dim, count=len(rows), factory=index.factory,
                      runtime="colour descriptor (numpy)")
-    return info, VectorSpace(index, vectors, rows, ordinals, config.index.vector_dtype)
+    return info, VectorSpace(index, vectors, rows, ordinals, config.index.stored_dtype)
 
 
 # --- the manifest's record of the catalog ----------------------------------------------------------------------

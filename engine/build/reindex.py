@@ -14,7 +14,7 @@ same batches, same deterministic FAISS training).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -27,6 +27,7 @@ from vitrina.engine.build.settings import build_settings
 from vitrina.engine.build.shards import ShardStore
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.catalog import CatalogOrigin, CatalogSource, CatalogStream, stream_catalog
+from vitrina.index.store import stored_vector_dtype
 from vitrina.index.versions import check_root, is_versioned_root, resolve_index_path
 
 WORK_DIR = ".reindex"
@@ -101,6 +102,7 @@ def reindex(catalog: CatalogSource, root: str | Path, config: VitrinaConfig | No
     files = build_settings(settings_files)
     root = Path(root)
     check_root(root)
+    config = _keeping_live_dtype(config, root)
     hook = on_stage or (lambda stage, shard: None)
     started = time.perf_counter()
     stream = stream_catalog(catalog, config.catalog)
@@ -108,6 +110,14 @@ def reindex(catalog: CatalogSource, root: str | Path, config: VitrinaConfig | No
         stream.products = iter(list(stream.products))
     with root_lock(root):
         return _reindex(stream, root, config, settings, resume, hook, retrain, started, files)
+
+
+def _keeping_live_dtype(config: VitrinaConfig, root: Path) -> VitrinaConfig:
+    """`config` with the live version's vector storage type when it names none (float16 stays float16)."""
+    if config.index.vector_dtype is not None or not is_versioned_root(root):
+        return config
+    live = stored_vector_dtype(resolve_index_path(root))
+    return config if live is None else replace(config, index=replace(config.index, vector_dtype=live))
 
 
 def _reindex(stream: CatalogStream, root: Path, config: VitrinaConfig, settings: ReindexConfig, resume: bool,

@@ -371,7 +371,9 @@ class BehaviourModel:
         model.event_count, model.return_count = self.event_count, self.return_count
         return model
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, previous: str | Path | None = None) -> None:
+        """Write the model into `directory`; `previous`: the folder of its last snapshot, whose unchanged
+        co-purchase counts are linked rather than rewritten."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         m = self.interactions
@@ -383,7 +385,7 @@ class BehaviourModel:
             f.flush()
             os.fsync(f.fileno())
         if self.co_purchase is not None:
-            self.co_purchase.save(directory)
+            self.co_purchase.save(directory, None if previous is None else Path(previous))
         state = {"settings": asdict(self.settings), "users": self.users, "product_ids": self.product_ids,
                  "fit_id": self.fit_id, "users_keyed": self.keyed,
                  "repeats": {"events": self.event_count, "returns": self.return_count},

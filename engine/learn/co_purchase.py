@@ -52,6 +52,7 @@ class CoPurchases:
         self.baskets = sp.csr_matrix((0, n_products), dtype=np.float32)
         self.together = sp.csr_matrix((n_products, n_products), dtype=np.float32)
         self.shoppers = sp.csr_matrix((n_products, n_products), dtype=np.float32)
+        self._stored: FileIdentity | None = None  # a file on disk holding exactly these counts
 
     @property
     def n_products(self) -> int:
@@ -121,6 +122,7 @@ class CoPurchases:
         together = _pruned(self.together - old_together + new_together)
         shoppers = _pruned(self.shoppers - old_shoppers + new_shoppers)
         self.shoppers, self.together = shoppers, together
+        self._stored = None
         return int(len(np.unique(rows)))
 
     def remapped(self, target: np.ndarray) -> "CoPurchases":
@@ -136,18 +138,28 @@ class CoPurchases:
         moved.together, moved.shoppers = pair_counts(moved.baskets, moved.basket_users, len(target))
         return moved
 
-    def save(self, directory: Path) -> None:
-        """Write the counts into `directory` (fsync'd)."""
+    def save(self, directory: Path, previous: Path | None = None) -> None:
+        """Write the counts into `directory` (fsync'd). When `previous` (a folder) holds the very file these
+        counts were read from or last written to, unchanged since, it is hard-linked instead of rewritten
+        (the counts of a large shop are 100 MB or more and most event batches touch no basket)."""
+        target = Path(directory) / CO_PURCHASE_FILE
+        if previous is not None and self._stored is not None and self._stored.holds(Path(previous) / CO_PURCHASE_FILE):
+            try:
+                os.link(Path(previous) / CO_PURCHASE_FILE, target)
+                return
+            except OSError:
+                pass  # another file system, or links refused: write it
         arrays = {"keys": np.asarray(list(self.keys), dtype=str), "basket_users": self.basket_users,
                   "settings": np.asarray(json.dumps(asdict(self.settings))), "n_products": np.asarray(self.n_products)}
         for name in ("baskets", "together", "shoppers"):
             m = getattr(self, name)
             arrays.update({f"{name}_data": m.data, f"{name}_indices": m.indices, f"{name}_indptr": m.indptr,
                            f"{name}_rows": np.asarray(m.shape[0])})
-        with (Path(directory) / CO_PURCHASE_FILE).open("wb") as f:
+        with target.open("wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        self._stored = FileIdentity.of(target)
 
     @classmethod
     def load(cls, directory: Path) -> "CoPurchases | None":
@@ -164,7 +176,29 @@ class CoPurchases:
             shape = (int(arrays[f"{name}_rows"]), n)
             setattr(counts, name, sp.csr_matrix(
                 (arrays[f"{name}_data"], arrays[f"{name}_indices"], arrays[f"{name}_indptr"]), shape=shape))
+        counts._stored = FileIdentity.of(path)
         return counts
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """A file as it was (device, inode, size, modification time): whether a path still holds it."""
+
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> "FileIdentity":
+        stat = os.stat(path)
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def holds(self, path: Path) -> bool:
+        try:
+            return FileIdentity.of(path) == self
+        except OSError:
+            return False
 
 
 def pair_counts(baskets: sp.csr_matrix, users: np.ndarray, n_products: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:

@@ -357,7 +357,7 @@ def write_snapshot(index_dir: Path, model: BehaviourModel) -> None:
     target = index_dir / BEHAVIOUR_DIR
     tmp = index_dir / leftover_name(BEHAVIOUR_DIR, "tmp")
     try:
-        model.save(tmp)
+        model.save(tmp, previous=target)
         replace_directory(tmp, target)
         fsync_dir(index_dir)
     finally:

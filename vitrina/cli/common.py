@@ -51,7 +51,7 @@ def config_from_args(args: argparse.Namespace) -> VitrinaConfig:
             offline=get("offline", False),
         ),
         index=IndexConfig(factory=get("index_factory"), lexical=_lexical_config(args),
-                          vector_dtype=get("vector_dtype") or "float32"),
+                          vector_dtype=get("vector_dtype")),
         images=ImageConfig.from_flags(get("image_root") or (), get("allow_url_network") or (),
                                       get("allow_private_urls", False)),
         shoppers=ShopperConfig.with_environment_key(max_age_days=get("events_max_age")),
@@ -179,8 +179,8 @@ def add_catalog_flags(p: argparse.ArgumentParser, models: bool = True) -> None:
         return
     p.add_argument("--index-factory", default=None, metavar="STR", help="FAISS factory string (default by size)")
     p.add_argument("--vector-dtype", choices=VECTOR_DTYPES, default=None,
-                   help="how the stored vectors are written: float32 (default) or float16 (half the disk; "
-                        "top-10 overlap 0.99+ with float32 on Home Depot)")
+                   help="how the stored vectors are written: float32 (default; a reindex keeps the live version's) or "
+                        "float16 (half the disk; top-10 overlap 0.99+ with float32 on Home Depot)")
     p.add_argument("--stemmer", default="english", metavar="LANG|none",
                    help="stemming language of the BM25 index (Snowball; default english)")
     p.add_argument("--no-lexical", action="store_true", help="build no BM25 index (search is dense only)")
