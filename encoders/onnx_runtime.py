@@ -198,6 +198,12 @@ class OnnxEncoder:
                 streams = options.intra_op_num_threads if config.catalog else 1  # bulk: a batch per core at once
                 self.session = OpenVinoSession(path, options.intra_op_num_threads, openvino == "bf16", streams)
                 self.precision = openvino
+            elif config.optimised_cache:
+                from vitrina.encoders.onnx_optimised import optimised_session
+
+                recorded = (read_checksums(self.model_dir) or {}).get(path.name)
+                self.session = optimised_session(path, options, providers, config.onnx_cache or default_cache_dir(),
+                                                 recorded and f"{recorded}|{path.stat().st_size}")
             else:
                 self.session = ort.InferenceSession(str(path), options, providers=providers)
         except EncoderError:
