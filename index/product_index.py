@@ -6,6 +6,7 @@ import errno
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 
 import faiss
@@ -91,6 +92,9 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+_DEFERRED_BUILD = threading.Lock()  # deferred indexes build one at a time (ProductIndex.deferred)
+
+
 class ProductIndex:
     """Vectors keyed by int64 product rows; search returns (scores, rows) with -1 for empty slots.
 
@@ -146,6 +150,35 @@ class ProductIndex:
             index.add_with_ids(vectors, rows)
         return cls(index, factory, config)
 
+    @classmethod
+    def deferred(cls, vectors: np.ndarray, rows: np.ndarray, factory: str, config: IndexConfig | None = None) -> "ProductIndex":
+        """An exact index over `vectors` built on its first use (`build`), not now: loading an index directory
+        does not pay for the spaces a query never searches. `ensure_built` builds it at once."""
+        index = cls.__new__(cls)
+        index.config = config or IndexConfig()
+        index.factory = factory
+        index.search_params = {"efSearch": index.config.hnsw_ef_search or DEFAULT_EF_SEARCH,
+                               "nprobe": index.config.ivf_nprobe or DEFAULT_NPROBE, "k_factor_rf": DEFAULT_REFINE_K_FACTOR}
+        index._pending = (vectors, rows)
+        return index
+
+    def ensure_built(self) -> None:
+        """Build a deferred index now (a server before it answers, and before it forks workers)."""
+        self._cpu  # noqa: B018 - the first use builds it
+
+    def __getattr__(self, name: str):
+        """The FAISS index of a deferred index, built on first use (once, under a lock)."""
+        if name not in ("_cpu", "_search_index", "on_gpu") or "_pending" not in self.__dict__:
+            raise AttributeError(name)
+        with _DEFERRED_BUILD:
+            if "_pending" in self.__dict__:
+                vectors, rows = self.__dict__["_pending"]
+                built = type(self).build(vectors, rows, self.factory, self.config)
+                self._apply_search_parameters(built._cpu)
+                self.__dict__.update(_cpu=built._cpu, _search_index=built._search_index, on_gpu=built.on_gpu)
+                del self.__dict__["_pending"]
+        return self.__dict__[name]
+
     def refilled(self, vectors: np.ndarray, rows: np.ndarray) -> "ProductIndex":
         """A new index of the same type holding exactly `vectors` under `rows`, reusing this one's
         training (IVF centroids, PQ codebooks) and search settings: no k-means, only the adds."""
@@ -184,11 +217,13 @@ class ProductIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self._cpu.ntotal)
+        pending = self.__dict__.get("_pending")
+        return len(pending[0]) if pending is not None else int(self._cpu.ntotal)
 
     @property
     def dim(self) -> int:
-        return int(self._cpu.d)
+        pending = self.__dict__.get("_pending")
+        return int(pending[0].shape[1]) if pending is not None else int(self._cpu.d)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query row; rows are -1 where fewer than k vectors exist.
@@ -240,6 +275,8 @@ class ProductIndex:
     def stores_file(self) -> bool:
         """Whether saving an index directory writes this index's own file: not for a plain exact inner-product
         index (factory "Flat"), which holds nothing but the vectors and is rebuilt from them at load."""
+        if "_pending" in self.__dict__:  # deferred: a plain Flat index by construction
+            return False
         base = self._base
         return not (self.factory.strip() == FLAT_FACTORY and type(base) in (faiss.IndexFlatIP, faiss.IndexFlat)
                     and base.metric_type == faiss.METRIC_INNER_PRODUCT)
