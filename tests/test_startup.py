@@ -1,0 +1,137 @@
+"""A fresh process's start-up (issue 19, session 3): the optimised ONNX graph cached once per machine and
+reused (and refused when damaged), exact spaces whose FAISS index is built on first use (and by a server's
+warm-up), the CLI's build commands importing the build pipeline only when they run. Real tiny encoders and
+real indexes throughout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vitrina.encoders import load_text_encoder
+from vitrina.encoders.config import EncoderConfig
+from vitrina.encoders.onnx_optimised import CACHE_DIR, SIDECAR, cache_key, machine_key
+from vitrina.engine.build.indexing import build_index
+from vitrina.engine.query.search import SearchSession
+from vitrina.index import IndexDirectory
+from vitrina.serving.config import ServingConfig
+from vitrina.serving.live import LiveIndex
+from vitrina.serving.metrics import ServiceMetrics
+from tests.helpers import write_csv
+from tests.test_footprint import _env
+from tests.test_security_files import QUERIES, config_for, text_rows
+
+TEXTS = ["red running shoes", "black leather wallet", "a blue cotton dress"]
+
+
+@pytest.fixture(scope="module")
+def built(tiny_bert_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("startup")
+    config = config_for(tiny_bert_dir, base / "cache")
+    build_index(write_csv(base / "products.csv", text_rows(60)), base / "idx", config)
+    return base / "idx", config
+
+
+def cached_graphs(cache: Path) -> list[Path]:
+    return sorted((cache / CACHE_DIR).glob("*.onnx"))
+
+
+def encode(tiny_bert_dir: Path, cache: Path, **options) -> np.ndarray:
+    """Query embeddings of TEXTS (the int8 query graph on the CPU), exports and optimised graphs in `cache`."""
+    encoder = load_text_encoder(str(tiny_bert_dir), EncoderConfig(device="cpu", onnx_cache=cache, **options))
+    return encoder.encode(TEXTS)
+
+
+def test_the_optimised_graph_is_saved_once_and_answers_the_same(tiny_bert_dir, tmp_path):
+    plain = encode(tiny_bert_dir, tmp_path / "plain", optimised_cache=False)
+    assert not (tmp_path / "plain" / CACHE_DIR).exists()  # turned off: nothing saved
+    first = encode(tiny_bert_dir, tmp_path / "cache")
+    [graph] = cached_graphs(tmp_path / "cache")
+    sidecar = json.loads(graph.with_name(graph.name + SIDECAR).read_text())
+    assert sidecar["crc"].startswith(f"{graph.stat().st_size}:")
+    stamp = graph.stat().st_mtime_ns
+    second = encode(tiny_bert_dir, tmp_path / "cache")  # loaded from the cached graph, not saved again
+    assert cached_graphs(tmp_path / "cache") == [graph] and graph.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(first, plain, atol=1e-6)
+    np.testing.assert_allclose(second, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bytes changed", "sidecar missing", "not a graph"])
+def test_a_damaged_cached_graph_is_never_used_and_made_again(tiny_bert_dir, tmp_path, damage):
+    plain = encode(tiny_bert_dir, tmp_path / "plain", optimised_cache=False)
+    encode(tiny_bert_dir, tmp_path / "cache")
+    [graph] = cached_graphs(tmp_path / "cache")
+    sidecar = graph.with_name(graph.name + SIDECAR)
+    data = graph.read_bytes()
+    if damage == "truncated":
+        graph.write_bytes(data[: len(data) // 2])
+    elif damage == "bytes changed":
+        graph.write_bytes(data[:-64] + bytes(b ^ 0xFF for b in data[-64:]))
+    elif damage == "sidecar missing":
+        sidecar.unlink()
+    else:  # garbage whose sidecar matches: ONNX Runtime refuses it, the session falls back and saves it again
+        graph.write_bytes(b"not an onnx graph")
+        from vitrina.encoders.onnx_optimised import file_crc
+
+        sidecar.write_text(json.dumps({"crc": file_crc(graph)}))
+    again = encode(tiny_bert_dir, tmp_path / "cache")
+    np.testing.assert_allclose(again, plain, atol=1e-6)
+    assert cached_graphs(tmp_path / "cache") == [graph] and graph.read_bytes() == data  # made again, whole
+
+
+def test_an_unwritable_cache_falls_back_to_optimising_in_memory(tiny_bert_dir, tmp_path):
+    plain = encode(tiny_bert_dir, tmp_path / "plain", optimised_cache=False)
+    cache = tmp_path / "cache"
+    encode(tiny_bert_dir, cache)  # the export itself is cached here
+    shutil.rmtree(cache / CACHE_DIR)
+    (cache / CACHE_DIR).write_text("a file where the folder should be")  # mkdir fails: no cache, same answers
+    np.testing.assert_allclose(encode(tiny_bert_dir, cache), plain, atol=1e-6)
+
+
+def test_the_cache_key_holds_the_runtime_version_the_machine_and_the_graph():
+    assert "|" in machine_key() and machine_key() == machine_key()
+    keys = {cache_key("graph-a", "1.20.0"), cache_key("graph-a", "1.21.0"), cache_key("graph-b", "1.20.0")}
+    assert len(keys) == 3 and cache_key("graph-a", "1.20.0") in keys
+
+
+def test_an_exact_space_is_built_on_its_first_search(built):
+    index, config = built
+    directory = IndexDirectory.load(index)
+    space = directory.spaces["text"]
+    assert "_pending" in space.index.__dict__  # loaded, not built
+    assert space.index.ntotal == len(space.vectors) and space.index.dim == space.vectors.shape[1]
+    assert not space.index.stores_file and "_pending" in space.index.__dict__  # answered without building
+    scores, rows = space.search(np.asarray(space.vectors[:4], dtype=np.float32), 1)
+    assert "_pending" not in space.index.__dict__ and space.index.is_exact
+    assert rows[:, 0].tolist() == np.asarray(space.rows[:4]).tolist()
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    session = SearchSession(index, config)  # a whole search answers as before: each query finds results
+    assert all(len(hits) for hits in session.search(QUERIES, k=5, mode="dense"))
+
+
+def test_a_server_builds_every_space_before_it_answers(built):
+    index, config = built
+    live = LiveIndex(index, config, ServingConfig(), ServiceMetrics())
+    assert any("_pending" in s.index.__dict__ for s in live.session.directory.spaces.values())
+    live.warm_up()
+    assert not any("_pending" in s.index.__dict__ for s in live.session.directory.spaces.values())
+    live.close()
+
+
+def test_the_cli_knows_the_build_engines_without_importing_the_pipeline():
+    from vitrina.cli.build import ENGINES
+    from vitrina.engine.build.pipeline import ENGINES as PIPELINE_ENGINES
+
+    assert ENGINES == PIPELINE_ENGINES
+    probe = ("import sys\nfrom vitrina.cli.main import main\n"
+             "print([m for m in sys.modules if m.startswith('vitrina.engine.build.') and m.rsplit('.', 1)[1] in "
+             "('assemble', 'encode', 'indexing', 'pipeline', 'reindex', 'updates', 'ray_encode')], 'tqdm' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "False"]
