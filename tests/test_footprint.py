@@ -31,7 +31,8 @@ NOT_FOR_SEARCH = ("torch", "transformers", "pandas", "implicit", "fastapi", "uvi
                   "sentence_transformers", "sklearn", "http.client", "PIL.JpegImagePlugin", "bm25s", "scipy",
                   # session 3: the build pipeline (the CLI's build commands import it when they run) and its tqdm
                   "tqdm", "vitrina.engine.build.assemble", "vitrina.engine.build.encode", "vitrina.engine.build.indexing",
-                  "vitrina.engine.build.pipeline", "vitrina.engine.build.reindex", "vitrina.engine.build.updates")
+                  "vitrina.engine.build.pipeline", "vitrina.engine.build.reindex", "vitrina.engine.build.updates",
+                  "numpy.ma", "pyarrow.csv", "vitrina.engine.data.events")
 
 
 @pytest.fixture(scope="module")

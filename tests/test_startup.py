@@ -5,6 +5,7 @@ real indexes throughout."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -135,3 +136,49 @@ def test_the_cli_knows_the_build_engines_without_importing_the_pipeline():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "False"]
+
+
+def test_each_command_parses_alone_exactly_as_in_the_whole_parser():
+    from vitrina.cli.main import build_parser, command_of
+
+    def commands(parser):
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    full = commands(build_parser())
+    assert len(full) >= 17
+    for name, parser in full.items():
+        alone = commands(build_parser(name))
+        assert list(alone) == [name] and alone[name].format_help() == parser.format_help()
+    assert list(commands(build_parser("serch"))) == list(full)  # unknown: the whole parser, whose error lists them
+    assert command_of(["-v", "search", "DIR", "q"]) == "search" and command_of(["--help"]) is None
+
+
+def test_a_misspelt_command_still_lists_the_commands(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "vitrina", "serch", "x"], capture_output=True, text=True, env=_env(),
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "invalid choice: 'serch'" in done.stderr and "'search'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_hybrid_union_equals_numpy_unique():
+    from vitrina.index.hybrid import sorted_unique
+
+    rng = np.random.default_rng(0)
+    for values in (np.array([], dtype=np.int64), np.array([5]), rng.integers(0, 50, 200), rng.integers(-3, 3, 9)):
+        assert np.array_equal(sorted_unique(values), np.unique(values))
+
+
+def test_product_rows_by_id_are_built_on_first_lookup(built):
+    index, _ = built
+    products = IndexDirectory.load(index).products
+    assert "_row_of" not in products.__dict__
+    assert products.row_of(products.ids[7]) == 7 and products.ids[3] in products
+    assert dict(products.rows_by_id) == {pid: row for row, pid in enumerate(products.ids)}
+
+
+def test_missing_column_error_is_one_class_wherever_imported():
+    from vitrina.engine.data.events import MissingColumnError as from_events
+    from vitrina.engine.errors import CatalogError, MissingColumnError
+
+    assert from_events is MissingColumnError and issubclass(MissingColumnError, CatalogError)
+    assert MissingColumnError("no column user", "user_field").setting == "user_field"

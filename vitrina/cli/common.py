@@ -17,8 +17,7 @@ from vitrina.engine.api import Index
 from vitrina.engine.config import ShopperConfig, VitrinaConfig
 from vitrina.engine.build.groups import grouping_settings
 from vitrina.engine.data.catalog import CatalogConfig, split_image_field
-from vitrina.engine.data.events import MissingColumnError
-from vitrina.engine.errors import USER_ERRORS, QueryError
+from vitrina.engine.errors import USER_ERRORS, MissingColumnError, QueryError
 from vitrina.engine.query.search import SearchHit
 from vitrina.errors import CLI, worded
 from vitrina.index import IndexConfig, LexicalConfig
