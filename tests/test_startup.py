@@ -21,6 +21,7 @@ from vitrina.encoders.onnx_optimised import CACHE_DIR, SIDECAR, cache_key, machi
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexDirectory
+from vitrina.index.product_index import DEFERRED_SEARCH_MAX, ProductIndex
 from vitrina.serving.config import ServingConfig
 from vitrina.serving.live import LiveIndex
 from vitrina.serving.metrics import ServiceMetrics
@@ -101,19 +102,42 @@ def test_the_cache_key_holds_the_runtime_version_the_machine_and_the_graph():
     assert len(keys) == 3 and cache_key("graph-a", "1.20.0") in keys
 
 
-def test_an_exact_space_is_built_on_its_first_search(built):
+def test_an_exact_space_answers_a_few_queries_unbuilt_and_builds_for_a_batch(built):
     index, config = built
     directory = IndexDirectory.load(index)
     space = directory.spaces["text"]
     assert "_pending" in space.index.__dict__  # loaded, not built
     assert space.index.ntotal == len(space.vectors) and space.index.dim == space.vectors.shape[1]
-    assert not space.index.stores_file and "_pending" in space.index.__dict__  # answered without building
-    scores, rows = space.search(np.asarray(space.vectors[:4], dtype=np.float32), 1)
-    assert "_pending" not in space.index.__dict__ and space.index.is_exact
-    assert rows[:, 0].tolist() == np.asarray(space.rows[:4]).tolist()
+    assert not space.index.stores_file and space.index.is_exact and space.index.tunable_parameter is None
+    eager = ProductIndex.build(space.vectors, space.rows, "Flat")
+    queries = np.asarray(space.vectors[:4], dtype=np.float32)
+    got, want = space.index.search(queries, 7), eager.search(queries, 7)  # the tiny model's vectors tie exactly
+    assert np.allclose(got[0], want[0], atol=1e-5) and np.allclose(got[0][:, 0], 1.0, atol=1e-4)  # (order of ties:
+    # either); the same scores, each query's own vector among the best. Exact order: the next test
+    assert "_pending" in space.index.__dict__  # a few queries: answered from the vectors, still unbuilt
+    scores, rows = space.search(np.asarray(space.vectors[:DEFERRED_SEARCH_MAX + 1], dtype=np.float32), 1)
+    assert "_pending" not in space.index.__dict__ and space.index.is_exact  # a batch builds the FAISS index
     assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
     session = SearchSession(index, config)  # a whole search answers as before: each query finds results
     assert all(len(hits) for hits in session.search(QUERIES, k=5, mode="dense"))
+
+
+def test_an_unbuilt_exact_index_answers_as_faiss_flat_does():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 48)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = np.arange(3000, dtype=np.int64) * 2 + 1  # rows need not be positions
+    queries = vectors[:5] + rng.standard_normal((5, 48)).astype(np.float32) * 0.1
+    eager, deferred = ProductIndex.build(vectors, rows, "Flat"), ProductIndex.deferred(vectors, rows, "Flat")
+    some = np.arange(6001) % 7 == 0
+    two = np.zeros(6001, dtype=bool)
+    two[[1, 9]] = True  # fewer allowed than k: empty slots as FAISS leaves them
+    for allowed in (None, some, two, np.zeros(6001, dtype=bool)):
+        got, want = deferred.search(queries, 12, allowed), eager.search(queries, 12, allowed)
+        assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0], atol=1e-5)
+    assert "_pending" in deferred.__dict__
+    deferred.ensure_built()
+    assert "_pending" not in deferred.__dict__ and np.array_equal(deferred.search(queries, 12)[1], eager.search(queries, 12)[1])
 
 
 def test_a_server_builds_every_space_before_it_answers(built):
