@@ -186,6 +186,8 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         if not config.spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not config.prepack:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         path = self.model_dir / self.info.files[self.precision]

@@ -206,3 +206,9 @@ def test_missing_column_error_is_one_class_wherever_imported():
 
     assert from_events is MissingColumnError and issubclass(MissingColumnError, CatalogError)
     assert MissingColumnError("no column user", "user_field").setting == "user_field"
+
+
+def test_a_session_without_prepacked_weights_answers_the_same(tiny_bert_dir, tmp_path):
+    packed = encode(tiny_bert_dir, tmp_path / "cache")
+    unpacked = encode(tiny_bert_dir, tmp_path / "cache", prepack=False)
+    np.testing.assert_allclose(unpacked, packed, atol=1e-6)
