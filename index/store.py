@@ -377,8 +377,8 @@ def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | Non
     """One space of an index directory (FAISS index, vectors, rows), checked against its manifest record.
 
     A space without a `<space>.faiss` file is an exact (Flat) one written by `save`: its index is built from
-    the stored vectors on its first search (`ProductIndex.deferred`). A directory that holds the file (any ANN index, or a Flat one written by an
-    older Vitrina) loads it as before."""
+    the stored vectors when first needed (`ProductIndex.deferred`). A directory that holds the file (any ANN
+    index, or a Flat one written by an older Vitrina) loads it as before."""
     vectors, rows = read_vectors(path, name)
     if vectors.shape != (info.count, info.dim):
         raise IndexStoreError(

@@ -117,7 +117,9 @@ class LiveIndex:
             info = manifest.spaces.get(name)
             if info is None:
                 continue
-            served.spaces[name] = load_space(self.directory, name, info, self.config.index)  # one dict item swap per space
+            space = load_space(self.directory, name, info, self.config.index)
+            space.index.ensure_built()  # built before it is served, not by the first request
+            served.spaces[name] = space  # one dict item swap per space
             served.manifest.spaces[name] = info
         served.manifest.version = self.version = manifest.version
         self.fused_stale = False
