@@ -95,6 +95,8 @@ def gpu_count() -> int:
 _DEFERRED_BUILD = threading.Lock()  # deferred indexes build one at a time (ProductIndex.deferred)
 DEFERRED_SEARCH_MAX = 7  # queries a deferred index answers by a matrix product over its vectors, unbuilt (a CLI
 # search has one: building the FAISS copy of 54,667 vectors cost ~40 ms and 80 MiB); a larger batch builds it
+DEFERRED_SEARCHES = 8  # searches answered so before building anyway: FAISS answers one query in about half the
+# time of the product (54,667 x 384: 3.3 vs 6.4 ms), so a process searching on repays the build by then
 
 
 def exact_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int,
@@ -183,6 +185,7 @@ class ProductIndex:
         index.search_params = {"efSearch": index.config.hnsw_ef_search or DEFAULT_EF_SEARCH,
                                "nprobe": index.config.ivf_nprobe or DEFAULT_NPROBE, "k_factor_rf": DEFAULT_REFINE_K_FACTOR}
         index._pending = (vectors, rows)
+        index._unbuilt_searches = 0
         return index
 
     def ensure_built(self) -> None:
@@ -260,7 +263,8 @@ class ProductIndex:
         if k < 1:
             raise IndexStoreError(f"k must be at least 1, got {k}")
         pending = self.__dict__.get("_pending")
-        if pending is not None and len(queries) <= DEFERRED_SEARCH_MAX:  # not built: a brute-force product instead
+        if pending is not None and len(queries) <= DEFERRED_SEARCH_MAX and self._unbuilt_searches < DEFERRED_SEARCHES:
+            self._unbuilt_searches += 1  # not built: a brute-force product instead (a long-lived user builds soon)
             return exact_top_k(queries, *pending, k, allowed)
         _apply_search_threads()
         if allowed is None:

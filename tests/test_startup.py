@@ -21,7 +21,7 @@ from vitrina.encoders.onnx_optimised import CACHE_DIR, SIDECAR, cache_key, machi
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.query.search import SearchSession
 from vitrina.index import IndexDirectory
-from vitrina.index.product_index import DEFERRED_SEARCH_MAX, ProductIndex
+from vitrina.index.product_index import DEFERRED_SEARCH_MAX, DEFERRED_SEARCHES, ProductIndex
 from vitrina.serving.config import ServingConfig
 from vitrina.serving.live import LiveIndex
 from vitrina.serving.metrics import ServiceMetrics
@@ -136,6 +136,11 @@ def test_an_unbuilt_exact_index_answers_as_faiss_flat_does():
         got, want = deferred.search(queries, 12, allowed), eager.search(queries, 12, allowed)
         assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0], atol=1e-5)
     assert "_pending" in deferred.__dict__
+    for _ in range(DEFERRED_SEARCHES - 4):  # a process that keeps searching builds it after a few searches
+        deferred.search(queries[:1], 3)
+    assert "_pending" in deferred.__dict__
+    deferred.search(queries[:1], 3)
+    assert "_pending" not in deferred.__dict__
     deferred.ensure_built()
     assert "_pending" not in deferred.__dict__ and np.array_equal(deferred.search(queries, 12)[1], eager.search(queries, 12)[1])
 
