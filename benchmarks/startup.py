@@ -1,19 +1,23 @@
 """Start-up and storage footprint (issue 19): what a fresh `vitrina` process costs, before and after.
 
-For each code checkout (`--before`, e.g. /work/main, and this one), in interleaved rounds (the order flips each
-round, so a burst of load from elsewhere hits both alike):
+For each code checkout (`--before`, e.g. /tmp/before = `git archive 2117f89`; `--main`, e.g. /tmp/main-78649c0;
+and this one), in interleaved rounds (the order flips each round, so a burst of load from elsewhere hits all
+alike), each run from a copy of the checkout's package folders, with and without compiled bytecode
+(`--bytecode both`, the default: "+pyc" rows were compiled once by `python -m compileall`, as `make install`
+and a wheel install do, and are **what a user sees**; the plain rows compile Vitrina's sources in every
+process, as this environment's PYTHONDONTWRITEBYTECODE=1 makes an editable checkout do):
   - `vitrina search INDEX "QUERY"`  (default options: hybrid, 10 hits, the table a user sees),
   - `vitrina similar INDEX ID`      (on the text+image index when given, else `--space text`),
   - `vitrina --help`,
-each in a fresh process: wall-clock seconds (median and min of the rounds) and peak RSS (os.wait4).
-Then the bytes on disk per product of each index given, by file kind, and, with `--build N`, of a text+image
-index of the first N fashion products built by each checkout (vectors twice before, once after).
+each in a fresh process: wall-clock seconds (median and min of the rounds), CPU seconds (user + system, all
+threads) and peak RSS (os.wait4). Then the bytes on disk per product of each index given, by file kind, and,
+with `--build N`, of a text+image index of the first N fashion products built by each checkout.
 
-    python benchmarks/startup.py --before /work/main --rounds 5 --build 300 \
-        --index OLD/hd-hybrid --after-index NEW/hd-hybrid --image-index OLD/shop10k --after-image-index NEW/shop10k
+    python benchmarks/startup.py --before /tmp/before --main /tmp/main-78649c0 --rounds 5 \
+        --index OLD/hd-hybrid --after-index NEW/hd-new --image-index OLD/shop10k-old --after-image-index NEW/shop10k
 
-(OLD: indexes as the 'before' checkout wrote them, which both checkouts read; NEW: the same catalogs as this
-checkout writes them, each vector once, which only 'after' reads.)
+(OLD: indexes as the 'before' checkout wrote them, which every checkout reads; NEW: the same catalogs as this
+checkout writes them, each vector once, which 'main' and 'after' read.) About 3.5 minutes at load 12.
 
 The load average is printed beside the figures: the machine is shared, so compare ratios within one run.
 """
@@ -244,7 +248,7 @@ def main() -> None:
     headers = ["command", "code", "median s", "min s", "CPU s (median)", "peak RSS MiB", "its wall / after's",
                "its CPU / after's"]
     print(f"\nFresh-process wall time and CPU seconds, {args.rounds} interleaved rounds (+pyc: compiled bytecode kept, "
-          f"as an installed package has it; else every process compiles the sources); "
+          f"as an installed package has it: what a user sees; else every process compiles the sources); "
           f"load average {started} at the start, {ended} at the end")
     print(table(headers, rows))
 
