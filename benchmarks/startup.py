@@ -1,19 +1,23 @@
 """Start-up and storage footprint (issue 19): what a fresh `vitrina` process costs, before and after.
 
-For each code checkout (`--before`, e.g. /work/main, and this one), in interleaved rounds (the order flips each
-round, so a burst of load from elsewhere hits both alike):
+For each code checkout (`--before`, e.g. /tmp/before = `git archive 2117f89`; `--main`, e.g. /tmp/main-78649c0;
+and this one), in interleaved rounds (the order flips each round, so a burst of load from elsewhere hits all
+alike), each run from a copy of the checkout's package folders, with and without compiled bytecode
+(`--bytecode both`, the default: "+pyc" rows were compiled once by `python -m compileall`, as `make install`
+and a wheel install do, and are **what a user sees**; the plain rows compile Vitrina's sources in every
+process, as this environment's PYTHONDONTWRITEBYTECODE=1 makes an editable checkout do):
   - `vitrina search INDEX "QUERY"`  (default options: hybrid, 10 hits, the table a user sees),
   - `vitrina similar INDEX ID`      (on the text+image index when given, else `--space text`),
   - `vitrina --help`,
-each in a fresh process: wall-clock seconds (median and min of the rounds) and peak RSS (os.wait4).
-Then the bytes on disk per product of each index given, by file kind, and, with `--build N`, of a text+image
-index of the first N fashion products built by each checkout (vectors twice before, once after).
+each in a fresh process: wall-clock seconds (median and min of the rounds), CPU seconds (user + system, all
+threads) and peak RSS (os.wait4). Then the bytes on disk per product of each index given, by file kind, and,
+with `--build N`, of a text+image index of the first N fashion products built by each checkout.
 
-    python benchmarks/startup.py --before /work/main --rounds 5 --build 300 \
-        --index OLD/hd-hybrid --after-index NEW/hd-hybrid --image-index OLD/shop10k --after-image-index NEW/shop10k
+    python benchmarks/startup.py --before /tmp/before --main /tmp/main-78649c0 --rounds 5 \
+        --index OLD/hd-hybrid --after-index NEW/hd-new --image-index OLD/shop10k-old --after-image-index NEW/shop10k
 
-(OLD: indexes as the 'before' checkout wrote them, which both checkouts read; NEW: the same catalogs as this
-checkout writes them, each vector once, which only 'after' reads.)
+(OLD: indexes as the 'before' checkout wrote them, which every checkout reads; NEW: the same catalogs as this
+checkout writes them, each vector once, which 'main' and 'after' read.) About 3.5 minutes at load 12.
 
 The load average is printed beside the figures: the machine is shared, so compare ratios within one run.
 """
@@ -24,6 +28,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,14 +47,26 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[0] if Path("/proc/loadavg").is_file() else "?"
 
 
-def run_fresh(code: Path, argv: list[str], cwd: Path, pycache: Path | None = None) -> tuple[float, float, int]:
+PACKAGE = ("vitrina", "engine", "encoders", "index", "serving")  # the folders setup.cfg installs
+
+
+def prepared_copy(code: Path, dest: Path, bytecode: bool) -> Path:
+    """A copy of checkout `code`'s package folders without any `__pycache__`; with `bytecode`, compiled once as
+    `make install` (and a wheel install) does: `python -m compileall` of the package folders."""
+    for name in PACKAGE:
+        shutil.copytree(code / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(code / "setup.cfg", dest / "setup.cfg")  # a source checkout: vitrina/__init__.py looks for it
+    if bytecode:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *PACKAGE], cwd=dest, check=True)
+    return dest
+
+
+def run_fresh(code: Path, argv: list[str], cwd: Path) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds (user + system, all threads), peak RSS in KiB) of `python -m vitrina ARGV`
-    run from checkout `code`; with `pycache`, compiled bytecode is written and read there (as an installed
-    package has it), else the environment decides (PYTHONDONTWRITEBYTECODE: every run compiles the sources)."""
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    if pycache is not None:
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    run from `code` (a `prepared_copy`) with PYTHONDONTWRITEBYTECODE=1, as this environment has it: a copy
+    without bytecode compiles Vitrina's sources in every process, a compiled one reads its `.pyc` files
+    (every other package reads its own, compiled when pip installed it)."""
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "vitrina", *argv], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -97,21 +114,24 @@ def commands(index: Path, image_index: Path | None, round_: int) -> dict[str, li
 
 
 def time_commands(codes: dict[str, Path], indexes: dict[str, tuple[Path, Path | None]], rounds: int,
-                  bytecode: bool) -> dict:
-    """{command: {label: {"wall": [...], "cpu": [...], "rss_kib": [...]}}} over interleaved rounds."""
+                  modes: list[bool]) -> dict:
+    """{command: {label: {"wall": [...], "cpu": [...], "rss_kib": [...]}}} over interleaved rounds; with both
+    bytecode modes, each label is timed with (" +pyc") and without compiled bytecode, side by side."""
     results: dict[str, dict[str, dict[str, list]]] = {}
-    labels = list(codes)
+    runs = [(label, bytecode) for label in codes for bytecode in modes]
+    name_of = {run: run[0] + (" +pyc" if run[1] and len(modes) > 1 else "") for run in runs}
     with tempfile.TemporaryDirectory() as cwd:
-        caches = {label: Path(cwd) / f"pycache-{label}" if bytecode else None for label in labels}
-        for label in labels:  # one untimed run of each command: page cache (and bytecode) warm
-            for argv in commands(*indexes[label], 0).values():
-                run_fresh(codes[label], argv, Path(cwd), caches[label])
+        copies = {run: prepared_copy(codes[run[0]], Path(cwd) / f"{run[0]}-{int(run[1])}", run[1]) for run in runs}
+        for run in runs:  # one untimed run of each command: page cache and the ONNX cache warm
+            for argv in commands(*indexes[run[0]], 0).values():
+                run_fresh(copies[run], argv, Path(cwd))
         for round_ in range(rounds):
-            order = labels if round_ % 2 == 0 else labels[::-1]
-            for name in commands(*indexes[labels[0]], round_):
-                for label in order:
-                    argv = commands(*indexes[label], round_)[name]
-                    wall, cpu, rss = run_fresh(codes[label], argv, Path(cwd), caches[label])
+            order = runs if round_ % 2 == 0 else runs[::-1]
+            for name in commands(*indexes[runs[0][0]], round_):
+                for run in order:
+                    argv = commands(*indexes[run[0]], round_)[name]
+                    wall, cpu, rss = run_fresh(copies[run], argv, Path(cwd))
+                    label = name_of[run]
                     slot = results.setdefault(name, {}).setdefault(label, {"wall": [], "cpu": [], "rss_kib": []})
                     slot["wall"].append(round(wall, 4))
                     slot["cpu"].append(round(cpu, 4))
@@ -191,37 +211,44 @@ def main() -> None:
     parser.add_argument("--after-index", type=Path, help="the --index catalog as this checkout writes it (searched by "
                         "'after'; --index, which both can read, by 'before'): each vector once")
     parser.add_argument("--after-image-index", type=Path, help="likewise for --image-index")
-    parser.add_argument("--before", type=Path, help="another checkout to compare with (e.g. /work/main)")
+    parser.add_argument("--before", type=Path, help="another checkout to compare with, reading --index and "
+                        "--image-index (e.g. /tmp/before = git archive 2117f89)")
+    parser.add_argument("--main", type=Path, help="a third checkout, reading the indexes as this one does "
+                        "(--after-index, --after-image-index; e.g. /tmp/main-78649c0 = git archive 78649c0)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--build", type=int, default=0, metavar="N",
                         help="also build a text+image index of N fashion products with each checkout and compare sizes")
-    parser.add_argument("--bytecode", action="store_true",
-                        help="write and use compiled bytecode (a separate cache per checkout), as an installed package has")
+    parser.add_argument("--bytecode", choices=("off", "on", "both"), default="both",
+                        help="off: every process compiles the sources (PYTHONDONTWRITEBYTECODE, as this environment); "
+                             "on: compiled bytecode kept per checkout, as a wheel or `make install` has it; both "
+                             "(default): each checkout timed both ways, side by side")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "startup.json")
     args = parser.parse_args()
     codes = {"before": args.before.resolve()} if args.before else {}
+    if args.main:
+        codes["main"] = args.main.resolve()
     codes["after"] = REPO
     started = load_average()
     image = args.image_index.resolve() if args.image_index else None
-    indexes = {"before": (args.index.resolve(), image),
-               "after": ((args.after_index or args.index).resolve(), (args.after_image_index or image) and
-                         Path(args.after_image_index or image).resolve())}
-    timings = time_commands(codes, {label: indexes[label] for label in codes}, args.rounds, args.bytecode)
+    old = (args.index.resolve(), image)
+    new = ((args.after_index or args.index).resolve(), (args.after_image_index or image) and
+           Path(args.after_image_index or image).resolve())
+    indexes = {"before": old, "main": new, "after": new}
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.bytecode]
+    timings = time_commands(codes, {label: indexes[label] for label in codes}, args.rounds, modes)
     ended = load_average()
     rows = []
     for name, by_label in timings.items():
-        row = [name]
-        for label in codes:
-            wall = by_label[label]["wall"]
-            row += [f"{statistics.median(wall):.3f}", f"{min(wall):.3f}", f"{statistics.median(by_label[label]['cpu']):.3f}",
-                    f"{max(by_label[label]['rss_kib']) / 1024:.0f}"]
-        if "before" in codes:
-            row.append(f"{statistics.median(by_label['before']['wall']) / statistics.median(by_label['after']['wall']):.2f}x")
-        rows.append(row)
-    headers = ["command"] + [f"{label} {what}" for label in codes
-                             for what in ("median s", "min s", "CPU s (median)", "peak RSS MiB")]
-    headers += ["speed-up"] if "before" in codes else []
-    print(f"\nFresh-process wall time, {args.rounds} interleaved rounds{' (bytecode cached)' if args.bytecode else ''}; "
+        for label, got in by_label.items():
+            base = by_label["after +pyc" if label.endswith("+pyc") else "after"]
+            wall, cpu = statistics.median(got["wall"]), statistics.median(got["cpu"])
+            rows.append([name, label, f"{wall:.3f}", f"{min(got['wall']):.3f}", f"{cpu:.3f}",
+                         f"{max(got['rss_kib']) / 1024:.0f}", f"{wall / statistics.median(base['wall']):.2f}x",
+                         f"{cpu / statistics.median(base['cpu']):.2f}x"])
+    headers = ["command", "code", "median s", "min s", "CPU s (median)", "peak RSS MiB", "its wall / after's",
+               "its CPU / after's"]
+    print(f"\nFresh-process wall time and CPU seconds, {args.rounds} interleaved rounds (+pyc: compiled bytecode kept, "
+          f"as an installed package has it: what a user sees; else every process compiles the sources); "
           f"load average {started} at the start, {ended} at the end")
     print(table(headers, rows))
 
@@ -244,7 +271,7 @@ def main() -> None:
     print(table(["index", "products", "spaces", "vector bytes/product", "all bytes/product", ".faiss MiB", ".vectors.npy MiB"],
                 rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"load_average": [started, ended], "rounds": args.rounds,
+    args.out.write_text(json.dumps({"load_average": [started, ended], "rounds": args.rounds, "bytecode": args.bytecode,
                                     "codes": {k: str(v) for k, v in codes.items()}, "timings": timings,
                                     "disk": disks, "built": built}, indent=1) + "\n")
     print(f"\nwritten {args.out}")

@@ -186,6 +186,8 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         if not config.spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not config.prepack:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         path = self.model_dir / self.info.files[self.precision]
@@ -198,6 +200,12 @@ class OnnxEncoder:
                 streams = options.intra_op_num_threads if config.catalog else 1  # bulk: a batch per core at once
                 self.session = OpenVinoSession(path, options.intra_op_num_threads, openvino == "bf16", streams)
                 self.precision = openvino
+            elif config.optimised_cache:
+                from vitrina.encoders.onnx_optimised import optimised_session
+
+                recorded = (read_checksums(self.model_dir) or {}).get(path.name)
+                self.session = optimised_session(path, options, providers, config.onnx_cache or default_cache_dir(),
+                                                 recorded and f"{recorded}|{path.stat().st_size}")
             else:
                 self.session = ort.InferenceSession(str(path), options, providers=providers)
         except EncoderError:

@@ -9,6 +9,14 @@ class CatalogError(VitrinaError):
     """A catalog file cannot be read as products; the message names the file, line or row, and field."""
 
 
+class MissingColumnError(CatalogError):
+    """An events file lacks a column; `setting` names the EventFieldConfig field that chose the column."""
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 class QueryError(VitrinaError):
     """A query (text, image or id) cannot be answered as given."""
 

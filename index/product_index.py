@@ -6,6 +6,7 @@ import errno
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 
 import faiss
@@ -91,6 +92,33 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+_DEFERRED_BUILD = threading.Lock()  # deferred indexes build one at a time (ProductIndex.deferred)
+DEFERRED_SEARCH_MAX = 7  # queries a deferred index answers by a matrix product over its vectors, unbuilt (a CLI
+# search has one: building the FAISS copy of 54,667 vectors cost ~40 ms and 80 MiB); a larger batch builds it
+DEFERRED_SEARCHES = 8  # searches answered so before building anyway: FAISS answers one query in about half the
+# time of the product (54,667 x 384: 3.3 vs 6.4 ms), so a process searching on repays the build by then
+
+
+def exact_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int,
+                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner-product top-k (scores, rows) of `queries` over `vectors` keyed by `rows`, as a Flat index
+    answers it: -1 rows (lowest float32 scores) past the last match; `allowed`, a mask over product rows, keeps only those."""
+    rows = np.asarray(rows, dtype=np.int64)
+    positions = None if allowed is None else np.flatnonzero(np.asarray(allowed, dtype=bool)[rows])
+    if positions is not None:
+        vectors, rows = vectors[positions], rows[positions]
+    scores = np.full((len(queries), k), np.finfo(np.float32).min, dtype=np.float32)  # FAISS's empty slots
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    if len(rows):
+        sims = (queries @ np.asarray(vectors).T).astype(np.float32, copy=False)
+        take = min(k, len(rows))
+        for i, row_sims in enumerate(sims):
+            top = np.argpartition(-row_sims, take - 1)[:take]
+            top = top[np.lexsort((rows[top], -row_sims[top]))]  # best first; ties by row
+            scores[i, :take], found[i, :take] = row_sims[top], rows[top]
+    return scores, found
+
+
 class ProductIndex:
     """Vectors keyed by int64 product rows; search returns (scores, rows) with -1 for empty slots.
 
@@ -146,6 +174,37 @@ class ProductIndex:
             index.add_with_ids(vectors, rows)
         return cls(index, factory, config)
 
+    @classmethod
+    def deferred(cls, vectors: np.ndarray, rows: np.ndarray, factory: str, config: IndexConfig | None = None) -> "ProductIndex":
+        """An exact index over `vectors` built on its first use (`build`), not now: loading an index directory
+        does not pay for the spaces a query never searches, and a search of a few queries is answered from the
+        vectors (`exact_top_k`) without building it. `ensure_built` builds it at once."""
+        index = cls.__new__(cls)
+        index.config = config or IndexConfig()
+        index.factory = factory
+        index.search_params = {"efSearch": index.config.hnsw_ef_search or DEFAULT_EF_SEARCH,
+                               "nprobe": index.config.ivf_nprobe or DEFAULT_NPROBE, "k_factor_rf": DEFAULT_REFINE_K_FACTOR}
+        index._pending = (vectors, rows)
+        index._unbuilt_searches = 0
+        return index
+
+    def ensure_built(self) -> None:
+        """Build a deferred index now (a server before it answers, and before it forks workers)."""
+        self._cpu  # noqa: B018 - the first use builds it
+
+    def __getattr__(self, name: str):
+        """The FAISS index of a deferred index, built on first use (once, under a lock)."""
+        if name not in ("_cpu", "_search_index", "on_gpu") or "_pending" not in self.__dict__:
+            raise AttributeError(name)
+        with _DEFERRED_BUILD:
+            if "_pending" in self.__dict__:
+                vectors, rows = self.__dict__["_pending"]
+                built = type(self).build(vectors, rows, self.factory, self.config)
+                self._apply_search_parameters(built._cpu)
+                self.__dict__.update(_cpu=built._cpu, _search_index=built._search_index, on_gpu=built.on_gpu)
+                del self.__dict__["_pending"]
+        return self.__dict__[name]
+
     def refilled(self, vectors: np.ndarray, rows: np.ndarray) -> "ProductIndex":
         """A new index of the same type holding exactly `vectors` under `rows`, reusing this one's
         training (IVF centroids, PQ codebooks) and search settings: no k-means, only the adds."""
@@ -184,11 +243,13 @@ class ProductIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self._cpu.ntotal)
+        pending = self.__dict__.get("_pending")
+        return len(pending[0]) if pending is not None else int(self._cpu.ntotal)
 
     @property
     def dim(self) -> int:
-        return int(self._cpu.d)
+        pending = self.__dict__.get("_pending")
+        return int(pending[0].shape[1]) if pending is not None else int(self._cpu.d)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query row; rows are -1 where fewer than k vectors exist.
@@ -201,6 +262,10 @@ class ProductIndex:
             raise IndexStoreError(f"query vectors have shape {queries.shape}; this index holds {self.dim}-d vectors")
         if k < 1:
             raise IndexStoreError(f"k must be at least 1, got {k}")
+        pending = self.__dict__.get("_pending")
+        if pending is not None and len(queries) <= DEFERRED_SEARCH_MAX and self._unbuilt_searches < DEFERRED_SEARCHES:
+            self._unbuilt_searches += 1  # not built: a brute-force product instead (a long-lived user builds soon)
+            return exact_top_k(queries, *pending, k, allowed)
         _apply_search_threads()
         if allowed is None:
             return self._search_index.search(queries, k)
@@ -211,6 +276,8 @@ class ProductIndex:
     @property
     def tunable_parameter(self) -> str | None:
         """The knob trading speed for recall: "nprobe" (IVF), "efSearch" (HNSW), or None (exact)."""
+        if "_pending" in self.__dict__:
+            return None
         base = self._base
         if faiss.try_extract_index_ivf(base) is not None:  # also under a refine stage (",RFlat")
             return "nprobe"
@@ -234,12 +301,16 @@ class ProductIndex:
     @property
     def is_exact(self) -> bool:
         """True for brute-force (Flat) indexes, whose filtered searches always find every match."""
+        if "_pending" in self.__dict__:  # deferred: a Flat index by construction
+            return True
         return isinstance(self._base, faiss.IndexFlat)
 
     @property
     def stores_file(self) -> bool:
         """Whether saving an index directory writes this index's own file: not for a plain exact inner-product
         index (factory "Flat"), which holds nothing but the vectors and is rebuilt from them at load."""
+        if "_pending" in self.__dict__:  # deferred: a plain Flat index by construction
+            return False
         base = self._base
         return not (self.factory.strip() == FLAT_FACTORY and type(base) in (faiss.IndexFlatIP, faiss.IndexFlat)
                     and base.metric_type == faiss.METRIC_INNER_PRODUCT)

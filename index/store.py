@@ -377,8 +377,8 @@ def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | Non
     """One space of an index directory (FAISS index, vectors, rows), checked against its manifest record.
 
     A space without a `<space>.faiss` file is an exact (Flat) one written by `save`: its index is built from
-    the stored vectors here. A directory that holds the file (any ANN index, or a Flat one written by an
-    older Vitrina) loads it as before."""
+    the stored vectors when first needed (`ProductIndex.deferred`). A directory that holds the file (any ANN
+    index, or a Flat one written by an older Vitrina) loads it as before."""
     vectors, rows = read_vectors(path, name)
     if vectors.shape != (info.count, info.dim):
         raise IndexStoreError(
@@ -389,7 +389,7 @@ def load_space(path: Path, name: str, info: SpaceInfo, config: IndexConfig | Non
     if file.is_file() or not rebuilt_at_load(info.factory):
         index = ProductIndex.load(file, info.factory, config, mmap=mmap, tuned=info.tuned_parameters())
     else:
-        index = ProductIndex.build(vectors, rows, info.factory, config)
+        index = ProductIndex.deferred(vectors, rows, info.factory, config)  # built on its first search
     if index.ntotal != info.count or len(rows) != info.count or index.dim != info.dim:
         raise IndexStoreError(
             f"{path}: the {name} index holds {index.ntotal} {index.dim}-d vectors but the manifest "

@@ -117,7 +117,9 @@ class LiveIndex:
             info = manifest.spaces.get(name)
             if info is None:
                 continue
-            served.spaces[name] = load_space(self.directory, name, info, self.config.index)  # one dict item swap per space
+            space = load_space(self.directory, name, info, self.config.index)
+            space.index.ensure_built()  # built before it is served, not by the first request
+            served.spaces[name] = space  # one dict item swap per space
             served.manifest.spaces[name] = info
         served.manifest.version = self.version = manifest.version
         self.fused_stale = False
@@ -130,9 +132,10 @@ class LiveIndex:
         return self.trained and (self.fused_stale or rewritten)
 
     def warm_up(self) -> None:
-        """Load the encoders and run each once, and build the typo corrector's and exact codes' lookups, so the
-        first real query is not the slow one."""
+        """Load the encoders and run each once, build every space's FAISS index and the typo corrector's and exact
+        codes' lookups, so the first real query is not the slow one."""
         self.session.encode_queries(["warm up"], self.session.default_space())
+        self.build_spaces()
         self.session.rules  # noqa: B018 - the merchandising rules: a damaged file refuses the version here
         lexical = self.session.directory.lexical
         if lexical is not None and lexical.vocabulary is not None:
@@ -140,6 +143,12 @@ class LiveIndex:
         self.session.exact_codes  # noqa: B018 - the exact-code lookup (engine.query.exact): ~1 s per 50,000 products
         if "image" in self.session.manifest.spaces:
             self.session.encode_images([WARM_UP_IMAGE], self.session.default_image_space())
+
+    def build_spaces(self) -> None:
+        """Build every space's FAISS index now: an exact space builds it on first use (index.store.load_space), and
+        a server builds them before the first request and before `--workers N` fork, so the workers share them."""
+        for space in self.session.directory.spaces.values():
+            space.index.ensure_built()
 
     def _observe(self, modality: str, size: int, seconds: float) -> None:
         self.metrics.encoder_batch.labels(modality).observe(size)
@@ -296,6 +305,7 @@ class IndexHolder:
 
     def _load(self, path: Path, warm: bool = True) -> LiveIndex:
         live = LiveIndex(path, self.config, self.serving, self.metrics)
+        live.build_spaces()  # also when not warmed: FAISS starts no threads here, and forked workers share them
         if warm:
             live.warm_up()
         live.warmed = warm

@@ -28,7 +28,11 @@ from tests.test_security_files import QUERIES, config_for, text_rows
 
 # Never on the path of a text search: each costs tenths of a second to import (or is the wrong tool).
 NOT_FOR_SEARCH = ("torch", "transformers", "pandas", "implicit", "fastapi", "uvicorn", "ray", "matplotlib",
-                  "sentence_transformers", "sklearn", "http.client", "PIL.JpegImagePlugin", "bm25s", "scipy")
+                  "sentence_transformers", "sklearn", "http.client", "PIL.JpegImagePlugin", "bm25s", "scipy",
+                  # session 3: the build pipeline (the CLI's build commands import it when they run) and its tqdm
+                  "tqdm", "vitrina.engine.build.assemble", "vitrina.engine.build.encode", "vitrina.engine.build.indexing",
+                  "vitrina.engine.build.pipeline", "vitrina.engine.build.reindex", "vitrina.engine.build.updates",
+                  "numpy.ma", "pyarrow.csv", "vitrina.engine.data.events")
 
 
 @pytest.fixture(scope="module")

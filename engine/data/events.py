@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from vitrina.engine.errors import CatalogError
+from vitrina.engine.errors import CatalogError, MissingColumnError  # noqa: F401 - MissingColumnError: here as before
 
 MAX_EXAMPLES = 5
 EARLIEST_EVENT = datetime(1990, 1, 1, tzinfo=timezone.utc).timestamp()  # older times are data errors
@@ -80,14 +80,6 @@ class EventTimeConfig:
         if stamp > (time.time() if self.now is None else self.now) + self.future_skew_s:
             return "timestamp in the future"
         return None
-
-
-class MissingColumnError(CatalogError):
-    """An events file lacks a column; `setting` names the EventFieldConfig field that chose the column."""
-
-    def __init__(self, message: str, setting: str) -> None:
-        super().__init__(message)
-        self.setting = setting
 
 
 @dataclass

@@ -18,7 +18,6 @@ from vitrina.encoders.image_io import decode_image, load_image
 from vitrina.encoders.config import EncoderConfig
 from vitrina.encoders.onnx_runtime import OnnxModelInfo, cache_entry, choose_precision, execution_providers, load_onnx_encoder
 from vitrina.engine.data.catalog import image_sources, metadata_key, resolve_image_source, split_image_field
-from vitrina.engine.build.assemble import recorded_image_roots, recorded_url_policy
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import ArgumentError, QueryError
 from vitrina.engine.learn.attributes import COLOUR_SPACE, SIMILAR_SPACE, photo_features
@@ -519,10 +518,14 @@ class SearchSession:
     def image_roots(self) -> tuple[Path, ...]:
         """The folders this index's local images may be served from (recorded at indexing; older indexes:
         the catalog's folder; none known: nothing is served)."""
+        from vitrina.engine.build.assemble import recorded_image_roots  # the build pipeline: not on a search's path
+
         return tuple(Path(root) for root in recorded_image_roots(self.manifest.catalog))
 
     def image_url_policy(self) -> ImageConfig:
         """The URL rules this index's images were fetched under (older indexes: public addresses only)."""
+        from vitrina.engine.build.assemble import recorded_url_policy
+
         return recorded_url_policy(self.manifest.catalog)
 
     def image_source(self, product_id: str, ordinal: int = 0) -> str | None:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitrina.cli.common import add_catalog_flags, config_from_args, print_lines
 from vitrina.cli.output import print_json
 from vitrina.cli.rules import add_rules_flag, build_rules_setting, check_built_rules
 from vitrina.engine.build.groups import DUPLICATE_COSINE
-from vitrina.engine.build.indexing import IndexReport, build_index
-from vitrina.engine.build.pipeline import ENGINES
-from vitrina.engine.build.reindex import ReindexConfig, ReindexReport, reindex
-from vitrina.engine.build.updates import UpdateReport, delete, upsert
 from vitrina.cli.synonyms import SYNONYMS_HELP
 from vitrina.index import IndexManifest
 from vitrina.index.synonyms import SYNONYMS_FILE, Synonyms
+
+if TYPE_CHECKING:  # the build pipeline is imported by the commands that build (a search never loads it)
+    from vitrina.engine.build.indexing import IndexReport
+    from vitrina.engine.build.reindex import ReindexConfig, ReindexReport
+    from vitrina.engine.build.updates import UpdateReport
+
+ENGINES = ("local", "ray")  # engine.build.pipeline.ENGINES (a test checks they are equal)
 
 RETRAIN_HELP = ("retrain the shared-space heads for the new version (else they are reused when its encoders "
                 "match, and the fused space is left out with a note when they do not)")
@@ -24,6 +28,8 @@ JSON_REPORT_HELP = "print the report as one JSON object"
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from vitrina.engine.build.indexing import build_index
+
     config = config_from_args(args)
     heads = None
     if args.fusion_from:  # read before indexing: --out may be the same directory
@@ -43,6 +49,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
+    from vitrina.engine.build.reindex import reindex
+
     report = reindex(args.catalog, args.out, config_from_args(args), reindex_config(args), resume=args.resume,
                      retrain=args.retrain, settings_files=settings_files(args))
     if args.json:
@@ -54,12 +62,16 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_upsert(args: argparse.Namespace) -> int:
+    from vitrina.engine.build.updates import upsert
+
     report = upsert(args.dir, args.catalog, config_from_args(args), reindex_config(args), retrain=args.retrain)
     print_update(args, report)
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from vitrina.engine.build.updates import delete
+
     report = delete(args.dir, args.ids, config_from_args(args), reindex_config(args), retrain=args.retrain)
     print_update(args, report)
     return 0
@@ -77,6 +89,8 @@ def settings_files(args: argparse.Namespace) -> dict[str, bytes]:
 
 def reindex_config(args: argparse.Namespace) -> ReindexConfig:
     """The ReindexConfig of whichever of --shard-size, --keep, --engine, --target-recall, --ray-actors a command has."""
+    from vitrina.engine.build.reindex import ReindexConfig
+
     get = lambda name, default: getattr(args, name, default)  # noqa: E731
     return ReindexConfig(shard_size=get("shard_size", None), keep=get("keep", 3), engine=get("engine", "local"),
                          target_recall=get("target_recall", 0.95), ray_actors=get("ray_actors", None))

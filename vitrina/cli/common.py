@@ -17,8 +17,7 @@ from vitrina.engine.api import Index
 from vitrina.engine.config import ShopperConfig, VitrinaConfig
 from vitrina.engine.build.groups import grouping_settings
 from vitrina.engine.data.catalog import CatalogConfig, split_image_field
-from vitrina.engine.data.events import MissingColumnError
-from vitrina.engine.errors import USER_ERRORS, QueryError
+from vitrina.engine.errors import USER_ERRORS, MissingColumnError, QueryError
 from vitrina.engine.query.search import SearchHit
 from vitrina.errors import CLI, worded
 from vitrina.index import IndexConfig, LexicalConfig
@@ -71,12 +70,14 @@ def open_index(args: argparse.Namespace, one_query: str | None = None) -> Index:
 
     one_query: this process answers one query ("text" or "image") and exits. FAISS then searches on one
     thread (a thread pool started for one 10 ms scan cost more than it saved: 80-120 ms on a busy 2-core
-    machine, issue 19), and a text query's ONNX session runs on one thread unless --threads says otherwise."""
+    machine, issue 19), a text query's ONNX session runs on one thread unless --threads says otherwise, and
+    ONNX Runtime does not pre-pack the weights (faster to start, one run barely slower)."""
     config = config_from_args(args)
     if one_query is not None:
         from vitrina.index.product_index import set_search_threads
 
         set_search_threads(1)
+        config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, prepack=False))
         if one_query == "text" and getattr(args, "threads", None) is None:
             config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, threads=1))
     return Index(args.dir, config, text_model=args.text_model, image_model=args.image_model)

@@ -8,8 +8,6 @@ from pathlib import Path
 from vitrina.cli.common import add_model_flags, config_from_args
 from vitrina.cli.output import console, results_table
 from vitrina.engine.api import Index
-from vitrina.engine.build.encode import absolute_spec
-from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.data.demo import DEMO_CATALOG
 from vitrina.index import IndexManifest, IndexStoreError
@@ -29,6 +27,8 @@ def default_demo_dir() -> Path:
 
 def _index_is_current(out: Path, config: VitrinaConfig) -> bool:
     """Whether `out` already holds the demo catalog indexed with the configured models."""
+    from vitrina.engine.build.encode import absolute_spec
+
     try:
         manifest = IndexManifest.load(out)
     except IndexStoreError:
@@ -43,6 +43,8 @@ def _index_is_current(out: Path, config: VitrinaConfig) -> bool:
 
 def run_demo(out: Path | None = None, config: VitrinaConfig | None = None, rebuild: bool = False) -> Path:
     """Build (or reuse) the demo index and print result tables for text queries and one image lookup."""
+    from vitrina.engine.build.indexing import build_index
+
     config = config or VitrinaConfig()
     out = out or default_demo_dir()
     con = console()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from vitrina.cli.common import print_lines
 from vitrina.cli.output import print_json
-from vitrina.engine.build.settings import publish_setting
 from vitrina.engine.config import VitrinaConfig
 from vitrina.engine.errors import ArgumentError
 from vitrina.index.errors import IndexStoreError
@@ -34,6 +33,8 @@ def cmd_synonyms(args: argparse.Namespace) -> int:
         else:
             print(f"{root}: no synonyms" if data is None else data.decode("utf-8"), end="" if data else "\n")
         return 0
+    from vitrina.engine.build.settings import publish_setting
+
     synonyms = Synonyms.read(args.file) if args.file else None
     version_dir = publish_setting(root, SYNONYMS_FILE, None if synonyms is None else synonyms.to_bytes(),
                                   VitrinaConfig(progress=False), keep=args.keep)
