@@ -6,7 +6,7 @@ With precision "auto" it computes in bf16 on a CPU that has it natively (AVX512-
 (benchmarks/RESULTS.md, issue 19); precision "fp32" gives ONNX Runtime's vectors (cosine 1.00000). Runtime
 "auto" runs catalog photos so, and photo queries against such a catalog too (`query_config`), so an uploaded
 catalog photo gets its stored vector back. Catalog photos run as one stream of one thread per core, batches
-submitted without waiting (`submit`), 13% less CPU than one batch on every core. Compiled graphs are cached on
+submitted without waiting (`submit`), 4-13% less CPU than one batch on every core. Compiled graphs are cached on
 disk (the ONNX cache's `openvino` folder), so a new process compiles in about 0.2 s. Chosen by
 `EncoderConfig.runtime` (shared with the text encoders, whose rule lives in
 `encoders.onnx_runtime.openvino_precision`; `wants_openvino` is the rule for images).
@@ -94,7 +94,7 @@ def compile_graph(path: Path, config: EncoderConfig) -> CompiledGraph:
     threads = config.threads or usable_cores()
     settings = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
-    if config.catalog and threads > 1:  # bulk: a batch per core at once, one thread each (13% less CPU)
+    if config.catalog and threads > 1:  # bulk: a batch per core at once, one thread each (4-13% less CPU)
         settings.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": threads})
     try:
         return CompiledGraph(core.compile_model(str(path), "CPU", settings), precision)
@@ -115,6 +115,7 @@ class OpenVinoImageEncoder(OnnxImageEncoder):
         compiled = compile_graph(self.model_dir / self.info.files["fp32"], config)
         self.precision = compiled.precision
         self.compiled = compiled.model
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.request = self.compiled.create_infer_request()
         self.lock = threading.Lock()  # one infer request: callers on several threads take turns
         self.queue: Any = None  # an AsyncInferQueue of one request per stream, made on the first `submit`
@@ -126,13 +127,23 @@ class OpenVinoImageEncoder(OnnxImageEncoder):
         with self.lock:
             return np.array(self.request.infer({0: feeds["pixels"]})[0], dtype=np.float32)
 
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Unit vectors of N x size x size x 3 uint8 pixels; with a stream per core, their batches run at once."""
+        if self.streams == 1:
+            return super().encode_pixels(pixels)
+        step = self.config.batch_size
+        with self.lock:
+            futures = [self.submit(pixels[start : start + step]) for start in range(0, len(pixels), step)]
+            self.wait()
+        return np.concatenate([f.result() for f in futures]) if futures else np.zeros((0, self.dim), np.float32)
+
     def submit(self, pixels: np.ndarray) -> "Future[np.ndarray]":
         """Starts embedding one batch of uint8 pixels on a free stream (waits for one when all are busy);
         the Future holds its unit vectors. One caller thread at a time."""
         import openvino as ov
 
         if self.queue is None:
-            self.queue = ov.AsyncInferQueue(self.compiled, int(self.compiled.get_property("NUM_STREAMS")))
+            self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
             self.queue.set_callback(_deliver)
         future: Future[np.ndarray] = Future()
         self.queue.start_async({0: pixels}, future)
