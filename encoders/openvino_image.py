@@ -6,8 +6,9 @@ With precision "auto" it computes in bf16 on a CPU that has it natively (AVX512-
 (benchmarks/RESULTS.md, issue 19); precision "fp32" gives ONNX Runtime's vectors (cosine 1.00000). Runtime
 "auto" runs catalog photos so, and photo queries against such a catalog too (`query_config`), so an uploaded
 catalog photo gets its stored vector back. Catalog photos run as one stream of one thread per core, batches
-submitted without waiting (`submit`), 4-13% less CPU than one batch on every core. Compiled graphs are cached on
-disk (the ONNX cache's `openvino` folder), so a new process compiles in about 0.2 s. Chosen by
+submitted without waiting (`submit`) in requests of STREAM_BATCH photos (16% less CPU than requests of 32, and
+4-13% less than one batch on every core). Compiled graphs are cached on disk (the ONNX cache's `openvino`
+folder), so a new process compiles in about 0.2 s. Chosen by
 `EncoderConfig.runtime` (shared with the text encoders, whose rule lives in
 `encoders.onnx_runtime.openvino_precision`; `wants_openvino` is the rule for images).
 """
@@ -28,6 +29,7 @@ from vitrina.encoders.errors import EncoderError
 from vitrina.encoders.onnx_runtime import OnnxImageEncoder, OnnxModelInfo, default_cache_dir, usable_cores
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+STREAM_BATCH = 8  # photos per request on a stream: 16% less CPU per photo than 32 (benchmarks/RESULTS.md, issue 19)
 
 
 def openvino_available() -> bool:
@@ -138,21 +140,46 @@ class OpenVinoImageEncoder(OnnxImageEncoder):
         return np.concatenate([f.result() for f in futures]) if futures else np.zeros((0, self.dim), np.float32)
 
     def submit(self, pixels: np.ndarray) -> "Future[np.ndarray]":
-        """Starts embedding one batch of uint8 pixels on a free stream (waits for one when all are busy);
-        the Future holds its unit vectors. One caller thread at a time."""
+        """Starts embedding a batch of uint8 pixels on the free streams, STREAM_BATCH photos per request (waits
+        for a stream when all are busy); the Future holds their unit vectors. One caller thread at a time."""
         import openvino as ov
 
         if self.queue is None:
             self.queue = ov.AsyncInferQueue(self.compiled, self.streams)
             self.queue.set_callback(_deliver)
-        future: Future[np.ndarray] = Future()
-        self.queue.start_async({0: pixels}, future)
-        return future
+        parts: list[Future[np.ndarray]] = []
+        for start in range(0, len(pixels), STREAM_BATCH):
+            parts.append(Future())
+            self.queue.start_async({0: pixels[start : start + STREAM_BATCH]}, parts[-1])
+        return _joined(parts, self.dim)
 
     def wait(self) -> None:
         """Returns when every submitted batch is done."""
         if self.queue is not None:
             self.queue.wait_all()
+
+
+def _joined(parts: list["Future[np.ndarray]"], dim: int) -> "Future[np.ndarray]":
+    """One Future of the parts' vectors, in order, set when the last part is."""
+    joined: Future[np.ndarray] = Future()
+    if not parts:
+        joined.set_result(np.zeros((0, dim), dtype=np.float32))
+        return joined
+    left, lock = [len(parts)], threading.Lock()
+
+    def done(_: Future) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        try:
+            joined.set_result(np.concatenate([part.result() for part in parts]))
+        except Exception as exc:  # noqa: BLE001 - a part's failure is the batch's
+            joined.set_exception(exc)
+
+    for part in parts:
+        part.add_done_callback(done)
+    return joined
 
 
 def _deliver(request: Any, future: "Future[np.ndarray]") -> None:
