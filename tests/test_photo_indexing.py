@@ -63,8 +63,11 @@ def test_openvino_runs_the_exported_graph_like_onnxruntime(resnet_export, tmp_pa
     stored = catalog.encode(images)
     assert np.allclose(stored, vectors, atol=1e-4)  # catalog (a stream per core) and query settings: the same vectors
     submitted = [catalog.submit(catalog.preprocess(images[i : i + 4])) for i in range(0, len(images), 4)]
+    whole = catalog.submit(catalog.preprocess(images))  # 10 photos: requests of STREAM_BATCH (8) and 2, in order
+    empty = catalog.submit(np.zeros((0, 224, 224, 3), np.uint8))
     catalog.wait()
     assert np.allclose(np.concatenate([f.result() for f in submitted]), stored, atol=1e-5)  # batches in flight
+    assert np.allclose(whole.result(timeout=60), stored, atol=1e-5) and empty.result(timeout=1).shape == (0, stored.shape[1])
     exact = load_onnx_encoder(resnet_export, EncoderConfig(device="cpu", precision="fp32", onnx_cache=tmp_path).for_catalog())
     assert isinstance(exact, OpenVinoImageEncoder) and exact.precision == "fp32"  # --precision fp32: the same vectors
     assert (exact.encode(images) * reference).sum(axis=1).min() >= 0.9999
