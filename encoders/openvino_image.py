@@ -2,7 +2,7 @@
 
 The same `model.onnx` that ONNX Runtime runs (uint8 pixels in, unit vector out) is compiled by OpenVINO.
 With precision "auto" it computes in bf16 on a CPU that has it natively (AVX512-BF16, AMX): EfficientNet-Lite0
-3.1x less CPU per photo than ONNX Runtime fp32, cosine to fp32 0.9995, image-lookup precision@10 +0.10%
+3.4x less CPU per photo than ONNX Runtime fp32, cosine to fp32 0.9995, image-lookup precision@10 +0.07%
 (benchmarks/RESULTS.md, issue 19); precision "fp32" gives ONNX Runtime's vectors (cosine 1.00000). Runtime
 "auto" runs catalog photos so, and photo queries against such a catalog too (`query_config`), so an uploaded
 catalog photo gets its stored vector back. Catalog photos run as one stream of one thread per core, batches
