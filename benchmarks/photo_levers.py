@@ -2,8 +2,10 @@
 (user + system of the process, all threads; steadier than wall time on a shared machine) and parity.
 
   runtime   EfficientNet-Lite0 on the same uint8 pixels, batch 32, 2 threads: ONNX Runtime fp32, OpenVINO
-            fp32, OpenVINO bf16 (where the CPU has it); with --int8 also static int8 (QDQ, MinMax calibration
-            on 200 fashion photos outside the measured ones) on both runtimes. Cosine to ONNX Runtime fp32.
+            fp32, OpenVINO bf16 (where the CPU has it) one batch at a time, and the catalog default (a batch per
+            stream of one thread, submitted); with --int8 also static int8 (QDQ, MinMax calibration on 200
+            fashion photos outside the measured ones) on both runtimes and three NNCF recipes (300 photos).
+            Cosine to ONNX Runtime fp32.
   colour    the colour descriptor: the joint 8 x P x 3 histogram it had against the per-axis one it has now
             (must be bit-identical).
   draft     decoding big JPEGs (H&M photos upscaled to 2000x3000, quality 90) in full against
@@ -67,35 +69,77 @@ def int8_graph(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
     return out
 
 
+def streamed(compiled, pixels: np.ndarray, step: int = 32) -> np.ndarray:
+    """The graph's outputs for every batch of `pixels`, a batch per stream of `compiled` at once."""
+    import openvino as ov
+
+    queue, results = ov.AsyncInferQueue(compiled, int(compiled.get_property("NUM_STREAMS"))), {}
+    queue.set_callback(lambda request, n: results.__setitem__(n, np.array(request.get_output_tensor(0).data)))
+    for n, start in enumerate(range(0, len(pixels), step)):
+        queue.start_async({0: pixels[start : start + step]}, n)
+    queue.wait_all()
+    return np.concatenate([results[n] for n in range(len(results))])
+
+
+def nncf_graphs(fp32: Path, calibration: np.ndarray) -> dict[str, object]:
+    """OpenVINO int8 models quantised by NNCF (post-training, calibrated on `calibration` pixels), by recipe."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32))
+    data = nncf.Dataset([calibration[i : i + 30] for i in range(0, len(calibration), 30)])
+    convs = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "MatMul")]
+    return {
+        "NNCF int8 (MinMax, fast bias correction)": nncf.quantize(model, data, subset_size=len(calibration)),
+        "NNCF int8, mixed preset": nncf.quantize(model, data, preset=nncf.QuantizationPreset.MIXED,
+                                                 subset_size=len(calibration)),
+        "NNCF int8, mixed, stem and head convs fp32": nncf.quantize(
+            model, data, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calibration),
+            ignored_scope=nncf.IgnoredScope(names=[convs[0], convs[-1]])),
+    }
+
+
 def runtime_rows(count: int, int8: bool, work: Path) -> list[list[object]]:
     base = EncoderConfig(device="cpu", threads=2, batch_size=32)
     ort = load_image_encoder("efficientnet-lite0", base)  # ONNX Runtime fp32 (a query-side config)
     pixels = ort.preprocess(fashion_photos(0, count))
-    contenders: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "ONNX Runtime fp32": ort.encode_pixels,
-        "OpenVINO fp32 (`--runtime auto`, catalog)": load_onnx_encoder(ort.model_dir, EncoderConfig(
-            device="cpu", threads=2, batch_size=32, runtime="openvino", precision="fp32")).encode_pixels,
-        "OpenVINO bf16 (`--runtime openvino`)": load_onnx_encoder(ort.model_dir, EncoderConfig(
-            device="cpu", threads=2, batch_size=32, runtime="openvino")).encode_pixels,
+    catalog = load_onnx_encoder(ort.model_dir, EncoderConfig(device="cpu", threads=2, batch_size=32).for_catalog())
+
+    def batched(encode: Callable[[np.ndarray], np.ndarray]) -> Callable[[], np.ndarray]:
+        return lambda: np.concatenate([encode(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
+
+    def submitted() -> np.ndarray:
+        futures = [catalog.submit(pixels[i : i + 32]) for i in range(0, len(pixels), 32)]
+        catalog.wait()
+        return np.concatenate([f.result() for f in futures])
+
+    contenders: dict[str, Callable[[], np.ndarray]] = {
+        "ONNX Runtime fp32": batched(ort.encode_pixels),
+        "OpenVINO fp32, one batch on 2 threads (`--precision fp32` before)": batched(load_onnx_encoder(ort.model_dir, EncoderConfig(
+            device="cpu", threads=2, batch_size=32, runtime="openvino", precision="fp32")).encode_pixels),
+        "OpenVINO bf16, one batch on 2 threads (photo queries)": batched(load_onnx_encoder(ort.model_dir, EncoderConfig(
+            device="cpu", threads=2, batch_size=32, runtime="openvino")).encode_pixels),
+        f"OpenVINO {catalog.precision}, a batch per stream of 1 thread, submitted (catalog default)": submitted,
     }
     if int8:
         import onnxruntime as ort_module
         import openvino as ov
 
-        calibration = ort.preprocess(fashion_photos(8083 - 200, 200))
-        graph = int8_graph(ort.model_dir / "model.onnx", work / "lite0.int8.onnx", calibration)
+        calibration = ort.preprocess(fashion_photos(8083 - 300, 300))
+        graph = int8_graph(ort.model_dir / "model.onnx", work / "lite0.int8.onnx", calibration[:200])
         options = ort_module.SessionOptions()
         options.intra_op_num_threads = 2
         session = ort_module.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         request = ov.Core().compile_model(str(graph), "CPU", {"INFERENCE_NUM_THREADS": 2}).create_infer_request()
-        contenders["ONNX Runtime int8 (static QDQ)"] = lambda p: session.run(None, {"pixels": p})[0]
-        contenders["OpenVINO int8 (static QDQ)"] = lambda p: np.array(request.infer({0: p})[0])
+        contenders["ONNX Runtime int8 (static QDQ)"] = batched(lambda p: session.run(None, {"pixels": p})[0])
+        contenders["OpenVINO int8 (static QDQ)"] = batched(lambda p: np.array(request.infer({0: p})[0]))
+        streams = {"INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": 2}
+        for name, model in nncf_graphs(ort.model_dir / "model.onnx", calibration).items():
+            compiled = ov.Core().compile_model(model, "CPU", streams)
+            contenders[f"{name}, a batch per stream"] = lambda compiled=compiled: streamed(compiled, pixels)
     rows: list[list[object]] = []
     reference, first_ms = None, None
-    for name, encode in contenders.items():
-        def run(encode=encode) -> np.ndarray:
-            return np.concatenate([encode(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
-
+    for name, run in contenders.items():
         run()  # warm-up
         ms, vectors = cpu_ms(run, len(pixels))
         reference = vectors if reference is None else reference
@@ -158,16 +202,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--photos", type=int, default=320, help="fashion photos per measurement (default %(default)s)")
     parser.add_argument("--int8", action="store_true", help="also static int8 graphs (about a minute to quantise)")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/out/photo-levers"))
+    parser.add_argument("--only-runtime", action="store_true", help="only the image model runtimes")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"load average {Path('/proc/loadavg').read_text().split()[0]}")
     print(markdown_table(["image model runtime (EfficientNet-Lite0)", "CPU ms/photo", "speed-up", "cosine to ORT fp32, mean",
                           "min"], runtime_rows(args.photos, args.int8, args.work)))
-    print()
-    print(markdown_table(["colour descriptor", "CPU ms/photo", "speed-up", "output"], colour_rows(args.photos)))
-    print()
-    print(markdown_table(["2000x3000 JPEG", "decode CPU ms", "fit to 224 CPU ms", "vector cosine to full decode"],
-                         draft_rows(20)))
+    if not args.only_runtime:
+        print()
+        print(markdown_table(["colour descriptor", "CPU ms/photo", "speed-up", "output"], colour_rows(args.photos)))
+        print()
+        print(markdown_table(["2000x3000 JPEG", "decode CPU ms", "fit to 224 CPU ms", "vector cosine to full decode"],
+                             draft_rows(20)))
     print(f"load average {Path('/proc/loadavg').read_text().split()[0]}")
 
 

@@ -2,8 +2,9 @@
 Python start to exit, per backend, in interleaved rounds; then a parity check of the image vectors.
 
 Contenders (each a fresh `python -m vitrina index CATALOG --out DIR -q ...` process):
-  default       the defaults (ONNX backend; catalog photos on OpenVINO in fp32 when it is installed)
-  openvino      --runtime openvino: OpenVINO, in bf16 where the CPU has it (the fastest)
+  default       the defaults (ONNX backend; catalog text and photos on OpenVINO, bf16 where the CPU has it)
+  openvino      --runtime openvino: OpenVINO for every graph (the same catalog vectors as the default since issue 19
+                session 3)
   onnxruntime   --runtime onnxruntime: exported image graph on ONNX Runtime fp32 (the path before issue 19)
   torch         --backend torch: PyTorch (TorchScript on the CPU)
 
@@ -15,6 +16,7 @@ a shared machine they move less with the load than the wall time does. Passes wh
 The colour descriptors of every contender must be equal (same decoding).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_speed.py                # 1,500 products, 2 rounds, all four
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_speed.py --contenders default,onnxruntime,torch   # the targets, ~3 min quiet
     git archive 2117f89 | tar -x -C /tmp/before    # the code before issue 19, as the contender `before`:
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_speed.py --before /tmp/before
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_speed.py --limit 8083 --rounds 1 --contenders openvino,onnxruntime

@@ -23,7 +23,9 @@ class EncoderConfig:
         "auto" on the CPU, text then runs in fp32, so stored vectors match PyTorch's (see choose_precision).
     runtime: what runs ONNX graphs on the CPU. "onnxruntime"; "openvino" (the optional openvino extra; fp32
         graphs, in bf16 with precision "auto" where the CPU has bfloat16 arithmetic); "auto": OpenVINO bf16 for
-        catalog text with precision "auto" when openvino is installed and the CPU has bf16, else onnxruntime.
+        catalog text and catalog photos with precision "auto" when openvino is installed and the CPU has bf16
+        (photos: fp32 on OpenVINO without bf16 or with precision "fp32"; photo queries follow a bf16 catalog,
+        encoders.openvino_image.query_config), else onnxruntime.
     threads: CPU threads per ONNX session (None: every core this process may use).
     spin: ONNX Runtime's idle threads spin for work (fastest alone; a server turns it off so idle
         threads leave the cores to the requests in flight).

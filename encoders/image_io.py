@@ -186,7 +186,7 @@ def load_images(
 def fit_square(img: Image.Image, size: int, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
     """The image scaled so its longer side is `size`, centred on a white size x size square (product shots
     keep their whole outline). Work and memory are bounded by the output, whatever the input's shape."""
-    img = img.convert("RGB")
+    img = img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even an RGB image
     w, h = img.size
     scale = size / max(w, h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))

@@ -322,7 +322,7 @@ class OnnxImageEncoder(OnnxEncoder):
         size = int(self.info.image_size or 224)
         out = np.empty((len(images), size, size, 3), dtype=np.uint8)
         for i, img in enumerate(images):
-            img = img.convert("RGB")
+            img = img if img.mode == "RGB" else img.convert("RGB")  # convert() copies even an RGB image
             if self.info.image_resize == "shortest-crop":
                 img = resize_shortest_and_crop(img, size)
             else:

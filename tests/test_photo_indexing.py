@@ -18,7 +18,7 @@ from vitrina.encoders.colour import ColourConfig, colour_descriptor
 from vitrina.encoders.factory import cached_image_export
 from vitrina.encoders.onnx_export import export_encoder
 from vitrina.encoders.onnx_runtime import OnnxImageEncoder, load_onnx_encoder
-from vitrina.encoders.openvino_image import OpenVinoImageEncoder, openvino_available, wants_openvino
+from vitrina.encoders.openvino_image import OpenVinoImageEncoder, openvino_available, query_config, wants_openvino
 from vitrina.index.manifest import IndexManifest
 from tests.helpers import DEMO_DATA, REPO, demo_catalog, demo_rows, run_cli
 
@@ -59,8 +59,18 @@ def test_openvino_runs_the_exported_graph_like_onnxruntime(resnet_export, tmp_pa
     assert (vectors * reference).sum(axis=1).min() >= 0.99
     assert any((tmp_path / "openvino").iterdir())  # the compiled graph is cached for the next process
     catalog = load_onnx_encoder(resnet_export, EncoderConfig(device="cpu", onnx_cache=tmp_path).for_catalog())
-    assert isinstance(catalog, OpenVinoImageEncoder) and catalog.precision == "fp32"  # auto: the same vectors
-    assert (catalog.encode(images) * reference).sum(axis=1).min() >= 0.9999
+    assert isinstance(catalog, OpenVinoImageEncoder) and catalog.precision == auto.precision  # auto: bf16 where native
+    stored = catalog.encode(images)
+    assert np.allclose(stored, vectors, atol=1e-4)  # catalog (a stream per core) and query settings: the same vectors
+    submitted = [catalog.submit(catalog.preprocess(images[i : i + 4])) for i in range(0, len(images), 4)]
+    whole = catalog.submit(catalog.preprocess(images))  # 10 photos: requests of STREAM_BATCH (8) and 2, in order
+    empty = catalog.submit(np.zeros((0, 224, 224, 3), np.uint8))
+    catalog.wait()
+    assert np.allclose(np.concatenate([f.result() for f in submitted]), stored, atol=1e-5)  # batches in flight
+    assert np.allclose(whole.result(timeout=60), stored, atol=1e-5) and empty.result(timeout=1).shape == (0, stored.shape[1])
+    exact = load_onnx_encoder(resnet_export, EncoderConfig(device="cpu", precision="fp32", onnx_cache=tmp_path).for_catalog())
+    assert isinstance(exact, OpenVinoImageEncoder) and exact.precision == "fp32"  # --precision fp32: the same vectors
+    assert (exact.encode(images) * reference).sum(axis=1).min() >= 0.9999
 
 
 def test_the_auto_runtime_takes_catalog_photos_only(resnet_export):
@@ -79,6 +89,18 @@ def test_the_auto_runtime_takes_catalog_photos_only(resnet_export):
         EncoderConfig(runtime="tensorrt")
 
 
+def test_photo_queries_follow_a_bf16_catalog_onto_openvino():
+    query = EncoderConfig(device="cpu")
+    bf16, fp32 = "onnx bf16 (OpenVINO CPU)", "onnx fp32 (OpenVINO CPU)"
+    assert query_config(query, bf16).runtime == ("openvino" if openvino_available() else "auto")
+    assert query_config(query, bf16).precision == "auto"
+    for recorded in (fp32, "onnx fp32 (CPUExecutionProvider)", "torch (cpu)", ""):
+        assert query_config(query, recorded) == query  # fp32 catalogs hold ONNX Runtime's vectors
+    for asked in (EncoderConfig(device="cpu", runtime="onnxruntime"), EncoderConfig(device="cpu", precision="int8"),
+                  EncoderConfig(device="cpu", runtime="openvino", precision="fp32")):
+        assert query_config(asked, bf16) == asked  # what was asked for is kept
+
+
 def test_a_bad_runtime_flag_is_a_usage_error(tmp_path):
     code, _, err = run_cli("index", tmp_path / "x.csv", "--out", tmp_path / "idx", "--runtime", "fast")
     assert code == 2 and "--runtime" in err and "invalid choice" in err and "Traceback" not in err
@@ -88,23 +110,30 @@ def test_a_bad_runtime_flag_is_a_usage_error(tmp_path):
 def test_index_embeds_photos_on_openvino_and_photo_queries_still_find_them(tiny_bert_dir, tiny_resnet_weights, tmp_path):
     catalog = demo_catalog(tmp_path / "cat", demo_rows()[:12])
     args = ["--text-model", tiny_bert_dir, "--image-model", f"resnet18={tiny_resnet_weights}", "-q"]
-    for runtime in ("auto", "onnxruntime"):
-        code, _, err = run_cli("index", catalog, "--out", tmp_path / runtime, "--runtime", runtime, *args)
+    for name, flags in (("auto", []), ("onnxruntime", ["--runtime", "onnxruntime"]), ("fp32", ["--precision", "fp32"])):
+        code, _, err = run_cli("index", catalog, "--out", tmp_path / name, *flags, *args)
         assert code == 0, err
-    recorded = {r: IndexManifest.load(tmp_path / r).spaces["image"].runtime for r in ("auto", "onnxruntime")}
+    recorded = {r: IndexManifest.load(tmp_path / r).spaces["image"].runtime for r in ("auto", "onnxruntime", "fp32")}
     assert "OpenVINO" in recorded["auto"] and "CPUExecutionProvider" in recorded["onnxruntime"]
+    assert recorded["fp32"] == "onnx fp32 (OpenVINO CPU)"
     from vitrina.index.store import read_vectors
 
     ov, _ = read_vectors(tmp_path / "auto", "image")
     ort, _ = read_vectors(tmp_path / "onnxruntime", "image")
-    assert (np.asarray(ov) * np.asarray(ort)).sum(axis=1).min() >= 0.9999  # auto: fp32, the same vectors
+    exact, _ = read_vectors(tmp_path / "fp32", "image")
+    assert (np.asarray(exact) * np.asarray(ort)).sum(axis=1).min() >= 0.9999  # --precision fp32: the same vectors
+    # auto: bf16 where the CPU has it; on EfficientNet-Lite0 cosine 0.9995 mean and fashion precision@10 +0.10%
+    # (benchmarks/RESULTS.md, "Bulk photo indexing, issue 19"); this tiny random ResNet is held to 0.99
+    assert (np.asarray(ov) * np.asarray(ort)).sum(axis=1).min() >= (0.9999 if "fp32" in recorded["auto"] else 0.99)
     colour_ov, _ = read_vectors(tmp_path / "auto", "colour")
     colour_ort, _ = read_vectors(tmp_path / "onnxruntime", "colour")
     assert np.array_equal(colour_ov, colour_ort)
     photo = catalog.parent / demo_rows()[3]["image"]
-    code, out, err = run_cli("similar", tmp_path / "auto", "--image", photo, "--json", "-k", "1")
-    assert code == 0, err
-    assert json.loads(out)["results"][0]["id"] == demo_rows()[3]["id"]
+    for index in ("auto", "onnxruntime", "fp32"):  # queries run as the catalog's photos did: the photo finds itself
+        code, out, err = run_cli("similar", tmp_path / index, "--image", photo, "--json", "-k", "1")
+        assert code == 0, err
+        top = json.loads(out)["results"][0]
+        assert top["id"] == demo_rows()[3]["id"] and top["score"] == pytest.approx(1.0, abs=1e-4), index
 
 
 @pytest.mark.slow

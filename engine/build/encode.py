@@ -3,7 +3,8 @@
 Which models a build runs is decided in one place (`model_specs`: `--image-model none`, a catalog without
 images). Products whose text or image bytes hash the same as in the live version keep its vectors
 (`Previous`). The stage has swappable executors with one interface, `encode(number, products, bars) -> Shard`:
-`LocalExecutor` runs the encoders in this process with images read, hashed and decoded ahead on threads;
+`LocalExecutor` runs the encoders in this process with images read, hashed and decoded ahead on threads
+(and, where the image encoder can `submit`, batches embedded while the next ones decode);
 `engine.build.ray_encode.RayExecutor` runs them on Ray actors. Both make the same Shard.
 """
 
@@ -270,18 +271,26 @@ class LocalExecutor:
         image_vectors: list[np.ndarray] = []
         colours: dict[tuple[int, int], np.ndarray] = {}  # (position, ordinal) -> colour descriptor
         batch: list[tuple[ImageSlot, object]] = []
+        submitted: list[tuple[list[ImageSlot], Future]] = []  # batches in flight while the next ones decode
+        submit = getattr(self.image, "submit", None) if self.preprocess is not None else None
         encoded_images = 0
+
+        def keep(slots: Sequence[ImageSlot], vectors: np.ndarray) -> None:
+            for (i, ordinal, _), vector in zip(slots, vectors):
+                positions.append(i)
+                ordinals.append(ordinal)
+                image_vectors.append(vector)
 
         def flush() -> None:
             nonlocal encoded_images
             if not batch:
                 return
             items = [item for _, item in batch]
-            vectors = self.image.encode_pixels(np.stack(items)) if self.preprocess is not None else self.image.encode(items)
-            for ((i, ordinal, _), _), vector in zip(batch, vectors):
-                positions.append(i)
-                ordinals.append(ordinal)
-                image_vectors.append(vector)
+            if submit is not None:
+                submitted.append(([slot for slot, _ in batch], submit(np.stack(items))))
+            else:
+                vectors = self.image.encode_pixels(np.stack(items)) if self.preprocess is not None else self.image.encode(items)
+                keep([slot for slot, _ in batch], vectors)
             encoded_images += len(batch)
             batch.clear()
 
@@ -308,6 +317,10 @@ class LocalExecutor:
             if len(batch) >= self.config.encoders.batch_size:
                 flush()
         flush()
+        if submitted:
+            self.image.wait()  # raises when a batch failed
+            for slots, future in submitted:
+                keep(slots, future.result())
         self.seconds["image"] += time.perf_counter() - middle
         order = np.lexsort((ordinals, positions))  # catalog and image order, however the batches fell
         image_dim = self.image.dim if self.image is not None else 0

@@ -108,8 +108,15 @@ class SearchSession:
         if role == "text":
             return load_text_encoder(spec, self.config.encoders)
         if role == "image":
-            return load_image_encoder(spec, self.config.encoders)
+            return load_image_encoder(spec, self._image_config())
         return load_image_space_text_encoder(spec, self.config.encoders)
+
+    def _image_config(self) -> EncoderConfig:
+        """The encoder settings for photo queries: computed as the catalog's photos were (OpenVINO bf16 where
+        the index records it, runtime "auto"), so an uploaded catalog photo finds its own stored vector."""
+        from vitrina.encoders.openvino_image import query_config
+
+        return query_config(self.config.encoders, self.manifest.space("image").runtime)
 
     def _kept_export(self, role: str, encoder_name: str) -> Encoder | None:
         """The ONNX export kept in the index for `role`, when the backend is ONNX and it is that encoder."""
@@ -123,9 +130,10 @@ class SearchSession:
             # refuse (or repair from the ONNX cache) files changed since indexing: IndexStoreError names the file.
             # Only the files loaded here are read: hashing the unused fp32 graph beside the int8 one cost a search
             # 0.1-0.2 s of start-up (issue 19).
-            self.directory.check_encoder_files(KEPT_ROLES[role], cache_entry(modality, encoder_name, self.config.encoders),
-                                               skip=unused_graphs(kept, self.config.encoders))
-            return load_onnx_encoder(kept, self.config.encoders, modality)
+            config = self._image_config() if role == "image" else self.config.encoders
+            self.directory.check_encoder_files(KEPT_ROLES[role], cache_entry(modality, encoder_name, config),
+                                               skip=unused_graphs(kept, config))
+            return load_onnx_encoder(kept, config, modality)
         except EncoderError as exc:
             log.warning("ignoring the ONNX model kept in %s: %s", kept, exc)
             return None
