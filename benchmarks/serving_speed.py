@@ -94,13 +94,68 @@ def server_cpu(process: subprocess.Popen) -> float:
         return 0.0
 
 
+def thread_cpu(process: subprocess.Popen) -> dict[str, float]:
+    """CPU seconds so far of each thread of the server and its children, keyed 'pid/tid' ('loop' marks each main
+    thread, where the event loop runs)."""
+    out: dict[str, float] = {}
+    try:
+        procs = [psutil.Process(process.pid)]
+        procs += procs[0].children(recursive=True)
+        for proc in procs:
+            for thread in proc.threads():
+                key = f"{proc.pid}/{'loop' if thread.id == proc.pid else thread.id}"
+                out[key] = thread.user_time + thread.system_time
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
+def scrape_metrics() -> dict[str, float]:
+    """The server's /metrics samples that tell where a request's time went (summed over workers)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"vitrina_encoder_batch_size", "vitrina_encoder_seconds", "vitrina_index_search_seconds"}
+    values: dict[str, float] = {}
+    try:
+        text = httpx.get(f"http://{HOST}:{PORT}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return values
+    for family in text_string_to_metric_families(text):
+        if family.name not in wanted:
+            continue
+        for sample in family.samples:
+            if sample.labels.get("modality", "text") != "text" or sample.labels.get("space", "text") != "text":
+                continue
+            key = sample.name + ("" if "le" not in sample.labels else f"<={sample.labels['le']}")
+            values[key] = values.get(key, 0.0) + sample.value
+    return values
+
+
+def stages(before: dict[str, float], after: dict[str, float]) -> dict:
+    """Per-stage figures of one phase from two /metrics scrapes: text encoder batches, their mean size and the share
+    of batches of at most 1, 4 and 8 queries, encoder and dense/index search seconds."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    batches = delta.get("vitrina_encoder_batch_size_count", 0.0)
+    if not batches:
+        return {}
+    share = {f"batches_le_{n}": round(delta.get(f"vitrina_encoder_batch_size_bucket<={n}.0", 0.0) / batches, 3) for n in (1, 4, 8, 16)}
+    return dict(batches=int(batches), mean_batch=round(delta.get("vitrina_encoder_batch_size_sum", 0.0) / batches, 2), **share,
+                encoder_s=round(delta.get("vitrina_encoder_seconds_sum", 0.0), 2),
+                search_s=round(delta.get("vitrina_index_search_seconds_sum", 0.0), 2),
+                searches=int(delta.get("vitrina_index_search_seconds_count", 0.0)))
+
+
 def measured(name: str, process: subprocess.Popen, requests: list[str], rate: float, seconds: float, cpu: str) -> dict:
-    before = server_cpu(process)
+    before, threads_before, metrics_before = server_cpu(process), thread_cpu(process), scrape_metrics()
     result = load(requests, rate, seconds, cpu)
     used = server_cpu(process) - before
+    threads_after, metrics_after = thread_cpu(process), scrape_metrics()
+    busy = sorted(((round(t - threads_before.get(k, 0.0), 2), k) for k, t in threads_after.items()), reverse=True)
     sent = int((seconds + 2.0) * rate)  # the warm-up's requests too
     result.update(phase=name, target_rps=rate, server_cpu_s=round(used, 1), server_cpu_ms_per_request=round(1000 * used / sent, 2),
-                  loadavg=round(os.getloadavg()[0], 2))
+                  loadavg=round(os.getloadavg()[0], 2), stages=stages(metrics_before, metrics_after),
+                  thread_cpu_s={k: t for t, k in busy[:6] if t > 0.05})
     print(json.dumps(result), flush=True)
     return result
 

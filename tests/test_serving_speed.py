@@ -116,11 +116,14 @@ def test_dense_depth_only_for_plain_one_query_searches(text_index):
     assert dense_depth(session, plan_text_search(session, "shirt", 10, facets=["category"])) is None
 
 
-def test_micro_batch_searches_the_dense_leg_once_for_the_queries_that_ask(text_index):
-    live = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(), ServiceMetrics())
+@pytest.mark.parametrize("stage", [True, False])
+def test_micro_batch_searches_the_dense_leg_once_for_the_queries_that_ask(text_index, stage):
+    live = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(search_stage=stage), ServiceMetrics())
     try:
         items = [("blue shirt", "text", 100), ("red dress", "text", None), ("black watch", "text", 100)]
         encoded = live._encode_texts(items)
+        assert all(e.dense is None for e in encoded) if stage else encoded[0].dense is not None
+        encoded = live._search_dense(items, encoded) if stage else encoded
         assert encoded[1].dense is None
         vectors = live.session.encode_queries([text for text, _, _ in items])
         for i in (0, 2):
