@@ -51,7 +51,7 @@ class ServingConfig:
     # that arrive while the encoder is busy, which is enough under load and adds nothing when idle)
     cache_size: int = 10_000  # query embeddings kept (LRU); 0 disables the cache
     search_stage: bool = True  # the batch's dense search on a thread of its own, beside the encoder (else after it)
-    search_threads: int | None = 1  # FAISS threads per search (None: FAISS's default, every core)
+    search_threads: int | None = 1  # FAISS and BLAS threads per search (None: their default, every core)
     spin: bool = False  # let ONNX Runtime's idle threads spin (steals cores from concurrent requests)
     metrics_dir: str | None = None  # several workers: where they share metrics (PROMETHEUS_MULTIPROC_DIR)
     reload_signal: str | None = None  # several workers: a file whose change tells each to reload
