@@ -17,6 +17,11 @@ the load average. Prints one table and writes out/serving_speed.json.
     (cd benchmarks && ../.venv/bin/python serving_speed.py)
     (cd benchmarks && ../.venv/bin/python serving_speed.py --only hd-100 --server-flags="--workers 2")
     (cd benchmarks && ../.venv/bin/python serving_speed.py --workers 1 2 --rounds 2 --only shop-100 hd-100 sweep --sweep 250 300 350)
+    (cd benchmarks && ../.venv/bin/python serving_speed.py --code /tmp/before .. --rounds 2 --only hd-100 --seconds 15)
+
+Each phase also prints where the time went (`stages`, from the server's /metrics: encoder batches, their mean size and
+the share of single-query batches, encoder and search seconds) and the CPU seconds of the server's busiest threads
+(`thread_cpu_s`, 'loop' is the event loop).
 """
 
 from __future__ import annotations
@@ -160,8 +165,12 @@ def measured(name: str, process: subprocess.Popen, requests: list[str], rate: fl
     return result
 
 
-def serving(index: Path, flags: list[str]) -> subprocess.Popen:
-    return start_server(index, PORT, ["--cache-size", "0", "--rate-limit", "off", *flags], os.environ.copy())
+def serving(index: Path, flags: list[str], code: str | None = None) -> subprocess.Popen:
+    """`vitrina serve INDEX` on this port, cache and rate limit off; `code`: serve that checkout (PYTHONPATH)."""
+    env = os.environ.copy()
+    if code:
+        env["PYTHONPATH"] = code
+    return start_server(index, PORT, ["--cache-size", "0", "--rate-limit", "off", *flags], env)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -172,7 +181,7 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def run_phases(args: argparse.Namespace, flags: list[str], tag: str) -> list[dict]:
+def run_phases(args: argparse.Namespace, flags: list[str], tag: str, code: str | None = None) -> list[dict]:
     """Every wanted phase against servers started with `flags`; phase names end with `tag`."""
     results: list[dict] = []
     wanted = args.only or ["shop-100", "sweep", "image-20", "hd-100", "hd-ann-100"]
@@ -184,7 +193,7 @@ def run_phases(args: argparse.Namespace, flags: list[str], tag: str) -> list[dic
         queries = queries_file.read_text().splitlines()
         random.Random(1).shuffle(queries)  # the file is sorted: no run of queries sharing their first words
         photos = [Path(p) for p in photos_file.read_text().splitlines()]
-        process = serving(shop, flags)
+        process = serving(shop, flags, code)
         try:
             offset = 0
             if "shop-100" in wanted:
@@ -205,7 +214,7 @@ def run_phases(args: argparse.Namespace, flags: list[str], tag: str) -> list[dic
     for name, factory, given in (("hd-100", "Flat", args.hd), ("hd-ann-100", "HNSW32", args.hd_ann)):
         if name not in wanted:
             continue
-        process = serving(given or hd_index(args.out, factory), flags)
+        process = serving(given or hd_index(args.out, factory), flags, code)
         try:
             part = hd_queries()[: int((args.seconds + 2) * 100)]
             results.append(measured(name + tag, process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
@@ -227,31 +236,35 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1],
                         help="`vitrina serve --workers` values to compare side by side, e.g. 1 2 (phases end /w1, /w2)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the worker counts, interleaved (A/B rounds)")
+    parser.add_argument("--code", nargs="+", default=[None],
+                        help="checkouts to serve side by side, interleaved in each round (their PYTHONPATH), e.g. "
+                             "/tmp/before . (phases end /c1, /c2 in that order)")
     parser.add_argument("--loadgen-cpu", default="1", help="core the generator is pinned to ('' for none)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     flags = shlex.split(args.server_flags)
     results: list[dict] = []
-    for _ in range(args.rounds):  # interleaved A/B rounds over the worker counts
+    for _ in range(args.rounds):  # interleaved A/B rounds over the worker counts and code versions
         for workers in args.workers:
-            tag = f"/w{workers}" if len(args.workers) > 1 else ""
-            results += run_phases(args, [*flags, "--workers", str(workers)], tag)
+            for n, code in enumerate(args.code, 1):
+                tag = (f"/w{workers}" if len(args.workers) > 1 else "") + (f"/c{n}" if len(args.code) > 1 else "")
+                results += run_phases(args, [*flags, "--workers", str(workers)], tag,
+                                      str(Path(code).resolve()) if code else None)
     (args.out / "serving_speed.json").write_text(json.dumps(results, indent=2))
     print(markdown_table(
         ["phase", "target req/s", "achieved req/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
-         "server CPU s", "server CPU ms / request", "generator CPU s", "load average"],
+         "server CPU s", "server CPU ms / request", "mean batch", "event loop CPU s", "generator CPU s", "load average"],
         [[r["phase"], r["target_rps"], r["achieved_rps"], r["errors"] + r["unanswered"], r["p50_ms"], r["p95_ms"],
           r["p99_ms"], r["max_ms"], r["server_cpu_s"],
-          r["server_cpu_ms_per_request"], r["generator_cpu_s"], r["loadavg"]] for r in results]))
-    for workers in args.workers:
-        tag = f"/w{workers}" if len(args.workers) > 1 else ""
-        sweep = [r for r in results if r["phase"].startswith("sweep-") and r["phase"].endswith(tag)]
+          r["server_cpu_ms_per_request"], r["stages"].get("mean_batch", ""),
+          round(sum(t for k, t in r["thread_cpu_s"].items() if k.endswith("/loop")), 2), r["generator_cpu_s"], r["loadavg"]]
+         for r in results]))
+    for tag in dict.fromkeys(r["phase"].partition("/")[2] for r in results if r["phase"].startswith("sweep-")):
+        sweep = [r for r in results if r["phase"].startswith("sweep-") and r["phase"].partition("/")[2] == tag]
         passing = [r["target_rps"] for r in sweep if r["p99_ms"] <= 100 and not r["errors"] and not r["unanswered"]
                    and r["achieved_rps"] >= 0.98 * r["target_rps"]]
-        if sweep:
-            print(f"{workers} worker(s): highest swept rate with p99 <= 100 ms and no errors (best round): "
-                  f"{max(passing) if passing else 'none'} req/s")
-
+        print(f"{tag or 'the server'}: highest swept rate with p99 <= 100 ms and no errors (best round): "
+              f"{max(passing) if passing else 'none'} req/s")
 
 if __name__ == "__main__":
     main()
