@@ -50,7 +50,9 @@ class ServingConfig:
     batch_wait_ms: float = 0.0  # how long a lone query waits for company (0: batches form from the queries
     # that arrive while the encoder is busy, which is enough under load and adds nothing when idle)
     cache_size: int = 10_000  # query embeddings kept (LRU); 0 disables the cache
-    search_stage: bool = True  # the batch's dense search on a thread of its own, beside the encoder (else after it)
+    search_stage: bool | None = None  # the batch's dense search on a thread of its own, beside the encoder (True), or
+    # on the encoder thread after each batch (False); None: on its own thread where a space is searched exactly over
+    # FLAT_MAX (30,000) vectors or more, where one query's search costs milliseconds (else the hand-off costs more)
     search_threads: int | None = 1  # FAISS and BLAS threads per search (None: their default, every core)
     spin: bool = False  # let ONNX Runtime's idle threads spin (steals cores from concurrent requests)
     metrics_dir: str | None = None  # several workers: where they share metrics (PROMETHEUS_MULTIPROC_DIR)

@@ -60,9 +60,9 @@ class LiveIndex:
         self.metrics = metrics
         self.cache = QueryCache(serving.cache_size)
         wait = serving.batch_wait_ms / 1000.0
-        self.search_stage = serving.search_stage
+        self.search_stage = serving.search_stage if serving.search_stage is not None else self._heavy_exact_search()
         self.text_batcher: MicroBatcher[TextJob, EncodedQuery] = MicroBatcher(  # observes its own encoder time
-            self._encode_texts, serving.batch_size, wait, then=self._search_dense if serving.search_stage else None)
+            self._encode_texts, serving.batch_size, wait, then=self._search_dense if self.search_stage else None)
         self.image_batcher: MicroBatcher[tuple[Image.Image, str], np.ndarray] = MicroBatcher(
             self._encode_images, serving.batch_size, wait, lambda n, s: self._observe("image", n, s))
         self.behaviour: BehaviourModel | None = None
@@ -72,6 +72,12 @@ class LiveIndex:
         self.fused_stale = False  # events came since the fused vectors were last computed
         self.warmed = False  # encoders loaded and run once (warm_up)
         self.load_behaviour()
+
+    def _heavy_exact_search(self) -> bool:
+        """Whether a space is searched exactly over FLAT_MAX vectors or more (milliseconds per query)."""
+        from vitrina.index.product_index import FLAT_MAX
+
+        return any(space.index.is_exact and space.index.ntotal >= FLAT_MAX for space in self.session.directory.spaces.values())
 
     def load_behaviour(self) -> None:
         """(Re)read the behaviour state (snapshot + log tail), with its popularity; None and why when there is none."""

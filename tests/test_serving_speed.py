@@ -177,3 +177,20 @@ def test_the_search_stage_runs_beside_the_encoder_and_takes_every_waiting_batch_
         assert failed == 990  # a failing stage answers with what the encoder gave
     finally:
         batcher.close()
+
+
+def test_the_search_stage_is_on_by_default_only_for_large_exact_spaces(text_index):
+    from vitrina.index.product_index import FLAT_MAX
+
+    live = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(), ServiceMetrics())
+    try:
+        space = live.session.directory.spaces["text"]
+        assert space.index.is_exact and space.index.ntotal < FLAT_MAX
+        assert live.search_stage is False and live.text_batcher._then is None  # a tiny exact index: searched inline
+    finally:
+        live.close()
+    forced = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(search_stage=True), ServiceMetrics())
+    try:
+        assert forced.search_stage is True and forced.text_batcher._then is not None
+    finally:
+        forced.close()
