@@ -17,6 +17,11 @@ the load average. Prints one table and writes out/serving_speed.json.
     (cd benchmarks && ../.venv/bin/python serving_speed.py)
     (cd benchmarks && ../.venv/bin/python serving_speed.py --only hd-100 --server-flags="--workers 2")
     (cd benchmarks && ../.venv/bin/python serving_speed.py --workers 1 2 --rounds 2 --only shop-100 hd-100 sweep --sweep 250 300 350)
+    (cd benchmarks && ../.venv/bin/python serving_speed.py --code /tmp/before .. --rounds 2 --only hd-100 --seconds 15)
+
+Each phase also prints where the time went (`stages`, from the server's /metrics: encoder batches, their mean size and
+the share of single-query batches, encoder and search seconds) and the CPU seconds of the server's busiest threads
+(`thread_cpu_s`, 'loop' is the event loop).
 """
 
 from __future__ import annotations
@@ -94,19 +99,78 @@ def server_cpu(process: subprocess.Popen) -> float:
         return 0.0
 
 
+def thread_cpu(process: subprocess.Popen) -> dict[str, float]:
+    """CPU seconds so far of each thread of the server and its children, keyed 'pid/tid' ('loop' marks each main
+    thread, where the event loop runs)."""
+    out: dict[str, float] = {}
+    try:
+        procs = [psutil.Process(process.pid)]
+        procs += procs[0].children(recursive=True)
+        for proc in procs:
+            for thread in proc.threads():
+                key = f"{proc.pid}/{'loop' if thread.id == proc.pid else thread.id}"
+                out[key] = thread.user_time + thread.system_time
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
+def scrape_metrics() -> dict[str, float]:
+    """The server's /metrics samples that tell where a request's time went (summed over workers)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"vitrina_encoder_batch_size", "vitrina_encoder_seconds", "vitrina_index_search_seconds"}
+    values: dict[str, float] = {}
+    try:
+        text = httpx.get(f"http://{HOST}:{PORT}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return values
+    for family in text_string_to_metric_families(text):
+        if family.name not in wanted:
+            continue
+        for sample in family.samples:
+            if sample.labels.get("modality", "text") != "text" or sample.labels.get("space", "text") != "text":
+                continue
+            key = sample.name + ("" if "le" not in sample.labels else f"<={sample.labels['le']}")
+            values[key] = values.get(key, 0.0) + sample.value
+    return values
+
+
+def stages(before: dict[str, float], after: dict[str, float]) -> dict:
+    """Per-stage figures of one phase from two /metrics scrapes: text encoder batches, their mean size and the share
+    of batches of at most 1, 4 and 8 queries, encoder and dense/index search seconds."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    batches = delta.get("vitrina_encoder_batch_size_count", 0.0)
+    if not batches:
+        return {}
+    share = {f"batches_le_{n}": round(delta.get(f"vitrina_encoder_batch_size_bucket<={n}.0", 0.0) / batches, 3) for n in (1, 4, 8, 16)}
+    return dict(batches=int(batches), mean_batch=round(delta.get("vitrina_encoder_batch_size_sum", 0.0) / batches, 2), **share,
+                encoder_s=round(delta.get("vitrina_encoder_seconds_sum", 0.0), 2),
+                search_s=round(delta.get("vitrina_index_search_seconds_sum", 0.0), 2),
+                searches=int(delta.get("vitrina_index_search_seconds_count", 0.0)))
+
+
 def measured(name: str, process: subprocess.Popen, requests: list[str], rate: float, seconds: float, cpu: str) -> dict:
-    before = server_cpu(process)
+    before, threads_before, metrics_before = server_cpu(process), thread_cpu(process), scrape_metrics()
     result = load(requests, rate, seconds, cpu)
     used = server_cpu(process) - before
+    threads_after, metrics_after = thread_cpu(process), scrape_metrics()
+    busy = sorted(((round(t - threads_before.get(k, 0.0), 2), k) for k, t in threads_after.items()), reverse=True)
     sent = int((seconds + 2.0) * rate)  # the warm-up's requests too
     result.update(phase=name, target_rps=rate, server_cpu_s=round(used, 1), server_cpu_ms_per_request=round(1000 * used / sent, 2),
-                  loadavg=round(os.getloadavg()[0], 2))
+                  loadavg=round(os.getloadavg()[0], 2), stages=stages(metrics_before, metrics_after),
+                  thread_cpu_s={k: t for t, k in busy[:6] if t > 0.05})
     print(json.dumps(result), flush=True)
     return result
 
 
-def serving(index: Path, flags: list[str]) -> subprocess.Popen:
-    return start_server(index, PORT, ["--cache-size", "0", "--rate-limit", "off", *flags], os.environ.copy())
+def serving(index: Path, flags: list[str], code: str | None = None) -> subprocess.Popen:
+    """`vitrina serve INDEX` on this port, cache and rate limit off; `code`: serve that checkout (PYTHONPATH)."""
+    env = os.environ.copy()
+    if code:
+        env["PYTHONPATH"] = code
+    return start_server(index, PORT, ["--cache-size", "0", "--rate-limit", "off", *flags], env)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -117,7 +181,7 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def run_phases(args: argparse.Namespace, flags: list[str], tag: str) -> list[dict]:
+def run_phases(args: argparse.Namespace, flags: list[str], tag: str, code: str | None = None) -> list[dict]:
     """Every wanted phase against servers started with `flags`; phase names end with `tag`."""
     results: list[dict] = []
     wanted = args.only or ["shop-100", "sweep", "image-20", "hd-100", "hd-ann-100"]
@@ -129,7 +193,7 @@ def run_phases(args: argparse.Namespace, flags: list[str], tag: str) -> list[dic
         queries = queries_file.read_text().splitlines()
         random.Random(1).shuffle(queries)  # the file is sorted: no run of queries sharing their first words
         photos = [Path(p) for p in photos_file.read_text().splitlines()]
-        process = serving(shop, flags)
+        process = serving(shop, flags, code)
         try:
             offset = 0
             if "shop-100" in wanted:
@@ -150,7 +214,7 @@ def run_phases(args: argparse.Namespace, flags: list[str], tag: str) -> list[dic
     for name, factory, given in (("hd-100", "Flat", args.hd), ("hd-ann-100", "HNSW32", args.hd_ann)):
         if name not in wanted:
             continue
-        process = serving(given or hd_index(args.out, factory), flags)
+        process = serving(given or hd_index(args.out, factory), flags, code)
         try:
             part = hd_queries()[: int((args.seconds + 2) * 100)]
             results.append(measured(name + tag, process, text_requests(part), 100, args.seconds, args.loadgen_cpu))
@@ -172,31 +236,35 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1],
                         help="`vitrina serve --workers` values to compare side by side, e.g. 1 2 (phases end /w1, /w2)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the worker counts, interleaved (A/B rounds)")
+    parser.add_argument("--code", nargs="+", default=[None],
+                        help="checkouts to serve side by side, interleaved in each round (their PYTHONPATH), e.g. "
+                             "/tmp/before . (phases end /c1, /c2 in that order)")
     parser.add_argument("--loadgen-cpu", default="1", help="core the generator is pinned to ('' for none)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     flags = shlex.split(args.server_flags)
     results: list[dict] = []
-    for _ in range(args.rounds):  # interleaved A/B rounds over the worker counts
+    for _ in range(args.rounds):  # interleaved A/B rounds over the worker counts and code versions
         for workers in args.workers:
-            tag = f"/w{workers}" if len(args.workers) > 1 else ""
-            results += run_phases(args, [*flags, "--workers", str(workers)], tag)
+            for n, code in enumerate(args.code, 1):
+                tag = (f"/w{workers}" if len(args.workers) > 1 else "") + (f"/c{n}" if len(args.code) > 1 else "")
+                results += run_phases(args, [*flags, "--workers", str(workers)], tag,
+                                      str(Path(code).resolve()) if code else None)
     (args.out / "serving_speed.json").write_text(json.dumps(results, indent=2))
     print(markdown_table(
         ["phase", "target req/s", "achieved req/s", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
-         "server CPU s", "server CPU ms / request", "generator CPU s", "load average"],
+         "server CPU s", "server CPU ms / request", "mean batch", "event loop CPU s", "generator CPU s", "load average"],
         [[r["phase"], r["target_rps"], r["achieved_rps"], r["errors"] + r["unanswered"], r["p50_ms"], r["p95_ms"],
           r["p99_ms"], r["max_ms"], r["server_cpu_s"],
-          r["server_cpu_ms_per_request"], r["generator_cpu_s"], r["loadavg"]] for r in results]))
-    for workers in args.workers:
-        tag = f"/w{workers}" if len(args.workers) > 1 else ""
-        sweep = [r for r in results if r["phase"].startswith("sweep-") and r["phase"].endswith(tag)]
+          r["server_cpu_ms_per_request"], r["stages"].get("mean_batch", ""),
+          round(sum(t for k, t in r["thread_cpu_s"].items() if k.endswith("/loop")), 2), r["generator_cpu_s"], r["loadavg"]]
+         for r in results]))
+    for tag in dict.fromkeys(r["phase"].partition("/")[2] for r in results if r["phase"].startswith("sweep-")):
+        sweep = [r for r in results if r["phase"].startswith("sweep-") and r["phase"].partition("/")[2] == tag]
         passing = [r["target_rps"] for r in sweep if r["p99_ms"] <= 100 and not r["errors"] and not r["unanswered"]
                    and r["achieved_rps"] >= 0.98 * r["target_rps"]]
-        if sweep:
-            print(f"{workers} worker(s): highest swept rate with p99 <= 100 ms and no errors (best round): "
-                  f"{max(passing) if passing else 'none'} req/s")
-
+        print(f"{tag or 'the server'}: highest swept rate with p99 <= 100 ms and no errors (best round): "
+              f"{max(passing) if passing else 'none'} req/s")
 
 if __name__ == "__main__":
     main()

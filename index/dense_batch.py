@@ -29,6 +29,15 @@ def matmul_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: 
     return scores, found
 
 
+def set_blas_threads(threads: int | None) -> None:
+    """BLAS threads of the batch matrix product (numpy's OpenBLAS), in the whole process; None leaves BLAS's default.
+    A server wants 1: OpenBLAS's helper threads spin after each product and take a core from the requests in flight."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
+
+
 MATMUL_MIN_BATCH = 8  # from this many queries a BLAS product beats FAISS Flat (benchmarks/dense_batch.py)
 
 

@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from vitrina.engine.config import VitrinaConfig
+from vitrina.index.dense_batch import set_blas_threads
 from vitrina.index.product_index import set_search_threads
 from vitrina.serving.access_log import redact_access_log
 from vitrina.serving.config import ServingConfig
@@ -47,6 +48,7 @@ def create_app(index_path: str | Path, config: VitrinaConfig | None = None, serv
     serving = serving or ServingConfig()
     config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, spin=serving.spin))
     set_search_threads(serving.search_threads)
+    set_blas_threads(serving.search_threads)
     redact_access_log()  # access logs never print shopper ids
     metrics = ServiceMetrics(serving.metrics_dir)
     holder = IndexHolder(Path(index_path), config, serving, metrics)

@@ -15,23 +15,33 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+Stage = Callable[[list[Item], Sequence[Result]], Sequence[Result]]
+
+
 class MicroBatcher(Generic[Item, Result]):
     """Collects items submitted from many requests and encodes them in batches on one thread.
 
     The first item of a batch waits at most `max_wait_s` for others; whatever queued up while the
     previous batch ran joins at once, so batches grow with load and an idle service adds no delay.
     `encode(items)` returns one result (a vector) per item; an exception fails every request of that batch.
+    `then(items, results)`, where given, is a second stage on a thread of its own (the exact dense search): it
+    runs while the encoder thread encodes the next batch, over every encoded batch that waited for it at once,
+    and returns the final results (it must not raise: a failing second stage hands back what it was given).
     """
 
     def __init__(self, encode: Callable[[list[Item]], Sequence[Result]], max_size: int = 32, max_wait_s: float = 0.002,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None, then: Stage | None = None) -> None:
         self._encode = encode
         self.max_size = max_size
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self._then = then
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] | None = None
+        self._encoded: asyncio.Queue[tuple[list[tuple[Item, asyncio.Future]], Sequence[Result]]] | None = None
         self._worker: asyncio.Task | None = None
+        self._second: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrina-encode")
+        self._then_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrina-search") if then else None
 
     async def submit(self, item: Item) -> Result:
         """The encoding of `item`, computed in a batch with whatever else is waiting."""
@@ -40,6 +50,9 @@ class MicroBatcher(Generic[Item, Result]):
             self._queue = asyncio.Queue()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._run())
+        if self._then is not None and (self._second is None or self._second.done()):
+            self._encoded = self._encoded or asyncio.Queue()
+            self._second = loop.create_task(self._run_second())
         future: asyncio.Future = loop.create_future()
         await self._queue.put((item, future))
         return await future
@@ -74,14 +87,40 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             if self._on_batch is not None:
                 self._on_batch(len(live), time.perf_counter() - started)
-            for row, (_, future) in zip(vectors, live):
-                if not future.done():
-                    future.set_result(row)
+            if self._encoded is not None:  # the second stage answers them, while this loop encodes the next batch
+                self._encoded.put_nowait((live, vectors))
+            else:
+                self._answer(live, vectors)
+
+    async def _run_second(self) -> None:
+        """The second stage: every encoded batch waiting at once, in one `then` call on its own thread."""
+        assert self._encoded is not None and self._then is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            waiting = [await self._encoded.get()]
+            while not self._encoded.empty():
+                waiting.append(self._encoded.get_nowait())
+            live = [pair for batch, _ in waiting for pair in batch]
+            vectors = [row for _, rows in waiting for row in rows]
+            try:
+                results = await loop.run_in_executor(self._then_executor, self._then, [item for item, _ in live], vectors)
+            except Exception:  # noqa: BLE001 - the contract says it does not raise; if it does, answer with the vectors
+                results = vectors
+            self._answer(live, results)
+
+    @staticmethod
+    def _answer(live: list[tuple[Item, asyncio.Future]], results: Sequence[Result]) -> None:
+        for row, (_, future) in zip(results, live):
+            if not future.done():
+                future.set_result(row)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for task in (self._worker, self._second):
+            if task is not None:
+                task.cancel()
+        for executor in (self._executor, self._then_executor):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
 
 
 class QueryCache:

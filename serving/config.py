@@ -18,6 +18,17 @@ class ServingConfigError(QueryError):
 
 
 @dataclass(frozen=True)
+class Supervision:
+    """How `vitrina serve --workers N` replaces a worker that dies (killed, out of memory, crashed)."""
+
+    restart_delay_s: float = 0.5  # back-off before restarting a worker that died at start; doubles each time
+    max_restart_delay_s: float = 30.0
+    start_window_s: float = 10.0  # a worker that dies sooner than this after it was forked died "at start"
+    max_start_failures: int = 5  # a worker slot dying at start this many times in a row: stop all, exit with an error
+    stop_timeout_s: float = 30.0  # after SIGTERM, workers still running this long after are killed
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     """api_key: needed for writes (POST /events) and admin (POST /admin/reload); None disables them.
     open_reads: searches need no key when True (else the same key as writes).
@@ -39,11 +50,15 @@ class ServingConfig:
     batch_wait_ms: float = 0.0  # how long a lone query waits for company (0: batches form from the queries
     # that arrive while the encoder is busy, which is enough under load and adds nothing when idle)
     cache_size: int = 10_000  # query embeddings kept (LRU); 0 disables the cache
-    search_threads: int | None = 1  # FAISS threads per search (None: FAISS's default, every core)
+    search_stage: bool | None = None  # the batch's dense search on a thread of its own, beside the encoder (True), or
+    # on the encoder thread after each batch (False); None: on its own thread where a space is searched exactly over
+    # FLAT_MAX (30,000) vectors or more, where one query's search costs milliseconds (else the hand-off costs more)
+    search_threads: int | None = 1  # FAISS and BLAS threads per search (None: their default, every core)
     spin: bool = False  # let ONNX Runtime's idle threads spin (steals cores from concurrent requests)
     metrics_dir: str | None = None  # several workers: where they share metrics (PROMETHEUS_MULTIPROC_DIR)
     reload_signal: str | None = None  # several workers: a file whose change tells each to reload
     reload_poll_s: float = 1.0
+    supervision: Supervision = field(default_factory=Supervision)
     public_personalisation: bool = False
     rate_limit: str | None = "100/second;3000/minute"  # per client address, requests without the key
     key_rate_limit: str | None = "1000/second"  # requests with the right key

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +60,9 @@ class LiveIndex:
         self.metrics = metrics
         self.cache = QueryCache(serving.cache_size)
         wait = serving.batch_wait_ms / 1000.0
-        self.text_batcher: MicroBatcher[TextJob, EncodedQuery] = MicroBatcher(
-            self._encode_texts, serving.batch_size, wait)  # observes its own encoder time (search excluded)
+        self.search_stage = serving.search_stage if serving.search_stage is not None else self._heavy_exact_search()
+        self.text_batcher: MicroBatcher[TextJob, EncodedQuery] = MicroBatcher(  # observes its own encoder time
+            self._encode_texts, serving.batch_size, wait, then=self._search_dense if self.search_stage else None)
         self.image_batcher: MicroBatcher[tuple[Image.Image, str], np.ndarray] = MicroBatcher(
             self._encode_images, serving.batch_size, wait, lambda n, s: self._observe("image", n, s))
         self.behaviour: BehaviourModel | None = None
@@ -70,6 +72,12 @@ class LiveIndex:
         self.fused_stale = False  # events came since the fused vectors were last computed
         self.warmed = False  # encoders loaded and run once (warm_up)
         self.load_behaviour()
+
+    def _heavy_exact_search(self) -> bool:
+        """Whether a space is searched exactly over FLAT_MAX vectors or more (milliseconds per query)."""
+        from vitrina.index.product_index import FLAT_MAX
+
+        return any(space.index.is_exact and space.index.ntotal >= FLAT_MAX for space in self.session.directory.spaces.values())
 
     def load_behaviour(self) -> None:
         """(Re)read the behaviour state (snapshot + log tail), with its popularity; None and why when there is none."""
@@ -155,24 +163,32 @@ class LiveIndex:
         self.metrics.encoder_seconds.labels(modality).observe(seconds)
 
     def _encode_texts(self, items: list[TextJob]) -> list[EncodedQuery]:
-        """Encode the batch (one encoder call per space), then search the dense leg of the queries that want it
-        in one FAISS call per (space, depth), on this thread: FAISS releases the GIL, so the event loop goes on
-        serving while it runs."""
+        """Encode the batch (one encoder call per space); without a search stage of its own (ServingConfig.search_stage)
+        also search the dense leg here, on the encoder thread."""
         started = time.perf_counter()
         vectors = self._by_space([(text, space) for text, space, _ in items], self.session.encode_queries)
         self._observe("text", len(items), time.perf_counter() - started)
         out = [EncodedQuery(vector) for vector in vectors]
+        return out if self.search_stage else self._search_dense(items, out)
+
+    def _search_dense(self, items: list[TextJob], encoded: Sequence[EncodedQuery]) -> list[EncodedQuery]:
+        """The dense leg of the queries that want it, one search per (space, depth) over the whole batch (FAISS, or
+        one matrix product on an exact index); FAISS and BLAS release the GIL, so the event loop goes on serving.
+        A failed search leaves those queries to search on their own (and report their error)."""
+        out = list(encoded)
         for space, depth in dict.fromkeys((space, depth) for _, space, depth in items if depth is not None):
             positions = [i for i, (_, s, d) in enumerate(items) if (s, d) == (space, depth)]
             searched = time.perf_counter()
             try:
-                found = self.session.dense_candidates(np.stack([vectors[i] for i in positions]), space, depth)
+                found = self.session.dense_candidates(np.stack([out[i].vector for i in positions]), space, depth)
             except Exception as exc:  # noqa: BLE001 - each request then searches on its own, and reports its error
                 log.warning("the batched dense search failed (%s); searching per request", exc)
                 continue
             self.metrics.index_seconds.labels(space).observe(time.perf_counter() - searched)
+            self.metrics.dense_seconds.labels(space).observe(time.perf_counter() - searched)
+            self.metrics.dense_batch.labels(space).observe(len(positions))
             for j, i in enumerate(positions):
-                out[i] = EncodedQuery(vectors[i], DenseCandidates(space, depth, found.scores[j:j + 1], found.rows[j:j + 1]))
+                out[i] = EncodedQuery(out[i].vector, DenseCandidates(space, depth, found.scores[j:j + 1], found.rows[j:j + 1]))
         return out
 
     def _encode_images(self, items: list[tuple[Image.Image, str]]) -> list[np.ndarray]:
@@ -320,9 +336,24 @@ class IndexHolder:
         except Exception as exc:  # noqa: BLE001 - each worker loads it again and reports why
             self.load_error = str(exc)
 
+    def announced(self) -> dict | None:
+        """The version the workers were last told to serve (the reload signal), None when none was announced."""
+        if not self.serving.reload_signal:
+            return None
+        try:
+            return json.loads(Path(self.serving.reload_signal).read_text())
+        except (OSError, ValueError):
+            return None
+
     async def adopt_preloaded(self) -> None:
-        """In a forked worker: finish the index the parent loaded (warm it if it was not) and count it served."""
+        """In a forked worker: finish the index the parent loaded (warm it if it was not) and count it served; a
+        worker forked after a reload (to replace one that died) loads the version the others serve instead."""
         live = self.current
+        wanted = self.announced()
+        if wanted is not None and (wanted.get("version") != live.version or wanted.get("path") != str(self.path)):
+            self.current = None  # not ready until the announced version is loaded (the parent's copy is left to it)
+            await self.reload(wanted.get("path"), announce=False, directory=wanted.get("directory"))
+            return
         if not live.warmed:
             self.current = None  # not ready (503) until warm, as when it loads here
             await asyncio.to_thread(live.warm_up)

@@ -30,6 +30,10 @@ class ServiceMetrics:
                                        buckets=BATCH_BUCKETS, registry=r)
         self.index_seconds = Histogram("vitrina_index_search_seconds", "Retrieval time (FAISS and BM25) by space",
                                        ["space"], buckets=LATENCY_BUCKETS, registry=r)
+        self.dense_seconds = Histogram("vitrina_dense_search_seconds", "Time of one micro-batch's dense search by space",
+                                       ["space"], buckets=LATENCY_BUCKETS, registry=r)
+        self.dense_batch = Histogram("vitrina_dense_batch_size", "Queries whose dense leg was searched together", ["space"],
+                                     buckets=BATCH_BUCKETS, registry=r)
         self.cache = Counter("vitrina_query_cache", "Query embedding cache lookups", ["result"], registry=r)
         self.index_info = Gauge("vitrina_index_version_info", "The index version being served (value 1)",
                                 ["version"], registry=r, multiprocess_mode="liveall")

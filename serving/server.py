@@ -50,7 +50,7 @@ def run_server(index_path: Path, config: VitrinaConfig, serving: ServingConfig, 
         use_multiprocess_values()
         app = create_app(index_path, config, shared)
         app.state.holder.preload(warm=config.encoders.threads == 1)  # ONNX thread pools would not survive a fork
-        serve_forked(app, host, port, workers, options)
+        serve_forked(app, host, port, workers, options, serving.supervision)
 
 
 def check_rate_limit_storage(serving: ServingConfig) -> None:

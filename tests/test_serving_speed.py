@@ -5,6 +5,7 @@ in one array, and the dense leg searched once for a micro-batch gives the rankin
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from vitrina.engine.query.search import SearchSession
 from vitrina.index.lexical import LexicalIndex
 from vitrina.index.product_index import ProductIndex
 from vitrina.index.store import VectorSpace
+from vitrina.serving.batching import MicroBatcher
 from vitrina.serving.config import ServingConfig
 from vitrina.serving.live import LiveIndex
 from vitrina.serving.metrics import ServiceMetrics
@@ -116,11 +118,14 @@ def test_dense_depth_only_for_plain_one_query_searches(text_index):
     assert dense_depth(session, plan_text_search(session, "shirt", 10, facets=["category"])) is None
 
 
-def test_micro_batch_searches_the_dense_leg_once_for_the_queries_that_ask(text_index):
-    live = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(), ServiceMetrics())
+@pytest.mark.parametrize("stage", [True, False])
+def test_micro_batch_searches_the_dense_leg_once_for_the_queries_that_ask(text_index, stage):
+    live = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(search_stage=stage), ServiceMetrics())
     try:
         items = [("blue shirt", "text", 100), ("red dress", "text", None), ("black watch", "text", 100)]
         encoded = live._encode_texts(items)
+        assert all(e.dense is None for e in encoded) if stage else encoded[0].dense is not None
+        encoded = live._search_dense(items, encoded) if stage else encoded
         assert encoded[1].dense is None
         vectors = live.session.encode_queries([text for text, _, _ in items])
         for i in (0, 2):
@@ -146,3 +151,46 @@ def test_served_search_matches_the_library(text_index):
             assert [h["id"] for h in body["results"]] == [h.id for h in session.search(query, 5)[0]]
     finally:
         client.__exit__(None, None, None)
+
+
+def test_the_search_stage_runs_beside_the_encoder_and_takes_every_waiting_batch_at_once():
+    calls: list[list[int]] = []
+
+    def then(items: list[int], results: list[int]) -> list[int]:
+        calls.append(list(items))
+        time.sleep(0.05)  # a slow search: the encoder's next batches queue up meanwhile
+        if 99 in items:
+            raise RuntimeError("search failed")
+        return [r + 1 for r in results]
+
+    batcher = MicroBatcher(lambda items: [i * 10 for i in items], max_size=2, max_wait_s=0.0, then=then)
+
+    async def submit_both():
+        first = await asyncio.gather(*(batcher.submit(i) for i in range(7)))
+        return first, await batcher.submit(99)
+
+    try:
+        first, failed = asyncio.run(submit_both())
+        assert first == [i * 10 + 1 for i in range(7)]
+        assert sorted(i for call in calls[:-1] for i in call) == list(range(7))
+        assert max(len(call) for call in calls) > 2  # encoded batches of at most 2, searched together
+        assert failed == 990  # a failing stage answers with what the encoder gave
+    finally:
+        batcher.close()
+
+
+def test_the_search_stage_is_on_by_default_only_for_large_exact_spaces(text_index):
+    from vitrina.index.product_index import FLAT_MAX
+
+    live = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(), ServiceMetrics())
+    try:
+        space = live.session.directory.spaces["text"]
+        assert space.index.is_exact and space.index.ntotal < FLAT_MAX
+        assert live.search_stage is False and live.text_batcher._then is None  # a tiny exact index: searched inline
+    finally:
+        live.close()
+    forced = LiveIndex(text_index, VitrinaConfig(progress=False), ServingConfig(search_stage=True), ServiceMetrics())
+    try:
+        assert forced.search_stage is True and forced.text_batcher._then is not None
+    finally:
+        forced.close()
