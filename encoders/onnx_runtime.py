@@ -163,9 +163,12 @@ def openvino_precision(info: OnnxModelInfo, config: EncoderConfig, on_gpu: bool)
     if config.runtime == "auto":
         wanted = info.modality == "text" and config.catalog and config.precision == "auto"
         return "bf16" if wanted and openvino_installed() and cpu_has_bf16() else None
+    if config.precision == "int8" and info.modality == "text":
+        return "int8" if config.catalog else None  # catalog: an NNCF graph (openvino_int8); queries: ORT's int8 graph
     if config.precision not in ("auto", "fp32"):
-        raise EncoderError(f"the OpenVINO runtime runs fp32 graphs (bf16 where the CPU has it), not {config.precision}; "
-                           "use precision auto or fp32, or the onnxruntime runtime")
+        raise EncoderError(f"the OpenVINO runtime runs fp32 graphs (bf16 where the CPU has it) and int8 catalog text, "
+                           f"not {config.precision} {'catalog ' if config.catalog else ''}{info.modality}; use precision "
+                           "auto or fp32, or the onnxruntime runtime")
     return "bf16" if config.precision == "auto" and cpu_has_bf16() else "fp32"
 
 
@@ -192,18 +195,28 @@ class OnnxEncoder:
         openvino = openvino_precision(self.info, config, on_gpu=len(providers) > 1)
         try:
             if openvino is not None:
-                from vitrina.encoders.openvino_runtime import OpenVinoSession
+                from vitrina.encoders.openvino_runtime import OpenVinoSession, cpu_has_bf16
 
                 path = self.model_dir / self.info.files["fp32"]
-                streams = options.intra_op_num_threads if config.catalog else 1  # bulk: a batch per core at once
-                self.session = OpenVinoSession(path, options.intra_op_num_threads, openvino == "bf16", streams)
+                self.streams = options.intra_op_num_threads if config.catalog else 1  # bulk: a batch per core at once
                 self.precision = openvino
+                if openvino == "int8":
+                    from vitrina.encoders.openvino_int8 import cached_int8_graph
+
+                    path = cached_int8_graph(self.model_dir, config)  # None: made from the first catalog texts
+                self.session = None if path is None else OpenVinoSession(
+                    path, options.intra_op_num_threads, openvino == "bf16" or (openvino == "int8" and cpu_has_bf16()), self.streams)
             else:
                 self.session = ort.InferenceSession(str(path), options, providers=providers)
         except EncoderError:
             raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EncoderError(f"could not load {path}: {exc}") from exc
+        if self.session is None:  # an int8 graph still to make: OpenVINO runs it
+            from vitrina.encoders.openvino_runtime import PROVIDER
+
+            self.providers, self.on_gpu, self.device_id = [PROVIDER], False, 0
+            return
         self.providers = self.session.get_providers()
         self.on_gpu = openvino is None and self.providers[0] != "CPUExecutionProvider"
         self.device_id = int(dict(self.session.get_provider_options().get(self.providers[0], {})).get("device_id", 0) or 0)
@@ -280,6 +293,8 @@ class OnnxTextEncoder(OnnxEncoder):
         out = np.zeros((len(batch), self.dim), dtype=np.float32)
         if not len(batch):
             return out
+        if self.session is None:
+            self._load_int8(batch)
         encodings = self.tokenize(list(batch))
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         step = self.config.batch_size
@@ -288,6 +303,18 @@ class OnnxTextEncoder(OnnxEncoder):
         for rows, batch_vectors in zip(batches, vectors):
             out[rows] = batch_vectors
         return l2_normalize(out)
+
+
+    def _load_int8(self, texts: Sequence[str]) -> None:
+        """The OpenVINO int8 graph, quantised first on a sample of `texts` (the first catalog texts) when not cached."""
+        from vitrina.encoders.openvino_int8 import int8_graph
+        from vitrina.encoders.openvino_runtime import OpenVinoSession, cpu_has_bf16
+
+        def to_feeds(sample: list[str]) -> list[dict[str, np.ndarray]]:
+            return [self._feeds([e]) for e in self.tokenize(sample)]
+
+        path = int8_graph(self.model_dir, self.config, list(texts), to_feeds)
+        self.session = OpenVinoSession(path, self.config.threads or usable_cores(), cpu_has_bf16(), self.streams)
 
 
 def resize_shortest_and_crop(img: Image.Image, size: int) -> Image.Image:
