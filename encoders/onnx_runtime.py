@@ -105,6 +105,11 @@ def cache_entry(modality: str, encoder_name: str, config: EncoderConfig) -> Path
     return (config.onnx_cache or default_cache_dir()) / key
 
 
+def openvino_cache(config: EncoderConfig) -> Path:
+    """Where OpenVINO keeps compiled graphs: beside the ONNX exports."""
+    return (config.onnx_cache or default_cache_dir()) / "openvino"
+
+
 def is_onnx_dir(spec: str | Path) -> bool:
     """Whether a model spec names an exported model directory."""
     return (Path(spec).expanduser() / META_FILE).is_file()
@@ -205,7 +210,8 @@ class OnnxEncoder:
 
                     path = cached_int8_graph(self.model_dir, config)  # None: made from the first catalog texts
                 self.session = None if path is None else OpenVinoSession(
-                    path, options.intra_op_num_threads, openvino == "bf16" or (openvino == "int8" and cpu_has_bf16()), self.streams)
+                    path, options.intra_op_num_threads, openvino == "bf16" or (openvino == "int8" and cpu_has_bf16()), self.streams,
+                    openvino_cache(config))
             else:
                 self.session = ort.InferenceSession(str(path), options, providers=providers)
         except EncoderError:
@@ -314,7 +320,8 @@ class OnnxTextEncoder(OnnxEncoder):
             return [self._feeds([e]) for e in self.tokenize(sample)]
 
         path = int8_graph(self.model_dir, self.config, list(texts), to_feeds)
-        self.session = OpenVinoSession(path, self.config.threads or usable_cores(), cpu_has_bf16(), self.streams)
+        self.session = OpenVinoSession(path, self.config.threads or usable_cores(), cpu_has_bf16(), self.streams,
+                                       openvino_cache(self.config))
 
 
 def resize_shortest_and_crop(img: Image.Image, size: int) -> Image.Image:
