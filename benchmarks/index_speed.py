@@ -16,7 +16,9 @@ vectors, every dev query (int8, the query default) searched densely in each: top
 Hybrid parity: the same titles indexed (`--index-factory Flat`) with each catalog encoder and `vitrina eval text
 --methods dense,hybrid` on every dev query (slow: several minutes; `--skip hybrid`).
 
-    .venv/bin/python benchmarks/index_speed.py [--limit 10000] [--rounds 2] [--skip st,int8,onnxruntime,parity,hybrid]
+    .venv/bin/python benchmarks/index_speed.py --skip parity,hybrid    # the speed targets: about 4 minutes quiet
+    .venv/bin/python benchmarks/index_speed.py --rounds 0               # parity only (dense and hybrid; slow)
+    options: [--limit 10000] [--rounds 2] [--skip st,int8,onnxruntime,parity,hybrid]
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ print(vectors.shape)
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=10_000, help="Home Depot titles to index (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default %(default)s; 0: parity only)")
     parser.add_argument("--skip", default="", help="comma-separated: st, int8, onnxruntime, parity, hybrid")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the catalog and figures (default %(default)s)")
     return parser.parse_args(argv)
@@ -176,8 +178,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     catalog = subset_catalog(HOMEDEPOT / "products.csv", args.limit, args.out)
     print(f"catalog: {catalog} ({args.limit} Home Depot titles); load {load_average()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="index-speed-") as tmp:
-        runs = speed(catalog, args.rounds, skip, Path(tmp))
+    runs: dict[str, list[dict]] = {}
+    if args.rounds > 0:
+        with tempfile.TemporaryDirectory(prefix="index-speed-") as tmp:
+            runs = speed(catalog, args.rounds, skip, Path(tmp))
     rows = []
     best = {name: min(r["wall_s"] for r in rs) for name, rs in runs.items()}
     for name, rs in runs.items():
