@@ -100,11 +100,11 @@ def make_int8_graph(model_dir: Path, config: EncoderConfig, feeds: Sequence[dict
     if not feeds:
         raise EncoderError("int8 quantisation needs at least one non-blank catalog text to calibrate on")
     entry = int8_entry(model_dir, config)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(entry)
     tmp = entry.parent / leftover_name(entry.name, "tmp")
-    tmp.mkdir()
     try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(entry)
+        tmp.mkdir()
         _quantize(Path(model_dir) / "model.onnx", tmp / GRAPH_FILE, list(feeds))
         (tmp / "recipe.txt").write_text(f"{RECIPE}\ncalibration texts: {len(feeds)}\n")
         write_checksums(tmp)
