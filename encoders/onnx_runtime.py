@@ -17,6 +17,7 @@ import html
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -36,6 +37,7 @@ EXPORT_FORMAT = 1
 OUTPUT_NAME = "embedding"
 SMOOTH_ALPHA = 0.75  # int8 text recipe (encoders.onnx_export); measured on MiniLM: 0.5 -> cosine 0.988, 0.75 -> 0.997, 0.9 -> 0.996
 log = logging.getLogger("vitrina")
+_INT8_LOCK = threading.Lock()  # making an int8 catalog graph (encoders.openvino_int8)
 
 
 @dataclass
@@ -310,7 +312,6 @@ class OnnxTextEncoder(OnnxEncoder):
             out[rows] = batch_vectors
         return l2_normalize(out)
 
-
     def _load_int8(self, texts: Sequence[str]) -> None:
         """The OpenVINO int8 graph, quantised first on a sample of `texts` (the first catalog texts) when not cached."""
         from vitrina.encoders.openvino_int8 import int8_graph
@@ -319,9 +320,11 @@ class OnnxTextEncoder(OnnxEncoder):
         def to_feeds(sample: list[str]) -> list[dict[str, np.ndarray]]:
             return [self._feeds([e]) for e in self.tokenize(sample)]
 
-        path = int8_graph(self.model_dir, self.config, list(texts), to_feeds)
-        self.session = OpenVinoSession(path, self.config.threads or usable_cores(), cpu_has_bf16(), self.streams,
-                                       openvino_cache(self.config))
+        with _INT8_LOCK:  # callers on several threads make it once
+            if self.session is None:
+                path = int8_graph(self.model_dir, self.config, list(texts), to_feeds)
+                self.session = OpenVinoSession(path, self.config.threads or usable_cores(), cpu_has_bf16(), self.streams,
+                                               openvino_cache(self.config))
 
 
 def resize_shortest_and_crop(img: Image.Image, size: int) -> Image.Image:
