@@ -17,6 +17,7 @@ import html
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -36,6 +37,7 @@ EXPORT_FORMAT = 1
 OUTPUT_NAME = "embedding"
 SMOOTH_ALPHA = 0.75  # int8 text recipe (encoders.onnx_export); measured on MiniLM: 0.5 -> cosine 0.988, 0.75 -> 0.997, 0.9 -> 0.996
 log = logging.getLogger("vitrina")
+_INT8_LOCK = threading.Lock()  # making an int8 catalog graph (encoders.openvino_int8)
 
 
 @dataclass
@@ -105,6 +107,11 @@ def cache_entry(modality: str, encoder_name: str, config: EncoderConfig) -> Path
     return (config.onnx_cache or default_cache_dir()) / key
 
 
+def openvino_cache(config: EncoderConfig) -> Path:
+    """Where OpenVINO keeps compiled graphs: beside the ONNX exports."""
+    return (config.onnx_cache or default_cache_dir()) / "openvino"
+
+
 def is_onnx_dir(spec: str | Path) -> bool:
     """Whether a model spec names an exported model directory."""
     return (Path(spec).expanduser() / META_FILE).is_file()
@@ -163,9 +170,12 @@ def openvino_precision(info: OnnxModelInfo, config: EncoderConfig, on_gpu: bool)
     if config.runtime == "auto":
         wanted = info.modality == "text" and config.catalog and config.precision == "auto"
         return "bf16" if wanted and openvino_installed() and cpu_has_bf16() else None
+    if config.precision == "int8" and info.modality == "text":
+        return "int8" if config.catalog else None  # catalog: an NNCF graph (openvino_int8); queries: ORT's int8 graph
     if config.precision not in ("auto", "fp32"):
-        raise EncoderError(f"the OpenVINO runtime runs fp32 graphs (bf16 where the CPU has it), not {config.precision}; "
-                           "use precision auto or fp32, or the onnxruntime runtime")
+        raise EncoderError(f"the OpenVINO runtime runs fp32 graphs (bf16 where the CPU has it) and int8 catalog text, "
+                           f"not {config.precision} {'catalog ' if config.catalog else ''}{info.modality}; use precision "
+                           "auto or fp32, or the onnxruntime runtime")
     return "bf16" if config.precision == "auto" and cpu_has_bf16() else "fp32"
 
 
@@ -194,12 +204,18 @@ class OnnxEncoder:
         openvino = openvino_precision(self.info, config, on_gpu=len(providers) > 1)
         try:
             if openvino is not None:
-                from vitrina.encoders.openvino_runtime import OpenVinoSession
+                from vitrina.encoders.openvino_runtime import OpenVinoSession, cpu_has_bf16
 
                 path = self.model_dir / self.info.files["fp32"]
-                streams = options.intra_op_num_threads if config.catalog else 1  # bulk: a batch per core at once
-                self.session = OpenVinoSession(path, options.intra_op_num_threads, openvino == "bf16", streams)
+                self.streams = options.intra_op_num_threads if config.catalog else 1  # bulk: a batch per core at once
                 self.precision = openvino
+                if openvino == "int8":
+                    from vitrina.encoders.openvino_int8 import cached_int8_graph
+
+                    path = cached_int8_graph(self.model_dir, config)  # None: made from the first catalog texts
+                self.session = None if path is None else OpenVinoSession(
+                    path, options.intra_op_num_threads, openvino == "bf16" or (openvino == "int8" and cpu_has_bf16()), self.streams,
+                    openvino_cache(config))
             elif config.optimised_cache:
                 from vitrina.encoders.onnx_optimised import optimised_session
 
@@ -212,6 +228,11 @@ class OnnxEncoder:
             raise
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EncoderError(f"could not load {path}: {exc}") from exc
+        if self.session is None:  # an int8 graph still to make: OpenVINO runs it
+            from vitrina.encoders.openvino_runtime import PROVIDER
+
+            self.providers, self.on_gpu, self.device_id = [PROVIDER], False, 0
+            return
         self.providers = self.session.get_providers()
         self.on_gpu = openvino is None and self.providers[0] != "CPUExecutionProvider"
         self.device_id = int(dict(self.session.get_provider_options().get(self.providers[0], {})).get("device_id", 0) or 0)
@@ -288,6 +309,8 @@ class OnnxTextEncoder(OnnxEncoder):
         out = np.zeros((len(batch), self.dim), dtype=np.float32)
         if not len(batch):
             return out
+        if self.session is None:
+            self._load_int8(batch)
         encodings = self.tokenize(list(batch))
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         step = self.config.batch_size
@@ -296,6 +319,20 @@ class OnnxTextEncoder(OnnxEncoder):
         for rows, batch_vectors in zip(batches, vectors):
             out[rows] = batch_vectors
         return l2_normalize(out)
+
+    def _load_int8(self, texts: Sequence[str]) -> None:
+        """The OpenVINO int8 graph, quantised first on a sample of `texts` (the first catalog texts) when not cached."""
+        from vitrina.encoders.openvino_int8 import int8_graph
+        from vitrina.encoders.openvino_runtime import OpenVinoSession, cpu_has_bf16
+
+        def to_feeds(sample: list[str]) -> list[dict[str, np.ndarray]]:
+            return [self._feeds([e]) for e in self.tokenize(sample)]
+
+        with _INT8_LOCK:  # callers on several threads make it once
+            if self.session is None:
+                path = int8_graph(self.model_dir, self.config, list(texts), to_feeds)
+                self.session = OpenVinoSession(path, self.config.threads or usable_cores(), cpu_has_bf16(), self.streams,
+                                               openvino_cache(self.config))
 
 
 def resize_shortest_and_crop(img: Image.Image, size: int) -> Image.Image:

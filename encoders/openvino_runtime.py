@@ -49,19 +49,23 @@ class _Input:
 class OpenVinoSession:
     """An ONNX graph compiled by OpenVINO for the CPU, behind the part of onnxruntime's session API encoders use."""
 
-    def __init__(self, path: Path, threads: int, bf16: bool, streams: int = 1) -> None:
-        """streams > 1: that many batches run at once, one thread each (`run_all`; bulk encoding)."""
+    def __init__(self, path: Path, threads: int, bf16: bool, streams: int = 1, cache_dir: Path | None = None) -> None:
+        """streams > 1: that many batches run at once, one thread each (`run_all`; bulk encoding).
+        cache_dir: where OpenVINO keeps the compiled graph, so a later process loads it instead of compiling."""
         if not openvino_installed():
             raise EncoderError("the OpenVINO runtime was asked for, but openvino is not installed; pip install vitrina[openvino]")
         try:
             core = _core()
-            model = core.read_model(str(path))
-            self.compiled = core.compile_model(model, "CPU", {
+            settings = {
                 "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32",
                 "INFERENCE_NUM_THREADS": int(threads),
                 "PERFORMANCE_HINT": "THROUGHPUT" if streams > 1 else "LATENCY",
                 **({"NUM_STREAMS": int(streams)} if streams > 1 else {}),
-            })
+            }
+            if cache_dir is not None:
+                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+                settings["CACHE_DIR"] = str(cache_dir)
+            self.compiled = core.compile_model(str(path), "CPU", settings)  # from the path: a cached blob skips reading it
             self.streams = int(self.compiled.get_property("NUM_STREAMS")) if streams > 1 else 1
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise EncoderError(f"OpenVINO could not load {path}: {exc}") from exc

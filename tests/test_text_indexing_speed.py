@@ -91,9 +91,9 @@ def test_openvino_matches_onnxruntime_on_catalog_text(tiny_bert_dir, tmp_path):
 
 
 @needs_openvino
-def test_openvino_runs_fp32_graphs_only(tiny_bert_dir, tmp_path):
+def test_openvino_runs_fp32_graphs_and_int8_catalog_text_only(tiny_bert_dir, tmp_path):
     with pytest.raises(EncoderError, match="OpenVINO runtime runs fp32 graphs"):
-        load_text_encoder(str(tiny_bert_dir), EncoderConfig(device="cpu", runtime="openvino", precision="int8", onnx_cache=tmp_path))
+        load_text_encoder(str(tiny_bert_dir), EncoderConfig(device="cpu", runtime="openvino", precision="fp16", onnx_cache=tmp_path))
 
 
 @needs_openvino

@@ -33,7 +33,7 @@ from vitrina.index.content import CONTENT_FILE, ProductContent, content_hash, jo
 from vitrina.index.store import read_ordinals, read_vectors
 from vitrina.index.versions import is_versioned_root, resolve_index_path
 
-TEXT_CHUNK = 1024  # texts per encode call (sorted by length inside it)
+TEXT_CHUNK = 8192  # texts per encode call (sorted by length inside it; 1024 cost 5-8% more CPU: RESULTS, issue 19)
 Bars = dict[str, tqdm]  # progress bars the stage updates where present: "text" (products), "decode" (images)
 ImageSlot = tuple[int, int, str]  # (position of the product in its shard, image ordinal, image source)
 
