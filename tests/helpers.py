@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from vitrina.cli.main import main as cli_main
@@ -51,3 +54,23 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         except SystemExit as exc:  # argparse usage errors
             code = int(exc.code or 0)
     return code, out.getvalue(), err.getvalue()
+
+
+def encode_in_fresh_process(model_dir: Path, config: str, watched: tuple[str, ...],
+                            texts: tuple[str, ...] = ("red shoes", "a blue shirt")) -> tuple[dict, list, list[str]]:
+    """Load a text encoder in a new Python process and embed `texts`: ({"name", "precision"} of the encoder, its
+    vectors, which of the `watched` modules that process imported). `config`: an EncoderConfig expression
+    (`Path` is in scope)."""
+    script = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "from vitrina.encoders import EncoderConfig, load_text_encoder\n"
+        f"e = load_text_encoder({str(model_dir)!r}, {config})\n"
+        f"v = e.encode({list(texts)!r})\n"
+        f"print(json.dumps([{{'name': e.name, 'precision': e.precision}}, v.tolist(), "
+        f"sorted(m for m in {tuple(watched)!r} if m in sys.modules)]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    about, vectors, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    return about, vectors, imported

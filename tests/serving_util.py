@@ -69,6 +69,19 @@ def wait_ready(base: str, timeout_s: float = 120.0) -> dict:
     raise AssertionError(f"{base} not ready: {last.text if last is not None else 'no answer'}")
 
 
+def search_until_answered(base: str, count: int, timeout_s: float = 240.0, pause_s: float = 0.2) -> None:
+    """Send `count` searches that must each return 3 hits; a worker still warming up may answer 503 until the
+    deadline."""
+    answered, deadline = 0, time.monotonic() + timeout_s
+    while answered < count:
+        response = httpx.get(f"{base}/search", params={"q": "watch", "k": 3}, timeout=60)
+        if response.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(pause_s)
+            continue
+        assert response.status_code == 200 and len(response.json()["results"]) == 3, response.text
+        answered += 1
+
+
 def ready_client(index_dir: Path, serving: ServingConfig | None = None) -> TestClient:
     """A started TestClient over the app of `index_dir`, once its index is loaded (the caller exits it)."""
     client = TestClient(create_app(index_dir, serving=serving or ServingConfig(api_key=KEY)))

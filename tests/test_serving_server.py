@@ -26,7 +26,7 @@ from vitrina.serving.config import ServingConfig
 from vitrina.serving.prefork import per_worker_threads
 from vitrina.serving.ratelimit import RateLimitError
 from vitrina.serving.server import MULTIPROC_ENV, run_server, server_options, worker_settings
-from tests.serving_util import KEY, free_port, shop_catalog, wait_ready
+from tests.serving_util import KEY, free_port, search_until_answered, shop_catalog, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,14 +80,7 @@ def test_two_workers_serve_the_index_and_leave_nothing_behind(tmp_path):
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, timeout_s=240)
         assert len(list(scratch.glob("vitrina-serve-*/metrics"))) == 1
-        answered, deadline = 0, time.monotonic() + 240
-        while answered < 6:  # whichever worker answers; one may still be loading (503) for a while
-            response = httpx.get(f"{base}/search", params={"q": "watch", "k": 3}, timeout=60)
-            if response.status_code == 503 and time.monotonic() < deadline:
-                time.sleep(0.5)
-                continue
-            assert response.status_code == 200 and len(response.json()["results"]) == 3, response.text
-            answered += 1
+        search_until_answered(base, 6, pause_s=0.5)  # whichever worker answers; one may still be loading (503)
         assert "vitrina_requests_total" in httpx.get(f"{base}/metrics", timeout=30).text
         # forked from the process that loaded the index (not spawned afresh), both accepting on the one port
         parent = psutil.Process(server.pid)

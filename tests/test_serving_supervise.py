@@ -18,7 +18,7 @@ from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
 from vitrina.serving.config import Supervision
 from vitrina.serving.prefork import Supervisor, WorkerError, describe_exit
-from tests.serving_util import free_port, shop_catalog, wait_ready
+from tests.serving_util import free_port, search_until_answered, shop_catalog, wait_ready
 from tests.test_serving_server import REPO
 
 FAST = Supervision(restart_delay_s=0.05, max_restart_delay_s=0.2, start_window_s=5.0, max_start_failures=3, stop_timeout_s=5.0)
@@ -91,15 +91,20 @@ def test_workers_that_keep_dying_at_start_stop_the_server_with_an_error(caplog):
     assert "in 0.1 s (died at start 2 time(s) in a row)" in caplog.text
 
 
-@pytest.mark.slow
-def test_vitrina_serve_with_two_workers_replaces_a_killed_one_and_keeps_answering(tmp_path):
+def serve_two_workers(tmp_path, *flags: str) -> tuple[subprocess.Popen, int]:
+    """`vitrina serve --workers 2` of a small shop index, in a process of its own: (the process, its port)."""
     catalog, _ = shop_catalog(tmp_path, per_type=2)
     build_index(catalog, tmp_path / "idx", VitrinaConfig(progress=False))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     server = subprocess.Popen([sys.executable, "-m", "vitrina", "serve", str(tmp_path / "idx"), "--port", str(port),
-                               "--workers", "2", "--rate-limit", "off"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               "--workers", "2", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return server, port
+
+
+@pytest.mark.slow
+def test_vitrina_serve_with_two_workers_replaces_a_killed_one_and_keeps_answering(tmp_path):
+    server, port = serve_two_workers(tmp_path, "--rate-limit", "off")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, timeout_s=240)
@@ -107,14 +112,7 @@ def test_vitrina_serve_with_two_workers_replaces_a_killed_one_and_keeps_answerin
         workers = parent.children()
         assert len(workers) == 2
         workers[0].kill()  # SIGKILL: as the kernel's OOM killer does
-        answered, deadline = 0, time.monotonic() + 120
-        while answered < 20:  # the survivor answers at once; the replacement may be warming (503) for a moment
-            response = httpx.get(f"{base}/search", params={"q": "watch", "k": 3}, timeout=60)
-            if response.status_code == 503 and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            assert response.status_code == 200 and len(response.json()["results"]) == 3, response.text
-            answered += 1
+        search_until_answered(base, 20, timeout_s=120)  # the replacement may be warming (503) for a moment
         for _ in range(200):
             now = parent.children()
             if len(now) == 2 and workers[0].pid not in {w.pid for w in now}:
@@ -135,12 +133,7 @@ def test_vitrina_serve_with_two_workers_replaces_a_killed_one_and_keeps_answerin
 
 @pytest.mark.slow
 def test_vitrina_serve_stops_with_a_clear_error_when_workers_keep_dying_at_start(tmp_path):
-    catalog, _ = shop_catalog(tmp_path, per_type=2)
-    build_index(catalog, tmp_path / "idx", VitrinaConfig(progress=False))
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-m", "vitrina", "serve", str(tmp_path / "idx"), "--port", str(port),
-                               "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server, port = serve_two_workers(tmp_path)
     parent = psutil.Process(server.pid)
     deadline = time.monotonic() + 240
     while server.poll() is None and time.monotonic() < deadline:  # every worker dies as soon as it appears

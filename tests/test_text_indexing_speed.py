@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from vitrina.encoders import EncoderConfig, EncoderError, load_text_encoder
 from vitrina.encoders.factory import cached_text_export
 from vitrina.encoders.files import read_checksums
 from vitrina.encoders.openvino_runtime import cpu_has_bf16, openvino_installed
-from tests.helpers import REPO, WORDS, run_cli, write_csv
+from tests.helpers import WORDS, encode_in_fresh_process, run_cli, write_csv
 
 needs_openvino = pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed (pip install vitrina[openvino])")
 
@@ -30,17 +28,9 @@ def test_a_cached_text_export_loads_without_pytorch(tiny_bert_dir, tmp_path):
     first = load_text_encoder(str(tiny_bert_dir), config)  # loads PyTorch once and exports
     entry = cached_text_export(str(tiny_bert_dir), config)
     assert entry is not None and entry.parent == tmp_path / "cache"
-    script = (
-        "import sys, json\n"
-        "from pathlib import Path\n"
-        "from vitrina.encoders import EncoderConfig, load_text_encoder\n"
-        f"e = load_text_encoder({str(tiny_bert_dir)!r}, EncoderConfig(device='cpu', onnx_cache=Path({str(tmp_path / 'cache')!r})))\n"
-        "v = e.encode(['red shoes', 'a blue shirt'])\n"
-        "print(json.dumps([e.name, v.tolist(), sorted(m for m in ('torch', 'transformers') if m in sys.modules)]))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    name, vectors, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    about, vectors, imported = encode_in_fresh_process(
+        tiny_bert_dir, f"EncoderConfig(device='cpu', onnx_cache=Path({str(tmp_path / 'cache')!r}))", ("torch", "transformers"))
+    name = about["name"]
     assert imported == []
     assert name == first.name
     assert np.allclose(np.asarray(vectors), first.encode(["red shoes", "a blue shirt"]), atol=1e-5)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +12,7 @@ from vitrina.encoders import EncoderConfig, EncoderError, load_text_encoder
 from vitrina.encoders.files import read_checksums
 from vitrina.encoders.openvino_int8 import GRAPH_FILE, calibration_sample, cached_int8_graph, int8_entry, nncf_installed
 from vitrina.encoders.openvino_runtime import openvino_installed
-from tests.helpers import REPO, WORDS, run_cli, write_csv
+from tests.helpers import WORDS, encode_in_fresh_process, run_cli, write_csv
 
 needs_int8 = pytest.mark.skipif(not (openvino_installed() and nncf_installed()),
                                 reason="openvino and nncf are not installed (pip install vitrina[int8])")
@@ -108,17 +106,9 @@ def test_index_with_int8_catalog_text_records_the_runtime(tiny_bert_dir, tmp_pat
 def test_a_cached_int8_graph_loads_without_pytorch_or_nncf(tiny_bert_dir, tmp_path):
     config = int8_config(tmp_path)
     expected = load_text_encoder(str(tiny_bert_dir), config).encode(["red shoes", "a blue shirt"])  # made here
-    script = (
-        "import sys, json\n"
-        "from pathlib import Path\n"
-        "from vitrina.encoders import EncoderConfig, load_text_encoder\n"
-        f"c = EncoderConfig(device='cpu', batch_size=8, runtime='openvino', precision='int8', onnx_cache=Path({str(tmp_path / 'cache')!r}))\n"
-        f"e = load_text_encoder({str(tiny_bert_dir)!r}, c.for_catalog())\n"
-        "v = e.encode(['red shoes', 'a blue shirt'])\n"
-        "print(json.dumps([e.precision, v.tolist(), sorted(m for m in ('torch', 'transformers', 'nncf') if m in sys.modules)]))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    precision, vectors, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    about, vectors, imported = encode_in_fresh_process(
+        tiny_bert_dir, f"EncoderConfig(device='cpu', batch_size=8, runtime='openvino', precision='int8', "
+                       f"onnx_cache=Path({str(tmp_path / 'cache')!r})).for_catalog()", ("torch", "transformers", "nncf"))
+    precision = about["precision"]
     assert precision == "int8" and imported == []
     assert np.allclose(np.asarray(vectors), expected, atol=1e-3)
