@@ -127,15 +127,14 @@ class Supervisor:
 
     def _reap(self) -> None:
         """Collect the workers that died; plan their replacement (or give up)."""
-        while True:
+        for slot in self.slots:
+            if slot.pid is None:
+                continue
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(slot.pid, os.WNOHANG)  # its own workers only: never another child's status
             except ChildProcessError:
-                return
+                pid, status = slot.pid, 0
             if pid == 0:
-                return
-            slot = next((s for s in self.slots if s.pid == pid), None)
-            if slot is None:
                 continue
             slot.pid = None
             if self.stopping:

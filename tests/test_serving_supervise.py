@@ -3,11 +3,11 @@ that keeps dying at start stops the server with a clear error, and a stop signal
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -16,79 +16,37 @@ import pytest
 
 from vitrina.engine.build.indexing import build_index
 from vitrina.engine.config import VitrinaConfig
-from vitrina.serving.config import Supervision
-from vitrina.serving.prefork import Supervisor, WorkerError, describe_exit
 from tests.serving_util import free_port, search_until_answered, shop_catalog, wait_ready
 from tests.test_serving_server import REPO
 
-FAST = Supervision(restart_delay_s=0.05, max_restart_delay_s=0.2, start_window_s=5.0, max_start_failures=3, stop_timeout_s=5.0)
 
-
-def sleeper() -> int:
-    """A worker that runs until a signal ends it."""
-    pid = os.fork()
-    if pid == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
-        time.sleep(60)
-        os._exit(0)
-    return pid
-
-
-def crasher() -> int:
-    """A worker that dies as it starts."""
-    pid = os.fork()
-    if pid == 0:
-        os._exit(3)
-    return pid
+def scenario(name: str) -> dict:
+    """Run a scenario of tests/supervise_scenarios.py in a fresh interpreter (see why there); its JSON result."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "tests.supervise_scenarios", name], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_exit_statuses_are_described():
-    pid = crasher()
-    assert describe_exit(os.waitpid(pid, 0)[1]) == "exited with code 3"
-    pid = sleeper()
-    os.kill(pid, signal.SIGKILL)
-    assert describe_exit(os.waitpid(pid, 0)[1]) == "was killed by signal 9 (SIGKILL)"
+    assert scenario("exits") == {"crashed": "exited with code 3", "killed": "was killed by signal 9 (SIGKILL)", "log": ""}
 
 
-def test_a_killed_worker_is_replaced_and_a_stop_signal_ends_them_all(caplog):
-    supervisor = Supervisor(sleeper, 2, FAST)
-    seen: list[list[int]] = []
-
-    def drive() -> None:
-        time.sleep(0.5)
-        first = supervisor.alive()
-        seen.append(first)
-        os.kill(first[0], signal.SIGKILL)
-        for _ in range(100):  # a new worker takes the dead one's place
-            time.sleep(0.05)
-            now = supervisor.alive()
-            if len(now) == 2 and first[0] not in now:
-                break
-        seen.append(supervisor.alive())
-        os.kill(os.getpid(), signal.SIGTERM)  # what `kill PARENT` does: stops the supervisor
-
-    thread = threading.Thread(target=drive)
-    thread.start()
-    with caplog.at_level("WARNING", logger="vitrina"):
-        supervisor.run()  # returns on SIGTERM, after every worker ended
-    thread.join()
-    first, later = seen
+def test_a_killed_worker_is_replaced_and_a_stop_signal_ends_them_all():
+    result = scenario("replaced")
+    first, later = result["first"], result["later"]
     assert len(first) == 2 and len(later) == 2 and first[1] in later and first[0] not in later
-    assert supervisor.alive() == []
-    for pid in first + later:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert f"worker {first[0]} was killed by signal 9 (SIGKILL)" in caplog.text and "starting a new worker" in caplog.text
+    assert result["alive"] == [] and result["lingering"] == []
+    assert f"worker {first[0]} was killed by signal 9 (SIGKILL)" in result["log"] and "starting a new worker" in result["log"]
 
 
-def test_workers_that_keep_dying_at_start_stop_the_server_with_an_error(caplog):
-    supervisor = Supervisor(crasher, 2, FAST)
-    started = time.monotonic()
-    with caplog.at_level("WARNING", logger="vitrina"), pytest.raises(WorkerError, match="died as they started 3 times in a row"):
-        supervisor.run()
-    assert time.monotonic() - started < 5  # backed off 0.05 s, then 0.1 s: not minutes
-    assert supervisor.alive() == []
-    assert "in 0.1 s (died at start 2 time(s) in a row)" in caplog.text
+def test_workers_that_keep_dying_at_start_stop_the_server_with_an_error():
+    result = scenario("keep_dying")
+    assert "died as they started 3 times in a row" in result["error"]
+    assert result["seconds"] < 5  # backed off 0.05 s, then 0.1 s: not minutes
+    assert result["alive"] == []
+    assert "in 0.1 s (died at start 2 time(s) in a row)" in result["log"]
 
 
 def serve_two_workers(tmp_path, *flags: str) -> tuple[subprocess.Popen, int]:
