@@ -23,6 +23,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from vitrina.encoders.files import digest_file
+
 log = logging.getLogger("vitrina")
 CACHE_DIR = "optimised"  # under the ONNX cache (encoders.onnx_runtime.default_cache_dir)
 SIDECAR = ".json"
@@ -58,10 +60,7 @@ def cache_key(graph_digest: str, ort_version: str) -> str:
 def graph_digest(path: Path, recorded: str | None = None) -> str:
     """The source graph's sha256: the export's recorded checksum when it has one (verified by whoever loads
     the export), else hashed here."""
-    if recorded:
-        return recorded
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return recorded or digest_file(path)
 
 
 def usable_cached(graph: Path) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 from vitrina.encoders.base import l2_normalize
 from vitrina.encoders.config import EncoderConfig
 from vitrina.encoders.errors import EncoderError
-from vitrina.encoders.onnx_runtime import OnnxImageEncoder, OnnxModelInfo, default_cache_dir, usable_cores
+from vitrina.encoders.onnx_runtime import OnnxImageEncoder, OnnxModelInfo, openvino_cache, usable_cores
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 STREAM_BATCH = 8  # photos per request on a stream: 16% less CPU per photo than 32 (benchmarks/RESULTS.md, issue 19)
@@ -88,7 +88,7 @@ def compile_graph(path: Path, config: EncoderConfig) -> CompiledGraph:
     except ImportError as exc:
         raise EncoderError("the OpenVINO image runtime needs the package openvino: pip install vitrina[openvino]") from exc
     core = ov.Core()
-    cache = (config.onnx_cache or default_cache_dir()) / "openvino"
+    cache = openvino_cache(config)
     cache.mkdir(parents=True, exist_ok=True)
     core.set_property({"CACHE_DIR": str(cache)})
     native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")

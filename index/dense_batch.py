@@ -10,11 +10,12 @@ if TYPE_CHECKING:
     from vitrina.index.store import VectorSpace
 
 
-def matmul_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def matmul_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int,
+                 pad: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) per query over `vectors` (keyed by `rows`): one matrix product and an argpartition,
-    best first, equal scores by row; padded with -inf / -1 past the number of vectors (as FAISS pads)."""
+    best first, equal scores by row; padded with `pad` / -1 past the number of vectors (as FAISS pads)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    scores = np.full((len(queries), k), pad, dtype=np.float32)
     found = np.full((len(queries), k), -1, dtype=np.int64)
     take = min(k, len(vectors))
     if take == 0 or not len(queries):

@@ -12,6 +12,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from vitrina.index.dense_batch import matmul_top_k
 from vitrina.index.config import IndexConfig
 from vitrina.index.errors import IndexStoreError
 from vitrina.errors import Param
@@ -104,19 +105,10 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: i
     """Brute-force inner-product top-k (scores, rows) of `queries` over `vectors` keyed by `rows`, as a Flat index
     answers it: -1 rows (lowest float32 scores) past the last match; `allowed`, a mask over product rows, keeps only those."""
     rows = np.asarray(rows, dtype=np.int64)
-    positions = None if allowed is None else np.flatnonzero(np.asarray(allowed, dtype=bool)[rows])
-    if positions is not None:
+    if allowed is not None:
+        positions = np.flatnonzero(np.asarray(allowed, dtype=bool)[rows])
         vectors, rows = vectors[positions], rows[positions]
-    scores = np.full((len(queries), k), np.finfo(np.float32).min, dtype=np.float32)  # FAISS's empty slots
-    found = np.full((len(queries), k), -1, dtype=np.int64)
-    if len(rows):
-        sims = (queries @ np.asarray(vectors).T).astype(np.float32, copy=False)
-        take = min(k, len(rows))
-        for i, row_sims in enumerate(sims):
-            top = np.argpartition(-row_sims, take - 1)[:take]
-            top = top[np.lexsort((rows[top], -row_sims[top]))]  # best first; ties by row
-            scores[i, :take], found[i, :take] = row_sims[top], rows[top]
-    return scores, found
+    return matmul_top_k(queries, vectors, rows, k, pad=np.finfo(np.float32).min)  # FAISS's empty slots
 
 
 class ProductIndex:

@@ -30,6 +30,7 @@ import numpy as np
 
 from vitrina.index.config import IndexConfig
 from vitrina.index.content import CONTENT_FILE, ProductContent
+from vitrina.index.dense_batch import matmul_top_k
 from vitrina.index.errors import IndexStoreError
 from vitrina.encoders.files import (CHECKSUM_FILE, clean_leftovers, copy_file, copy_tree, digest_file, digest_tree,
                              leftover_name, mismatches, read_checksums, write_checksums)
@@ -182,7 +183,7 @@ class VectorSpace:
 
     def _exact(self, queries: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = np.asarray(self.vectors[positions], dtype=np.float32)
-        return _exact_top_k(np.asarray(queries, dtype=np.float32), vectors, self.rows[positions], k)
+        return matmul_top_k(queries, vectors, self.rows[positions], k)
 
     @cached_property
     def _position_of_row(self) -> np.ndarray:
@@ -222,20 +223,6 @@ def best_per_row(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarr
         keep = order[np.sort(first)][:k]
         out_scores[i, :len(keep)], out_rows[i, :len(keep)] = s[keep], r[keep]
     return out_scores, out_rows
-
-
-def _exact_top_k(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force inner-product top-k of `queries` over `vectors` (keyed by `rows`), padded with -1."""
-    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    found = np.full((len(queries), k), -1, dtype=np.int64)
-    if len(vectors):
-        sims = queries @ vectors.T
-        take = min(k, len(vectors))
-        for i, row_sims in enumerate(sims):
-            top = np.argpartition(-row_sims, take - 1)[:take]
-            top = top[np.lexsort((rows[top], -row_sims[top]))]
-            scores[i, :take], found[i, :take] = row_sims[top], rows[top]
-    return scores, found
 
 
 @dataclass
