@@ -11,6 +11,7 @@ has a vocabulary (`vocabulary.json` beside the BM25 files); the corrected words 
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
@@ -141,6 +142,8 @@ class LexicalIndex:
     @classmethod
     def build(cls, texts: Sequence[str], settings: LexicalConfig | None = None) -> "LexicalIndex":
         import bm25s  # building only: its import loads scipy.sparse, which a search does without
+
+        logging.getLogger("bm25s").setLevel(logging.NOTSET)  # its import sets DEBUG: its notes reached stderr under -q
 
         settings = settings or LexicalConfig()
         index = cls(bm25s.BM25(method=settings.method, k1=settings.k1, b=settings.b), settings, len(texts),

@@ -258,3 +258,49 @@ def test_a_saved_bm25_index_scores_as_bm25s_does_without_importing_it(tmp_path, 
     assert np.array_equal(again.get_scores([0, 1]), reference.get_scores([0, 1]))
     with pytest.raises(ValueError):
         stored.get_scores([tokens + 5])
+
+
+def test_a_text_catalogs_product_table_is_built_without_importing_pandas():
+    # pa.array of a Python list imports pandas first (0.2 s of every `vitrina index`); text columns need not
+    probe = ("import sys\n"
+             "from vitrina.index.products import ProductTable\n"
+             "table = ProductTable.from_records(['a', 'b', 'c'], [{'title': 'red shoes'}, {'title': None, 'brand': 'Acme'}, {}])\n"
+             "print('pandas' in sys.modules, table.table.schema.field('title').type, table.metadata(1))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(" ", 2) == ["False", "string", "{'title': None, 'brand': 'Acme'}\n"]
+
+
+def test_product_columns_keep_their_types_and_mixed_ones_become_json():
+    import pyarrow as pa
+
+    from vitrina.index.products import ProductTable, string_column
+
+    records = [{"title": "a", "price": 3, "tags": ["x"], "size": "M"}, {"title": "b", "price": 4.5, "tags": None, "size": 9}]
+    table = ProductTable.from_records(["p1", "p2"], records)
+    types = {f.name: f.type for f in table.table.schema}
+    assert types == {"id": pa.string(), "title": pa.string(), "price": pa.float64(), "tags": pa.list_(pa.string()),
+                     "size": pa.string()}
+    assert table.metadata(1) == {"title": "b", "price": 4.5, "tags": None, "size": "9"}  # "M" and 9: JSON text
+    assert table.metadata(0)["size"] == '"M"'
+    values = ["é", None, "", "x" * 1000]
+    assert string_column(values).equals(pa.array(values, type=pa.string()))
+
+
+def test_the_command_line_leaves_its_objects_to_the_exit_not_to_a_last_collection(built):
+    index, _ = built
+    check = "import atexit, gc, sys\natexit.register(lambda: print('FROZEN', gc.get_freeze_count() > 0))\n"
+    from_command_line = check + f"sys.argv = ['vitrina', 'info', {str(index)!r}]\nfrom vitrina.cli import main\nmain()\n"
+    called = check + f"from vitrina.cli import main\nmain(['info', {str(index)!r}])\n"  # a caller's process: untouched
+    for probe, frozen in ((from_command_line, "True"), (called, "False")):
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == f"FROZEN {frozen}"
+
+
+def test_building_bm25_writes_nothing_to_a_quiet_log():
+    probe = ("import logging\nlogging.basicConfig(level=logging.WARNING)\n"
+             "from vitrina.index.lexical import LexicalIndex\n"
+             "LexicalIndex.build(['red running shoes', 'blue denim jacket'])\nprint('built')")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(), timeout=120)
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "built", "")  # bm25s said "Building index from tokens"
