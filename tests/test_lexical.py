@@ -49,6 +49,19 @@ class TestAnalyzer:
     def test_case_punctuation_and_accents_fold(self, analyzer):
         assert analyzer.tokens("CAFÉ, Crème!") == analyzer.tokens("cafe creme")
 
+    def test_ascii_text_folds_as_the_full_unicode_normalisation_does(self):
+        import unicodedata
+
+        from vitrina.index.lexical import _QUOTES, fold
+
+        def normalised(text: str) -> str:  # the whole path, which ASCII text now skips
+            text = unicodedata.normalize("NFKD", text.translate(_QUOTES))
+            return unicodedata.normalize("NFKC", "".join(c for c in text if not unicodedata.combining(c))).casefold()
+
+        samples = [chr(i) for i in range(128)] + ["Ice-Maker 2x4 \u201cPro\u201d 36\u2033", "CAF\u00c9 \ufb01ne", "DeWALT 20V MAX*"]
+        assert [fold(t) for t in samples] == [normalised(t) for t in samples]
+        assert fold("CAF\u00c9 \ufb01ne") == "cafe fine" and fold("\u2018Pro\u2019") == "'pro'"
+
     def test_stopwords_dropped_and_words_stemmed(self, analyzer):
         assert analyzer.tokens("the running shoes") == ["run", "shoe"]
 
