@@ -198,3 +198,31 @@ def test_each_published_version_of_a_versioned_root_is_calibrated(tiny_bert_dir,
     second = resolve_index_path(root)
     assert second != first and read_calibration(second)["text"].products == 61
     assert list(vitrina.Index.open(root, CONFIG).search(GIBBERISH, k=3)) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_build_calibrates_what_a_search_of_the_saved_index_would_measure(tiny_bert_dir, tmp_path, dtype):
+    # `vitrina index` calibrates the directory it holds in memory (reading it back cost 0.2 s); float16 storage
+    # is calibrated on the vectors searches read, not the float32 ones the build held
+    from dataclasses import replace
+
+    from vitrina.engine.build.calibrate import calibrate_space
+    from vitrina.index.config import IndexConfig
+
+    config = replace(CONFIG, index=IndexConfig(vector_dtype=dtype))
+    rows = [{"id": r["id"], "title": r["title"]} for r in demo_rows()[:150]]
+    path = tmp_path / "index"
+    vitrina.Index.build(write_csv(tmp_path / "products.csv", rows), path, text_fields=["title"],
+                        text_model=str(tiny_bert_dir), versioned=False, config=config)
+    stored = read_calibration(path)["text"]
+    measured = calibrate_space(SearchSession(path, config), "text")
+    assert stored == measured and stored.products == 150
+    held = SearchSession.over(SearchSession(path, config).directory, config)
+    assert held.path == path and calibrate_space(held, "text") == measured
+
+
+def test_a_session_needs_a_saved_directory(demo_index):
+    directory = SearchSession(demo_index, CONFIG).directory
+    directory.path = None
+    with pytest.raises(ValueError, match="saved index directory"):
+        SearchSession.over(directory)

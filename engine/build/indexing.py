@@ -48,7 +48,7 @@ def build_index(catalog: CatalogSource, out: str | Path, config: VitrinaConfig |
     directory = built.assembled.directory
     directory.settings = files
     directory.save(Path(out))
-    calibrate_index(Path(out), config)  # the relevance floor and score scale, stored beside (engine.build.calibrate)
+    calibrate_index(directory, config)  # the relevance floor and score scale, stored beside (engine.build.calibrate)
     seconds = {"read": read_seconds, "text": built.seconds["text"]}
     if directory.lexical is not None:
         seconds["lexical"] = built.seconds["lexical"]

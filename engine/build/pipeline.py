@@ -256,7 +256,7 @@ def publish_version(root: Path, live_dir: Path | None, directory: IndexDirectory
     directory.settings = carried_settings(live_dir, directory.settings)
     version_dir = save_version(root, directory)
     carried.write(version_dir)
-    calibrate_index(version_dir, config)  # the relevance floor (engine.build.calibrate), before it goes live
+    calibrate_index(directory, config)  # the relevance floor (engine.build.calibrate), before it goes live
     hook("save", -1)
     removed = publish(root, version_dir, keep)
     hook("publish", -1)

@@ -81,7 +81,22 @@ class SearchSession:
     ) -> None:
         self.path = resolve_index_path(path)  # a versioned root (`vitrina reindex`) serves its current version
         self.config = config or VitrinaConfig()
-        self.directory = IndexDirectory.load(self.path, self.config.index)
+        self._attach(IndexDirectory.load(self.path, self.config.index), text_model, image_model)
+
+    @classmethod
+    def over(cls, directory: IndexDirectory, config: VitrinaConfig | None = None) -> "SearchSession":
+        """A session over a directory held in memory and saved (its path set): the one a build has just written,
+        searched without reading it back (engine.build.calibrate)."""
+        if directory.path is None:
+            raise ValueError("a session needs a saved index directory (its path is not set)")
+        session = cls.__new__(cls)
+        session.path = Path(directory.path)
+        session.config = config or VitrinaConfig()
+        session._attach(directory)
+        return session
+
+    def _attach(self, directory: IndexDirectory, text_model: str | None = None, image_model: str | None = None) -> None:
+        self.directory = directory
         self.manifest = self.directory.manifest
         self.products = self.directory.products
         self._models = {"text": text_model, "image": image_model}
