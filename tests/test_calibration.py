@@ -226,3 +226,15 @@ def test_a_session_needs_a_saved_directory(demo_index):
     directory.path = None
     with pytest.raises(ValueError, match="saved index directory"):
         SearchSession.over(directory)
+
+
+def test_calibration_encodes_its_probes_without_spinning_threads(demo_index, monkeypatch):
+    # between the probe batches it corrects typos and searches in Python: spinning ONNX Runtime threads took the CPU
+    import vitrina.engine.build.calibrate as calibrate
+
+    seen = []
+    real = calibrate.calibrate_space
+    monkeypatch.setattr(calibrate, "calibrate_space", lambda session, space: seen.append(session.config) or real(session, space))
+    copy = SearchSession(demo_index, CONFIG).directory
+    assert calibrate.calibrate_index(copy, CONFIG)["text"] == read_calibration(resolve_index_path(demo_index))["text"]
+    assert [c.encoders.spin for c in seen] == [False] and CONFIG.encoders.spin
