@@ -291,7 +291,9 @@ class OnnxTextEncoder(OnnxEncoder):
         return text
 
     def tokenize(self, texts: Sequence[str]) -> list[Any]:
-        return self.tokenizer.encode_batch([self._clean(t) for t in texts])
+        """The texts' encodings (ids, masks, types; not their character offsets, which nothing here reads)."""
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)  # tokenizers >= 0.20
+        return encode([self._clean(t) for t in texts])
 
     def _feeds(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
         width = self.max_length if self.info.fixed_length else max(len(e.ids) for e in encodings)
