@@ -31,10 +31,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vitrina.index import IndexDirectory
-
 if TYPE_CHECKING:
     from vitrina.engine.query.search import SearchSession
+    from vitrina.index import IndexDirectory
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_FORMAT = "vitrina-calibration-1"
@@ -153,6 +152,7 @@ def calibrate_index(index: Path | IndexDirectory, config=None) -> dict[str, Spac
     another precision (float16): then on what searches will read."""
     from vitrina.engine.config import VitrinaConfig
     from vitrina.engine.query.search import SearchSession
+    from vitrina.index import IndexDirectory
 
     config = config or VitrinaConfig()
     # the probes are encoded between steps in Python (typo correction, searches): ONNX Runtime's idle threads
