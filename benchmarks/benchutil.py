@@ -83,10 +83,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 def start_server(index: Path, port: int, flags: Sequence[str] = (), env: dict[str, str] | None = None) -> subprocess.Popen:
     """`vitrina serve INDEX --port PORT FLAGS` of this venv, returned once /readyz says ready (exits if never)."""
+    command = [str(Path(sys.executable).parent / "vitrina"), "serve", str(index), "--port", str(port), *flags]
+    return wait_ready(subprocess.Popen(command, env=env), port)
+
+
+def wait_ready(process: subprocess.Popen, port: int) -> subprocess.Popen:
+    """`process`, once the server it runs says ready on /readyz (killed, and this one exits, if it never does)."""
     import httpx
 
-    command = [str(Path(sys.executable).parent / "vitrina"), "serve", str(index), "--port", str(port), *flags]
-    process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:

@@ -14,7 +14,6 @@ import benchutil  # noqa: F401  (first: fixes sys.path)
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 SERVE = "--serve-on-granian"
@@ -37,24 +36,14 @@ def serve_on_granian(index: str, port: int) -> None:
 
 
 def main() -> None:
-    import httpx
-
     import serving_speed
+    from benchutil import wait_ready
 
     uvicorn_server = serving_speed.serving
 
     def granian_server(index: Path, flags: list[str], code: str | None = None) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, __file__, SERVE, str(index), str(serving_speed.PORT)])
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{serving_speed.PORT}/readyz", timeout=2).status_code == 200:
-                    return process
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        process.kill()
-        raise SystemExit("the granian server did not become ready")
+        command = [sys.executable, __file__, SERVE, str(index), str(serving_speed.PORT)]
+        return wait_ready(subprocess.Popen(command), serving_speed.PORT)
 
     def server(index: Path, flags: list[str], code: str | None = None) -> subprocess.Popen:
         if code and Path(code).name == "granian":
