@@ -108,7 +108,7 @@ def one_run(code: Path, catalog: Path, extra: list[str]) -> dict[str, tuple[floa
         if f"{name} start" in at:
             (w0, c0), (w1, c1) = at[f"{name} start"], at[f"{name} end"]
             phases[name] = (w1 - w0, c1 - c0)
-    (_, _), (load_end, load_cpu) = at["load encoders start"], at["load encoders end"]
+    load_end, load_cpu = at["load encoders end"]
     phases["encode"] = (at["assemble start"][0] - load_end, at["assemble start"][1] - load_cpu)
     phases["exit"] = (total - at["command"][0], float("nan"))
     phases["whole process"] = (total, float("nan"))

@@ -59,17 +59,18 @@ def digest_file(path: Path) -> str:
     return digest
 
 
-def _carry_digest(source: str | Path, before: os.stat_result, target: str | Path) -> None:
+def _carry_digest(source_path: str | Path, before: os.stat_result, target: str | Path) -> None:
     """A byte-exact copy of a file this process hashed, unchanged while it was copied, has the same sha256."""
+    source = file_identity(before)
     with _DIGESTS_LOCK:
-        known = _DIGESTS.get(file_identity(before)[:2])
+        known = _DIGESTS.get(source[:2])
     try:
-        after, copied = os.stat(source), os.stat(target)
+        after, copied = os.stat(source_path), file_identity(os.stat(target))
     except OSError:
         return
-    if known is not None and known[0] == file_identity(before) == file_identity(after) and copied.st_size == after.st_size:
+    if known is not None and known[0] == source == file_identity(after) and copied[2] == after.st_size:
         with _DIGESTS_LOCK:
-            _DIGESTS[file_identity(copied)[:2]] = (file_identity(copied), known[1])
+            _DIGESTS[copied[:2]] = (copied, known[1])
 
 
 def digest_tree(directory: Path) -> dict[str, str]:

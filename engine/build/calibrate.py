@@ -159,11 +159,12 @@ def calibrate_index(index: Path | IndexDirectory, config=None) -> dict[str, Spac
     # spinning through those cost `vitrina index` 0.17 s of CPU (the numbers are the same either way)
     config = replace(config, encoders=replace(config.encoders, spin=False))
     try:
-        held = isinstance(index, IndexDirectory) and all(space.dtype == "float32" for space in index.spaces.values())
-        if held:
+        if not isinstance(index, IndexDirectory):
+            session = SearchSession(index, config)
+        elif all(space.dtype == "float32" for space in index.spaces.values()):  # held as stored
             session = SearchSession.over(index, config)
         else:
-            session = SearchSession(index.path if isinstance(index, IndexDirectory) else index, config)
+            session = SearchSession(index.path, config)
         if session.directory.lexical is None or "text" not in session.manifest.spaces:
             return {}
         calibration = calibrate_space(session, "text")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from vitrina.encoders.files import file_identity
 from vitrina.engine.data.events import EventLog
 
 CO_PURCHASE_FILE = "co_purchase.npz"  # beside the behaviour snapshot (DIR/behaviour/)
@@ -182,7 +183,8 @@ class CoPurchases:
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """A file as it was (device, inode, size, modification time): whether a path still holds it."""
+    """A file as it was (device, inode, size, modification time): whether a path still holds it. The first four
+    fields of `encoders.files.file_identity`: not its change time, which the hard link to the file alters."""
 
     device: int
     inode: int
@@ -191,8 +193,7 @@ class FileIdentity:
 
     @classmethod
     def of(cls, path: Path) -> "FileIdentity":
-        stat = os.stat(path)
-        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return cls(*file_identity(os.stat(path))[:4])
 
     def holds(self, path: Path) -> bool:
         try:
